@@ -1,0 +1,226 @@
+//! Topic names (what a message is published to) and topic filters (what a subscription
+//! matches), each validated once in its constructor.
+//!
+//! Both are UTF-8 without U+0000 and at most 65,535 bytes. A name has no wildcards; in a
+//! filter `+` is a whole level and `#` a whole, last level. Both keep their text in a
+//! shared, reference-counted buffer, so cloning a topic is cheap.
+
+use bytestring::ByteString;
+
+/// Why a string is not a valid topic name or filter.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TopicError {
+    /// Topic names and filters must have at least one character.
+    #[error("topic is empty")]
+    Empty,
+    /// Longer than a two-byte length prefix can carry.
+    #[error("topic is {0} bytes, more than the 65535 allowed")]
+    TooLong(usize),
+    /// U+0000 is forbidden in every MQTT string.
+    #[error("topic contains the null character U+0000")]
+    NullCharacter,
+    /// A topic name contains `+` or `#`.
+    #[error("topic name contains wildcard '{0}'")]
+    WildcardInName(char),
+    /// `+` or `#` share a level with other characters, or `#` is not the last level.
+    #[error("topic filter has '{0}' where a whole level is required")]
+    MisplacedWildcard(char),
+    /// A `$share/` filter without a group name or a filter after it.
+    #[error("shared subscription must be $share/<group>/<filter>, with a group without wildcards")]
+    InvalidShare,
+}
+
+fn check_common(text: &str) -> Result<(), TopicError> {
+    if text.is_empty() {
+        return Err(TopicError::Empty);
+    }
+    if text.len() > usize::from(u16::MAX) {
+        return Err(TopicError::TooLong(text.len()));
+    }
+    if text.contains('\0') {
+        return Err(TopicError::NullCharacter);
+    }
+    Ok(())
+}
+
+/// A topic a message is published to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TopicName(ByteString);
+
+impl TopicName {
+    /// Validates `text` as a topic name.
+    pub fn new(text: impl Into<ByteString>) -> Result<TopicName, TopicError> {
+        let text = text.into();
+        check_common(&text)?;
+        if let Some(wildcard) = text.chars().find(|c| *c == '+' || *c == '#') {
+            return Err(TopicError::WildcardInName(wildcard));
+        }
+        Ok(TopicName(text))
+    }
+
+    /// The empty topic, legal only in a 5.0 `PUBLISH` that carries a topic alias.
+    pub fn empty() -> TopicName {
+        TopicName(ByteString::new())
+    }
+
+    /// The topic's text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether this is the empty topic of an aliased 5.0 publish.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Whether the topic starts with `$` (such topics are not matched by leading wildcards).
+    pub fn is_system(&self) -> bool {
+        self.0.starts_with('$')
+    }
+
+    /// The `/`-separated levels.
+    pub fn levels(&self) -> std::str::Split<'_, char> {
+        self.0.split('/')
+    }
+
+    /// The shared buffer holding the text.
+    pub fn as_byte_string(&self) -> &ByteString {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for TopicName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A subscription's topic filter, possibly with `+`/`#` wildcards and a `$share/{group}/`
+/// prefix.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TopicFilter(ByteString);
+
+impl TopicFilter {
+    /// Validates `text` as a topic filter.
+    pub fn new(text: impl Into<ByteString>) -> Result<TopicFilter, TopicError> {
+        let text = text.into();
+        check_common(&text)?;
+        let mut levels = text.split('/').peekable();
+        while let Some(level) = levels.next() {
+            let is_last = levels.peek().is_none();
+            if level.contains('#') && (level != "#" || !is_last) {
+                return Err(TopicError::MisplacedWildcard('#'));
+            }
+            if level.contains('+') && level != "+" {
+                return Err(TopicError::MisplacedWildcard('+'));
+            }
+        }
+        let filter = TopicFilter(text);
+        if filter.0.starts_with("$share/") && filter.share().is_none() {
+            return Err(TopicError::InvalidShare);
+        }
+        Ok(filter)
+    }
+
+    /// The filter's text, including any `$share/{group}/` prefix.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// For `$share/{group}/{filter}`: the group and the filter that is matched.
+    pub fn share(&self) -> Option<(&str, &str)> {
+        let rest = self.0.strip_prefix("$share/")?;
+        let (group, filter) = rest.split_once('/')?;
+        if group.is_empty() || filter.is_empty() || group.contains(['+', '#']) {
+            return None;
+        }
+        Some((group, filter))
+    }
+
+    /// The part that is matched against topic names (without a `$share/{group}/` prefix).
+    pub fn pattern(&self) -> &str {
+        self.share().map_or(&self.0, |(_, filter)| filter)
+    }
+
+    /// Whether the filter contains `+` or `#`.
+    pub fn has_wildcards(&self) -> bool {
+        self.pattern().contains(['+', '#'])
+    }
+
+    /// Whether `topic` matches this filter, following the rule that a leading wildcard
+    /// does not match a topic starting with `$`.
+    pub fn matches(&self, topic: &TopicName) -> bool {
+        let pattern = self.pattern();
+        if topic.is_system() && pattern.starts_with(['+', '#']) {
+            return false;
+        }
+        let mut filter_levels = pattern.split('/');
+        let mut topic_levels = topic.levels();
+        loop {
+            match (filter_levels.next(), topic_levels.next()) {
+                (Some("#"), _) => return true,
+                (Some(f), Some(t)) if f == "+" || f == t => {}
+                (None, None) => return true,
+                _ => return false,
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for TopicFilter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filter_matching_follows_the_spec_table() {
+        let cases = [
+            ("sport/tennis/player1/#", "sport/tennis/player1", true),
+            ("sport/tennis/player1/#", "sport/tennis/player1/ranking", true),
+            ("sport/tennis/player1/#", "sport/tennis/player1/score/wimbledon", true),
+            ("sport/#", "sport", true),
+            ("#", "anything/at/all", true),
+            ("sport/tennis/+", "sport/tennis/player1", true),
+            ("sport/tennis/+", "sport/tennis/player1/ranking", false),
+            ("sport/+", "sport", false),
+            ("sport/+", "sport/", true),
+            ("+/+", "/finance", true),
+            ("/+", "/finance", true),
+            ("+", "/finance", false),
+            ("#", "$SYS/broker/clients", false),
+            ("+/monitor/Clients", "$SYS/monitor/Clients", false),
+            ("$SYS/#", "$SYS/monitor/Clients", true),
+            ("$SYS/monitor/+", "$SYS/monitor/Clients", true),
+            ("$share/g/sensors/+", "sensors/a", true),
+            ("a/b", "a/b/c", false),
+            ("a/b/c", "a/b", false),
+        ];
+        for (filter, topic, expected) in cases {
+            let filter = TopicFilter::new(filter).unwrap();
+            let topic = TopicName::new(topic).unwrap();
+            assert_eq!(filter.matches(&topic), expected, "{filter} vs {topic}");
+        }
+    }
+
+    #[test]
+    fn invalid_filters_are_rejected() {
+        for text in ["", "a/#/b", "a#", "a/b+", "+a", "$share/", "$share/g", "$share/g+/a", "a\0b"] {
+            assert!(TopicFilter::new(text).is_err(), "{text:?} should be invalid");
+        }
+    }
+
+    #[test]
+    fn names_reject_wildcards_and_nulls() {
+        assert_eq!(TopicName::new("a/+"), Err(TopicError::WildcardInName('+')));
+        assert_eq!(TopicName::new("a/#"), Err(TopicError::WildcardInName('#')));
+        assert_eq!(TopicName::new("a\0"), Err(TopicError::NullCharacter));
+        assert_eq!(TopicName::new(""), Err(TopicError::Empty));
+        assert!(TopicName::new("/").is_ok());
+    }
+}
