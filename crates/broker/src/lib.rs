@@ -1,1 +1,34 @@
-//! placeholder
+//! Fleetwire's MQTT broker: TCP listener, sessions, subscriptions with `+`, `#` and
+//! `$share`, retained messages, wills, QoS 0/1/2, persistent sessions with bounded
+//! offline queues, and `$SYS` statistics.
+//!
+//! The broker speaks MQTT through [`fleetwire_mqtt_codec`] and indexes subscriptions
+//! with [`fleetwire_topics`]; it knows nothing of devices, storage or HTTP. See
+//! `ARCHITECTURE.md` for who owns which state.
+//!
+//! ```no_run
+//! use fleetwire_broker::{Broker, BrokerConfig};
+//!
+//! # async fn run() -> std::io::Result<()> {
+//! let broker = Broker::new(BrokerConfig { allow_anonymous: true, ..BrokerConfig::default() });
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:1883").await?;
+//! tokio::spawn({
+//!     let broker = broker.clone();
+//!     async move { broker.run_housekeeping().await }
+//! });
+//! broker.serve(listener).await
+//! # }
+//! ```
+
+mod broker;
+mod config;
+mod connection;
+mod listener;
+mod session;
+mod stats;
+mod sys;
+
+pub use broker::Broker;
+pub use config::BrokerConfig;
+pub use session::{ClientId, SessionId};
+pub use stats::StatsSnapshot;

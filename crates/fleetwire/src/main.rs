@@ -1,1 +1,39 @@
-fn main() {}
+//! The `fleetwire` binary: parses flags and configuration, wires the library crates
+//! together and maps failures to exit codes. No domain logic lives here.
+
+mod admin_token;
+mod cli;
+mod config;
+mod logging;
+mod serve;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            // Logging may not be set up yet (bad configuration), so print directly.
+            eprintln!("fleetwire: error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: cli::Cli) -> anyhow::Result<()> {
+    match cli.command {
+        cli::Command::Serve(args) => {
+            let settings = config::Settings::load(&args, cli.log_format)?;
+            logging::init(&settings.log)?;
+            serve::run(settings)
+        }
+        cli::Command::Demo(args) => {
+            let settings = config::Settings::load_demo(&args, cli.log_format)?;
+            logging::init(&settings.log)?;
+            serve::run_demo(settings)
+        }
+    }
+}

@@ -1,0 +1,596 @@
+//! The broker's shared state and the operations connections perform on it: attaching to
+//! a session, subscribing, routing a message to every matching session, retaining.
+//!
+//! Ownership and lock order: the session table (`sessions`), the subscription tree and
+//! the retained store each sit behind their own lock, and every session has its own
+//! mutex. Locks are taken in the order sessions → subscriptions → retained → one
+//! session, never the other way, and never across an `.await`. Routing, the hot path,
+//! takes only the subscription tree's read lock and, per target, that session's mutex.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytestring::ByteString;
+use fleetwire_mqtt_codec::{
+    Connect, Properties, Publish, QoS, ReasonCode, RetainHandling, Subscribe, SubscriptionOptions,
+    TopicFilter, TopicName, Unsubscribe, Will,
+};
+use fleetwire_topics::{RetainedStore, TopicTree};
+use parking_lot::{Mutex, RwLock};
+use smallvec::SmallVec;
+use tokio::sync::{Notify, watch};
+
+use crate::config::BrokerConfig;
+use crate::session::{Attachment, ClientId, Delivery, Message, Session, SessionId};
+use crate::stats::{self, Stats, StatsSnapshot};
+
+/// Key of one subscription in the tree: the session, and the share group for
+/// `$share/{group}/...` filters (a session may hold both `a/+` and `$share/g/a/+`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct SubscriptionKey {
+    session: SessionId,
+    share_group: Option<ByteString>,
+}
+
+/// What the tree stores per subscription: enough to deliver without another lookup.
+#[derive(Debug)]
+struct Subscriber {
+    session: Arc<Session>,
+    options: SubscriptionOptions,
+    subscription_id: Option<u32>,
+}
+
+/// The result of a successful `CONNECT`.
+pub(crate) struct Attached {
+    pub(crate) session: Arc<Session>,
+    pub(crate) is_session_present: bool,
+    pub(crate) generation: u64,
+    /// Set when the client sent an empty id and the broker chose one.
+    pub(crate) assigned_client_id: Option<String>,
+}
+
+struct Shared {
+    config: BrokerConfig,
+    sessions: Mutex<HashMap<ClientId, Arc<Session>>>,
+    subscriptions: RwLock<TopicTree<SubscriptionKey, Subscriber>>,
+    retained: RwLock<RetainedStore<Arc<Message>>>,
+    stats: Stats,
+    next_id: AtomicU64,
+    /// Rotates the member chosen for each shared-subscription delivery.
+    share_cursor: AtomicU64,
+    started: Instant,
+    shutdown: watch::Sender<bool>,
+}
+
+/// A running broker. Cheap to clone: all clones share one state.
+#[derive(Clone)]
+pub struct Broker {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Broker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Broker")
+            .field("config", &self.shared.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Broker {
+    /// A broker with no sessions, subscriptions or retained messages.
+    pub fn new(config: BrokerConfig) -> Broker {
+        let (shutdown, _) = watch::channel(false);
+        Broker {
+            shared: Arc::new(Shared {
+                config,
+                sessions: Mutex::new(HashMap::new()),
+                subscriptions: RwLock::new(TopicTree::default()),
+                retained: RwLock::new(RetainedStore::default()),
+                stats: Stats::default(),
+                next_id: AtomicU64::new(1),
+                share_cursor: AtomicU64::new(0),
+                started: Instant::now(),
+                shutdown,
+            }),
+        }
+    }
+
+    /// The configuration the broker runs with.
+    pub fn config(&self) -> &BrokerConfig {
+        &self.shared.config
+    }
+
+    pub(crate) fn stats(&self) -> &Stats {
+        &self.shared.stats
+    }
+
+    /// Current counters.
+    pub fn stats_snapshot(&self) -> StatsSnapshot {
+        let stats = &self.shared.stats;
+        StatsSnapshot {
+            clients_connected: stats::get(&stats.clients_connected),
+            sessions: self.shared.sessions.lock().len() as u64,
+            messages_received: stats::get(&stats.messages_received),
+            messages_sent: stats::get(&stats.messages_sent),
+            messages_dropped: stats::get(&stats.messages_dropped),
+            bytes_received: stats::get(&stats.bytes_received),
+            bytes_sent: stats::get(&stats.bytes_sent),
+            malformed_packets: stats::get(&stats.malformed_packets),
+            subscriptions: self.shared.subscriptions.read().len() as u64,
+            retained_messages: self.shared.retained.read().len() as u64,
+        }
+    }
+
+    /// How long the broker has been running.
+    pub fn uptime(&self) -> Duration {
+        self.shared.started.elapsed()
+    }
+
+    /// Asks every connection to close (5.0 clients get `DISCONNECT` "server shutting
+    /// down") and the listeners to stop accepting.
+    pub fn shutdown(&self) {
+        self.shared.shutdown.send_replace(true);
+    }
+
+    /// Whether [`Broker::shutdown`] was called.
+    pub fn is_shutting_down(&self) -> bool {
+        *self.shared.shutdown.borrow()
+    }
+
+    /// Resolves once [`Broker::shutdown`] has been called.
+    pub async fn shutdown_requested(&self) {
+        let mut signal = self.shutdown_signal();
+        let _ = signal.wait_for(|is_stopping| *is_stopping).await;
+    }
+
+    pub(crate) fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.shared.shutdown.subscribe()
+    }
+
+    fn next_id(&self) -> u64 {
+        self.shared.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Attaches a connection to its session, taking over from a connection that holds
+    /// it and creating or discarding the session as `clean_start` asks.
+    pub(crate) fn attach(
+        &self,
+        connect: &Connect,
+        kick: Arc<Notify>,
+        wake: Arc<Notify>,
+    ) -> Result<Attached, ReasonCode> {
+        let version = connect.protocol;
+        let mut assigned_client_id = None;
+        let client_id = if connect.client_id.is_empty() {
+            if !version.is_v5() && !connect.clean_start {
+                // 3.1.1 [MQTT-3.1.3-8]: an empty id needs clean session.
+                return Err(ReasonCode::CLIENT_IDENTIFIER_NOT_VALID);
+            }
+            let id = format!("fleetwire-{:016x}", self.next_id() ^ random_u64());
+            assigned_client_id = Some(id.clone());
+            ClientId::new(id)
+        } else {
+            ClientId::new(connect.client_id.clone())
+        };
+        let expiry_interval = if version.is_v5() {
+            connect.properties.session_expiry_interval.unwrap_or(0)
+        } else if connect.clean_start {
+            0
+        } else {
+            u32::MAX
+        };
+        let generation = self.next_id();
+        let attachment = Attachment {
+            generation,
+            kick,
+            wake,
+        };
+
+        let mut discarded = None;
+        let (session, is_session_present) = {
+            let mut sessions = self.shared.sessions.lock();
+            let existing = sessions.get(&client_id).cloned();
+            if let Some(existing) = &existing {
+                let mut state = existing.state.lock();
+                if let Some(old) = state.attachment.take() {
+                    old.detach_signal();
+                }
+            }
+            match existing {
+                Some(existing) if !connect.clean_start => (existing, true),
+                existing => {
+                    discarded = existing;
+                    let session = Arc::new(Session::new(
+                        SessionId(self.next_id()),
+                        client_id.clone(),
+                        self.shared.config.max_queued_messages,
+                    ));
+                    sessions.insert(client_id, Arc::clone(&session));
+                    (session, false)
+                }
+            }
+        };
+        if let Some(old) = discarded {
+            self.remove_subscriptions(&old);
+        }
+
+        {
+            let mut state = session.state.lock();
+            let receive_maximum = connect
+                .properties
+                .receive_maximum
+                .map_or(usize::MAX, usize::from);
+            state.version = version;
+            state.inflight_limit = self.shared.config.max_inflight.min(receive_maximum).max(1);
+            state.is_persistent = expiry_interval > 0;
+            state.expiry_interval = expiry_interval;
+            state.disconnected_at = None;
+            state.is_closing = false;
+            state.client_max_packet_size = connect.properties.maximum_packet_size;
+            state.control.clear();
+            state.attachment = Some(attachment);
+        }
+        stats::add(&self.shared.stats.clients_connected, 1);
+        stats::add(&self.shared.stats.clients_total, 1);
+        Ok(Attached {
+            session,
+            is_session_present,
+            generation,
+            assigned_client_id,
+        })
+    }
+
+    /// Detaches the connection `generation` from `session`; ends the session unless it is
+    /// persistent. Does nothing if another connection took the session over.
+    pub(crate) fn detach(&self, session: &Arc<Session>, generation: u64) {
+        self.shared
+            .stats
+            .clients_connected
+            .fetch_sub(1, Ordering::Relaxed);
+        let is_persistent = {
+            let mut state = session.state.lock();
+            if !state.is_attached(generation) {
+                return;
+            }
+            if let Some(attachment) = state.attachment.take() {
+                attachment.wake.notify_one();
+            }
+            state.disconnected_at = Some(Instant::now());
+            state.control.clear();
+            state.is_closing = false;
+            // QoS 0 messages are not kept for an offline client.
+            state
+                .pending
+                .retain(|delivery| delivery.qos != QoS::AtMostOnce);
+            state.is_persistent
+        };
+        if !is_persistent {
+            self.end_session(session);
+        }
+    }
+
+    /// Changes the expiry of a session at disconnect (5.0 `DISCONNECT` property).
+    pub(crate) fn set_session_expiry(&self, session: &Session, generation: u64, interval: u32) {
+        let mut state = session.state.lock();
+        if state.is_attached(generation) {
+            state.expiry_interval = interval;
+            state.is_persistent = interval > 0;
+        }
+    }
+
+    fn end_session(&self, session: &Arc<Session>) {
+        {
+            let mut sessions = self.shared.sessions.lock();
+            if sessions
+                .get(&session.client_id)
+                .is_some_and(|s| Arc::ptr_eq(s, session))
+            {
+                sessions.remove(&session.client_id);
+            }
+        }
+        self.remove_subscriptions(session);
+    }
+
+    fn remove_subscriptions(&self, session: &Session) {
+        let filters: Vec<TopicFilter> = {
+            let mut state = session.state.lock();
+            state
+                .subscriptions
+                .drain()
+                .map(|(filter, _)| filter)
+                .collect()
+        };
+        if filters.is_empty() {
+            return;
+        }
+        let mut tree = self.shared.subscriptions.write();
+        for filter in filters {
+            tree.remove(&filter, &subscription_key(session.id, &filter));
+        }
+    }
+
+    /// Ends detached sessions whose 5.0 expiry interval has passed.
+    pub(crate) fn expire_sessions(&self) {
+        let now = Instant::now();
+        let expired: Vec<Arc<Session>> = {
+            let sessions = self.shared.sessions.lock();
+            sessions
+                .values()
+                .filter(|session| {
+                    let state = session.state.lock();
+                    match (state.attachment.is_none(), state.disconnected_at) {
+                        (true, Some(at)) if state.expiry_interval != u32::MAX => {
+                            now.duration_since(at)
+                                >= Duration::from_secs(u64::from(state.expiry_interval))
+                        }
+                        _ => false,
+                    }
+                })
+                .cloned()
+                .collect()
+        };
+        for session in expired {
+            tracing::debug!(client_id = %session.client_id, "session expired");
+            self.end_session(&session);
+        }
+    }
+
+    /// Adds the subscriptions of `subscribe` and returns one reason code per filter;
+    /// retained messages that match are queued after the `SUBACK` (which the caller
+    /// queues first).
+    pub(crate) fn subscribe(
+        &self,
+        session: &Arc<Session>,
+        subscribe: &Subscribe,
+    ) -> (Vec<ReasonCode>, Vec<Delivery>) {
+        let subscription_id = subscribe
+            .properties
+            .subscription_identifiers
+            .first()
+            .copied();
+        let mut reasons = Vec::with_capacity(subscribe.filters.len());
+        let mut retained = Vec::new();
+        for (filter, options) in &subscribe.filters {
+            let key = subscription_key(session.id, filter);
+            let subscriber = Subscriber {
+                session: Arc::clone(session),
+                options: *options,
+                subscription_id,
+            };
+            let existed = self
+                .shared
+                .subscriptions
+                .write()
+                .insert(filter, key, subscriber)
+                .is_some();
+            session
+                .state
+                .lock()
+                .subscriptions
+                .insert(filter.clone(), *options);
+            reasons.push(ReasonCode(options.qos as u8));
+
+            let wants_retained = match options.retain_handling {
+                RetainHandling::OnSubscribe => true,
+                RetainHandling::OnNewSubscription => !existed,
+                RetainHandling::Never => false,
+            };
+            if wants_retained && filter.share().is_none() {
+                let store = self.shared.retained.read();
+                store.for_each_match(filter, |_, message| {
+                    retained.push(Delivery {
+                        message: Arc::clone(message),
+                        qos: message.qos.min(options.qos),
+                        is_retained: true,
+                        subscription_ids: subscription_id.into_iter().collect(),
+                    });
+                });
+            }
+        }
+        (reasons, retained)
+    }
+
+    /// Removes subscriptions; per filter, whether it existed.
+    pub(crate) fn unsubscribe(&self, session: &Session, unsubscribe: &Unsubscribe) -> Vec<bool> {
+        let mut existed = Vec::with_capacity(unsubscribe.filters.len());
+        for filter in &unsubscribe.filters {
+            let removed = self
+                .shared
+                .subscriptions
+                .write()
+                .remove(filter, &subscription_key(session.id, filter))
+                .is_some();
+            session.state.lock().subscriptions.remove(filter);
+            existed.push(removed);
+        }
+        existed
+    }
+
+    /// Accepts a `PUBLISH` from a client: updates the retained store and routes it.
+    /// Returns the number of sessions it was queued for.
+    pub(crate) fn publish(&self, publish: Publish, origin: SessionId) -> usize {
+        let message = Arc::new(Message {
+            topic: publish.topic,
+            payload: publish.payload,
+            qos: publish.qos,
+            is_retained: publish.retain,
+            properties: forwarded_properties(publish.properties),
+            origin: Some(origin),
+        });
+        self.accept(message)
+    }
+
+    /// Publishes a will message on behalf of a client whose connection ended abnormally.
+    pub(crate) fn publish_will(&self, will: Will, origin: SessionId) -> usize {
+        let message = Arc::new(Message {
+            topic: will.topic,
+            payload: will.payload,
+            qos: will.qos,
+            is_retained: will.retain,
+            properties: forwarded_properties(will.properties),
+            origin: Some(origin),
+        });
+        self.accept(message)
+    }
+
+    /// Publishes a message that originates in the broker (`$SYS`, and later the platform's
+    /// commands).
+    pub fn publish_internal(
+        &self,
+        topic: TopicName,
+        payload: bytes::Bytes,
+        qos: QoS,
+        is_retained: bool,
+    ) -> usize {
+        let message = Arc::new(Message {
+            topic,
+            payload,
+            qos,
+            is_retained,
+            properties: Properties::default(),
+            origin: None,
+        });
+        self.accept(message)
+    }
+
+    fn accept(&self, message: Arc<Message>) -> usize {
+        if message.is_retained {
+            let mut store = self.shared.retained.write();
+            if message.payload.is_empty() {
+                store.remove(&message.topic);
+            } else {
+                store.insert(&message.topic, Arc::clone(&message));
+            }
+        }
+        self.route(&message)
+    }
+
+    /// Queues `message` for every session with a matching subscription: once per session
+    /// at the highest QoS among its matching subscriptions, and once per share group.
+    fn route(&self, message: &Arc<Message>) -> usize {
+        struct Target<'a> {
+            subscriber: &'a Subscriber,
+            qos: QoS,
+            is_retain_as_published: bool,
+            subscription_ids: SmallVec<[u32; 1]>,
+        }
+        let tree = self.shared.subscriptions.read();
+        let mut targets: SmallVec<[Target<'_>; 4]> = SmallVec::new();
+        let mut shared: SmallVec<[(&ByteString, &Subscriber); 4]> = SmallVec::new();
+        tree.for_each_match(&message.topic, |key, subscriber| {
+            if let Some(group) = &key.share_group {
+                shared.push((group, subscriber));
+                return;
+            }
+            if subscriber.options.no_local && message.origin == Some(key.session) {
+                return;
+            }
+            targets.push(Target {
+                subscriber,
+                qos: subscriber.options.qos,
+                is_retain_as_published: subscriber.options.retain_as_published,
+                subscription_ids: subscriber.subscription_id.into_iter().collect(),
+            });
+        });
+        if targets.len() > 1 {
+            // Overlapping subscriptions of one session deliver once, at the highest QoS.
+            targets.sort_unstable_by_key(|target| target.subscriber.session.id);
+            targets.dedup_by(|later, kept| {
+                if later.subscriber.session.id != kept.subscriber.session.id {
+                    return false;
+                }
+                kept.qos = kept.qos.max(later.qos);
+                kept.is_retain_as_published |= later.is_retain_as_published;
+                kept.subscription_ids
+                    .extend(later.subscription_ids.drain(..));
+                true
+            });
+        }
+        let mut delivered = 0;
+        for target in &targets {
+            let session = &target.subscriber.session;
+            session.deliver(
+                Delivery {
+                    message: Arc::clone(message),
+                    qos: message.qos.min(target.qos),
+                    is_retained: target.is_retain_as_published && message.is_retained,
+                    subscription_ids: target.subscription_ids.to_vec(),
+                },
+                &self.shared.stats,
+            );
+            delivered += 1;
+        }
+        if !shared.is_empty() {
+            delivered += self.route_shared(message, &mut shared);
+        }
+        delivered
+    }
+
+    /// Picks one member of each share group, rotating, preferring connected members.
+    fn route_shared(
+        &self,
+        message: &Arc<Message>,
+        members: &mut [(&ByteString, &Subscriber)],
+    ) -> usize {
+        members.sort_unstable_by(|a, b| a.0.cmp(b.0).then(a.1.session.id.cmp(&b.1.session.id)));
+        let cursor = self.shared.share_cursor.fetch_add(1, Ordering::Relaxed) as usize;
+        let mut delivered = 0;
+        for group in members.chunk_by(|a, b| a.0 == b.0) {
+            let online: SmallVec<[&Subscriber; 4]> = group
+                .iter()
+                .map(|(_, subscriber)| *subscriber)
+                .filter(|subscriber| subscriber.session.state.lock().attachment.is_some())
+                .collect();
+            let candidates: SmallVec<[&Subscriber; 4]> = if online.is_empty() {
+                group.iter().map(|(_, subscriber)| *subscriber).collect()
+            } else {
+                online
+            };
+            let Some(chosen) = candidates.get(cursor % candidates.len().max(1)) else {
+                continue;
+            };
+            chosen.session.deliver(
+                Delivery {
+                    message: Arc::clone(message),
+                    qos: message.qos.min(chosen.options.qos),
+                    is_retained: chosen.options.retain_as_published && message.is_retained,
+                    subscription_ids: chosen.subscription_id.into_iter().collect(),
+                },
+                &self.shared.stats,
+            );
+            delivered += 1;
+        }
+        delivered
+    }
+}
+
+fn subscription_key(session: SessionId, filter: &TopicFilter) -> SubscriptionKey {
+    SubscriptionKey {
+        session,
+        share_group: filter.share().map(|(group, _)| ByteString::from(group)),
+    }
+}
+
+/// The 5.0 properties a broker forwards with a message (MQTT-3.3.2-*): everything the
+/// publisher set for the receivers, nothing that belongs to the publisher's connection.
+fn forwarded_properties(properties: Properties) -> Properties {
+    if properties.is_empty() {
+        return properties;
+    }
+    Properties {
+        payload_format_indicator: properties.payload_format_indicator,
+        message_expiry_interval: properties.message_expiry_interval,
+        content_type: properties.content_type,
+        response_topic: properties.response_topic,
+        correlation_data: properties.correlation_data,
+        user_properties: properties.user_properties,
+        ..Properties::default()
+    }
+}
+
+fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, RandomState};
+    RandomState::new().hash_one(Instant::now())
+}

@@ -1,0 +1,36 @@
+//! Broker settings, already validated by the caller (the binary's config layer).
+
+use std::time::Duration;
+
+/// How the broker behaves; every limit here is per client unless it says otherwise.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    /// Accept clients without credentials, with full access (development and testing).
+    pub allow_anonymous: bool,
+    /// Largest packet accepted from a client, fixed header included. Checked from the
+    /// fixed header, before the body is buffered.
+    pub max_packet_size: usize,
+    /// Messages waiting to be sent to one client (online or offline) before new ones are
+    /// dropped and counted.
+    pub max_queued_messages: usize,
+    /// QoS 1/2 messages sent to one client and not yet acknowledged. A 5.0 client's
+    /// smaller receive maximum wins.
+    pub max_inflight: usize,
+    /// How long a new connection may take to send `CONNECT`.
+    pub connect_timeout: Duration,
+    /// How often `$SYS/broker/...` topics are published; zero disables them.
+    pub sys_interval: Duration,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> BrokerConfig {
+        BrokerConfig {
+            allow_anonymous: false,
+            max_packet_size: 1024 * 1024,
+            max_queued_messages: 1000,
+            max_inflight: 32,
+            connect_timeout: Duration::from_secs(10),
+            sys_interval: Duration::from_secs(10),
+        }
+    }
+}

@@ -1,0 +1,790 @@
+//! One client connection, from `CONNECT` to close.
+//!
+//! A connection is two tasks over the two halves of its socket. The reader (this
+//! module's [`serve`]) decodes packets, applies them to the broker and its session, and
+//! queues its replies; the writer ([`write_loop`]) drains the session's queues into one
+//! buffer and writes it with one system call, so a burst of messages costs one `write`.
+//! The reader owns the will message and the keep-alive deadline; the session (shared)
+//! owns everything that must survive a reconnect.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use fleetwire_mqtt_codec::{
+    ConnAck, DecodeError, Disconnect, Packet, PacketId, Properties, ProtocolVersion, PubAck,
+    PubComp, PubRec, PubRel, Publish, QoS, ReasonCode, SubAck, UnsubAck, Will, decode, encode,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::{Notify, watch};
+use tokio::time::Instant;
+
+use crate::broker::Broker;
+use crate::session::{Awaiting, Delivery, Inflight, Session, SessionState};
+use crate::stats;
+
+/// Bytes the reader asks the socket for at least, per read.
+const READ_CHUNK: usize = 16 * 1024;
+/// The writer stops filling its buffer at this size and writes it.
+const WRITE_BATCH: usize = 64 * 1024;
+/// How long a closing connection waits for its writer to flush a final `DISCONNECT`.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Why a connection ended.
+#[derive(Debug)]
+enum Closed {
+    /// The client sent `DISCONNECT` with this reason.
+    Disconnect(ReasonCode),
+    /// The socket reached end of file without `DISCONNECT`.
+    EndOfStream,
+    Io(io::Error),
+    /// Bytes that are not a valid packet.
+    Malformed(DecodeError),
+    /// A valid packet that is illegal here.
+    ProtocolViolation {
+        reason: ReasonCode,
+        detail: &'static str,
+    },
+    KeepAliveExpired,
+    /// Another connection with the same client id took the session.
+    TakenOver,
+    Shutdown,
+}
+
+impl Closed {
+    /// Whether the will message is published (MQTT-3.1.2-8, 5.0 reason 0x04).
+    fn publishes_will(&self) -> bool {
+        match self {
+            Closed::Disconnect(reason) => *reason == ReasonCode::DISCONNECT_WITH_WILL_MESSAGE,
+            Closed::Shutdown => false,
+            _ => true,
+        }
+    }
+
+    /// The reason code a 5.0 client is sent in `DISCONNECT` before the socket closes.
+    fn disconnect_reason(&self) -> Option<ReasonCode> {
+        match self {
+            Closed::Malformed(error) => Some(error.reason_code()),
+            Closed::ProtocolViolation { reason, .. } => Some(*reason),
+            Closed::KeepAliveExpired => Some(ReasonCode::KEEP_ALIVE_TIMEOUT),
+            Closed::TakenOver => Some(ReasonCode::SESSION_TAKEN_OVER),
+            Closed::Shutdown => Some(ReasonCode::SERVER_SHUTTING_DOWN),
+            Closed::Disconnect(_) | Closed::EndOfStream | Closed::Io(_) => None,
+        }
+    }
+}
+
+/// Serves one accepted TCP connection until it closes. Never panics on client input:
+/// every failure ends this connection only.
+pub(crate) async fn serve(broker: Broker, stream: TcpStream, peer: SocketAddr) {
+    if let Err(error) = stream.set_nodelay(true) {
+        tracing::debug!(%peer, %error, "cannot disable Nagle's algorithm");
+    }
+    let (mut reader, mut writer) = stream.into_split();
+    let mut buffer = BytesMut::with_capacity(READ_CHUNK);
+    let config = broker.config().clone();
+
+    let first = tokio::time::timeout(
+        config.connect_timeout,
+        read_connect(&broker, &mut reader, &mut buffer, config.max_packet_size),
+    )
+    .await;
+    let connect = match first {
+        Err(_) => {
+            tracing::debug!(%peer, "closing: no CONNECT within {:?}", config.connect_timeout);
+            return;
+        }
+        Ok(Ok(Some(connect))) => connect,
+        Ok(Ok(None)) => return,
+        Ok(Err(error)) => {
+            stats::add(&broker.stats().malformed_packets, 1);
+            tracing::debug!(%peer, %error, "closing: invalid CONNECT");
+            if let ConnectError::Decode(DecodeError::UnsupportedProtocolLevel(_)) = error {
+                // MQTT-3.1.2-2: answer an unknown level with return code 1, in 3.1.1 form.
+                let refusal = connack(false, ReasonCode::UNSUPPORTED_PROTOCOL_VERSION);
+                let _ = write_packet(&mut writer, &refusal, ProtocolVersion::V311).await;
+            }
+            return;
+        }
+    };
+    let version = connect.protocol;
+
+    if let Some(code) = refusal(&broker, &connect) {
+        tracing::debug!(%peer, client_id = %connect.client_id, code = code.0, "refusing connection");
+        let _ = write_packet(&mut writer, &connack(false, code), version).await;
+        return;
+    }
+
+    let kick = Arc::new(Notify::new());
+    let wake = Arc::new(Notify::new());
+    let attached = match broker.attach(&connect, Arc::clone(&kick), Arc::clone(&wake)) {
+        Ok(attached) => attached,
+        Err(code) => {
+            tracing::debug!(%peer, client_id = %connect.client_id, code = code.0, "refusing connection");
+            let _ = write_packet(&mut writer, &connack(false, code), version).await;
+            return;
+        }
+    };
+    let session = attached.session;
+    let generation = attached.generation;
+    tracing::debug!(
+        %peer, client_id = %session.client_id, ?version,
+        session_present = attached.is_session_present, "client connected"
+    );
+
+    let mut acknowledgement = ConnAck {
+        session_present: attached.is_session_present,
+        code: ReasonCode::SUCCESS,
+        properties: Properties::default(),
+    };
+    if version.is_v5() {
+        acknowledgement.properties.assigned_client_identifier = attached.assigned_client_id;
+        acknowledgement.properties.maximum_packet_size = u32::try_from(config.max_packet_size).ok();
+    }
+    session.send_control([Packet::ConnAck(acknowledgement)]);
+
+    let writer_task = tokio::spawn(write_loop(Writer {
+        broker: broker.clone(),
+        session: Arc::clone(&session),
+        generation,
+        socket: writer,
+        wake: Arc::clone(&wake),
+        kick: Arc::clone(&kick),
+        version,
+        is_resending: attached.is_session_present,
+    }));
+
+    let mut connection = Connection {
+        broker: broker.clone(),
+        session: Arc::clone(&session),
+        generation,
+        version,
+        max_packet_size: config.max_packet_size,
+        session_expiry_at_connect: connect.properties.session_expiry_interval.unwrap_or(0),
+        outbox: Vec::new(),
+    };
+    let keep_alive = connect.keep_alive;
+    let will = connect.will;
+
+    let closed = connection
+        .read_loop(&mut reader, &mut buffer, keep_alive, &kick)
+        .await;
+    match &closed {
+        Closed::Malformed(error) => {
+            stats::add(&broker.stats().malformed_packets, 1);
+            tracing::debug!(%peer, client_id = %session.client_id, %error, "closing: malformed packet");
+        }
+        Closed::ProtocolViolation { detail, .. } => {
+            stats::add(&broker.stats().malformed_packets, 1);
+            tracing::debug!(%peer, client_id = %session.client_id, detail, "closing: protocol violation");
+        }
+        Closed::Io(error) => {
+            tracing::debug!(%peer, client_id = %session.client_id, %error, "connection lost")
+        }
+        other => {
+            tracing::debug!(%peer, client_id = %session.client_id, reason = ?other, "connection closed")
+        }
+    }
+
+    // Let the writer flush what is queued, plus a final DISCONNECT for 5.0 clients.
+    {
+        let mut state = session.state.lock();
+        if state.is_attached(generation) {
+            if let (true, Some(reason)) = (version.is_v5(), closed.disconnect_reason()) {
+                state.control.push_back(Packet::Disconnect(Disconnect {
+                    reason,
+                    properties: Properties::default(),
+                }));
+            }
+            state.is_closing = true;
+            state.wake_writer();
+        }
+    }
+    let mut writer_task = writer_task;
+    if tokio::time::timeout(FLUSH_TIMEOUT, &mut writer_task)
+        .await
+        .is_err()
+    {
+        writer_task.abort();
+    }
+
+    if let (true, Some(will)) = (closed.publishes_will(), will) {
+        publish_will(&broker, will, &session);
+    }
+    broker.detach(&session, generation);
+}
+
+fn publish_will(broker: &Broker, will: Will, session: &Session) {
+    tracing::debug!(client_id = %session.client_id, topic = %will.topic, "publishing will");
+    broker.publish_will(will, session.id);
+}
+
+/// Why the broker refuses a `CONNECT` before looking at sessions.
+fn refusal(broker: &Broker, connect: &fleetwire_mqtt_codec::Connect) -> Option<ReasonCode> {
+    if connect.protocol.is_v5() && connect.properties.authentication_method.is_some() {
+        return Some(ReasonCode::BAD_AUTHENTICATION_METHOD);
+    }
+    if broker.config().allow_anonymous {
+        return None;
+    }
+    // Device credentials are checked by the registry, which is not part of the broker
+    // core: without it only anonymous mode admits clients.
+    Some(if connect.username.is_some() {
+        ReasonCode::BAD_USER_NAME_OR_PASSWORD
+    } else {
+        ReasonCode::NOT_AUTHORIZED
+    })
+}
+
+fn connack(session_present: bool, code: ReasonCode) -> Packet {
+    Packet::ConnAck(ConnAck {
+        session_present,
+        code,
+        properties: Properties::default(),
+    })
+}
+
+#[derive(Debug, thiserror::Error)]
+enum ConnectError {
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    #[error("first packet is {0:?}, expected CONNECT")]
+    NotConnect(fleetwire_mqtt_codec::PacketType),
+    #[error("reading CONNECT failed: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// Reads the first packet, which must be `CONNECT`. `Ok(None)` when the peer closed.
+async fn read_connect(
+    broker: &Broker,
+    reader: &mut OwnedReadHalf,
+    buffer: &mut BytesMut,
+    max_packet_size: usize,
+) -> Result<Option<Box<fleetwire_mqtt_codec::Connect>>, ConnectError> {
+    loop {
+        // The version argument is not used for CONNECT, which carries its own.
+        match decode(buffer, ProtocolVersion::V311, max_packet_size)? {
+            Some(Packet::Connect(connect)) => return Ok(Some(connect)),
+            Some(other) => return Err(ConnectError::NotConnect(other.packet_type())),
+            None => {}
+        }
+        buffer.reserve(READ_CHUNK);
+        let read = reader.read_buf(buffer).await?;
+        if read == 0 {
+            return Ok(None);
+        }
+        stats::add(&broker.stats().bytes_received, read as u64);
+    }
+}
+
+async fn write_packet(
+    writer: &mut OwnedWriteHalf,
+    packet: &Packet,
+    version: ProtocolVersion,
+) -> io::Result<()> {
+    let mut out = BytesMut::new();
+    encode(packet, version, &mut out).map_err(io::Error::other)?;
+    writer.write_all(&out).await?;
+    writer.shutdown().await
+}
+
+/// The reader's state for one attached connection.
+struct Connection {
+    broker: Broker,
+    session: Arc<Session>,
+    generation: u64,
+    version: ProtocolVersion,
+    max_packet_size: usize,
+    session_expiry_at_connect: u32,
+    /// Replies collected while decoding one read's worth of packets, handed to the
+    /// writer together (one lock, one wake-up).
+    outbox: Vec<Packet>,
+}
+
+impl Connection {
+    async fn read_loop(
+        &mut self,
+        reader: &mut OwnedReadHalf,
+        buffer: &mut BytesMut,
+        keep_alive: u16,
+        kick: &Notify,
+    ) -> Closed {
+        // MQTT-3.1.2-24: one and a half times the keep-alive without a packet closes.
+        let keep_alive =
+            (keep_alive > 0).then(|| Duration::from_millis(u64::from(keep_alive) * 1500));
+        let deadline = tokio::time::sleep(keep_alive.unwrap_or(Duration::from_secs(86_400 * 365)));
+        tokio::pin!(deadline);
+        let kicked = kick.notified();
+        tokio::pin!(kicked);
+        let mut shutdown: watch::Receiver<bool> = self.broker.shutdown_signal();
+        if *shutdown.borrow_and_update() {
+            return Closed::Shutdown;
+        }
+        loop {
+            loop {
+                match decode(buffer, self.version, self.max_packet_size) {
+                    Ok(Some(packet)) => {
+                        if let Err(closed) = self.handle(packet) {
+                            self.flush_outbox();
+                            return closed;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(error) => {
+                        self.flush_outbox();
+                        return Closed::Malformed(error);
+                    }
+                }
+            }
+            self.flush_outbox();
+            if buffer.capacity() - buffer.len() < READ_CHUNK / 4 {
+                buffer.reserve(READ_CHUNK);
+            }
+            tokio::select! {
+                biased;
+                () = &mut kicked => return Closed::TakenOver,
+                _ = shutdown.changed() => return Closed::Shutdown,
+                () = &mut deadline, if keep_alive.is_some() => return Closed::KeepAliveExpired,
+                read = reader.read_buf(buffer) => match read {
+                    Ok(0) => return Closed::EndOfStream,
+                    Ok(count) => {
+                        stats::add(&self.broker.stats().bytes_received, count as u64);
+                        if let Some(keep_alive) = keep_alive {
+                            deadline.as_mut().reset(Instant::now() + keep_alive);
+                        }
+                    }
+                    Err(error) => return Closed::Io(error),
+                },
+            }
+        }
+    }
+
+    fn flush_outbox(&mut self) {
+        if !self.outbox.is_empty() {
+            self.session.send_control(self.outbox.drain(..));
+        }
+    }
+
+    fn handle(&mut self, packet: Packet) -> Result<(), Closed> {
+        match packet {
+            Packet::Publish(publish) => self.handle_publish(publish),
+            Packet::PubAck(ack) => {
+                self.acknowledge(ack.packet_id, Awaiting::PubAck);
+                Ok(())
+            }
+            Packet::PubRec(rec) => {
+                let found = if rec.reason.is_error() {
+                    // The receiver refused the message; the exchange ends here.
+                    self.acknowledge(rec.packet_id, Awaiting::PubRec)
+                        && self.acknowledge(rec.packet_id, Awaiting::PubComp)
+                } else {
+                    self.acknowledge(rec.packet_id, Awaiting::PubRec)
+                };
+                if !rec.reason.is_error() {
+                    let mut release = PubRel::new(rec.packet_id);
+                    if !found && self.version.is_v5() {
+                        release.reason = ReasonCode::PACKET_IDENTIFIER_NOT_FOUND;
+                    }
+                    self.outbox.push(Packet::PubRel(release));
+                }
+                Ok(())
+            }
+            Packet::PubComp(comp) => {
+                self.acknowledge(comp.packet_id, Awaiting::PubComp);
+                Ok(())
+            }
+            Packet::PubRel(release) => {
+                let found = {
+                    let mut state = self.session.state.lock();
+                    let position = state
+                        .incoming_qos2
+                        .iter()
+                        .position(|id| *id == release.packet_id);
+                    position
+                        .map(|index| state.incoming_qos2.swap_remove(index))
+                        .is_some()
+                };
+                let mut complete = PubComp::new(release.packet_id);
+                if !found && self.version.is_v5() {
+                    complete.reason = ReasonCode::PACKET_IDENTIFIER_NOT_FOUND;
+                }
+                self.outbox.push(Packet::PubComp(complete));
+                Ok(())
+            }
+            Packet::Subscribe(subscribe) => {
+                if subscribe
+                    .filters
+                    .iter()
+                    .any(|(filter, options)| filter.share().is_some() && options.no_local)
+                {
+                    return Err(Closed::ProtocolViolation {
+                        reason: ReasonCode::PROTOCOL_ERROR,
+                        detail: "no-local on a shared subscription (MQTT-3.8.3-4)",
+                    });
+                }
+                let (reasons, retained) = self.broker.subscribe(&self.session, &subscribe);
+                self.outbox.push(Packet::SubAck(SubAck {
+                    packet_id: subscribe.packet_id,
+                    reasons,
+                    properties: Properties::default(),
+                }));
+                // The SUBACK goes out before any retained message it causes.
+                self.flush_outbox();
+                for delivery in retained {
+                    self.session.deliver(delivery, self.broker.stats());
+                }
+                Ok(())
+            }
+            Packet::Unsubscribe(unsubscribe) => {
+                let existed = self.broker.unsubscribe(&self.session, &unsubscribe);
+                let reasons = if self.version.is_v5() {
+                    existed
+                        .into_iter()
+                        .map(|existed| {
+                            if existed {
+                                ReasonCode::SUCCESS
+                            } else {
+                                ReasonCode::NO_SUBSCRIPTION_EXISTED
+                            }
+                        })
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+                self.outbox.push(Packet::UnsubAck(UnsubAck {
+                    packet_id: unsubscribe.packet_id,
+                    reasons,
+                    properties: Properties::default(),
+                }));
+                Ok(())
+            }
+            Packet::PingReq => {
+                self.outbox.push(Packet::PingResp);
+                Ok(())
+            }
+            Packet::Disconnect(disconnect) => {
+                if let Some(interval) = disconnect.properties.session_expiry_interval {
+                    if self.session_expiry_at_connect == 0 && interval != 0 {
+                        return Err(Closed::ProtocolViolation {
+                            reason: ReasonCode::PROTOCOL_ERROR,
+                            detail: "session expiry set at DISCONNECT after 0 at CONNECT (MQTT-3.14.2-2)",
+                        });
+                    }
+                    self.broker
+                        .set_session_expiry(&self.session, self.generation, interval);
+                }
+                Err(Closed::Disconnect(disconnect.reason))
+            }
+            Packet::Connect(_) => Err(Closed::ProtocolViolation {
+                reason: ReasonCode::PROTOCOL_ERROR,
+                detail: "second CONNECT (MQTT-3.1.0-2)",
+            }),
+            Packet::Auth(_) => Err(Closed::ProtocolViolation {
+                reason: ReasonCode::PROTOCOL_ERROR,
+                detail: "AUTH without an authentication method",
+            }),
+            Packet::ConnAck(_) | Packet::SubAck(_) | Packet::UnsubAck(_) | Packet::PingResp => {
+                Err(Closed::ProtocolViolation {
+                    reason: ReasonCode::PROTOCOL_ERROR,
+                    detail: "packet that only a server sends",
+                })
+            }
+        }
+    }
+
+    fn handle_publish(&mut self, publish: Publish) -> Result<(), Closed> {
+        stats::add(&self.broker.stats().messages_received, 1);
+        if publish.properties.topic_alias.is_some() {
+            // CONNACK announced no topic aliases (maximum 0).
+            return Err(Closed::ProtocolViolation {
+                reason: ReasonCode::TOPIC_ALIAS_INVALID,
+                detail: "topic alias used, but the topic alias maximum is 0",
+            });
+        }
+        if publish.topic.is_empty() {
+            return Err(Closed::ProtocolViolation {
+                reason: ReasonCode::TOPIC_NAME_INVALID,
+                detail: "PUBLISH with an empty topic",
+            });
+        }
+        let is_denied = publish.topic.as_str().starts_with("$SYS");
+        let qos = publish.qos;
+        let packet_id = publish.packet_id;
+        match (qos, packet_id) {
+            (QoS::AtMostOnce, _) => {
+                if !is_denied {
+                    self.broker.publish(publish, self.session.id);
+                }
+            }
+            (QoS::AtLeastOnce, Some(packet_id)) => {
+                let delivered = if is_denied {
+                    0
+                } else {
+                    self.broker.publish(publish, self.session.id)
+                };
+                let reason = self.publish_reason(is_denied, delivered);
+                self.outbox.push(Packet::PubAck(PubAck {
+                    packet_id,
+                    reason,
+                    properties: Properties::default(),
+                }));
+            }
+            (QoS::ExactlyOnce, Some(packet_id)) => {
+                let is_duplicate = self.session.state.lock().incoming_qos2.contains(&packet_id);
+                let mut delivered = 1;
+                if !is_duplicate && !is_denied {
+                    delivered = self.broker.publish(publish, self.session.id);
+                    self.session.state.lock().incoming_qos2.push(packet_id);
+                }
+                let reason = self.publish_reason(is_denied, delivered);
+                self.outbox.push(Packet::PubRec(PubRec {
+                    packet_id,
+                    reason,
+                    properties: Properties::default(),
+                }));
+            }
+            (_, None) => {
+                return Err(Closed::ProtocolViolation {
+                    reason: ReasonCode::PROTOCOL_ERROR,
+                    detail: "QoS 1/2 PUBLISH without a packet id",
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn publish_reason(&self, is_denied: bool, delivered: usize) -> ReasonCode {
+        if !self.version.is_v5() {
+            ReasonCode::SUCCESS
+        } else if is_denied {
+            ReasonCode::NOT_AUTHORIZED
+        } else if delivered == 0 {
+            ReasonCode::NO_MATCHING_SUBSCRIBERS
+        } else {
+            ReasonCode::SUCCESS
+        }
+    }
+
+    /// Advances the in-flight message `packet_id` past `stage`; whether it was found.
+    fn acknowledge(&self, packet_id: PacketId, stage: Awaiting) -> bool {
+        let mut state = self.session.state.lock();
+        let Some(position) = state
+            .inflight
+            .iter()
+            .position(|entry| entry.packet_id == packet_id && entry.awaiting == stage)
+        else {
+            return false;
+        };
+        match stage {
+            Awaiting::PubRec => {
+                if let Some(entry) = state.inflight.get_mut(position) {
+                    entry.awaiting = Awaiting::PubComp;
+                }
+            }
+            Awaiting::PubAck | Awaiting::PubComp => {
+                state.inflight.remove(position);
+                if !state.pending.is_empty() {
+                    state.wake_writer();
+                }
+            }
+        }
+        true
+    }
+}
+
+/// Drains the session's queues to the socket until the connection closes or is detached.
+/// What the writer task needs: the session it drains and how to reach its reader.
+struct Writer {
+    broker: Broker,
+    session: Arc<Session>,
+    generation: u64,
+    socket: OwnedWriteHalf,
+    /// Woken when something is queued or the writer must stop.
+    wake: Arc<Notify>,
+    /// The reader's kick, used when a write fails so the reader stops too.
+    kick: Arc<Notify>,
+    version: ProtocolVersion,
+    /// Resend in-flight messages first (a resumed session).
+    is_resending: bool,
+}
+
+async fn write_loop(writer: Writer) {
+    let Writer {
+        broker,
+        session,
+        generation,
+        mut socket,
+        wake,
+        kick,
+        version,
+        mut is_resending,
+    } = writer;
+    let mut out = BytesMut::with_capacity(WRITE_BATCH + 4096);
+    loop {
+        let step = {
+            let mut state = session.state.lock();
+            if state.is_attached(generation) {
+                let drained = drain(&mut state, &mut out, &mut is_resending);
+                stats::add(&broker.stats().messages_sent, drained.published as u64);
+                if drained.dropped > 0 {
+                    state.dropped += drained.dropped as u64;
+                    stats::add(&broker.stats().messages_dropped, drained.dropped as u64);
+                }
+                Some((state.is_closing, drained.has_more))
+            } else {
+                None
+            }
+        };
+        let Some((is_closing, has_more)) = step else {
+            // Another connection took the session (this connection's reader always
+            // flushes and joins the writer before it detaches): tell a 5.0 client why.
+            if version.is_v5() {
+                let farewell = Packet::Disconnect(Disconnect {
+                    reason: ReasonCode::SESSION_TAKEN_OVER,
+                    properties: Properties::default(),
+                });
+                if encode_or_log(&farewell, version, &mut out) {
+                    let _ = socket.write_all(&out).await;
+                }
+            }
+            break;
+        };
+        if !out.is_empty() {
+            if let Err(error) = socket.write_all(&out).await {
+                tracing::debug!(client_id = %session.client_id, %error, "write failed");
+                kick.notify_one();
+                break;
+            }
+            stats::add(&broker.stats().bytes_sent, out.len() as u64);
+            out.clear();
+        }
+        if is_closing {
+            break;
+        }
+        if !has_more {
+            wake.notified().await;
+        }
+    }
+    let _ = socket.shutdown().await;
+}
+
+struct Drained {
+    published: usize,
+    dropped: usize,
+    has_more: bool,
+}
+
+/// Encodes queued control packets, then (once after a reconnect) the in-flight messages
+/// with DUP set, then pending messages while the in-flight window has room, up to
+/// [`WRITE_BATCH`] bytes.
+fn drain(state: &mut SessionState, out: &mut BytesMut, is_resending: &mut bool) -> Drained {
+    let version = state.version;
+    while let Some(packet) = state.control.pop_front() {
+        encode_or_log(&packet, version, out);
+    }
+    if std::mem::take(is_resending) {
+        for entry in &state.inflight {
+            let packet = match entry.awaiting {
+                Awaiting::PubAck | Awaiting::PubRec => {
+                    publish_packet(&entry.delivery, Some(entry.packet_id), true, version)
+                }
+                Awaiting::PubComp => Packet::PubRel(PubRel::new(entry.packet_id)),
+            };
+            encode_or_log(&packet, version, out);
+        }
+    }
+    let mut drained = Drained {
+        published: 0,
+        dropped: 0,
+        has_more: false,
+    };
+    while out.len() < WRITE_BATCH {
+        let Some(front) = state.pending.front() else {
+            break;
+        };
+        let is_qos0 = front.qos == QoS::AtMostOnce;
+        if !is_qos0 && state.inflight.len() >= state.inflight_limit {
+            break;
+        }
+        let Some(delivery) = state.pending.pop_front() else {
+            break;
+        };
+        let packet_id = (!is_qos0).then(|| state.allocate_packet_id());
+        let start = out.len();
+        if !encode_or_log(
+            &publish_packet(&delivery, packet_id, false, version),
+            version,
+            out,
+        ) {
+            drained.dropped += 1;
+            continue;
+        }
+        if let Some(limit) = state.client_max_packet_size {
+            // MQTT-3.1.2-25: a packet larger than the client accepts is discarded.
+            if (out.len() - start) as u64 > u64::from(limit) {
+                out.truncate(start);
+                drained.dropped += 1;
+                continue;
+            }
+        }
+        drained.published += 1;
+        if let Some(packet_id) = packet_id {
+            let awaiting = if delivery.qos == QoS::AtLeastOnce {
+                Awaiting::PubAck
+            } else {
+                Awaiting::PubRec
+            };
+            state.inflight.push_back(Inflight {
+                packet_id,
+                delivery,
+                awaiting,
+            });
+        }
+    }
+    drained.has_more = !state.control.is_empty()
+        || state.pending.front().is_some_and(|front| {
+            front.qos == QoS::AtMostOnce || state.inflight.len() < state.inflight_limit
+        });
+    drained
+}
+
+fn encode_or_log(packet: &Packet, version: ProtocolVersion, out: &mut BytesMut) -> bool {
+    match encode(packet, version, out) {
+        Ok(()) => true,
+        Err(error) => {
+            tracing::warn!(%error, packet = ?packet.packet_type(), "cannot encode packet, skipped");
+            false
+        }
+    }
+}
+
+fn publish_packet(
+    delivery: &Delivery,
+    packet_id: Option<PacketId>,
+    dup: bool,
+    version: ProtocolVersion,
+) -> Packet {
+    let message = &delivery.message;
+    let properties = if version.is_v5()
+        && !(message.properties.is_empty() && delivery.subscription_ids.is_empty())
+    {
+        let mut properties = message.properties.clone();
+        properties.subscription_identifiers = delivery.subscription_ids.clone();
+        properties
+    } else {
+        Properties::default()
+    };
+    Packet::Publish(Publish {
+        dup,
+        qos: delivery.qos,
+        retain: delivery.is_retained,
+        topic: message.topic.clone(),
+        packet_id,
+        payload: message.payload.clone(),
+        properties,
+    })
+}

@@ -1,0 +1,227 @@
+//! A client's session: what it subscribed to, what is waiting to be sent to it, and the
+//! QoS 1/2 state of both directions.
+//!
+//! Ownership: a [`Session`] is shared (`Arc`) by the session table, the subscription
+//! tree (so routing reaches it without a lookup), and the connection currently attached
+//! to it. All mutable state sits behind one short-lived mutex that is never held across
+//! an `.await`. Publishers push [`Delivery`]s into `pending` and wake the connection's
+//! writer through [`Session::wake`]; the writer moves them to the wire and, for QoS 1/2,
+//! into `inflight` until the client acknowledges them. A persistent session outlives its
+//! connections, so a reconnecting client gets its queued and unacknowledged messages.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use fleetwire_mqtt_codec::{
+    Packet, PacketId, Properties, ProtocolVersion, QoS, SubscriptionOptions, TopicFilter, TopicName,
+};
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+
+use crate::stats::{self, Stats};
+
+/// Identity of a session inside this broker process; never reused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SessionId(pub(crate) u64);
+
+/// The MQTT client identifier a session belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ClientId(String);
+
+impl ClientId {
+    pub(crate) fn new(text: String) -> ClientId {
+        ClientId(text)
+    }
+
+    /// The identifier's text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for ClientId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// An application message as the broker received it; shared by every delivery of it.
+#[derive(Debug)]
+pub(crate) struct Message {
+    pub(crate) topic: TopicName,
+    pub(crate) payload: Bytes,
+    pub(crate) qos: QoS,
+    pub(crate) is_retained: bool,
+    /// 5.0 properties that travel with the message (content type, user properties, ...).
+    pub(crate) properties: Properties,
+    /// The session that published it, for the 5.0 no-local option.
+    pub(crate) origin: Option<SessionId>,
+}
+
+/// One message on its way to one session.
+#[derive(Debug, Clone)]
+pub(crate) struct Delivery {
+    pub(crate) message: Arc<Message>,
+    /// Already downgraded to the subscription's QoS.
+    pub(crate) qos: QoS,
+    pub(crate) is_retained: bool,
+    pub(crate) subscription_ids: Vec<u32>,
+}
+
+/// Where an outgoing QoS 1/2 message stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+// Named after the packets awaited, which all start with "Pub".
+#[allow(clippy::enum_variant_names)]
+pub(crate) enum Awaiting {
+    /// QoS 1 sent, waiting for `PUBACK`.
+    PubAck,
+    /// QoS 2 sent, waiting for `PUBREC`.
+    PubRec,
+    /// `PUBREL` sent, waiting for `PUBCOMP`.
+    PubComp,
+}
+
+#[derive(Debug)]
+pub(crate) struct Inflight {
+    pub(crate) packet_id: PacketId,
+    pub(crate) delivery: Delivery,
+    pub(crate) awaiting: Awaiting,
+}
+
+/// The connection attached to a session, identified by a generation number so that a
+/// connection that was taken over cannot disturb its successor.
+#[derive(Debug, Clone)]
+pub(crate) struct Attachment {
+    pub(crate) generation: u64,
+    /// Wakes the attached connection's reader to close it (takeover, credentials revoked).
+    pub(crate) kick: Arc<Notify>,
+    /// Wakes the attached connection's writer: something is queued, or it must stop.
+    pub(crate) wake: Arc<Notify>,
+}
+
+impl Attachment {
+    /// Tells both halves of the connection that they are no longer attached.
+    pub(crate) fn detach_signal(&self) {
+        self.kick.notify_one();
+        self.wake.notify_one();
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct SessionState {
+    pub(crate) attachment: Option<Attachment>,
+    pub(crate) version: ProtocolVersion,
+    /// Packets the reader asks the writer to send (acks, `SUBACK`, ...), sent first.
+    pub(crate) control: VecDeque<Packet>,
+    pub(crate) pending: VecDeque<Delivery>,
+    pub(crate) inflight: VecDeque<Inflight>,
+    pub(crate) inflight_limit: usize,
+    pub(crate) queue_limit: usize,
+    next_packet_id: PacketId,
+    /// QoS 2 packet ids received and answered with `PUBREC`, waiting for `PUBREL`.
+    pub(crate) incoming_qos2: Vec<PacketId>,
+    pub(crate) subscriptions: HashMap<TopicFilter, SubscriptionOptions>,
+    pub(crate) is_persistent: bool,
+    /// 5.0 session expiry in seconds after disconnect; `u32::MAX` never expires.
+    pub(crate) expiry_interval: u32,
+    pub(crate) disconnected_at: Option<Instant>,
+    /// The writer should flush `control` and close the socket.
+    pub(crate) is_closing: bool,
+    /// Largest packet the client accepts (5.0 maximum packet size).
+    pub(crate) client_max_packet_size: Option<u32>,
+    pub(crate) dropped: u64,
+}
+
+/// A session: identity plus its state behind a mutex.
+#[derive(Debug)]
+pub(crate) struct Session {
+    pub(crate) id: SessionId,
+    pub(crate) client_id: ClientId,
+    pub(crate) state: Mutex<SessionState>,
+}
+
+impl Session {
+    pub(crate) fn new(id: SessionId, client_id: ClientId, queue_limit: usize) -> Session {
+        Session {
+            id,
+            client_id,
+            state: Mutex::new(SessionState {
+                attachment: None,
+                version: ProtocolVersion::V311,
+                control: VecDeque::new(),
+                pending: VecDeque::new(),
+                inflight: VecDeque::new(),
+                inflight_limit: 1,
+                queue_limit,
+                next_packet_id: PacketId::new(1).unwrap_or_else(|| unreachable!()),
+                incoming_qos2: Vec::new(),
+                subscriptions: HashMap::new(),
+                is_persistent: false,
+                expiry_interval: 0,
+                disconnected_at: None,
+                is_closing: false,
+                client_max_packet_size: None,
+                dropped: 0,
+            }),
+        }
+    }
+
+    /// Queues `delivery`, dropping it if the queue is full (counted) or if it is QoS 0
+    /// and nobody is connected. Wakes the writer when the queue becomes non-empty.
+    pub(crate) fn deliver(&self, delivery: Delivery, stats: &Stats) {
+        let mut state = self.state.lock();
+        if state.attachment.is_none() && delivery.qos == QoS::AtMostOnce {
+            return;
+        }
+        if state.pending.len() >= state.queue_limit {
+            state.dropped += 1;
+            stats::add(&stats.messages_dropped, 1);
+            return;
+        }
+        let was_empty = state.pending.is_empty();
+        state.pending.push_back(delivery);
+        if was_empty {
+            state.wake_writer();
+        }
+    }
+
+    /// Queues control packets for the writer and wakes it.
+    pub(crate) fn send_control(&self, packets: impl IntoIterator<Item = Packet>) {
+        let mut state = self.state.lock();
+        state.control.extend(packets);
+        state.wake_writer();
+    }
+}
+
+impl SessionState {
+    /// The next packet id not used by an in-flight message.
+    pub(crate) fn allocate_packet_id(&mut self) -> PacketId {
+        loop {
+            let candidate = self.next_packet_id;
+            self.next_packet_id = candidate.next();
+            if !self
+                .inflight
+                .iter()
+                .any(|entry| entry.packet_id == candidate)
+            {
+                return candidate;
+            }
+        }
+    }
+
+    /// Wakes the attached connection's writer, if any.
+    pub(crate) fn wake_writer(&self) {
+        if let Some(attachment) = &self.attachment {
+            attachment.wake.notify_one();
+        }
+    }
+
+    /// Whether a connection with this generation is still the one attached.
+    pub(crate) fn is_attached(&self, generation: u64) -> bool {
+        self.attachment
+            .as_ref()
+            .is_some_and(|a| a.generation == generation)
+    }
+}

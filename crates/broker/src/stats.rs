@@ -1,0 +1,52 @@
+//! Broker-wide counters, read by `$SYS` topics and (later) Prometheus metrics.
+//!
+//! Plain relaxed atomics: each is an independent count, and readers only need a recent
+//! value, not a consistent snapshot across counters.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Counters updated on the hot path by connections and the router.
+#[derive(Debug, Default)]
+pub(crate) struct Stats {
+    pub(crate) clients_connected: AtomicU64,
+    pub(crate) clients_total: AtomicU64,
+    pub(crate) messages_received: AtomicU64,
+    pub(crate) messages_sent: AtomicU64,
+    pub(crate) messages_dropped: AtomicU64,
+    pub(crate) bytes_received: AtomicU64,
+    pub(crate) bytes_sent: AtomicU64,
+    pub(crate) malformed_packets: AtomicU64,
+}
+
+/// A copy of the counters at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StatsSnapshot {
+    /// Connections that completed `CONNECT` and are still open.
+    pub clients_connected: u64,
+    /// Sessions known to the broker, connected or not.
+    pub sessions: u64,
+    /// `PUBLISH` packets received from clients.
+    pub messages_received: u64,
+    /// `PUBLISH` packets written to clients.
+    pub messages_sent: u64,
+    /// Messages not delivered because a client's queue was full.
+    pub messages_dropped: u64,
+    /// Bytes read from client sockets.
+    pub bytes_received: u64,
+    /// Bytes written to client sockets.
+    pub bytes_sent: u64,
+    /// Connections closed for malformed or illegal packets.
+    pub malformed_packets: u64,
+    /// Subscriptions across all sessions.
+    pub subscriptions: u64,
+    /// Retained messages stored.
+    pub retained_messages: u64,
+}
+
+pub(crate) fn add(counter: &AtomicU64, value: u64) {
+    counter.fetch_add(value, Ordering::Relaxed);
+}
+
+pub(crate) fn get(counter: &AtomicU64) -> u64 {
+    counter.load(Ordering::Relaxed)
+}

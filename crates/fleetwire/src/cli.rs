@@ -1,0 +1,55 @@
+//! Command-line flags, as the user typed them (validated later, in `config`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Fleetwire: MQTT broker, device registry, time-series store, rules and dashboard in
+/// one binary.
+#[derive(Debug, Parser)]
+#[command(name = "fleetwire", version, about)]
+pub(crate) struct Cli {
+    /// Log format: `human` (default) or `json` (one object per line).
+    #[arg(long, global = true, value_enum)]
+    pub(crate) log_format: Option<LogFormat>,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Run the platform: MQTT broker and HTTP API.
+    Serve(ServeArgs),
+    /// Run on loopback with anonymous access, for a first look.
+    Demo(ServeArgs),
+}
+
+/// Flags shared by `serve` and `demo`; each overrides the configuration file and the
+/// environment.
+#[derive(Debug, Args, Default)]
+pub(crate) struct ServeArgs {
+    /// TOML configuration file.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) config: Option<PathBuf>,
+    /// Directory for all persistent state [default: ./fleetwire-data].
+    #[arg(long, value_name = "DIR")]
+    pub(crate) data_dir: Option<PathBuf>,
+    /// MQTT listener address [default: 0.0.0.0:1883].
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) mqtt_addr: Option<SocketAddr>,
+    /// HTTP listener address [default: 0.0.0.0:8080].
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) http_addr: Option<SocketAddr>,
+    /// Let clients without credentials connect with full access (development and
+    /// testing only).
+    #[arg(long)]
+    pub(crate) allow_anonymous: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum LogFormat {
+    Human,
+    Json,
+}

@@ -1,0 +1,134 @@
+//! `fleetwire serve` and `fleetwire demo`: start the listeners, run until SIGTERM or
+//! Ctrl-C, then shut down cleanly.
+
+use anyhow::Context;
+use fleetwire_broker::Broker;
+use tokio::net::TcpListener;
+
+use crate::admin_token::{self, Origin};
+use crate::config::{self, Settings};
+
+/// Runs the platform until a shutdown signal.
+pub(crate) fn run(settings: Settings) -> anyhow::Result<()> {
+    runtime()?.block_on(serve(settings, false))
+}
+
+/// Runs the platform for a first look: loopback, anonymous, with a tour printed.
+pub(crate) fn run_demo(settings: Settings) -> anyhow::Result<()> {
+    runtime()?.block_on(serve(settings, true))
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("fleetwire")
+        .build()
+        .context("cannot start the async runtime")
+}
+
+async fn serve(settings: Settings, is_demo: bool) -> anyhow::Result<()> {
+    // Installed first, so a SIGTERM during start-up also shuts down cleanly.
+    let signal = tokio::spawn(wait_for_signal());
+    config::ensure_data_dir(&settings.data_dir)?;
+    let (token, origin) = admin_token::ensure(&settings.data_dir, settings.admin_token.as_deref())?;
+    let token_path = settings.data_dir.join("admin.token");
+    match origin {
+        Origin::Created => {
+            println!(
+                "Admin API token (shown once; also stored in {}):\n  {token}",
+                token_path.display()
+            );
+        }
+        Origin::Existing => tracing::info!(path = %token_path.display(), "admin token loaded"),
+        Origin::Configured => tracing::info!("admin token taken from the configuration"),
+    }
+    if settings.broker.allow_anonymous {
+        tracing::warn!(
+            "anonymous access is enabled: clients without credentials connect with full access; \
+             use this only for development and testing"
+        );
+    }
+
+    let listener = TcpListener::bind(settings.mqtt_addr)
+        .await
+        .with_context(|| format!("cannot listen for MQTT on {}", settings.mqtt_addr))?;
+    let mqtt_addr = listener
+        .local_addr()
+        .context("cannot read the MQTT listener's address")?;
+    tracing::info!(protocol = "mqtt", addr = %mqtt_addr, "listening");
+
+    let http_listener = TcpListener::bind(settings.http_addr)
+        .await
+        .with_context(|| format!("cannot listen for HTTP on {}", settings.http_addr))?;
+    let http_addr = http_listener
+        .local_addr()
+        .context("cannot read the HTTP listener's address")?;
+    tracing::info!(protocol = "http", addr = %http_addr, "listening");
+
+    let broker = Broker::new(settings.broker.clone());
+    let housekeeping = tokio::spawn({
+        let broker = broker.clone();
+        async move { broker.run_housekeeping().await }
+    });
+    let server = tokio::spawn({
+        let broker = broker.clone();
+        async move { broker.serve(listener).await }
+    });
+    let http = tokio::spawn({
+        let broker = broker.clone();
+        async move {
+            let stopping = broker.clone();
+            axum::serve(http_listener, fleetwire_api::router(broker))
+                .with_graceful_shutdown(async move { stopping.shutdown_requested().await })
+                .await
+        }
+    });
+    tracing::info!(data_dir = %settings.data_dir.display(), "fleetwire started");
+    if is_demo {
+        print_tour(mqtt_addr);
+    }
+
+    signal.await.context("the signal handler task failed")??;
+    tracing::info!("shutting down: closing connections");
+    broker.shutdown();
+    server
+        .await
+        .context("the MQTT listener task failed")?
+        .context("the MQTT listener failed")?;
+    let _ = housekeeping.await;
+    http.await
+        .context("the HTTP server task failed")?
+        .context("the HTTP server failed")?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn print_tour(mqtt_addr: std::net::SocketAddr) {
+    let host = mqtt_addr.ip();
+    let port = mqtt_addr.port();
+    println!(
+        "\nFleetwire demo is running (anonymous MQTT on {mqtt_addr}).\n\
+         Try it from another terminal:\n  \
+         mosquitto_sub -h {host} -p {port} -t 'devices/#' -v\n  \
+         mosquitto_pub -h {host} -p {port} -t devices/d1/telemetry -m '{{\"temperature\": 21.5}}'\n  \
+         mosquitto_sub -h {host} -p {port} -t '$SYS/broker/#' -v\n\
+         Press Ctrl-C to stop.\n"
+    );
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut terminate = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+        tokio::select! {
+            result = tokio::signal::ctrl_c() => result.context("cannot listen for Ctrl-C")?,
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    tokio::signal::ctrl_c()
+        .await
+        .context("cannot listen for Ctrl-C")?;
+    Ok(())
+}
