@@ -199,7 +199,11 @@ fn describe(error: figment::Error) -> anyhow::Error {
                     None => format!(" (from {})", metadata.name),
                 })
                 .unwrap_or_default();
-            if key.is_empty() { format!("{}{source}", error.kind) } else { format!("{key}: {}{source}", error.kind) }
+            if key.is_empty() {
+                format!("{}{source}", error.kind)
+            } else {
+                format!("{key}: {}{source}", error.kind)
+            }
         })
         .collect();
     anyhow::anyhow!("invalid configuration: {}", messages.join("; "))

@@ -1,0 +1,268 @@
+//! `fleetwire serve` as a user runs it: the real binary, its flags, environment and
+//! configuration file, first-start behaviour and clean shutdown.
+
+// Test helpers fail loudly on purpose.
+#![allow(clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+const BINARY: &str = env!("CARGO_BIN_EXE_fleetwire");
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("fleetwire-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+/// A running `fleetwire serve` with JSON logs, and the addresses it reported.
+struct Server {
+    child: Child,
+    mqtt_addr: String,
+    http_addr: String,
+    /// Log lines read while waiting for the listeners.
+    early: Vec<String>,
+    log: mpsc::Receiver<String>,
+    reader: std::thread::JoinHandle<()>,
+}
+
+fn command(data_dir: &Path) -> Command {
+    let mut command = Command::new(BINARY);
+    command
+        .args([
+            "--log-format",
+            "json",
+            "serve",
+            "--mqtt-addr",
+            "127.0.0.1:0",
+            "--http-addr",
+            "127.0.0.1:0",
+        ])
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    command
+}
+
+fn start(mut command: Command) -> Server {
+    let mut child = command.spawn().expect("fleetwire starts");
+    let stderr = child.stderr.take().unwrap();
+    let (sender, log) = mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if sender.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut mqtt_addr = None;
+    let mut http_addr = None;
+    let mut early = Vec::new();
+    while mqtt_addr.is_none() || http_addr.is_none() {
+        let line = log
+            .recv_timeout(Duration::from_secs(30))
+            .expect("listening lines within 30 s");
+        early.push(line.clone());
+        let Ok(entry) = serde_json::from_str::<serde_json::Value>(&line) else {
+            continue;
+        };
+        let fields = &entry["fields"];
+        if fields["message"] == "listening" {
+            let addr = fields["addr"].as_str().unwrap().to_owned();
+            match fields["protocol"].as_str() {
+                Some("mqtt") => mqtt_addr = Some(addr),
+                Some("http") => http_addr = Some(addr),
+                other => panic!("unexpected protocol {other:?}"),
+            }
+        }
+    }
+    Server {
+        child,
+        mqtt_addr: mqtt_addr.unwrap(),
+        http_addr: http_addr.unwrap(),
+        early,
+        log,
+        reader,
+    }
+}
+
+impl Server {
+    /// Sends SIGTERM and returns the exit status code.
+    fn terminate(mut self) -> (Option<i32>, String) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let output = self.child.wait().unwrap();
+        let mut stdout = String::new();
+        if let Some(mut pipe) = self.child.stdout.take() {
+            std::io::Read::read_to_string(&mut pipe, &mut stdout).unwrap();
+        }
+        // The reader thread ends at end of file; after it, every line is in the channel.
+        self.reader.join().unwrap();
+        let rest: Vec<String> = self.log.try_iter().collect();
+        (
+            output.code(),
+            format!("{stdout}\n{}\n{}", self.early.join("\n"), rest.join("\n")),
+        )
+    }
+}
+
+fn run_to_failure(command: &mut Command) -> (Option<i32>, String) {
+    let output = command.output().unwrap();
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
+}
+
+#[test]
+fn first_start_creates_a_private_admin_token_and_sigterm_exits_zero() {
+    let dir = temp_dir("first-start");
+    let server = start(command(&dir));
+    let token_path = dir.join("admin.token");
+    let token = std::fs::read_to_string(&token_path).unwrap();
+    assert!(token.trim().starts_with("fw_"));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&token_path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let health = http_get(&server.http_addr, "/healthz");
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    let (code, output) = server.terminate();
+    assert_eq!(code, Some(0), "{output}");
+    assert!(
+        output.contains(token.trim()),
+        "the token is printed on first start"
+    );
+    assert!(output.contains("\"stopped\""), "{output}");
+
+    // A second start reuses the token and does not print it.
+    let server = start(command(&dir));
+    let (code, output) = server.terminate();
+    assert_eq!(code, Some(0));
+    assert!(
+        !output.contains(token.trim()),
+        "the token is shown only once"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn admin_token_from_the_environment_replaces_the_generated_one() {
+    let dir = temp_dir("env-token");
+    let mut command = command(&dir);
+    command.env("FLEETWIRE_ADMIN_TOKEN", "a-token-chosen-by-the-operator");
+    let server = start(command);
+    assert!(!dir.join("admin.token").exists());
+    let (code, output) = server.terminate();
+    assert_eq!(code, Some(0), "{output}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn anonymous_mqtt_clients_are_refused_without_allow_anonymous() {
+    use std::io::{Read, Write};
+    let dir = temp_dir("anonymous");
+    let server = start(command(&dir));
+    let mut stream = std::net::TcpStream::connect(&server.mqtt_addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    // CONNECT, MQTT 3.1.1, clean session, keep-alive 60, client id "a".
+    stream
+        .write_all(&[
+            0x10, 0x0D, 0, 4, b'M', b'Q', b'T', b'T', 4, 0x02, 0, 60, 0, 1, b'a',
+        ])
+        .unwrap();
+    let mut connack = [0u8; 4];
+    stream.read_exact(&mut connack).unwrap();
+    assert_eq!(connack, [0x20, 0x02, 0x00, 0x05], "CONNACK: not authorized");
+    server.terminate();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn unknown_environment_key_stops_start_up_naming_the_key() {
+    let dir = temp_dir("unknown-env");
+    let (code, stderr) = run_to_failure(command(&dir).env("FLEETWIRE_MQTT__MAX_INFLIGTH", "5"));
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("mqtt.max_infligth"), "{stderr}");
+}
+
+#[test]
+fn bad_value_in_the_config_file_stops_start_up_naming_the_key() {
+    let dir = temp_dir("bad-file");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("fleetwire.toml");
+    std::fs::write(&file, "[mqtt]\nmax_queued_messages = \"lots\"\n").unwrap();
+    let (code, stderr) = run_to_failure(command(&dir).arg("--config").arg(&file));
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("mqtt.max_queued_messages"), "{stderr}");
+    std::fs::write(&file, "[mqtt]\nmax_inflight = 0\n").unwrap();
+    let (code, stderr) = run_to_failure(command(&dir).arg("--config").arg(&file));
+    assert_eq!(code, Some(1));
+    assert!(
+        stderr.contains("mqtt.max_inflight must be between 1 and 65535, got 0"),
+        "{stderr}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn layers_apply_in_order_file_then_environment_then_flags() {
+    let dir = temp_dir("layers");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("fleetwire.toml");
+    // The file asks for an address the environment overrides with garbage, which the
+    // flag (from `command`) overrides again: start-up succeeds only if flags win.
+    std::fs::write(
+        &file,
+        "allow_anonymous = true\n[mqtt]\naddr = \"127.0.0.1:1\"\n",
+    )
+    .unwrap();
+    let mut command = command(&dir);
+    command
+        .arg("--config")
+        .arg(&file)
+        .env("FLEETWIRE_MQTT__ADDR", "not-an-address");
+    let server = start(command);
+    assert_ne!(server.mqtt_addr, "127.0.0.1:1");
+    let (code, output) = server.terminate();
+    assert_eq!(code, Some(0));
+    assert!(
+        output.contains("anonymous access is enabled"),
+        "the file's allow_anonymous applies: {output}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn missing_config_file_is_an_error() {
+    let dir = temp_dir("missing-file");
+    let (code, stderr) =
+        run_to_failure(command(&dir).args(["--config", "/nonexistent/fleetwire.toml"]));
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("/nonexistent/fleetwire.toml"), "{stderr}");
+}
