@@ -22,6 +22,7 @@ use parking_lot::{Mutex, RwLock};
 use smallvec::SmallVec;
 use tokio::sync::{Notify, watch};
 
+use crate::compact;
 use crate::config::BrokerConfig;
 use crate::session::{Attachment, ClientId, Delivery, Message, Session, SessionId};
 use crate::stats::{self, Stats, StatsSnapshot};
@@ -353,6 +354,7 @@ impl Broker {
         let mut reasons = Vec::with_capacity(subscribe.filters.len());
         let mut retained = Vec::new();
         for (filter, options) in &subscribe.filters {
+            let filter = &compact::filter(filter);
             let key = subscription_key(session.id, filter);
             let subscriber = Subscriber {
                 session: Arc::clone(session),
@@ -457,11 +459,19 @@ impl Broker {
 
     fn accept(&self, message: Arc<Message>) -> usize {
         if message.is_retained {
-            let mut store = self.shared.retained.write();
             if message.payload.is_empty() {
-                store.remove(&message.topic);
+                self.shared.retained.write().remove(&message.topic);
             } else {
-                store.insert(&message.topic, Arc::clone(&message));
+                let stored = Arc::new(Message {
+                    topic: compact::topic(&message.topic),
+                    payload: compact::payload(&message.payload),
+                    qos: message.qos,
+                    is_retained: true,
+                    properties: message.properties.clone(),
+                    origin: message.origin,
+                });
+                let topic = stored.topic.clone();
+                self.shared.retained.write().insert(&topic, stored);
             }
         }
         self.route(&message)

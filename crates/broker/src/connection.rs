@@ -17,7 +17,7 @@ use fleetwire_mqtt_codec::{
     ConnAck, DecodeError, Disconnect, Packet, PacketId, Properties, ProtocolVersion, PubAck,
     PubComp, PubRec, PubRel, Publish, QoS, ReasonCode, SubAck, UnsubAck, Will, decode, encode,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{Notify, watch};
@@ -84,13 +84,13 @@ pub(crate) async fn serve(broker: Broker, stream: TcpStream, peer: SocketAddr) {
     if let Err(error) = stream.set_nodelay(true) {
         tracing::debug!(%peer, %error, "cannot disable Nagle's algorithm");
     }
-    let (mut reader, mut writer) = stream.into_split();
-    let mut buffer = BytesMut::with_capacity(READ_CHUNK);
+    let (reader, mut writer) = stream.into_split();
+    let mut buffer = BytesMut::new();
     let config = broker.config().clone();
 
     let first = tokio::time::timeout(
         config.connect_timeout,
-        read_connect(&broker, &mut reader, &mut buffer, config.max_packet_size),
+        read_connect(&broker, &reader, &mut buffer, config.max_packet_size),
     )
     .await;
     let connect = match first {
@@ -167,8 +167,13 @@ pub(crate) async fn serve(broker: Broker, stream: TcpStream, peer: SocketAddr) {
         session_expiry_at_connect: connect.properties.session_expiry_interval.unwrap_or(0),
         outbox: Vec::new(),
     };
-    let keep_alive = connect.keep_alive;
-    let will = connect.will;
+    // Keep only what the connection needs; the rest of CONNECT (and the read buffer its
+    // fields point into) is freed now. The will is copied out of that buffer for the
+    // same reason: it lives as long as the connection.
+    let fleetwire_mqtt_codec::Connect {
+        keep_alive, will, ..
+    } = *connect;
+    let will = will.map(crate::compact::will);
 
     let closed = connection
         .read_loop(&mut reader, &mut buffer, keep_alive, &kick)
@@ -261,7 +266,7 @@ enum ConnectError {
 /// Reads the first packet, which must be `CONNECT`. `Ok(None)` when the peer closed.
 async fn read_connect(
     broker: &Broker,
-    reader: &mut OwnedReadHalf,
+    reader: &OwnedReadHalf,
     buffer: &mut BytesMut,
     max_packet_size: usize,
 ) -> Result<Option<Box<fleetwire_mqtt_codec::Connect>>, ConnectError> {
@@ -272,12 +277,31 @@ async fn read_connect(
             Some(other) => return Err(ConnectError::NotConnect(other.packet_type())),
             None => {}
         }
-        buffer.reserve(READ_CHUNK);
-        let read = reader.read_buf(buffer).await?;
+        let read = read_some(reader, buffer).await?;
         if read == 0 {
             return Ok(None);
         }
         stats::add(&broker.stats().bytes_received, read as u64);
+    }
+}
+
+/// Reads what the socket has. An idle connection holds no read buffer: an empty buffer
+/// is released before waiting and a fresh one is reserved only once data is ready. (Its
+/// old allocation usually lives on anyway, in payloads still being delivered.)
+async fn read_some(reader: &OwnedReadHalf, buffer: &mut BytesMut) -> io::Result<usize> {
+    loop {
+        if buffer.is_empty() && buffer.capacity() > 0 {
+            *buffer = BytesMut::new();
+        }
+        reader.readable().await?;
+        if buffer.capacity() - buffer.len() < READ_CHUNK / 4 {
+            buffer.reserve(READ_CHUNK);
+        }
+        match reader.try_read_buf(buffer) {
+            Ok(read) => return Ok(read),
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+            Err(error) => return Err(error),
+        }
     }
 }
 
@@ -308,7 +332,7 @@ struct Connection {
 impl Connection {
     async fn read_loop(
         &mut self,
-        reader: &mut OwnedReadHalf,
+        reader: &OwnedReadHalf,
         buffer: &mut BytesMut,
         keep_alive: u16,
         kick: &Notify,
@@ -341,15 +365,12 @@ impl Connection {
                 }
             }
             self.flush_outbox();
-            if buffer.capacity() - buffer.len() < READ_CHUNK / 4 {
-                buffer.reserve(READ_CHUNK);
-            }
             tokio::select! {
                 biased;
                 () = &mut kicked => return Closed::TakenOver,
                 _ = shutdown.changed() => return Closed::Shutdown,
                 () = &mut deadline, if keep_alive.is_some() => return Closed::KeepAliveExpired,
-                read = reader.read_buf(buffer) => match read {
+                read = read_some(reader, buffer) => match read {
                     Ok(0) => return Closed::EndOfStream,
                     Ok(count) => {
                         stats::add(&self.broker.stats().bytes_received, count as u64);
@@ -623,7 +644,8 @@ async fn write_loop(writer: Writer) {
         version,
         mut is_resending,
     } = writer;
-    let mut out = BytesMut::with_capacity(WRITE_BATCH + 4096);
+    // Grows while there is work; released whenever the writer goes idle.
+    let mut out = BytesMut::new();
     loop {
         let step = {
             let mut state = session.state.lock();
@@ -666,6 +688,7 @@ async fn write_loop(writer: Writer) {
             break;
         }
         if !has_more {
+            out = BytesMut::new();
             wake.notified().await;
         }
     }

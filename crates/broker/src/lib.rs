@@ -21,6 +21,7 @@
 //! ```
 
 mod broker;
+mod compact;
 mod config;
 mod connection;
 mod listener;
