@@ -176,7 +176,7 @@ pub(crate) async fn serve(broker: Broker, stream: TcpStream, peer: SocketAddr) {
     let will = will.map(crate::compact::will);
 
     let closed = connection
-        .read_loop(&mut reader, &mut buffer, keep_alive, &kick)
+        .read_loop(&reader, &mut buffer, keep_alive, &kick)
         .await;
     match &closed {
         Closed::Malformed(error) => {
