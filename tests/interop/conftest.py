@@ -1,0 +1,237 @@
+"""Fixtures: one broker process per test module, and per-test clients with unique ids and topics.
+
+INTEROP_BROKER selects the broker under test:
+- `fleetwire` (default): the binary at FLEETWIRE_BIN (default <repo>/target/debug/fleetwire);
+- `mosquitto`: a local Mosquitto, to check that the tests themselves are right.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from peer import V311, V5, Peer, PROTOCOL_NAMES
+from rawmqtt import RawClient
+
+REPO = Path(__file__).resolve().parents[2]
+BROKER_KIND = os.environ.get("INTEROP_BROKER", "fleetwire")
+START_TIMEOUT = 30.0
+STOP_TIMEOUT = 10.0
+MAX_QUEUED_MESSAGES = 100
+
+assert BROKER_KIND in ("fleetwire", "mosquitto"), f"INTEROP_BROKER must be fleetwire or mosquitto, not {BROKER_KIND!r}"
+
+
+@dataclass
+class Broker:
+    kind: str
+    host: str
+    port: int
+    process: subprocess.Popen = field(repr=False)
+    log: collections.deque = field(default_factory=lambda: collections.deque(maxlen=5000), repr=False)
+    max_queued_messages: int = MAX_QUEUED_MESSAGES
+
+    @property
+    def is_fleetwire(self) -> bool:
+        return self.kind == "fleetwire"
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def rss_kib(self) -> int:
+        """Resident set size of the broker process, from /proc/<pid>/status."""
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        raise AssertionError("VmRSS missing from /proc status")
+
+    def log_text(self, lines: int = 300) -> str:
+        return "\n".join(list(self.log)[-lines:])
+
+    def assert_running(self) -> None:
+        assert self.process.poll() is None, f"broker exited with {self.process.returncode}\n{self.log_text()}"
+
+
+def _drain(stream, log, on_line=None) -> None:
+    """Keep reading a pipe so the broker never blocks on a full one."""
+    for raw in iter(stream.readline, b""):
+        line = raw.decode(errors="replace").rstrip("\n")
+        log.append(line)
+        if on_line:
+            on_line(line)
+    stream.close()
+
+
+def _start_fleetwire(tmp: Path) -> Broker:
+    binary = Path(os.environ.get("FLEETWIRE_BIN", REPO / "target" / "debug" / "fleetwire"))
+    assert binary.exists(), (
+        f"fleetwire binary not found at {binary}: run `cargo build -p fleetwire` or set FLEETWIRE_BIN"
+    )
+    command = [
+        str(binary), "--log-format", "json", "serve", "--allow-anonymous",
+        "--mqtt-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--data-dir", str(tmp / "data"),
+    ]  # fmt: skip
+    # Fleetwire treats every FLEETWIRE_* variable as configuration and refuses unknown
+    # keys, so the suite's own FLEETWIRE_BIN must not reach it.
+    inherited = {name: value for name, value in os.environ.items() if name != "FLEETWIRE_BIN"}
+    env = {
+        **inherited,
+        "FLEETWIRE_MQTT__SYS_INTERVAL_SECS": "1",
+        "FLEETWIRE_MQTT__MAX_QUEUED_MESSAGES": str(MAX_QUEUED_MESSAGES),
+        "RUST_LOG": "info",
+    }
+    process = subprocess.Popen(
+        command, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    log: collections.deque = collections.deque(maxlen=5000)
+    found: dict[str, str] = {}
+    ready = threading.Event()
+
+    def on_line(line: str) -> None:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            return
+        fields = record.get("fields", {}) if isinstance(record, dict) else {}
+        if fields.get("message") == "listening" and fields.get("protocol") == "mqtt" and not ready.is_set():
+            found["addr"] = str(fields.get("addr"))
+            ready.set()
+
+    threading.Thread(target=_drain, args=(process.stderr, log, on_line), daemon=True).start()
+    threading.Thread(target=_drain, args=(process.stdout, log), daemon=True).start()
+    deadline = time.monotonic() + START_TIMEOUT
+    while not ready.wait(0.1):
+        if process.poll() is not None or time.monotonic() > deadline:
+            reason = (
+                f"exited with {process.returncode}"
+                if process.poll() is not None
+                else f"timed out after {START_TIMEOUT} s"
+            )
+            process.kill()
+            process.wait()
+            captured = "\n".join(log)
+            raise RuntimeError(
+                f"fleetwire did not log a JSON line with fields.message == 'listening' and "
+                f"fields.protocol == 'mqtt' ({reason}).\ncommand: {' '.join(command)}\ncaptured output:\n{captured}"
+            )
+    host, _, port = found["addr"].rpartition(":")
+    return Broker("fleetwire", host.strip("[]"), int(port), process, log)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _start_mosquitto(tmp: Path) -> Broker:
+    binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    for _attempt in range(5):
+        port = _free_port()
+        config = tmp / "mosquitto.conf"
+        config.write_text(
+            f"listener {port} 127.0.0.1\n"
+            "allow_anonymous true\n"
+            "sys_interval 1\n"
+            f"max_queued_messages {MAX_QUEUED_MESSAGES}\n"
+            "persistence false\n"
+            "log_dest stderr\n"
+            "log_type error\nlog_type warning\nlog_type notice\nlog_type information\n"
+        )
+        process = subprocess.Popen(
+            [binary, "-c", str(config)], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        log: collections.deque = collections.deque(maxlen=5000)
+        threading.Thread(target=_drain, args=(process.stderr, log), daemon=True).start()
+        threading.Thread(target=_drain, args=(process.stdout, log), daemon=True).start()
+        deadline = time.monotonic() + 10
+        while process.poll() is None and time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return Broker("mosquitto", "127.0.0.1", port, process, log)
+            except OSError:
+                time.sleep(0.05)
+        process.kill()
+        process.wait()
+    raise RuntimeError("mosquitto did not start:\n" + "\n".join(log))
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("broker")
+    started = _start_fleetwire(tmp) if BROKER_KIND == "fleetwire" else _start_mosquitto(tmp)
+    yield started
+    process = started.process
+    assert process.poll() is None, f"broker died during the module (exit {process.returncode})\n{started.log_text()}"
+    process.send_signal(signal.SIGTERM)
+    try:
+        code = process.wait(STOP_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        raise AssertionError(f"broker did not exit within {STOP_TIMEOUT} s of SIGTERM\n{started.log_text()}") from None
+    if started.is_fleetwire:
+        assert code == 0, f"fleetwire exited with {code} after SIGTERM\n{started.log_text()}"
+
+
+@pytest.fixture
+def uid() -> str:
+    """A short unique prefix for this test's client ids and topics."""
+    return uuid.uuid4().hex[:10]
+
+
+@pytest.fixture(params=[V311, V5], ids=[PROTOCOL_NAMES[V311], PROTOCOL_NAMES[V5]])
+def protocol(request) -> int:
+    return request.param
+
+
+@pytest.fixture
+def peers(broker, uid):
+    """Factory for paho clients (`peers("name", protocol=..., clean=...)`), all closed after the test."""
+    created: list[Peer] = []
+
+    def make(name: str, **kwargs) -> Peer:
+        client_id = kwargs.pop("client_id", f"{uid}-{name}")
+        created.append(Peer(broker, client_id, **kwargs))
+        return created[-1]
+
+    yield make
+    for client in created:
+        client.close()
+
+
+@pytest.fixture
+def raw(broker):
+    """Factory for raw-socket clients, all closed after the test."""
+    created: list[RawClient] = []
+
+    def make(timeout: float = 5.0) -> RawClient:
+        created.append(RawClient(broker.host, broker.port, timeout))
+        return created[-1]
+
+    yield make
+    for client in created:
+        client.close()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Attach the broker's recent log to a failing test's report."""
+    outcome = yield
+    report = outcome.get_result()
+    started = item.funcargs.get("broker") if hasattr(item, "funcargs") else None
+    if report.failed and isinstance(started, Broker):
+        report.sections.append((f"{started.kind} log (last 300 lines)", started.log_text()))
