@@ -151,4 +151,14 @@ pub enum EncodeError {
     /// A packet type that 3.1.1 does not have (`AUTH`).
     #[error("{0:?} cannot be encoded for protocol level 3.1.1")]
     PacketNotInVersion(PacketType),
+    /// A property value the wire form cannot carry: a subscription identifier outside
+    /// 1..=268,435,455 (it is a variable byte integer of at most four bytes, and 0 is
+    /// forbidden).
+    #[error("property {id:#04x} has value {value}, expected 1..=268435455")]
+    InvalidPropertyValue {
+        /// Property identifier.
+        id: u8,
+        /// The value given.
+        value: u32,
+    },
 }

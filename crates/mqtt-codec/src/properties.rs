@@ -73,3 +73,56 @@ impl Properties {
         *self == Properties::default()
     }
 }
+
+/// The largest value a variable byte integer (remaining length, property length,
+/// subscription identifier) can carry in four bytes.
+pub(crate) const MAX_VARIABLE_BYTE_INTEGER: u32 = 268_435_455;
+
+/// The bit that stands for property `id` in the sets below; 0 for identifiers past 63,
+/// which are all unknown.
+pub(crate) const fn property_bit(id: u8) -> u64 {
+    if id < 64 { 1 << id } else { 0 }
+}
+
+/// A set of property identifiers as a bit mask, so checking a property against the
+/// packet it came with is one `and`.
+const fn property_set(ids: &[u8]) -> u64 {
+    let mut set = 0;
+    let mut index = 0;
+    while index < ids.len() {
+        set |= property_bit(ids[index]);
+        index += 1;
+    }
+    set
+}
+
+// Which packet may carry which property, from table 2-4 of the 5.0 specification.
+
+/// Every identifier that 5.0 defines.
+pub(crate) const KNOWN_PROPERTIES: u64 = property_set(&[
+    0x01, 0x02, 0x03, 0x08, 0x09, 0x0B, 0x11, 0x12, 0x13, 0x15, 0x16, 0x17, 0x18, 0x19, 0x1A, 0x1C,
+    0x1F, 0x21, 0x22, 0x23, 0x24, 0x25, 0x26, 0x27, 0x28, 0x29, 0x2A,
+]);
+/// `CONNECT`.
+pub(crate) const CONNECT_PROPERTIES: u64 =
+    property_set(&[0x11, 0x15, 0x16, 0x17, 0x19, 0x21, 0x22, 0x26, 0x27]);
+/// The will properties inside `CONNECT`.
+pub(crate) const WILL_PROPERTIES: u64 = property_set(&[0x01, 0x02, 0x03, 0x08, 0x09, 0x18, 0x26]);
+/// `CONNACK`.
+pub(crate) const CONNACK_PROPERTIES: u64 = property_set(&[
+    0x11, 0x12, 0x13, 0x15, 0x16, 0x1A, 0x1C, 0x1F, 0x21, 0x22, 0x24, 0x25, 0x26, 0x27, 0x28, 0x29,
+    0x2A,
+]);
+/// `PUBLISH`.
+pub(crate) const PUBLISH_PROPERTIES: u64 =
+    property_set(&[0x01, 0x02, 0x03, 0x08, 0x09, 0x0B, 0x23, 0x26]);
+/// `PUBACK`, `PUBREC`, `PUBREL`, `PUBCOMP`, `SUBACK` and `UNSUBACK`.
+pub(crate) const ACK_PROPERTIES: u64 = property_set(&[0x1F, 0x26]);
+/// `SUBSCRIBE`.
+pub(crate) const SUBSCRIBE_PROPERTIES: u64 = property_set(&[0x0B, 0x26]);
+/// `UNSUBSCRIBE`.
+pub(crate) const UNSUBSCRIBE_PROPERTIES: u64 = property_set(&[0x26]);
+/// `DISCONNECT`.
+pub(crate) const DISCONNECT_PROPERTIES: u64 = property_set(&[0x11, 0x1C, 0x1F, 0x26]);
+/// `AUTH`.
+pub(crate) const AUTH_PROPERTIES: u64 = property_set(&[0x15, 0x16, 0x1F, 0x26]);

@@ -58,3 +58,84 @@ impl ReasonCode {
         self.0 >= 0x80
     }
 }
+
+// Which reason codes each packet may carry, from the tables of the 5.0 specification
+// (3.2.2.2, 3.4.2.1, 3.5.2.1, 3.6.2.1, 3.7.2.1, 3.9.3, 3.11.3, 3.14.2.1, 3.15.2.1).
+
+/// `CONNACK` (5.0).
+pub(crate) fn is_connack(code: u8) -> bool {
+    matches!(code, 0x00 | 0x80..=0x8A | 0x8C | 0x90 | 0x95 | 0x97 | 0x99..=0x9D | 0x9F)
+}
+
+/// `PUBACK` and `PUBREC`.
+pub(crate) fn is_puback(code: u8) -> bool {
+    matches!(
+        code,
+        0x00 | 0x10 | 0x80 | 0x83 | 0x87 | 0x90 | 0x91 | 0x97 | 0x99
+    )
+}
+
+/// `PUBREL` and `PUBCOMP`.
+pub(crate) fn is_pubrel(code: u8) -> bool {
+    matches!(code, 0x00 | 0x92)
+}
+
+/// `SUBACK` (5.0).
+pub(crate) fn is_suback(code: u8) -> bool {
+    matches!(
+        code,
+        0x00..=0x02 | 0x80 | 0x83 | 0x87 | 0x8F | 0x91 | 0x97 | 0x9E | 0xA1 | 0xA2
+    )
+}
+
+/// `SUBACK` (3.1.1): a granted QoS or failure.
+pub(crate) fn is_v3_suback(code: u8) -> bool {
+    matches!(code, 0x00..=0x02 | 0x80)
+}
+
+/// `UNSUBACK` (5.0).
+pub(crate) fn is_unsuback(code: u8) -> bool {
+    matches!(code, 0x00 | 0x11 | 0x80 | 0x83 | 0x87 | 0x8F | 0x91)
+}
+
+/// `DISCONNECT`.
+pub(crate) fn is_disconnect(code: u8) -> bool {
+    matches!(code, 0x00 | 0x04 | 0x80..=0x83 | 0x87 | 0x89 | 0x8B | 0x8D..=0x90 | 0x93..=0xA2)
+}
+
+/// `AUTH`.
+pub(crate) fn is_auth(code: u8) -> bool {
+    matches!(code, 0x00 | 0x18 | 0x19)
+}
+
+/// The reason code for a 3.1.1 `CONNACK` return code, if it is one of 0..=5.
+pub(crate) fn v3_connack_from_wire(code: u8) -> Option<ReasonCode> {
+    Some(match code {
+        0 => ReasonCode::SUCCESS,
+        1 => ReasonCode::UNSUPPORTED_PROTOCOL_VERSION,
+        2 => ReasonCode::CLIENT_IDENTIFIER_NOT_VALID,
+        3 => ReasonCode::SERVER_UNAVAILABLE,
+        4 => ReasonCode::BAD_USER_NAME_OR_PASSWORD,
+        5 => ReasonCode::NOT_AUTHORIZED,
+        _ => return None,
+    })
+}
+
+/// The 3.1.1 `CONNACK` return code closest to a 5.0 reason code. 3.1.1 has only five ways
+/// to refuse, so codes without a counterpart become "server unavailable", except those
+/// that are about who the client is.
+pub(crate) fn v3_connack_to_wire(code: ReasonCode) -> u8 {
+    match code {
+        ReasonCode::SUCCESS => 0,
+        ReasonCode::UNSUPPORTED_PROTOCOL_VERSION => 1,
+        ReasonCode::CLIENT_IDENTIFIER_NOT_VALID => 2,
+        ReasonCode::BAD_USER_NAME_OR_PASSWORD | ReasonCode::BAD_AUTHENTICATION_METHOD => 4,
+        ReasonCode::NOT_AUTHORIZED | ReasonCode::BANNED => 5,
+        _ => 3,
+    }
+}
+
+/// The 3.1.1 `SUBACK` code: granted QoS 0..=2 as is, any failure as 0x80.
+pub(crate) fn v3_suback_to_wire(code: ReasonCode) -> u8 {
+    if is_v3_suback(code.0) { code.0 } else { 0x80 }
+}
