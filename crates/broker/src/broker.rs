@@ -24,7 +24,7 @@ use tokio::sync::{Notify, watch};
 
 use crate::compact;
 use crate::config::BrokerConfig;
-use crate::session::{Attachment, ClientId, Delivery, Message, Session, SessionId};
+use crate::session::{Attachment, ClientId, Delivery, Message, Queued, Session, SessionId};
 use crate::stats::{self, Stats, StatsSnapshot};
 
 /// Key of one subscription in the tree: the session, and the share group for
@@ -258,6 +258,9 @@ impl Broker {
             if let Some(attachment) = state.attachment.take() {
                 attachment.wake.notify_one();
             }
+            // Publishers paused for this client need not wait for it any more.
+            state.has_waiters = false;
+            session.space.notify_waiters();
             state.disconnected_at = Some(Instant::now());
             state.control.clear();
             state.is_closing = false;
@@ -411,8 +414,14 @@ impl Broker {
     }
 
     /// Accepts a `PUBLISH` from a client: updates the retained store and routes it.
-    /// Returns the number of sessions it was queued for.
-    pub(crate) fn publish(&self, publish: Publish, origin: SessionId) -> usize {
+    /// Returns the number of sessions it was queued for; sessions whose queues are
+    /// congested are added to `congested` so the publisher can pause.
+    pub(crate) fn publish(
+        &self,
+        publish: Publish,
+        origin: SessionId,
+        congested: &mut Congested,
+    ) -> usize {
         let message = Arc::new(Message {
             topic: publish.topic,
             payload: publish.payload,
@@ -421,7 +430,7 @@ impl Broker {
             properties: forwarded_properties(publish.properties),
             origin: Some(origin),
         });
-        self.accept(message)
+        self.accept(message, congested)
     }
 
     /// Publishes a will message on behalf of a client whose connection ended abnormally.
@@ -434,7 +443,8 @@ impl Broker {
             properties: forwarded_properties(will.properties),
             origin: Some(origin),
         });
-        self.accept(message)
+        // Nobody is left to pause: the publishing connection is gone.
+        self.accept(message, &mut Congested::new())
     }
 
     /// Publishes a message that originates in the broker (`$SYS`, and later the platform's
@@ -454,10 +464,11 @@ impl Broker {
             properties: Properties::default(),
             origin: None,
         });
-        self.accept(message)
+        // The broker's own messages are few and never wait for subscribers.
+        self.accept(message, &mut Congested::new())
     }
 
-    fn accept(&self, message: Arc<Message>) -> usize {
+    fn accept(&self, message: Arc<Message>, congested: &mut Congested) -> usize {
         if message.is_retained {
             if message.payload.is_empty() {
                 self.shared.retained.write().remove(&message.topic);
@@ -474,12 +485,12 @@ impl Broker {
                 self.shared.retained.write().insert(&topic, stored);
             }
         }
-        self.route(&message)
+        self.route(&message, congested)
     }
 
     /// Queues `message` for every session with a matching subscription: once per session
     /// at the highest QoS among its matching subscriptions, and once per share group.
-    fn route(&self, message: &Arc<Message>) -> usize {
+    fn route(&self, message: &Arc<Message>, congested: &mut Congested) -> usize {
         struct Target<'a> {
             subscriber: &'a Subscriber,
             qos: QoS,
@@ -521,7 +532,7 @@ impl Broker {
         let mut delivered = 0;
         for target in &targets {
             let session = &target.subscriber.session;
-            session.deliver(
+            let queued = session.deliver(
                 Delivery {
                     message: Arc::clone(message),
                     qos: message.qos.min(target.qos),
@@ -530,10 +541,11 @@ impl Broker {
                 },
                 &self.shared.stats,
             );
+            note_congestion(queued, session, congested);
             delivered += 1;
         }
         if !shared.is_empty() {
-            delivered += self.route_shared(message, &mut shared);
+            delivered += self.route_shared(message, &mut shared, congested);
         }
         delivered
     }
@@ -543,6 +555,7 @@ impl Broker {
         &self,
         message: &Arc<Message>,
         members: &mut [(&ByteString, &Subscriber)],
+        congested: &mut Congested,
     ) -> usize {
         members.sort_unstable_by(|a, b| a.0.cmp(b.0).then(a.1.session.id.cmp(&b.1.session.id)));
         let cursor = self.shared.share_cursor.fetch_add(1, Ordering::Relaxed) as usize;
@@ -561,7 +574,7 @@ impl Broker {
             let Some(chosen) = candidates.get(cursor % candidates.len().max(1)) else {
                 continue;
             };
-            chosen.session.deliver(
+            let queued = chosen.session.deliver(
                 Delivery {
                     message: Arc::clone(message),
                     qos: message.qos.min(chosen.options.qos),
@@ -570,9 +583,19 @@ impl Broker {
                 },
                 &self.shared.stats,
             );
+            note_congestion(queued, &chosen.session, congested);
             delivered += 1;
         }
         delivered
+    }
+}
+
+/// Sessions whose queues asked the publisher to pause; usually none, so kept inline.
+pub(crate) type Congested = SmallVec<[Arc<Session>; 2]>;
+
+fn note_congestion(queued: Queued, session: &Arc<Session>, congested: &mut Congested) {
+    if queued == Queued::Congested && !congested.iter().any(|known| known.id == session.id) {
+        congested.push(Arc::clone(session));
     }
 }
 

@@ -16,6 +16,10 @@ pub struct BrokerConfig {
     /// QoS 1/2 messages sent to one client and not yet acknowledged. A 5.0 client's
     /// smaller receive maximum wins.
     pub max_inflight: usize,
+    /// How long publishers pause for a connected subscriber whose queue is past half
+    /// its limit. A subscriber that does not catch up in this time is marked slow: its
+    /// overflow is then dropped without holding anyone back, until it catches up.
+    pub slow_consumer_grace: Duration,
     /// How long a new connection may take to send `CONNECT`.
     pub connect_timeout: Duration,
     /// How often `$SYS/broker/...` topics are published; zero disables them.
@@ -29,6 +33,7 @@ impl Default for BrokerConfig {
             max_packet_size: 1024 * 1024,
             max_queued_messages: 1000,
             max_inflight: 32,
+            slow_consumer_grace: Duration::from_millis(250),
             connect_timeout: Duration::from_secs(10),
             sys_interval: Duration::from_secs(10),
         }

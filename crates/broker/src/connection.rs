@@ -23,7 +23,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
-use crate::broker::Broker;
+use crate::broker::{Broker, Congested};
 use crate::session::{Awaiting, Delivery, Inflight, Session, SessionState};
 use crate::stats;
 
@@ -166,6 +166,8 @@ pub(crate) async fn serve(broker: Broker, stream: TcpStream, peer: SocketAddr) {
         max_packet_size: config.max_packet_size,
         session_expiry_at_connect: connect.properties.session_expiry_interval.unwrap_or(0),
         outbox: Vec::new(),
+        congested: Congested::new(),
+        slow_consumer_grace: config.slow_consumer_grace,
     };
     // Keep only what the connection needs; the rest of CONNECT (and the read buffer its
     // fields point into) is freed now. The will is copied out of that buffer for the
@@ -327,6 +329,9 @@ struct Connection {
     /// Replies collected while decoding one read's worth of packets, handed to the
     /// writer together (one lock, one wake-up).
     outbox: Vec<Packet>,
+    /// Subscribers whose queues asked this publisher to pause (flow control).
+    congested: Congested,
+    slow_consumer_grace: Duration,
 }
 
 impl Connection {
@@ -349,7 +354,9 @@ impl Connection {
             return Closed::Shutdown;
         }
         loop {
-            loop {
+            // Stop decoding as soon as a subscriber is congested, so this publisher adds
+            // at most one message per pause to a full queue.
+            while self.congested.is_empty() {
                 match decode(buffer, self.version, self.max_packet_size) {
                     Ok(Some(packet)) => {
                         if let Err(closed) = self.handle(packet) {
@@ -365,6 +372,11 @@ impl Connection {
                 }
             }
             self.flush_outbox();
+            if !self.congested.is_empty() {
+                // Not reading lets TCP slow the publisher down to what subscribers take.
+                self.wait_for_subscribers().await;
+                continue;
+            }
             tokio::select! {
                 biased;
                 () = &mut kicked => return Closed::TakenOver,
@@ -382,6 +394,30 @@ impl Connection {
                 },
             }
         }
+    }
+
+    /// Pauses until every congested subscriber has room again; one that does not drain
+    /// within the grace period is marked slow, and this publisher goes on without it.
+    async fn wait_for_subscribers(&mut self) {
+        let deadline = Instant::now() + self.slow_consumer_grace;
+        let congested = std::mem::take(&mut self.congested);
+        for session in &congested {
+            loop {
+                let relieved = session.space.notified();
+                tokio::pin!(relieved);
+                // Registered before checking, so a drain in between is not missed.
+                relieved.as_mut().enable();
+                if !session.is_congested() {
+                    break;
+                }
+                if tokio::time::timeout_at(deadline, relieved).await.is_err() {
+                    session.mark_slow();
+                    break;
+                }
+            }
+        }
+        self.congested = congested;
+        self.congested.clear();
     }
 
     fn flush_outbox(&mut self) {
@@ -456,7 +492,8 @@ impl Connection {
                 // The SUBACK goes out before any retained message it causes.
                 self.flush_outbox();
                 for delivery in retained {
-                    self.session.deliver(delivery, self.broker.stats());
+                    // Retained messages for its own subscription never pause a client.
+                    let _ = self.session.deliver(delivery, self.broker.stats());
                 }
                 Ok(())
             }
@@ -538,14 +575,16 @@ impl Connection {
         match (qos, packet_id) {
             (QoS::AtMostOnce, _) => {
                 if !is_denied {
-                    self.broker.publish(publish, self.session.id);
+                    self.broker
+                        .publish(publish, self.session.id, &mut self.congested);
                 }
             }
             (QoS::AtLeastOnce, Some(packet_id)) => {
                 let delivered = if is_denied {
                     0
                 } else {
-                    self.broker.publish(publish, self.session.id)
+                    self.broker
+                        .publish(publish, self.session.id, &mut self.congested)
                 };
                 let reason = self.publish_reason(is_denied, delivered);
                 self.outbox.push(Packet::PubAck(PubAck {
@@ -558,7 +597,9 @@ impl Connection {
                 let is_duplicate = self.session.state.lock().incoming_qos2.contains(&packet_id);
                 let mut delivered = 1;
                 if !is_duplicate && !is_denied {
-                    delivered = self.broker.publish(publish, self.session.id);
+                    delivered = self
+                        .broker
+                        .publish(publish, self.session.id, &mut self.congested);
                     self.session.state.lock().incoming_qos2.push(packet_id);
                 }
                 let reason = self.publish_reason(is_denied, delivered);
@@ -655,6 +696,9 @@ async fn write_loop(writer: Writer) {
                 if drained.dropped > 0 {
                     state.dropped += drained.dropped as u64;
                     stats::add(&broker.stats().messages_dropped, drained.dropped as u64);
+                }
+                if state.take_relief() {
+                    session.space.notify_waiters();
                 }
                 Some((state.is_closing, drained.has_more))
             } else {

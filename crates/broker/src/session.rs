@@ -132,6 +132,10 @@ pub(crate) struct SessionState {
     /// Largest packet the client accepts (5.0 maximum packet size).
     pub(crate) client_max_packet_size: Option<u32>,
     pub(crate) dropped: u64,
+    /// A publisher is paused waiting for this queue to drain.
+    pub(crate) has_waiters: bool,
+    /// The client did not keep up within the grace period: publishers no longer wait.
+    pub(crate) is_slow: bool,
 }
 
 /// A session: identity plus its state behind a mutex.
@@ -140,6 +144,19 @@ pub(crate) struct Session {
     pub(crate) id: SessionId,
     pub(crate) client_id: ClientId,
     pub(crate) state: Mutex<SessionState>,
+    /// Signals publishers paused by flow control that the queue has room again.
+    pub(crate) space: Notify,
+}
+
+/// What [`Session::deliver`] did with a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Queued {
+    /// Queued.
+    Yes,
+    /// Queued, but the queue is past its high-water mark: the publisher should pause.
+    Congested,
+    /// Not queued: the queue is full, or the message is QoS 0 and nobody is connected.
+    Dropped,
 }
 
 impl Session {
@@ -164,26 +181,54 @@ impl Session {
                 is_closing: false,
                 client_max_packet_size: None,
                 dropped: 0,
+                has_waiters: false,
+                is_slow: false,
             }),
+            space: Notify::new(),
         }
     }
 
     /// Queues `delivery`, dropping it if the queue is full (counted) or if it is QoS 0
     /// and nobody is connected. Wakes the writer when the queue becomes non-empty.
-    pub(crate) fn deliver(&self, delivery: Delivery, stats: &Stats) {
+    ///
+    /// Reports [`Queued::Congested`] when a connected client's queue is past its
+    /// high-water mark: the publisher should then pause (flow control) until
+    /// [`Session::space`] signals room, or mark the session slow if none comes.
+    pub(crate) fn deliver(&self, delivery: Delivery, stats: &Stats) -> Queued {
         let mut state = self.state.lock();
         if state.attachment.is_none() && delivery.qos == QoS::AtMostOnce {
-            return;
+            return Queued::Dropped;
         }
         if state.pending.len() >= state.queue_limit {
             state.dropped += 1;
             stats::add(&stats.messages_dropped, 1);
-            return;
+            return Queued::Dropped;
         }
         let was_empty = state.pending.is_empty();
         state.pending.push_back(delivery);
         if was_empty {
             state.wake_writer();
+        }
+        if state.is_congested() {
+            state.has_waiters = true;
+            Queued::Congested
+        } else {
+            Queued::Yes
+        }
+    }
+
+    /// Whether a publisher should still wait for this session's queue to drain.
+    pub(crate) fn is_congested(&self) -> bool {
+        self.state.lock().is_congested()
+    }
+
+    /// Stops asking publishers to wait for this session: it did not drain in time, so
+    /// from now on its overflow is dropped instead. Cleared once its queue drains.
+    pub(crate) fn mark_slow(&self) {
+        let mut state = self.state.lock();
+        if !state.is_slow {
+            state.is_slow = true;
+            tracing::debug!(client_id = %self.client_id, "slow consumer: its overflow is dropped from now on");
         }
     }
 
@@ -209,6 +254,30 @@ impl SessionState {
                 return candidate;
             }
         }
+    }
+
+    /// Queue length from which publishers are asked to pause.
+    fn high_water(&self) -> usize {
+        (self.queue_limit / 2).max(1)
+    }
+
+    /// Whether publishers should pause for this session: it is connected, not known to
+    /// be slow, and its queue is past the high-water mark.
+    pub(crate) fn is_congested(&self) -> bool {
+        self.attachment.is_some() && !self.is_slow && self.pending.len() >= self.high_water()
+    }
+
+    /// After the writer drained: whether paused publishers can go on. Also forgives a
+    /// slow client once it has caught up.
+    pub(crate) fn take_relief(&mut self) -> bool {
+        if self.is_slow && self.pending.len() <= self.high_water() / 2 {
+            self.is_slow = false;
+        }
+        if self.has_waiters && self.pending.len() < self.high_water() {
+            self.has_waiters = false;
+            return true;
+        }
+        false
     }
 
     /// Wakes the attached connection's writer, if any.

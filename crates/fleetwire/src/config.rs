@@ -45,6 +45,7 @@ struct RawMqtt {
     max_packet_size: u64,
     max_queued_messages: u64,
     max_inflight: u64,
+    slow_consumer_grace_ms: u64,
     connect_timeout_secs: u64,
     sys_interval_secs: u64,
 }
@@ -71,6 +72,7 @@ impl Default for RawConfig {
                 max_packet_size: broker.max_packet_size as u64,
                 max_queued_messages: broker.max_queued_messages as u64,
                 max_inflight: broker.max_inflight as u64,
+                slow_consumer_grace_ms: broker.slow_consumer_grace.as_millis() as u64,
                 connect_timeout_secs: broker.connect_timeout.as_secs(),
                 sys_interval_secs: broker.sys_interval.as_secs(),
             },
@@ -251,6 +253,7 @@ impl RawConfig {
             max_queued_messages: usize::try_from(mqtt.max_queued_messages)
                 .context("mqtt.max_queued_messages")?,
             max_inflight: usize::try_from(mqtt.max_inflight).context("mqtt.max_inflight")?,
+            slow_consumer_grace: Duration::from_millis(mqtt.slow_consumer_grace_ms),
             connect_timeout: Duration::from_secs(mqtt.connect_timeout_secs),
             sys_interval: Duration::from_secs(mqtt.sys_interval_secs),
         };
