@@ -208,6 +208,41 @@ async fn slow_subscriber_does_not_grow_its_queue_past_the_limit_or_slow_others()
     drop(stalled);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn busy_subscriber_slows_publishers_down_instead_of_losing_messages() {
+    let (broker, addr) = start(BrokerConfig {
+        max_queued_messages: 100,
+        ..anonymous()
+    })
+    .await;
+    let mut subscriber = Client::connect(addr, "busy").await;
+    subscriber.subscribe("busy/t", QoS::AtMostOnce).await;
+    let count = 20_000u32;
+    let publisher = tokio::spawn(async move {
+        let mut publisher = Client::connect(addr, "eager").await;
+        for n in 0..count {
+            publisher
+                .publish("busy/t", &n.to_be_bytes(), QoS::AtMostOnce, 0, false)
+                .await;
+        }
+        publisher
+    });
+    for expected in 0..count {
+        let message = subscriber.expect_publish().await;
+        assert_eq!(
+            &message.payload[..],
+            &expected.to_be_bytes(),
+            "in order, none lost"
+        );
+        if expected % 1000 == 0 {
+            // Read slower than the publisher writes, but keep reading.
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    publisher.await.unwrap();
+    assert_eq!(broker.stats_snapshot().messages_dropped, 0);
+}
+
 #[tokio::test]
 async fn malformed_packet_from_v5_client_gets_disconnect_with_reason_code() {
     let (broker, addr) = start(anonymous()).await;
