@@ -215,32 +215,61 @@ async fn busy_subscriber_slows_publishers_down_instead_of_losing_messages() {
         ..anonymous()
     })
     .await;
+    let received = read_slowly_while_flooded(addr).await;
+    assert_eq!(received, FLOOD, "in order, none lost");
+    assert_eq!(broker.stats_snapshot().messages_dropped, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_flow_control_the_same_subscriber_loses_messages() {
+    // The control experiment for the test above: with no grace period, publishers never
+    // wait, so the pauses overflow the subscriber's queue.
+    let config = BrokerConfig {
+        max_queued_messages: 100,
+        slow_consumer_grace: Duration::ZERO,
+        ..anonymous()
+    };
+    let (broker, addr) = start(config).await;
+    let received = read_slowly_while_flooded(addr).await;
+    assert!(received < FLOOD, "received all {received}");
+    assert!(broker.stats_snapshot().messages_dropped > 0);
+}
+
+const FLOOD: u32 = 20_000;
+
+/// Floods a topic with 1 KiB messages while its subscriber pauses 100 ms every 2,000
+/// messages (long enough to fill the socket buffers, well within the 250 ms grace);
+/// returns how many arrived in order before the flow stopped.
+async fn read_slowly_while_flooded(addr: std::net::SocketAddr) -> u32 {
     let mut subscriber = Client::connect(addr, "busy").await;
     subscriber.subscribe("busy/t", QoS::AtMostOnce).await;
-    let count = 20_000u32;
     let publisher = tokio::spawn(async move {
         let mut publisher = Client::connect(addr, "eager").await;
-        for n in 0..count {
+        let mut payload = vec![0u8; 1024];
+        for n in 0..FLOOD {
+            payload[..4].copy_from_slice(&n.to_be_bytes());
             publisher
-                .publish("busy/t", &n.to_be_bytes(), QoS::AtMostOnce, 0, false)
+                .publish("busy/t", &payload, QoS::AtMostOnce, 0, false)
                 .await;
         }
         publisher
     });
-    for expected in 0..count {
-        let message = subscriber.expect_publish().await;
-        assert_eq!(
-            &message.payload[..],
-            &expected.to_be_bytes(),
-            "in order, none lost"
-        );
-        if expected % 1000 == 0 {
-            // Read slower than the publisher writes, but keep reading.
-            tokio::time::sleep(Duration::from_millis(5)).await;
+    let mut received = 0;
+    while received < FLOOD {
+        match subscriber.try_recv(Duration::from_secs(2)).await {
+            Ok(Some(Packet::Publish(message)))
+                if message.payload[..4] == received.to_be_bytes() =>
+            {
+                received += 1;
+            }
+            _ => break,
+        }
+        if received % 2000 == 0 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
     publisher.await.unwrap();
-    assert_eq!(broker.stats_snapshot().messages_dropped, 0);
+    received
 }
 
 #[tokio::test]
