@@ -1,5 +1,8 @@
 //! Broker behaviour over real sockets, packet by packet.
 
+// Tests fail loudly on purpose.
+#![allow(clippy::unwrap_used)]
+
 mod support;
 
 use std::time::Duration;
