@@ -23,6 +23,10 @@ pub(crate) enum Command {
     Serve(ServeArgs),
     /// Run on loopback with anonymous access, for a first look.
     Demo(ServeArgs),
+    /// Simulate a fleet of devices publishing telemetry to any MQTT broker.
+    Sim(crate::sim::SimArgs),
+    /// Measure any MQTT broker: throughput, latency and idle connections.
+    Bench(crate::bench::BenchArgs),
 }
 
 /// Flags shared by `serve` and `demo`; each overrides the configuration file and the

@@ -2,10 +2,12 @@
 //! together and maps failures to exit codes. No domain logic lives here.
 
 mod admin_token;
+mod bench;
 mod cli;
 mod config;
 mod logging;
 mod serve;
+mod sim;
 
 use std::process::ExitCode;
 
@@ -35,5 +37,7 @@ fn run(cli: cli::Cli) -> anyhow::Result<()> {
             logging::init(&settings.log)?;
             serve::run_demo(settings)
         }
+        cli::Command::Sim(args) => sim::run(args),
+        cli::Command::Bench(args) => bench::run(args),
     }
 }

@@ -1,0 +1,186 @@
+//! `fleetwire bench`: flags of the load generator, a live progress line, and the report
+//! (human text, or one JSON line for scripts). The generator itself is `fleetwire_bench`.
+
+use std::io::{IsTerminal, Write};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use fleetwire_bench::{Bench, BenchConfig, Scenario};
+use fleetwire_mqtt_codec::QoS;
+
+use crate::sim::{init_logging, parse_version, seconds};
+
+/// Measure any MQTT broker: throughput, latency and idle connections.
+#[derive(Debug, Args)]
+pub(crate) struct BenchArgs {
+    /// Load pattern: fan-in (many publishers, one wildcard subscriber), fan-out (one
+    /// publisher, many subscribers), pairs (publisher/subscriber pairs, latency) or
+    /// connections (idle connections, connect rate and broker memory).
+    #[arg(value_enum)]
+    scenario: ScenarioArg,
+    /// Broker to measure, as HOST:PORT.
+    #[arg(long, default_value = "127.0.0.1:1883", value_name = "HOST:PORT")]
+    target: String,
+    /// QoS of publishes and subscriptions.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=2))]
+    qos: u8,
+    /// Payload bytes per message (at least 8: the send timestamp).
+    #[arg(long, default_value_t = 64, value_name = "BYTES")]
+    payload: usize,
+    /// Seconds of measurement (connections: seconds to hold them after the ramp).
+    #[arg(long, default_value_t = 10.0, value_name = "SECS")]
+    duration: f64,
+    /// Messages per second over all publishers (connections: connection attempts per
+    /// second); 0 is unlimited.
+    #[arg(long, default_value_t = 0.0, value_name = "MSGS_PER_SEC")]
+    rate: f64,
+    /// Publishing connections (pairs: number of pairs) [default: fan-in 100, fan-out 1,
+    /// pairs 100].
+    #[arg(long, value_name = "N")]
+    publishers: Option<usize>,
+    /// Subscribing connections [default: fan-in 1, fan-out 1000, pairs as many as
+    /// publishers].
+    #[arg(long, value_name = "N")]
+    subscribers: Option<usize>,
+    /// Idle connections to open (connections scenario).
+    #[arg(long, default_value_t = 10_000, value_name = "N")]
+    connections: usize,
+    /// MQTT version: 3 (3.1.1) or 5.
+    #[arg(long, default_value = "3", value_parser = ["3", "3.1.1", "4", "5"])]
+    mqtt_version: String,
+    /// Print the report as one JSON object on the last line of stdout (the human report
+    /// goes to stderr).
+    #[arg(long)]
+    json: bool,
+    /// The broker's process id: report its CPU and memory (connections: memory per
+    /// connection) from /proc.
+    #[arg(long, value_name = "PID")]
+    broker_pid: Option<u32>,
+    /// QoS 1/2 messages each publisher keeps in flight.
+    #[arg(long, default_value_t = 64, value_name = "N")]
+    inflight: usize,
+    /// Keep-alive of every connection, in seconds.
+    #[arg(long, default_value_t = 60, value_name = "SECS")]
+    keep_alive: u16,
+    /// Connection handshakes in progress at once.
+    #[arg(long, default_value_t = 256, value_name = "N")]
+    connect_concurrency: usize,
+    /// Connections per loopback source address 127.X.Y.Z (connections scenario against a
+    /// loopback target).
+    #[arg(long, default_value_t = 10_000, value_name = "N")]
+    per_source: usize,
+    /// Longest wait, in seconds, for messages still on their way after publishing stops.
+    #[arg(long, default_value_t = 3.0, value_name = "SECS")]
+    drain: f64,
+    /// Worker threads of the generator [default: one per core].
+    #[arg(long, value_name = "N")]
+    threads: Option<usize>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ScenarioArg {
+    FanIn,
+    FanOut,
+    Pairs,
+    Connections,
+}
+
+/// Runs one scenario and prints its report.
+pub(crate) fn run(args: BenchArgs) -> anyhow::Result<()> {
+    init_logging();
+    // Many connections need many descriptors; raise the soft limit as far as allowed.
+    let _ = fleetwire_bench::system::raise_open_files_limit();
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all().thread_name("fleetwire-bench");
+    if let Some(threads) = args.threads {
+        builder.worker_threads(threads.max(1));
+    }
+    let runtime = builder.build().context("cannot start the async runtime")?;
+    runtime.block_on(measure(args))
+}
+
+async fn measure(args: BenchArgs) -> anyhow::Result<()> {
+    let scenario = match args.scenario {
+        ScenarioArg::FanIn => Scenario::FanIn,
+        ScenarioArg::FanOut => Scenario::FanOut,
+        ScenarioArg::Pairs => Scenario::Pairs,
+        ScenarioArg::Connections => Scenario::Connections,
+    };
+    let defaults = BenchConfig::for_scenario(scenario);
+    let publishers = args.publishers.unwrap_or(defaults.publishers);
+    let subscribers = match scenario {
+        Scenario::Pairs => args.subscribers.unwrap_or(publishers),
+        _ => args.subscribers.unwrap_or(defaults.subscribers),
+    };
+    let config = BenchConfig {
+        target: resolve(&args.target).await?,
+        version: parse_version(&args.mqtt_version),
+        qos: QoS::from_u8(args.qos).unwrap_or(QoS::AtMostOnce),
+        payload: args.payload,
+        duration: seconds("--duration", args.duration)?,
+        rate: args.rate,
+        publishers,
+        subscribers,
+        connections: args.connections,
+        inflight: args.inflight,
+        keep_alive: Duration::from_secs(u64::from(args.keep_alive)),
+        connect_concurrency: args.connect_concurrency,
+        per_source: args.per_source,
+        drain: seconds("--drain", args.drain)?,
+        broker_pid: args.broker_pid,
+        ..defaults
+    };
+    let bench = Bench::new(config)?;
+    let counters = bench.counters();
+    let progress = tokio::spawn(async move {
+        let is_terminal = std::io::stderr().is_terminal();
+        let every = if is_terminal { 1 } else { 5 };
+        let started = Instant::now();
+        let mut previous = counters.snapshot();
+        let mut ticker = tokio::time::interval(Duration::from_secs(every));
+        ticker.tick().await;
+        loop {
+            ticker.tick().await;
+            let now = counters.snapshot();
+            let line = format!(
+                "{:>5.0} s  {} connected  {:>9.0} sent/s  {:>9.0} received/s  {} errors",
+                started.elapsed().as_secs_f64(),
+                now.connected,
+                (now.sent - previous.sent) as f64 / every as f64,
+                (now.received - previous.received) as f64 / every as f64,
+                now.errors
+            );
+            previous = now;
+            if is_terminal {
+                eprint!("\r\x1b[K{line}");
+            } else {
+                eprintln!("{line}");
+            }
+            let _ = std::io::stderr().flush();
+        }
+    });
+    let result = bench.run().await;
+    progress.abort();
+    if std::io::stderr().is_terminal() {
+        eprintln!();
+    }
+    let report = result?;
+    if args.json {
+        eprint!("{report}");
+        println!("{}", report.to_json());
+    } else {
+        print!("{report}");
+    }
+    Ok(())
+}
+
+/// The first address `HOST:PORT` resolves to.
+pub(crate) async fn resolve(target: &str) -> anyhow::Result<SocketAddr> {
+    tokio::net::lookup_host(target)
+        .await
+        .with_context(|| format!("cannot resolve {target:?} (expected HOST:PORT)"))?
+        .next()
+        .with_context(|| format!("{target:?} resolves to no address"))
+}

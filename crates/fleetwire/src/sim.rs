@@ -1,0 +1,262 @@
+//! `fleetwire sim`: flags of the fleet simulator, a live progress line, and the final
+//! summary. The simulation itself is `fleetwire_sim`.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Args;
+use fleetwire_mqtt_codec::{ProtocolVersion, QoS};
+use fleetwire_sim::{Devices, SimConfig, SimStats, Simulator, read_credentials};
+
+/// Simulate a fleet of devices publishing telemetry to any MQTT broker.
+#[derive(Debug, Args)]
+pub(crate) struct SimArgs {
+    /// Broker to connect to, as HOST:PORT.
+    #[arg(long, default_value = "127.0.0.1:1883", value_name = "HOST:PORT")]
+    target: String,
+    /// Number of devices [default: 10, or every device of --credentials].
+    #[arg(long, value_name = "N")]
+    devices: Option<usize>,
+    /// Seconds between two messages of one device.
+    #[arg(
+        long,
+        default_value_t = 1.0,
+        value_name = "SECS",
+        conflicts_with = "rate"
+    )]
+    interval: f64,
+    /// Messages per second over the whole fleet (sets the interval instead of --interval).
+    #[arg(long, value_name = "MSGS_PER_SEC")]
+    rate: Option<f64>,
+    /// QoS of the telemetry messages.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=1))]
+    qos: u8,
+    /// MQTT version: 3 (3.1.1) or 5.
+    #[arg(long, default_value = "3", value_parser = ["3", "3.1.1", "4", "5"])]
+    mqtt_version: String,
+    /// Seconds over which the devices connect, evenly spread.
+    #[arg(long, default_value_t = 1.0, value_name = "SECS")]
+    ramp_up: f64,
+    /// Stop after this many seconds [default: run until Ctrl-C].
+    #[arg(long, value_name = "SECS")]
+    duration: Option<f64>,
+    /// Device credentials, one per line: `device_id,password` or
+    /// `{"device_id": "...", "password": "..."}`. Without it devices connect anonymously.
+    #[arg(long, value_name = "FILE")]
+    credentials: Option<PathBuf>,
+    /// Create the devices and their credentials through the HTTP API first.
+    #[arg(long, conflicts_with = "credentials")]
+    create_credentials: bool,
+    /// Prefix of the anonymous devices' ids.
+    #[arg(long, default_value = "sim-", value_name = "TEXT")]
+    device_prefix: String,
+    /// Seed of the signals: the same seed gives the same readings.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Keep-alive the devices announce, in seconds.
+    #[arg(long, default_value_t = 30, value_name = "SECS")]
+    keep_alive: u16,
+    /// Print the final counters as one JSON object on the last line of stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Runs the simulator until Ctrl-C or `--duration`.
+pub(crate) fn run(args: SimArgs) -> anyhow::Result<()> {
+    if args.create_credentials {
+        bail!(
+            "--create-credentials needs the device API (POST /api/v1/devices and \
+             POST /api/v1/devices/{{id}}/credentials), which this version of fleetwire does not \
+             have yet; create the devices another way and pass --credentials FILE, or run the \
+             broker with --allow-anonymous and leave out both options"
+        );
+    }
+    init_logging();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("fleetwire-sim")
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(simulate(args))
+}
+
+async fn simulate(args: SimArgs) -> anyhow::Result<()> {
+    let target = crate::bench::resolve(&args.target).await?;
+    let devices = match &args.credentials {
+        Some(path) => {
+            let mut credentials = read_credentials(path)?;
+            if credentials.is_empty() {
+                bail!("credentials file {} lists no device", path.display());
+            }
+            if let Some(count) = args.devices {
+                if count > credentials.len() {
+                    bail!(
+                        "--devices {count} asks for more devices than the {} in {}",
+                        credentials.len(),
+                        path.display()
+                    );
+                }
+                credentials.truncate(count);
+            }
+            Devices::Credentials(credentials)
+        }
+        None => Devices::Anonymous {
+            count: args.devices.unwrap_or(10),
+            prefix: args.device_prefix.clone(),
+        },
+    };
+    let device_count = match &devices {
+        Devices::Anonymous { count, .. } => *count,
+        Devices::Credentials(credentials) => credentials.len(),
+    };
+    let interval = match args.rate {
+        Some(rate) if rate > 0.0 && rate.is_finite() => device_count as f64 / rate,
+        Some(_) => bail!("--rate must be a positive number of messages per second"),
+        None => args.interval,
+    };
+    let config = SimConfig {
+        target,
+        devices,
+        interval: seconds("--interval", interval)?,
+        qos: if args.qos == 1 {
+            QoS::AtLeastOnce
+        } else {
+            QoS::AtMostOnce
+        },
+        version: parse_version(&args.mqtt_version),
+        ramp_up: seconds("--ramp-up", args.ramp_up)?,
+        seed: args.seed,
+        keep_alive: Duration::from_secs(u64::from(args.keep_alive)),
+        ..SimConfig::default()
+    };
+    let simulator = Simulator::new(config)?;
+    let counters = simulator.counters();
+    eprintln!(
+        "simulating {} devices against {target}, one message every {interval:.3} s each \
+         (Ctrl-C to stop)",
+        simulator.device_count()
+    );
+    let duration = args
+        .duration
+        .map(|secs| seconds("--duration", secs))
+        .transpose()?;
+    let shutdown = async move {
+        match duration {
+            Some(duration) => {
+                tokio::select! {
+                    () = tokio::time::sleep(duration) => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            None => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    };
+    let progress = tokio::spawn(async move {
+        let is_terminal = std::io::stderr().is_terminal();
+        let every = if is_terminal { 1 } else { 10 };
+        let started = Instant::now();
+        let mut previous = counters.snapshot().published;
+        let mut ticker = tokio::time::interval(Duration::from_secs(every));
+        ticker.tick().await;
+        loop {
+            ticker.tick().await;
+            let stats = counters.snapshot();
+            let rate = (stats.published - previous) as f64 / every as f64;
+            previous = stats.published;
+            let line = progress_line(started.elapsed(), rate, device_count, &stats);
+            if is_terminal {
+                eprint!("\r\x1b[K{line}");
+            } else {
+                eprintln!("{line}");
+            }
+            let _ = std::io::stderr().flush();
+        }
+    });
+    let report = simulator.run(shutdown).await;
+    progress.abort();
+    if std::io::stderr().is_terminal() {
+        eprintln!();
+    }
+    let stats = &report.stats;
+    let elapsed = report.elapsed.as_secs_f64();
+    let summary = format!(
+        "{} devices ran {elapsed:.1} s: {} messages published ({:.0} msgs/s), {} acknowledged, \
+         {} rejected, {} errors, {} reconnects",
+        device_count,
+        stats.published,
+        stats.published as f64 / elapsed.max(0.001),
+        stats.acknowledged,
+        stats.rejected,
+        stats.errors,
+        stats.reconnects
+    );
+    if args.json {
+        eprintln!("{summary}");
+        let json = serde_json::json!({
+            "devices": device_count,
+            "elapsed_s": (elapsed * 1000.0).round() / 1000.0,
+            "published": stats.published,
+            "acknowledged": stats.acknowledged,
+            "rejected": stats.rejected,
+            "errors": stats.errors,
+            "reconnects": stats.reconnects,
+            "last_error": stats.last_error,
+        });
+        println!("{json}");
+    } else {
+        println!("{summary}");
+        if let Some(error) = &stats.last_error {
+            println!("last error: {error}");
+        }
+    }
+    Ok(())
+}
+
+fn progress_line(elapsed: Duration, rate: f64, devices: usize, stats: &SimStats) -> String {
+    let mut line = format!(
+        "{:>6.0} s  {}/{} connected  {:>8.0} msgs/s  {} sent  {} errors",
+        elapsed.as_secs_f64(),
+        stats.connected,
+        devices,
+        rate,
+        stats.published,
+        stats.errors
+    );
+    if let Some(error) = &stats.last_error {
+        line.push_str("  last: ");
+        line.extend(error.chars().take(80));
+    }
+    line
+}
+
+/// `3`, `3.1.1` and `4` (the protocol level) mean 3.1.1; `5` means 5.0.
+pub(crate) fn parse_version(text: &str) -> ProtocolVersion {
+    if text == "5" {
+        ProtocolVersion::V5
+    } else {
+        ProtocolVersion::V311
+    }
+}
+
+/// A positive, finite number of seconds from a flag.
+pub(crate) fn seconds(flag: &str, value: f64) -> anyhow::Result<Duration> {
+    if !value.is_finite() || value < 0.0 {
+        bail!("{flag} must be a non-negative number of seconds, got {value}");
+    }
+    Ok(Duration::from_secs_f64(value))
+}
+
+/// Warnings (or `RUST_LOG`) to stderr; the simulator and the load generator have no
+/// configuration file.
+pub(crate) fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

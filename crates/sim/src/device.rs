@@ -1,0 +1,221 @@
+//! One simulated device: connect, publish a reading every interval, reconnect with
+//! backoff when the connection fails, disconnect on stop.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use fleetwire_client::{ClientError, ConnectOptions, Connection, Event};
+use fleetwire_mqtt_codec::{QoS, TopicName};
+use tokio::sync::watch;
+use tokio::time::{Instant, MissedTickBehavior};
+
+use crate::signals::{SignalGenerator, SplitMix64};
+use crate::{Devices, SimConfig, SimCounters, SimError};
+
+/// A connection that lived this long resets the backoff: the failure was not at connect.
+const STABLE_CONNECTION: Duration = Duration::from_secs(10);
+/// How long a stopping device waits for its `DISCONNECT` to be written.
+const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Everything one device needs that differs between devices.
+#[derive(Debug)]
+pub(crate) struct DeviceSpec {
+    index: u64,
+    device_id: String,
+    password: Option<String>,
+    topic: TopicName,
+    start_delay: Duration,
+}
+
+/// Validates the configuration and lays out the devices.
+pub(crate) fn plan(config: &SimConfig) -> Result<Vec<DeviceSpec>, SimError> {
+    if config.interval.is_zero() {
+        return Err(SimError::InvalidConfig(
+            "the publish interval must be more than zero".to_owned(),
+        ));
+    }
+    if config.qos == QoS::ExactlyOnce {
+        return Err(SimError::InvalidConfig(
+            "devices publish with QoS 0 or 1, not 2".to_owned(),
+        ));
+    }
+    let identities: Vec<(String, Option<String>)> = match &config.devices {
+        Devices::Anonymous { count, prefix } => {
+            let width = count.to_string().len().max(4);
+            (1..=*count)
+                .map(|number| (format!("{prefix}{number:0width$}"), None))
+                .collect()
+        }
+        Devices::Credentials(credentials) => credentials
+            .iter()
+            .map(|c| (c.device_id.clone(), Some(c.password.clone())))
+            .collect(),
+    };
+    if identities.is_empty() {
+        return Err(SimError::InvalidConfig(
+            "at least one device is needed".to_owned(),
+        ));
+    }
+    let count = identities.len() as u32;
+    identities
+        .into_iter()
+        .enumerate()
+        .map(|(index, (device_id, password))| {
+            let topic =
+                TopicName::new(format!("devices/{device_id}/telemetry")).map_err(|error| {
+                    SimError::InvalidConfig(format!(
+                        "device id {device_id:?} is not usable in a topic: {error}"
+                    ))
+                })?;
+            Ok(DeviceSpec {
+                index: index as u64,
+                device_id,
+                password,
+                topic,
+                start_delay: config
+                    .ramp_up
+                    .mul_f64(f64::from(index as u32) / f64::from(count)),
+            })
+        })
+        .collect()
+}
+
+/// Runs one device until `stop` turns true.
+pub(crate) async fn run(
+    spec: DeviceSpec,
+    config: Arc<SimConfig>,
+    counters: Arc<SimCounters>,
+    mut stop: watch::Receiver<bool>,
+) {
+    if !sleep_unless_stopped(spec.start_delay, &mut stop).await {
+        return;
+    }
+    let options = ConnectOptions {
+        addr: config.target,
+        client_id: spec.device_id.clone(),
+        version: config.version,
+        keep_alive: config.keep_alive,
+        username: spec.password.as_ref().map(|_| spec.device_id.clone()),
+        password: spec
+            .password
+            .as_ref()
+            .map(|password| Bytes::from(password.clone().into_bytes())),
+        max_inflight: 32,
+        read_chunk: 1024,
+        ..ConnectOptions::default()
+    };
+    let mut generator = SignalGenerator::new(config.seed, spec.index);
+    let mut jitter = SplitMix64::new(config.seed ^ spec.index.rotate_left(17) ^ 0x5EED);
+    let mut failures = 0u32;
+    loop {
+        let attempt = tokio::select! {
+            result = Connection::connect(&options) => result,
+            () = stopped(&mut stop) => return,
+        };
+        match attempt {
+            Ok((connection, _)) => {
+                counters.connected();
+                let since = Instant::now();
+                let outcome = session(
+                    connection,
+                    &spec,
+                    &config,
+                    &counters,
+                    &mut generator,
+                    &mut jitter,
+                    &mut stop,
+                )
+                .await;
+                counters.disconnected();
+                match outcome {
+                    Ok(()) => return,
+                    Err(error) => counters.error(format!("{}: {error}", spec.device_id)),
+                }
+                if since.elapsed() >= STABLE_CONNECTION {
+                    failures = 0;
+                }
+            }
+            Err(error) => counters.error(format!("{}: {error}", spec.device_id)),
+        }
+        failures = failures.saturating_add(1);
+        counters.reconnecting();
+        let delay = config
+            .backoff
+            .delay(failures)
+            .mul_f64(0.5 + 0.5 * jitter.unit());
+        tracing::debug!(device = %spec.device_id, ?delay, "reconnecting");
+        if !sleep_unless_stopped(delay, &mut stop).await {
+            return;
+        }
+    }
+}
+
+/// Publishes until the connection fails (`Err`) or the simulation stops (`Ok`).
+async fn session(
+    mut connection: Connection,
+    spec: &DeviceSpec,
+    config: &SimConfig,
+    counters: &SimCounters,
+    generator: &mut SignalGenerator,
+    jitter: &mut SplitMix64,
+    stop: &mut watch::Receiver<bool>,
+) -> Result<(), ClientError> {
+    // A random phase keeps devices that connected together from publishing together.
+    let phase = config.interval.mul_f64(jitter.unit());
+    let mut ticker = tokio::time::interval_at(Instant::now() + phase, config.interval);
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stopped(stop) => {
+                let _ = tokio::time::timeout(DISCONNECT_TIMEOUT, connection.disconnect()).await;
+                return Ok(());
+            }
+            _ = ticker.tick() => {
+                let reading = generator.sample(unix_millis());
+                let payload = Bytes::from(reading.to_json().into_bytes());
+                match connection.publish(&spec.topic, payload, config.qos, false) {
+                    Ok(_) => counters.published(),
+                    Err(ClientError::InflightWindowFull(limit)) => counters.error(format!(
+                        "{}: {limit} messages wait for PUBACK, reading skipped", spec.device_id
+                    )),
+                    Err(error) => return Err(error),
+                }
+            }
+            event = connection.next_event() => match event? {
+                Event::PubAck(ack) if ack.reason.is_error() => counters.rejected(format!(
+                    "{}: broker refused a message with reason code {:#04x}",
+                    spec.device_id, ack.reason.0
+                )),
+                Event::PubAck(_) => counters.acknowledged(),
+                // Commands arrive here once devices subscribe to them; nothing else
+                // is expected.
+                _ => {}
+            },
+        }
+    }
+}
+
+fn unix_millis() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| {
+            i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
+        })
+}
+
+/// Completes when the simulation stops (or its controller is gone).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|is_stopped| *is_stopped).await;
+}
+
+/// Sleeps for `delay`; `false` if the simulation stopped first.
+async fn sleep_unless_stopped(delay: Duration, stop: &mut watch::Receiver<bool>) -> bool {
+    if delay.is_zero() {
+        return !*stop.borrow();
+    }
+    tokio::select! {
+        () = tokio::time::sleep(delay) => !*stop.borrow(),
+        () = stopped(stop) => false,
+    }
+}
