@@ -16,9 +16,10 @@ pub struct BrokerConfig {
     /// QoS 1/2 messages sent to one client and not yet acknowledged. A 5.0 client's
     /// smaller receive maximum wins.
     pub max_inflight: usize,
-    /// How long publishers pause for a connected subscriber whose queue is past half
-    /// its limit. A subscriber that does not catch up in this time is marked slow: its
-    /// overflow is then dropped without holding anyone back, until it catches up.
+    /// Flow control: a publisher pauses while a connected subscriber's queue is past
+    /// half its limit, for as long as that subscriber keeps reading. One whose connection
+    /// writes nothing for this long is marked slow: its overflow is then dropped without
+    /// holding anyone back, until it reads again.
     pub slow_consumer_grace: Duration,
     /// How long a new connection may take to send `CONNECT`.
     pub connect_timeout: Duration,

@@ -10,6 +10,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -396,23 +397,31 @@ impl Connection {
         }
     }
 
-    /// Pauses until every congested subscriber has room again; one that does not drain
-    /// within the grace period is marked slow, and this publisher goes on without it.
+    /// Pauses until every congested subscriber has room again. A subscriber whose
+    /// connection completes no write for a whole grace period is marked slow (it stopped
+    /// reading), and this publisher goes on without it; one that is reading, however
+    /// slowly, is waited for.
     async fn wait_for_subscribers(&mut self) {
-        let deadline = Instant::now() + self.slow_consumer_grace;
         let congested = std::mem::take(&mut self.congested);
         for session in &congested {
+            let mut progress = session.progress.load(Ordering::Relaxed);
+            let mut deadline = Instant::now() + self.slow_consumer_grace;
             loop {
                 let relieved = session.space.notified();
                 tokio::pin!(relieved);
                 // Registered before checking, so a drain in between is not missed.
                 relieved.as_mut().enable();
-                if !session.is_congested() {
+                if !session.register_waiter() {
                     break;
                 }
                 if tokio::time::timeout_at(deadline, relieved).await.is_err() {
-                    session.mark_slow();
-                    break;
+                    let now = session.progress.load(Ordering::Relaxed);
+                    if now == progress {
+                        session.mark_slow();
+                        break;
+                    }
+                    progress = now;
+                    deadline = Instant::now() + self.slow_consumer_grace;
                 }
             }
         }
@@ -687,9 +696,14 @@ async fn write_loop(writer: Writer) {
     } = writer;
     // Grows while there is work; released whenever the writer goes idle.
     let mut out = BytesMut::new();
+    let mut has_written = false;
     loop {
         let step = {
             let mut state = session.state.lock();
+            if has_written {
+                // The client is reading: it is not (or no longer) a slow consumer.
+                state.is_slow = false;
+            }
             if state.is_attached(generation) {
                 let drained = drain(&mut state, &mut out, &mut is_resending);
                 stats::add(&broker.stats().messages_sent, drained.published as u64);
@@ -726,7 +740,11 @@ async fn write_loop(writer: Writer) {
                 break;
             }
             stats::add(&broker.stats().bytes_sent, out.len() as u64);
+            session.progress.fetch_add(1, Ordering::Relaxed);
             out.clear();
+            has_written = true;
+        } else {
+            has_written = false;
         }
         if is_closing {
             break;

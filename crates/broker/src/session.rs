@@ -11,6 +11,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -146,6 +147,9 @@ pub(crate) struct Session {
     pub(crate) state: Mutex<SessionState>,
     /// Signals publishers paused by flow control that the queue has room again.
     pub(crate) space: Notify,
+    /// Completed socket writes of the attached connection: a paused publisher that sees
+    /// this move knows the client is reading, however slowly, and keeps waiting.
+    pub(crate) progress: AtomicU64,
 }
 
 /// What [`Session::deliver`] did with a message.
@@ -185,6 +189,7 @@ impl Session {
                 is_slow: false,
             }),
             space: Notify::new(),
+            progress: AtomicU64::new(0),
         }
     }
 
@@ -217,13 +222,21 @@ impl Session {
         }
     }
 
-    /// Whether a publisher should still wait for this session's queue to drain.
-    pub(crate) fn is_congested(&self) -> bool {
-        self.state.lock().is_congested()
+    /// Whether a publisher should still wait for this session's queue to drain; if so,
+    /// registers it for the writer's next relief signal (in the same critical section,
+    /// so a drain between the check and the wait cannot be missed).
+    pub(crate) fn register_waiter(&self) -> bool {
+        let mut state = self.state.lock();
+        let is_congested = state.is_congested();
+        if is_congested {
+            state.has_waiters = true;
+        }
+        is_congested
     }
 
-    /// Stops asking publishers to wait for this session: it did not drain in time, so
-    /// from now on its overflow is dropped instead. Cleared once its queue drains.
+    /// Stops asking publishers to wait for this session: its connection wrote nothing for
+    /// a whole grace period, so from now on its overflow is dropped instead. Cleared by
+    /// the writer's next completed write.
     pub(crate) fn mark_slow(&self) {
         let mut state = self.state.lock();
         if !state.is_slow {
@@ -267,12 +280,8 @@ impl SessionState {
         self.attachment.is_some() && !self.is_slow && self.pending.len() >= self.high_water()
     }
 
-    /// After the writer drained: whether paused publishers can go on. Also forgives a
-    /// slow client once it has caught up.
+    /// After the writer drained: whether paused publishers can go on.
     pub(crate) fn take_relief(&mut self) -> bool {
-        if self.is_slow && self.pending.len() <= self.high_water() / 2 {
-            self.is_slow = false;
-        }
         if self.has_waiters && self.pending.len() < self.high_water() {
             self.has_waiters = false;
             return true;
