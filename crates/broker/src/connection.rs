@@ -30,6 +30,9 @@ use crate::stats;
 
 /// Bytes the reader asks the socket for at least, per read.
 const READ_CHUNK: usize = 16 * 1024;
+/// Bytes asked for while reading `CONNECT`, which is usually small: thousands of
+/// handshakes at once should not each hold a full read chunk.
+const CONNECT_CHUNK: usize = 512;
 /// The writer stops filling its buffer at this size and writes it.
 const WRITE_BATCH: usize = 64 * 1024;
 /// How long a closing connection waits for its writer to flush a final `DISCONNECT`.
@@ -82,6 +85,29 @@ impl Closed {
 /// Serves one accepted TCP connection until it closes. Never panics on client input:
 /// every failure ends this connection only.
 pub(crate) async fn serve(broker: Broker, stream: TcpStream, peer: SocketAddr) {
+    // The handshake's state (the CONNECT, refusals, timeouts) lives in its own boxed
+    // future, freed once the client is attached, so an idle connection keeps only the
+    // small state of `run`.
+    if let Some(established) = Box::pin(handshake(broker, stream, peer)).await {
+        established.run().await;
+    }
+}
+
+/// A connection that completed `CONNECT` and is attached to its session.
+struct Established {
+    connection: Connection,
+    peer: SocketAddr,
+    reader: OwnedReadHalf,
+    buffer: BytesMut,
+    writer_task: tokio::task::JoinHandle<()>,
+    kick: Arc<Notify>,
+    keep_alive: u16,
+    will: Option<Box<Will>>,
+}
+
+/// Reads and answers `CONNECT`, attaches the session and starts the writer; `None` when
+/// the connection was refused or closed.
+async fn handshake(broker: Broker, stream: TcpStream, peer: SocketAddr) -> Option<Established> {
     if let Err(error) = stream.set_nodelay(true) {
         tracing::debug!(%peer, %error, "cannot disable Nagle's algorithm");
     }
@@ -97,10 +123,10 @@ pub(crate) async fn serve(broker: Broker, stream: TcpStream, peer: SocketAddr) {
     let connect = match first {
         Err(_) => {
             tracing::debug!(%peer, "closing: no CONNECT within {:?}", config.connect_timeout);
-            return;
+            return None;
         }
         Ok(Ok(Some(connect))) => connect,
-        Ok(Ok(None)) => return,
+        Ok(Ok(None)) => return None,
         Ok(Err(error)) => {
             stats::add(&broker.stats().malformed_packets, 1);
             tracing::debug!(%peer, %error, "closing: invalid CONNECT");
@@ -109,7 +135,7 @@ pub(crate) async fn serve(broker: Broker, stream: TcpStream, peer: SocketAddr) {
                 let refusal = connack(false, ReasonCode::UNSUPPORTED_PROTOCOL_VERSION);
                 let _ = write_packet(&mut writer, &refusal, ProtocolVersion::V311).await;
             }
-            return;
+            return None;
         }
     };
     let version = connect.protocol;
@@ -117,7 +143,7 @@ pub(crate) async fn serve(broker: Broker, stream: TcpStream, peer: SocketAddr) {
     if let Some(code) = refusal(&broker, &connect) {
         tracing::debug!(%peer, client_id = %connect.client_id, code = code.0, "refusing connection");
         let _ = write_packet(&mut writer, &connack(false, code), version).await;
-        return;
+        return None;
     }
 
     let kick = Arc::new(Notify::new());
@@ -127,7 +153,7 @@ pub(crate) async fn serve(broker: Broker, stream: TcpStream, peer: SocketAddr) {
         Err(code) => {
             tracing::debug!(%peer, client_id = %connect.client_id, code = code.0, "refusing connection");
             let _ = write_packet(&mut writer, &connack(false, code), version).await;
-            return;
+            return None;
         }
     };
     let session = attached.session;
@@ -153,15 +179,15 @@ pub(crate) async fn serve(broker: Broker, stream: TcpStream, peer: SocketAddr) {
         session: Arc::clone(&session),
         generation,
         socket: writer,
-        wake: Arc::clone(&wake),
+        wake,
         kick: Arc::clone(&kick),
         version,
         is_resending: attached.is_session_present,
     }));
 
-    let mut connection = Connection {
-        broker: broker.clone(),
-        session: Arc::clone(&session),
+    let connection = Connection {
+        broker,
+        session,
         generation,
         version,
         max_packet_size: config.max_packet_size,
@@ -176,54 +202,85 @@ pub(crate) async fn serve(broker: Broker, stream: TcpStream, peer: SocketAddr) {
     let fleetwire_mqtt_codec::Connect {
         keep_alive, will, ..
     } = *connect;
-    let will = will.map(crate::compact::will);
+    Some(Established {
+        connection,
+        peer,
+        reader,
+        buffer,
+        writer_task,
+        kick,
+        keep_alive,
+        will: will.map(|will| Box::new(crate::compact::will(will))),
+    })
+}
 
-    let closed = connection
-        .read_loop(&reader, &mut buffer, keep_alive, &kick)
-        .await;
-    match &closed {
-        Closed::Malformed(error) => {
-            stats::add(&broker.stats().malformed_packets, 1);
-            tracing::debug!(%peer, client_id = %session.client_id, %error, "closing: malformed packet");
-        }
-        Closed::ProtocolViolation { detail, .. } => {
-            stats::add(&broker.stats().malformed_packets, 1);
-            tracing::debug!(%peer, client_id = %session.client_id, detail, "closing: protocol violation");
-        }
-        Closed::Io(error) => {
-            tracing::debug!(%peer, client_id = %session.client_id, %error, "connection lost")
-        }
-        other => {
-            tracing::debug!(%peer, client_id = %session.client_id, reason = ?other, "connection closed")
-        }
-    }
-
-    // Let the writer flush what is queued, plus a final DISCONNECT for 5.0 clients.
-    {
-        let mut state = session.state.lock();
-        if state.is_attached(generation) {
-            if let (true, Some(reason)) = (version.is_v5(), closed.disconnect_reason()) {
-                state.control.push_back(Packet::Disconnect(Disconnect {
-                    reason,
-                    properties: Properties::default(),
-                }));
+impl Established {
+    /// Serves the attached connection until it closes, then flushes, publishes the will
+    /// if the close was abnormal, and detaches.
+    async fn run(self) {
+        let Established {
+            mut connection,
+            peer,
+            reader,
+            mut buffer,
+            mut writer_task,
+            kick,
+            keep_alive,
+            will,
+        } = self;
+        let closed = connection
+            .read_loop(&reader, &mut buffer, keep_alive, &kick)
+            .await;
+        let Connection {
+            broker,
+            session,
+            generation,
+            version,
+            ..
+        } = connection;
+        match &closed {
+            Closed::Malformed(error) => {
+                stats::add(&broker.stats().malformed_packets, 1);
+                tracing::debug!(%peer, client_id = %session.client_id, %error, "closing: malformed packet");
             }
-            state.is_closing = true;
-            state.wake_writer();
+            Closed::ProtocolViolation { detail, .. } => {
+                stats::add(&broker.stats().malformed_packets, 1);
+                tracing::debug!(%peer, client_id = %session.client_id, detail, "closing: protocol violation");
+            }
+            Closed::Io(error) => {
+                tracing::debug!(%peer, client_id = %session.client_id, %error, "connection lost")
+            }
+            other => {
+                tracing::debug!(%peer, client_id = %session.client_id, reason = ?other, "connection closed")
+            }
         }
-    }
-    let mut writer_task = writer_task;
-    if tokio::time::timeout(FLUSH_TIMEOUT, &mut writer_task)
-        .await
-        .is_err()
-    {
-        writer_task.abort();
-    }
 
-    if let (true, Some(will)) = (closed.publishes_will(), will) {
-        publish_will(&broker, will, &session);
+        // Let the writer flush what is queued, plus a final DISCONNECT for 5.0 clients.
+        {
+            let mut state = session.state.lock();
+            if state.is_attached(generation) {
+                if let (true, Some(reason)) = (version.is_v5(), closed.disconnect_reason()) {
+                    state.control.push_back(Packet::Disconnect(Disconnect {
+                        reason,
+                        properties: Properties::default(),
+                    }));
+                }
+                state.is_closing = true;
+                state.wake_writer();
+            }
+        }
+        if tokio::time::timeout(FLUSH_TIMEOUT, &mut writer_task)
+            .await
+            .is_err()
+        {
+            writer_task.abort();
+        }
+
+        if let (true, Some(will)) = (closed.publishes_will(), will) {
+            publish_will(&broker, *will, &session);
+        }
+        broker.detach(&session, generation);
     }
-    broker.detach(&session, generation);
 }
 
 fn publish_will(broker: &Broker, will: Will, session: &Session) {
@@ -280,7 +337,7 @@ async fn read_connect(
             Some(other) => return Err(ConnectError::NotConnect(other.packet_type())),
             None => {}
         }
-        let read = read_some(reader, buffer).await?;
+        let read = read_some(reader, buffer, CONNECT_CHUNK).await?;
         if read == 0 {
             return Ok(None);
         }
@@ -291,14 +348,18 @@ async fn read_connect(
 /// Reads what the socket has. An idle connection holds no read buffer: an empty buffer
 /// is released before waiting and a fresh one is reserved only once data is ready. (Its
 /// old allocation usually lives on anyway, in payloads still being delivered.)
-async fn read_some(reader: &OwnedReadHalf, buffer: &mut BytesMut) -> io::Result<usize> {
+async fn read_some(
+    reader: &OwnedReadHalf,
+    buffer: &mut BytesMut,
+    chunk: usize,
+) -> io::Result<usize> {
     loop {
         if buffer.is_empty() && buffer.capacity() > 0 {
             *buffer = BytesMut::new();
         }
         reader.readable().await?;
-        if buffer.capacity() - buffer.len() < READ_CHUNK / 4 {
-            buffer.reserve(READ_CHUNK);
+        if buffer.capacity() - buffer.len() < chunk / 4 {
+            buffer.reserve(chunk);
         }
         match reader.try_read_buf(buffer) {
             Ok(read) => return Ok(read),
@@ -383,7 +444,7 @@ impl Connection {
                 () = &mut kicked => return Closed::TakenOver,
                 _ = shutdown.changed() => return Closed::Shutdown,
                 () = &mut deadline, if keep_alive.is_some() => return Closed::KeepAliveExpired,
-                read = read_some(reader, buffer) => match read {
+                read = read_some(reader, buffer, READ_CHUNK) => match read {
                     Ok(0) => return Closed::EndOfStream,
                     Ok(count) => {
                         stats::add(&self.broker.stats().bytes_received, count as u64);
