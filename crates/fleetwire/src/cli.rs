@@ -21,8 +21,8 @@ pub(crate) struct Cli {
 pub(crate) enum Command {
     /// Run the platform: MQTT broker and HTTP API.
     Serve(ServeArgs),
-    /// Run on loopback with anonymous access, for a first look.
-    Demo(ServeArgs),
+    /// Run on loopback with anonymous access and a simulated fleet, for a first look.
+    Demo(DemoArgs),
     /// Simulate a fleet of devices publishing telemetry to any MQTT broker.
     Sim(crate::sim::SimArgs),
     /// Measure any MQTT broker: throughput, latency and idle connections.
@@ -49,6 +49,16 @@ pub(crate) struct ServeArgs {
     /// testing only).
     #[arg(long)]
     pub(crate) allow_anonymous: bool,
+}
+
+/// Flags of `demo`: those of `serve`, plus the size of the simulated fleet.
+#[derive(Debug, Args)]
+pub(crate) struct DemoArgs {
+    #[command(flatten)]
+    pub(crate) serve: ServeArgs,
+    /// Simulated devices publishing telemetry every second (0 for none).
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    pub(crate) devices: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize, serde::Serialize)]

@@ -33,9 +33,9 @@ fn run(cli: cli::Cli) -> anyhow::Result<()> {
             serve::run(settings)
         }
         cli::Command::Demo(args) => {
-            let settings = config::Settings::load_demo(&args, cli.log_format)?;
+            let settings = config::Settings::load_demo(&args.serve, cli.log_format)?;
             logging::init(&settings.log)?;
-            serve::run_demo(settings)
+            serve::run_demo(settings, args.devices)
         }
         cli::Command::Sim(args) => sim::run(args),
         cli::Command::Bench(args) => bench::run(args),

@@ -1,6 +1,9 @@
 //! `fleetwire serve` and `fleetwire demo`: start the listeners, run until SIGTERM or
 //! Ctrl-C, then shut down cleanly.
 
+use std::net::SocketAddr;
+use std::time::Duration;
+
 use anyhow::Context;
 use fleetwire_broker::Broker;
 use tokio::net::TcpListener;
@@ -10,12 +13,13 @@ use crate::config::{self, Settings};
 
 /// Runs the platform until a shutdown signal.
 pub(crate) fn run(settings: Settings) -> anyhow::Result<()> {
-    runtime()?.block_on(serve(settings, false))
+    runtime()?.block_on(serve(settings, None))
 }
 
-/// Runs the platform for a first look: loopback, anonymous, with a tour printed.
-pub(crate) fn run_demo(settings: Settings) -> anyhow::Result<()> {
-    runtime()?.block_on(serve(settings, true))
+/// Runs the platform for a first look: loopback, anonymous, `devices` simulated devices,
+/// with a tour printed.
+pub(crate) fn run_demo(settings: Settings, devices: usize) -> anyhow::Result<()> {
+    runtime()?.block_on(serve(settings, Some(devices)))
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -26,7 +30,8 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
-async fn serve(settings: Settings, is_demo: bool) -> anyhow::Result<()> {
+/// `demo_devices` is `Some` for the demo: the size of its simulated fleet.
+async fn serve(settings: Settings, demo_devices: Option<usize>) -> anyhow::Result<()> {
     // Installed first, so a SIGTERM during start-up also shuts down cleanly.
     let signal = tokio::spawn(wait_for_signal());
     config::ensure_data_dir(&settings.data_dir)?;
@@ -84,9 +89,15 @@ async fn serve(settings: Settings, is_demo: bool) -> anyhow::Result<()> {
         }
     });
     tracing::info!(data_dir = %settings.data_dir.display(), "fleetwire started");
-    if is_demo {
-        print_tour(mqtt_addr);
-    }
+    let simulation = match demo_devices {
+        Some(devices) => {
+            print_tour(mqtt_addr, devices);
+            (devices > 0)
+                .then(|| start_simulation(&broker, mqtt_addr, devices))
+                .transpose()?
+        }
+        None => None,
+    };
 
     signal.await.context("the signal handler task failed")??;
     tracing::info!("shutting down: closing connections");
@@ -96,6 +107,9 @@ async fn serve(settings: Settings, is_demo: bool) -> anyhow::Result<()> {
         .context("the MQTT listener task failed")?
         .context("the MQTT listener failed")?;
     let _ = housekeeping.await;
+    if let Some(simulation) = simulation {
+        let _ = simulation.await;
+    }
     http.await
         .context("the HTTP server task failed")?
         .context("the HTTP server failed")?;
@@ -103,13 +117,48 @@ async fn serve(settings: Settings, is_demo: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print_tour(mqtt_addr: std::net::SocketAddr) {
+/// Starts the demo's simulated fleet against our own listener; it stops with the broker.
+fn start_simulation(
+    broker: &Broker,
+    mqtt_addr: SocketAddr,
+    devices: usize,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let target = if mqtt_addr.ip().is_unspecified() {
+        SocketAddr::from(([127, 0, 0, 1], mqtt_addr.port()))
+    } else {
+        mqtt_addr
+    };
+    let config = fleetwire_sim::SimConfig {
+        target,
+        devices: fleetwire_sim::Devices::Anonymous {
+            count: devices,
+            prefix: "demo-".to_owned(),
+        },
+        ramp_up: Duration::from_secs(2),
+        ..fleetwire_sim::SimConfig::default()
+    };
+    let simulator =
+        fleetwire_sim::Simulator::new(config).context("cannot set up the simulated fleet")?;
+    let stopping = broker.clone();
+    Ok(tokio::spawn(async move {
+        let report = simulator
+            .run(async move { stopping.shutdown_requested().await })
+            .await;
+        tracing::info!(
+            published = report.stats.published,
+            "simulated fleet stopped"
+        );
+    }))
+}
+
+fn print_tour(mqtt_addr: SocketAddr, devices: usize) {
     let host = mqtt_addr.ip();
     let port = mqtt_addr.port();
     println!(
-        "\nFleetwire demo is running (anonymous MQTT on {mqtt_addr}).\n\
+        "\nFleetwire demo is running (anonymous MQTT on {mqtt_addr}, {devices} simulated devices \
+         publishing to devices/demo-NNNN/telemetry every second).\n\
          Try it from another terminal:\n  \
-         mosquitto_sub -h {host} -p {port} -t 'devices/#' -v\n  \
+         mosquitto_sub -h {host} -p {port} -t 'devices/+/telemetry' -v\n  \
          mosquitto_pub -h {host} -p {port} -t devices/d1/telemetry -m '{{\"temperature\": 21.5}}'\n  \
          mosquitto_sub -h {host} -p {port} -t '$SYS/broker/#' -v\n\
          Press Ctrl-C to stop.\n"
