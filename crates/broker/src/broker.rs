@@ -8,8 +8,8 @@
 //! takes only the subscription tree's read lock and, per target, that session's mutex.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytestring::ByteString;
@@ -429,6 +429,8 @@ impl Broker {
             is_retained: publish.retain,
             properties: forwarded_properties(publish.properties),
             origin: Some(origin),
+            is_compact: false,
+            stored_copy: OnceLock::new(),
         });
         self.accept(message, congested)
     }
@@ -442,6 +444,9 @@ impl Broker {
             is_retained: will.retain,
             properties: forwarded_properties(will.properties),
             origin: Some(origin),
+            // Copied out of the CONNECT buffer when the connection started.
+            is_compact: true,
+            stored_copy: OnceLock::new(),
         });
         // Nobody is left to pause: the publishing connection is gone.
         self.accept(message, &mut Congested::new())
@@ -463,6 +468,8 @@ impl Broker {
             is_retained,
             properties: Properties::default(),
             origin: None,
+            is_compact: true,
+            stored_copy: OnceLock::new(),
         });
         // The broker's own messages are few and never wait for subscribers.
         self.accept(message, &mut Congested::new())
@@ -473,14 +480,8 @@ impl Broker {
             if message.payload.is_empty() {
                 self.shared.retained.write().remove(&message.topic);
             } else {
-                let stored = Arc::new(Message {
-                    topic: compact::topic(&message.topic),
-                    payload: compact::payload(&message.payload),
-                    qos: message.qos,
-                    is_retained: true,
-                    properties: message.properties.clone(),
-                    origin: message.origin,
-                });
+                // Retained messages live long: keep them out of the read buffer.
+                let stored = message.for_storage();
                 let topic = stored.topic.clone();
                 self.shared.retained.write().insert(&topic, stored);
             }

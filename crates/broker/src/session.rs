@@ -10,8 +10,8 @@
 //! connections, so a reconnecting client gets its queued and unacknowledged messages.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -21,6 +21,7 @@ use fleetwire_mqtt_codec::{
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
+use crate::compact;
 use crate::stats::{self, Stats};
 
 /// Identity of a session inside this broker process; never reused.
@@ -59,6 +60,34 @@ pub(crate) struct Message {
     pub(crate) properties: Properties,
     /// The session that published it, for the 5.0 no-local option.
     pub(crate) origin: Option<SessionId>,
+    /// Whether topic and payload have allocations of their own (not slices of a read
+    /// buffer), so keeping the message long costs only its own size.
+    pub(crate) is_compact: bool,
+    /// The compact copy made for long-lived queues, shared by all of them.
+    pub(crate) stored_copy: OnceLock<Arc<Message>>,
+}
+
+impl Message {
+    /// This message in allocations of its own, for queues that may hold it for long
+    /// (offline sessions): otherwise its payload, a slice of the publisher's read buffer,
+    /// would keep that whole buffer alive. The copy is made once and shared.
+    pub(crate) fn for_storage(self: &Arc<Message>) -> Arc<Message> {
+        if self.is_compact {
+            return Arc::clone(self);
+        }
+        Arc::clone(self.stored_copy.get_or_init(|| {
+            Arc::new(Message {
+                topic: compact::topic(&self.topic),
+                payload: compact::payload(&self.payload),
+                qos: self.qos,
+                is_retained: self.is_retained,
+                properties: self.properties.clone(),
+                origin: self.origin,
+                is_compact: true,
+                stored_copy: OnceLock::new(),
+            })
+        }))
+    }
 }
 
 /// One message on its way to one session.
@@ -199,10 +228,15 @@ impl Session {
     /// Reports [`Queued::Congested`] when a connected client's queue is past its
     /// high-water mark: the publisher should then pause (flow control) until
     /// [`Session::space`] signals room, or mark the session slow if none comes.
-    pub(crate) fn deliver(&self, delivery: Delivery, stats: &Stats) -> Queued {
+    pub(crate) fn deliver(&self, mut delivery: Delivery, stats: &Stats) -> Queued {
         let mut state = self.state.lock();
-        if state.attachment.is_none() && delivery.qos == QoS::AtMostOnce {
-            return Queued::Dropped;
+        if state.attachment.is_none() {
+            if delivery.qos == QoS::AtMostOnce {
+                return Queued::Dropped;
+            }
+            if state.pending.len() < state.queue_limit {
+                delivery.message = delivery.message.for_storage();
+            }
         }
         if state.pending.len() >= state.queue_limit {
             state.dropped += 1;
@@ -301,5 +335,52 @@ impl SessionState {
         self.attachment
             .as_ref()
             .is_some_and(|a| a.generation == generation)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message_in(buffer: &Bytes) -> Arc<Message> {
+        Arc::new(Message {
+            topic: TopicName::new(bytestring::ByteString::try_from(buffer.slice(0..3)).unwrap())
+                .unwrap(),
+            payload: buffer.slice(3..8),
+            qos: QoS::AtLeastOnce,
+            is_retained: false,
+            properties: Properties::default(),
+            origin: None,
+            is_compact: false,
+            stored_copy: OnceLock::new(),
+        })
+    }
+
+    #[test]
+    fn stored_copy_owns_its_bytes_and_is_made_once() {
+        let read_buffer = Bytes::from(b"a/bhello and much more that was read with it".to_vec());
+        let message = message_in(&read_buffer);
+        let stored = message.for_storage();
+        assert_eq!(
+            (stored.topic.as_str(), &stored.payload[..]),
+            ("a/b", &b"hello"[..])
+        );
+        let buffer_range = read_buffer.as_ptr_range();
+        assert!(
+            !buffer_range.contains(&stored.payload.as_ptr()),
+            "payload still points into the read buffer"
+        );
+        assert!(
+            !buffer_range.contains(&stored.topic.as_str().as_ptr()),
+            "topic still points into the read buffer"
+        );
+        assert!(
+            Arc::ptr_eq(&stored, &message.for_storage()),
+            "one copy, shared"
+        );
+        assert!(
+            Arc::ptr_eq(&stored, &stored.for_storage()),
+            "a compact message is not copied again"
+        );
     }
 }

@@ -68,9 +68,65 @@ pub struct Properties {
 }
 
 impl Properties {
-    /// Whether no property is set.
+    /// Whether no property is set. On the hot path for every message, so it checks the
+    /// fields directly instead of building and comparing a default value.
     pub fn is_empty(&self) -> bool {
-        *self == Properties::default()
+        let Properties {
+            payload_format_indicator,
+            message_expiry_interval,
+            content_type,
+            response_topic,
+            correlation_data,
+            subscription_identifiers,
+            session_expiry_interval,
+            assigned_client_identifier,
+            server_keep_alive,
+            authentication_method,
+            authentication_data,
+            request_problem_information,
+            will_delay_interval,
+            request_response_information,
+            response_information,
+            server_reference,
+            reason_string,
+            receive_maximum,
+            topic_alias_maximum,
+            topic_alias,
+            maximum_qos,
+            retain_available,
+            user_properties,
+            maximum_packet_size,
+            wildcard_subscription_available,
+            subscription_identifier_available,
+            shared_subscription_available,
+        } = self;
+        payload_format_indicator.is_none()
+            && message_expiry_interval.is_none()
+            && content_type.is_none()
+            && response_topic.is_none()
+            && correlation_data.is_none()
+            && subscription_identifiers.is_empty()
+            && session_expiry_interval.is_none()
+            && assigned_client_identifier.is_none()
+            && server_keep_alive.is_none()
+            && authentication_method.is_none()
+            && authentication_data.is_none()
+            && request_problem_information.is_none()
+            && will_delay_interval.is_none()
+            && request_response_information.is_none()
+            && response_information.is_none()
+            && server_reference.is_none()
+            && reason_string.is_none()
+            && receive_maximum.is_none()
+            && topic_alias_maximum.is_none()
+            && topic_alias.is_none()
+            && maximum_qos.is_none()
+            && retain_available.is_none()
+            && user_properties.is_empty()
+            && maximum_packet_size.is_none()
+            && wildcard_subscription_available.is_none()
+            && subscription_identifier_available.is_none()
+            && shared_subscription_available.is_none()
     }
 }
 
@@ -126,3 +182,38 @@ pub(crate) const UNSUBSCRIBE_PROPERTIES: u64 = property_set(&[0x26]);
 pub(crate) const DISCONNECT_PROPERTIES: u64 = property_set(&[0x11, 0x1C, 0x1F, 0x26]);
 /// `AUTH`.
 pub(crate) const AUTH_PROPERTIES: u64 = property_set(&[0x15, 0x16, 0x1F, 0x26]);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn is_empty_notices_any_single_property() {
+        assert!(Properties::default().is_empty());
+        let one_each = [
+            Properties {
+                payload_format_indicator: Some(1),
+                ..Properties::default()
+            },
+            Properties {
+                subscription_identifiers: vec![1],
+                ..Properties::default()
+            },
+            Properties {
+                user_properties: vec![("a".into(), "b".into())],
+                ..Properties::default()
+            },
+            Properties {
+                shared_subscription_available: Some(0),
+                ..Properties::default()
+            },
+            Properties {
+                topic_alias: Some(3),
+                ..Properties::default()
+            },
+        ];
+        for properties in one_each {
+            assert!(!properties.is_empty(), "{properties:?}");
+        }
+    }
+}
