@@ -17,9 +17,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::time::Instant;
 
 use crate::latency::LatencyBuffer;
-use crate::messaging::{cpu_usage, round3, run_id, version_name};
+use crate::messaging::{WindowStart, broker_rss, round3, run_id, version_name};
 use crate::rate::TokenBucket;
-use crate::report::{BrokerUsage, ConnectionsResult};
+use crate::report::ConnectionsResult;
 use crate::system;
 use crate::{BenchConfig, BenchError, Counters, LatencyRecorder, Report};
 
@@ -43,17 +43,8 @@ pub(crate) async fn run(
     }
     let run_id = run_id();
     let sources = SourceAddresses::new(config, &run_id);
-    let broker_rss_before = match config.broker_pid {
-        Some(pid) => Some(
-            system::resident_bytes(Some(pid))
-                .map_err(|source| BenchError::BrokerProcess { pid, source })?,
-        ),
-        None => None,
-    };
-    let cpu_before = system::cpu_times(None).unwrap_or_default();
-    let broker_cpu_before = config
-        .broker_pid
-        .map(|pid| system::cpu_times(Some(pid)).unwrap_or_default());
+    let broker_rss_before = config.broker_pid.map(broker_rss).transpose()?;
+    let usage = WindowStart::now(config.broker_pid, broker_rss_before);
 
     let (answers, mut answered) = mpsc::unbounded_channel::<Result<u64, ClientError>>();
     let (stop, stopped) = watch::channel(false);
@@ -92,27 +83,7 @@ pub(crate) async fn run(
 
     tokio::time::sleep(config.duration).await;
     let window = start.elapsed();
-    let cpu = cpu_usage(
-        system::cpu_times(None)
-            .unwrap_or_default()
-            .since(cpu_before),
-        window,
-    );
-    let broker = match (config.broker_pid, broker_cpu_before, broker_rss_before) {
-        (Some(pid), Some(before), Some(rss_before)) => {
-            let used = system::cpu_times(Some(pid))
-                .unwrap_or_default()
-                .since(before);
-            Some(BrokerUsage {
-                pid,
-                cpu_percent: crate::messaging::percent(used.total(), window),
-                rss_before_bytes: rss_before,
-                rss_bytes: system::resident_bytes(Some(pid))
-                    .map_err(|source| BenchError::BrokerProcess { pid, source })?,
-            })
-        }
-        _ => None,
-    };
+    let (cpu, broker) = usage.finish(window)?;
 
     let _ = stop.send(true);
     let _ = spawner.await;

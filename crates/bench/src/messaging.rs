@@ -194,10 +194,7 @@ pub(crate) async fn run(
     }
 
     // The measurement window.
-    let cpu_before = system::cpu_times(None).unwrap_or_default();
-    let broker_cpu_before = config
-        .broker_pid
-        .map(|pid| system::cpu_times(Some(pid)).unwrap_or_default());
+    let usage = WindowStart::now(config.broker_pid, broker_rss_before);
     let window_start = Instant::now();
     let _ = phase.send(Phase::Running);
     tokio::time::sleep(config.duration).await;
@@ -206,26 +203,7 @@ pub(crate) async fn run(
         .store(shared.clock.now_ns(), Ordering::Relaxed);
     let _ = phase.send(Phase::Draining);
     let window = window_start.elapsed();
-    let cpu = cpu_usage(
-        system::cpu_times(None)
-            .unwrap_or_default()
-            .since(cpu_before),
-        window,
-    );
-    let broker = match (config.broker_pid, broker_cpu_before, broker_rss_before) {
-        (Some(pid), Some(before), Some(rss_before)) => {
-            let used = system::cpu_times(Some(pid))
-                .unwrap_or_default()
-                .since(before);
-            Some(BrokerUsage {
-                pid,
-                cpu_percent: percent(used.total(), window),
-                rss_before_bytes: rss_before,
-                rss_bytes: broker_rss(pid)?,
-            })
-        }
-        _ => None,
-    };
+    let (cpu, broker) = usage.finish(window)?;
 
     // Publishers finish their in-flight messages (bounded by the drain time), then
     // subscribers get until the stream goes quiet.
@@ -514,8 +492,57 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
-fn broker_rss(pid: u32) -> Result<u64, BenchError> {
+pub(crate) fn broker_rss(pid: u32) -> Result<u64, BenchError> {
     system::resident_bytes(Some(pid)).map_err(|source| BenchError::BrokerProcess { pid, source })
+}
+
+/// CPU times of the generator (and of the broker, when its pid is known) at the start
+/// of a measurement window, to report what each used during it.
+pub(crate) struct WindowStart {
+    own: CpuTimes,
+    /// The broker's pid, CPU times, and resident memory before the scenario began.
+    broker: Option<(u32, CpuTimes, u64)>,
+}
+
+impl WindowStart {
+    /// Starts a window; `broker_rss_before` was read before the scenario set up.
+    pub(crate) fn now(broker_pid: Option<u32>, broker_rss_before: Option<u64>) -> WindowStart {
+        let own = system::cpu_times(None).unwrap_or_default();
+        let broker = broker_pid.zip(broker_rss_before).map(|(pid, rss_before)| {
+            (
+                pid,
+                system::cpu_times(Some(pid)).unwrap_or_default(),
+                rss_before,
+            )
+        });
+        WindowStart { own, broker }
+    }
+
+    /// What the generator and the broker used over the `window` since [`WindowStart::now`].
+    pub(crate) fn finish(
+        &self,
+        window: Duration,
+    ) -> Result<(CpuUsage, Option<BrokerUsage>), BenchError> {
+        let cpu = cpu_usage(
+            system::cpu_times(None).unwrap_or_default().since(self.own),
+            window,
+        );
+        let broker = match self.broker {
+            Some((pid, before, rss_before)) => {
+                let used = system::cpu_times(Some(pid))
+                    .unwrap_or_default()
+                    .since(before);
+                Some(BrokerUsage {
+                    pid,
+                    cpu_percent: percent(used.total(), window),
+                    rss_before_bytes: rss_before,
+                    rss_bytes: broker_rss(pid)?,
+                })
+            }
+            None => None,
+        };
+        Ok((cpu, broker))
+    }
 }
 
 pub(crate) fn cpu_usage(used: CpuTimes, window: Duration) -> CpuUsage {
