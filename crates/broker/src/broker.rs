@@ -234,7 +234,6 @@ impl Broker {
             state.attachment = Some(attachment);
         }
         stats::add(&self.shared.stats.clients_connected, 1);
-        stats::add(&self.shared.stats.clients_total, 1);
         Ok(Attached {
             session,
             is_session_present,

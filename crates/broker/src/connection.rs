@@ -500,18 +500,14 @@ impl Connection {
         match packet {
             Packet::Publish(publish) => self.handle_publish(publish),
             Packet::PubAck(ack) => {
-                self.acknowledge(ack.packet_id, Awaiting::PubAck);
+                self.acknowledge(ack.packet_id, Awaiting::PubAck, true);
                 Ok(())
             }
             Packet::PubRec(rec) => {
-                let found = if rec.reason.is_error() {
-                    // The receiver refused the message; the exchange ends here.
-                    self.acknowledge(rec.packet_id, Awaiting::PubRec)
-                        && self.acknowledge(rec.packet_id, Awaiting::PubComp)
-                } else {
-                    self.acknowledge(rec.packet_id, Awaiting::PubRec)
-                };
-                if !rec.reason.is_error() {
+                // A refusing PUBREC (5.0 code >= 0x80) ends the exchange: no PUBREL.
+                let is_refused = rec.reason.is_error();
+                let found = self.acknowledge(rec.packet_id, Awaiting::PubRec, is_refused);
+                if !is_refused {
                     let mut release = PubRel::new(rec.packet_id);
                     if !found && self.version.is_v5() {
                         release.reason = ReasonCode::PACKET_IDENTIFIER_NOT_FOUND;
@@ -521,7 +517,7 @@ impl Connection {
                 Ok(())
             }
             Packet::PubComp(comp) => {
-                self.acknowledge(comp.packet_id, Awaiting::PubComp);
+                self.acknowledge(comp.packet_id, Awaiting::PubComp, true);
                 Ok(())
             }
             Packet::PubRel(release) => {
@@ -701,34 +697,30 @@ impl Connection {
         }
     }
 
-    /// Advances the in-flight message `packet_id` past `stage`; whether it was found.
-    fn acknowledge(&self, packet_id: PacketId, stage: Awaiting) -> bool {
+    /// Handles the acknowledgement the in-flight message `packet_id` was awaiting; whether
+    /// it was found. `is_final` ends the exchange (`PUBACK`, `PUBCOMP`, a refusing
+    /// `PUBREC`); otherwise a `PUBREC` moves it on to awaiting `PUBCOMP`.
+    fn acknowledge(&self, packet_id: PacketId, awaiting: Awaiting, is_final: bool) -> bool {
         let mut state = self.session.state.lock();
         let Some(position) = state
             .inflight
             .iter()
-            .position(|entry| entry.packet_id == packet_id && entry.awaiting == stage)
+            .position(|entry| entry.packet_id == packet_id && entry.awaiting == awaiting)
         else {
             return false;
         };
-        match stage {
-            Awaiting::PubRec => {
-                if let Some(entry) = state.inflight.get_mut(position) {
-                    entry.awaiting = Awaiting::PubComp;
-                }
+        if is_final {
+            state.inflight.remove(position);
+            if !state.pending.is_empty() {
+                state.wake_writer();
             }
-            Awaiting::PubAck | Awaiting::PubComp => {
-                state.inflight.remove(position);
-                if !state.pending.is_empty() {
-                    state.wake_writer();
-                }
-            }
+        } else if let Some(entry) = state.inflight.get_mut(position) {
+            entry.awaiting = Awaiting::PubComp;
         }
         true
     }
 }
 
-/// Drains the session's queues to the socket until the connection closes or is detached.
 /// What the writer task needs: the session it drains and how to reach its reader.
 struct Writer {
     broker: Broker,
@@ -767,9 +759,10 @@ async fn write_loop(writer: Writer) {
             }
             if state.is_attached(generation) {
                 let drained = drain(&mut state, &mut out, &mut is_resending);
-                stats::add(&broker.stats().messages_sent, drained.published as u64);
+                if drained.published > 0 {
+                    stats::add(&broker.stats().messages_sent, drained.published as u64);
+                }
                 if drained.dropped > 0 {
-                    state.dropped += drained.dropped as u64;
                     stats::add(&broker.stats().messages_dropped, drained.dropped as u64);
                 }
                 if state.take_relief() {

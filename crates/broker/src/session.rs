@@ -161,7 +161,6 @@ pub(crate) struct SessionState {
     pub(crate) is_closing: bool,
     /// Largest packet the client accepts (5.0 maximum packet size).
     pub(crate) client_max_packet_size: Option<u32>,
-    pub(crate) dropped: u64,
     /// A publisher is paused waiting for this queue to drain.
     pub(crate) has_waiters: bool,
     /// The client did not keep up within the grace period: publishers no longer wait.
@@ -213,7 +212,6 @@ impl Session {
                 disconnected_at: None,
                 is_closing: false,
                 client_max_packet_size: None,
-                dropped: 0,
                 has_waiters: false,
                 is_slow: false,
             }),
@@ -239,7 +237,6 @@ impl Session {
             }
         }
         if state.pending.len() >= state.queue_limit {
-            state.dropped += 1;
             stats::add(&stats.messages_dropped, 1);
             return Queued::Dropped;
         }

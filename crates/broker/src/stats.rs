@@ -9,7 +9,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 #[derive(Debug, Default)]
 pub(crate) struct Stats {
     pub(crate) clients_connected: AtomicU64,
-    pub(crate) clients_total: AtomicU64,
     pub(crate) messages_received: AtomicU64,
     pub(crate) messages_sent: AtomicU64,
     pub(crate) messages_dropped: AtomicU64,
