@@ -12,11 +12,11 @@
 //! # async fn run() -> std::io::Result<()> {
 //! let broker = Broker::new(BrokerConfig { allow_anonymous: true, ..BrokerConfig::default() });
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:1883").await?;
-//! tokio::spawn({
-//!     let broker = broker.clone();
-//!     async move { broker.run_housekeeping().await }
-//! });
-//! broker.serve(listener).await
+//! let running = broker.spawn(listener)?;
+//! println!("MQTT on {}", running.local_addr());
+//! // ... until it is time to stop:
+//! broker.shutdown();
+//! running.stopped().await
 //! # }
 //! ```
 
@@ -31,5 +31,6 @@ mod sys;
 
 pub use broker::Broker;
 pub use config::BrokerConfig;
+pub use listener::Running;
 pub use session::{ClientId, SessionId};
 pub use stats::StatsSnapshot;

@@ -1,10 +1,11 @@
 //! Accepting TCP connections and handing each to its own task.
 
 use std::io;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::task::JoinSet;
+use tokio::task::{JoinHandle, JoinSet};
 
 use crate::broker::Broker;
 use crate::connection;
@@ -12,7 +13,49 @@ use crate::connection;
 /// How long shutdown waits for connections to close before dropping them.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
+/// A broker serving one listener, with its housekeeping, in tasks of the current tokio
+/// runtime; made by [`Broker::spawn`].
+#[derive(Debug)]
+pub struct Running {
+    local_addr: SocketAddr,
+    server: JoinHandle<io::Result<()>>,
+    housekeeping: JoinHandle<()>,
+}
+
+impl Running {
+    /// The address the listener is bound to (the real port when port 0 was asked for).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Waits until the listener and housekeeping have stopped, after [`Broker::shutdown`].
+    pub async fn stopped(self) -> io::Result<()> {
+        let served = self.server.await.map_err(io::Error::other)?;
+        self.housekeeping.await.map_err(io::Error::other)?;
+        served
+    }
+}
+
 impl Broker {
+    /// Serves `listener` ([`Broker::serve`]) and runs [`Broker::run_housekeeping`] in
+    /// background tasks until [`Broker::shutdown`].
+    pub fn spawn(&self, listener: TcpListener) -> io::Result<Running> {
+        let local_addr = listener.local_addr()?;
+        let server = tokio::spawn({
+            let broker = self.clone();
+            async move { broker.serve(listener).await }
+        });
+        let housekeeping = tokio::spawn({
+            let broker = self.clone();
+            async move { broker.run_housekeeping().await }
+        });
+        Ok(Running {
+            local_addr,
+            server,
+            housekeeping,
+        })
+    }
+
     /// Accepts MQTT connections on `listener` until [`Broker::shutdown`], then waits
     /// (briefly) for the open connections to close.
     pub async fn serve(&self, listener: TcpListener) -> io::Result<()> {

@@ -71,14 +71,9 @@ async fn serve(settings: Settings, demo_devices: Option<usize>) -> anyhow::Resul
     tracing::info!(protocol = "http", addr = %http_addr, "listening");
 
     let broker = Broker::new(settings.broker.clone());
-    let housekeeping = tokio::spawn({
-        let broker = broker.clone();
-        async move { broker.run_housekeeping().await }
-    });
-    let server = tokio::spawn({
-        let broker = broker.clone();
-        async move { broker.serve(listener).await }
-    });
+    let running = broker
+        .spawn(listener)
+        .context("cannot start the MQTT listener")?;
     let http = tokio::spawn({
         let broker = broker.clone();
         async move {
@@ -102,11 +97,10 @@ async fn serve(settings: Settings, demo_devices: Option<usize>) -> anyhow::Resul
     signal.await.context("the signal handler task failed")??;
     tracing::info!("shutting down: closing connections");
     broker.shutdown();
-    server
+    running
+        .stopped()
         .await
-        .context("the MQTT listener task failed")?
         .context("the MQTT listener failed")?;
-    let _ = housekeeping.await;
     if let Some(simulation) = simulation {
         let _ = simulation.await;
     }

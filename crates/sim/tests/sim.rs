@@ -20,17 +20,11 @@ const PATIENCE: Duration = Duration::from_secs(20);
 
 async fn start_broker(allow_anonymous: bool) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let broker = Broker::new(BrokerConfig {
         allow_anonymous,
         ..BrokerConfig::default()
     });
-    tokio::spawn({
-        let broker = broker.clone();
-        async move { broker.serve(listener).await }
-    });
-    tokio::spawn(async move { broker.run_housekeeping().await });
-    addr
+    broker.spawn(listener).unwrap().local_addr()
 }
 
 async fn telemetry_subscriber(addr: SocketAddr) -> Connection {

@@ -20,16 +20,8 @@ pub const TIMEOUT: Duration = Duration::from_secs(5);
 /// Starts a broker on a free loopback port.
 pub async fn start(config: BrokerConfig) -> (Broker, SocketAddr) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let broker = Broker::new(config);
-    tokio::spawn({
-        let broker = broker.clone();
-        async move { broker.serve(listener).await }
-    });
-    tokio::spawn({
-        let broker = broker.clone();
-        async move { broker.run_housekeeping().await }
-    });
+    let addr = broker.spawn(listener).unwrap().local_addr();
     (broker, addr)
 }
 
