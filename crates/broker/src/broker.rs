@@ -22,6 +22,7 @@ use parking_lot::{Mutex, RwLock};
 use smallvec::SmallVec;
 use tokio::sync::{Notify, watch};
 
+use crate::auth::{Access, Authenticator, FailureLimiter};
 use crate::compact;
 use crate::config::BrokerConfig;
 use crate::session::{Attachment, ClientId, Delivery, Message, Queued, Session, SessionId};
@@ -52,9 +53,19 @@ pub(crate) struct Attached {
     pub(crate) assigned_client_id: Option<String>,
 }
 
+/// The sessions a device's connections are attached to, with their generations.
+type DeviceConnections = SmallVec<[(Arc<Session>, u64); 1]>;
+
 struct Shared {
     config: BrokerConfig,
+    /// Checks credentials; `None` admits only anonymous clients (`allow_anonymous`).
+    authenticator: Option<Arc<dyn Authenticator>>,
+    failed_logins: FailureLimiter,
     sessions: Mutex<HashMap<ClientId, Arc<Session>>>,
+    /// The connections (session and generation) each connected device holds, so that
+    /// revoking a device reaches all of them and presence changes only on the first and
+    /// last. Locked alone, or before one session's mutex.
+    devices: Mutex<HashMap<Arc<str>, DeviceConnections>>,
     subscriptions: RwLock<TopicTree<SubscriptionKey, Subscriber>>,
     retained: RwLock<RetainedStore<Arc<Message>>>,
     stats: Stats,
@@ -80,13 +91,32 @@ impl std::fmt::Debug for Broker {
 }
 
 impl Broker {
-    /// A broker with no sessions, subscriptions or retained messages.
+    /// A broker with no sessions, subscriptions or retained messages, and no
+    /// authenticator: only anonymous clients are admitted, when `allow_anonymous` is set.
     pub fn new(config: BrokerConfig) -> Broker {
+        Broker::build(config, None)
+    }
+
+    /// A broker that admits clients presenting a user name when `authenticator` accepts
+    /// them, with the access it grants (and anonymous clients when `allow_anonymous`).
+    pub fn with_authenticator(
+        config: BrokerConfig,
+        authenticator: Arc<dyn Authenticator>,
+    ) -> Broker {
+        Broker::build(config, Some(authenticator))
+    }
+
+    fn build(config: BrokerConfig, authenticator: Option<Arc<dyn Authenticator>>) -> Broker {
         let (shutdown, _) = watch::channel(false);
+        let failed_logins =
+            FailureLimiter::new(config.auth_failure_burst, config.auth_failures_per_minute);
         Broker {
             shared: Arc::new(Shared {
                 config,
+                authenticator,
+                failed_logins,
                 sessions: Mutex::new(HashMap::new()),
+                devices: Mutex::new(HashMap::new()),
                 subscriptions: RwLock::new(TopicTree::default()),
                 retained: RwLock::new(RetainedStore::default()),
                 stats: Stats::default(),
@@ -107,6 +137,79 @@ impl Broker {
         &self.shared.stats
     }
 
+    pub(crate) fn authenticator(&self) -> Option<&dyn Authenticator> {
+        self.shared.authenticator.as_deref()
+    }
+
+    pub(crate) fn failed_logins(&self) -> &FailureLimiter {
+        &self.shared.failed_logins
+    }
+
+    /// Closes every connection of `device` (its credentials were reissued or it was
+    /// deleted); 5.0 clients are told "administrative action". Returns how many
+    /// connections were closed.
+    pub fn disconnect_device(&self, device: &str) -> usize {
+        let connections = self
+            .shared
+            .devices
+            .lock()
+            .get(device)
+            .cloned()
+            .unwrap_or_default();
+        let mut closed = 0;
+        for (session, generation) in connections {
+            let mut state = session.state.lock();
+            if state.is_attached(generation) {
+                state.is_revoked = true;
+                if let Some(attachment) = &state.attachment {
+                    attachment.kick.notify_one();
+                }
+                closed += 1;
+            }
+        }
+        if closed > 0 {
+            tracing::info!(device, connections = closed, "disconnecting device");
+        }
+        closed
+    }
+
+    /// Whether `device` has at least one open connection.
+    pub fn is_device_connected(&self, device: &str) -> bool {
+        self.shared.devices.lock().contains_key(device)
+    }
+
+    /// Remembers the connection of a device; the first one makes it present.
+    fn add_device_connection(&self, device: &Arc<str>, session: &Arc<Session>, generation: u64) {
+        let is_first = {
+            let mut devices = self.shared.devices.lock();
+            let connections = devices.entry(Arc::clone(device)).or_default();
+            connections.push((Arc::clone(session), generation));
+            connections.len() == 1
+        };
+        if let (true, Some(authenticator)) = (is_first, self.authenticator()) {
+            authenticator.presence(device, true);
+        }
+    }
+
+    /// Forgets the connection of a device; the last one makes it absent.
+    fn remove_device_connection(&self, device: &str, generation: u64) {
+        let is_last = {
+            let mut devices = self.shared.devices.lock();
+            let Some(connections) = devices.get_mut(device) else {
+                return;
+            };
+            connections.retain(|(_, held)| *held != generation);
+            let is_last = connections.is_empty();
+            if is_last {
+                devices.remove(device);
+            }
+            is_last
+        };
+        if let (true, Some(authenticator)) = (is_last, self.authenticator()) {
+            authenticator.presence(device, false);
+        }
+    }
+
     /// Current counters.
     pub fn stats_snapshot(&self) -> StatsSnapshot {
         let stats = &self.shared.stats;
@@ -119,6 +222,7 @@ impl Broker {
             bytes_received: stats::get(&stats.bytes_received),
             bytes_sent: stats::get(&stats.bytes_sent),
             malformed_packets: stats::get(&stats.malformed_packets),
+            auth_failures: stats::get(&stats.auth_failures),
             subscriptions: self.shared.subscriptions.read().len() as u64,
             retained_messages: self.shared.retained.read().len() as u64,
         }
@@ -159,6 +263,7 @@ impl Broker {
     pub(crate) fn attach(
         &self,
         connect: &Connect,
+        access: &Access,
         kick: Arc<Notify>,
         wake: Arc<Notify>,
     ) -> Result<Attached, ReasonCode> {
@@ -193,6 +298,12 @@ impl Broker {
         let (session, is_session_present) = {
             let mut sessions = self.shared.sessions.lock();
             let existing = sessions.get(&client_id).cloned();
+            if let (Some(existing), Some(device)) = (&existing, access.device()) {
+                // A device may not take over (or read) another identity's session.
+                if existing.owner.as_deref() != Some(device) {
+                    return Err(ReasonCode::CLIENT_IDENTIFIER_NOT_VALID);
+                }
+            }
             if let Some(existing) = &existing {
                 let mut state = existing.state.lock();
                 if let Some(old) = state.attachment.take() {
@@ -206,6 +317,7 @@ impl Broker {
                     let session = Arc::new(Session::new(
                         SessionId(self.next_id()),
                         client_id.clone(),
+                        access.device().map(Arc::from),
                         self.shared.config.max_queued_messages,
                     ));
                     sessions.insert(client_id, Arc::clone(&session));
@@ -231,7 +343,11 @@ impl Broker {
             state.is_closing = false;
             state.client_max_packet_size = connect.properties.maximum_packet_size;
             state.control.clear();
+            state.is_revoked = false;
             state.attachment = Some(attachment);
+        }
+        if let Access::Device(device) = access {
+            self.add_device_connection(device, &session, generation);
         }
         stats::add(&self.shared.stats.clients_connected, 1);
         Ok(Attached {
@@ -244,11 +360,14 @@ impl Broker {
 
     /// Detaches the connection `generation` from `session`; ends the session unless it is
     /// persistent. Does nothing if another connection took the session over.
-    pub(crate) fn detach(&self, session: &Arc<Session>, generation: u64) {
+    pub(crate) fn detach(&self, session: &Arc<Session>, generation: u64, access: &Access) {
         self.shared
             .stats
             .clients_connected
             .fetch_sub(1, Ordering::Relaxed);
+        if let Some(device) = access.device() {
+            self.remove_device_connection(device, generation);
+        }
         let is_persistent = {
             let mut state = session.state.lock();
             if !state.is_attached(generation) {
@@ -347,6 +466,7 @@ impl Broker {
         &self,
         session: &Arc<Session>,
         subscribe: &Subscribe,
+        access: &Access,
     ) -> (Vec<ReasonCode>, Vec<Delivery>) {
         let subscription_id = subscribe
             .properties
@@ -356,6 +476,10 @@ impl Broker {
         let mut reasons = Vec::with_capacity(subscribe.filters.len());
         let mut retained = Vec::new();
         for (filter, options) in &subscribe.filters {
+            if !access.may_subscribe(filter) {
+                reasons.push(ReasonCode::NOT_AUTHORIZED);
+                continue;
+            }
             let filter = &compact::filter(filter);
             let key = subscription_key(session.id, filter);
             let subscriber = Subscriber {

@@ -25,6 +25,10 @@ pub struct BrokerConfig {
     pub connect_timeout: Duration,
     /// How often `$SYS/broker/...` topics are published; zero disables them.
     pub sys_interval: Duration,
+    /// Failed logins one source address may make in a row before it is slowed down.
+    pub auth_failure_burst: u32,
+    /// Failed logins per minute one source address may make after its burst.
+    pub auth_failures_per_minute: u32,
 }
 
 impl Default for BrokerConfig {
@@ -37,6 +41,8 @@ impl Default for BrokerConfig {
             slow_consumer_grace: Duration::from_millis(250),
             connect_timeout: Duration::from_secs(10),
             sys_interval: Duration::from_secs(10),
+            auth_failure_burst: 10,
+            auth_failures_per_minute: 6,
         }
     }
 }

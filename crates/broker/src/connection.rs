@@ -24,6 +24,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
+use crate::auth::{Access, Credentials, Denial};
 use crate::broker::{Broker, Congested};
 use crate::session::{Awaiting, Delivery, Inflight, Session, SessionState};
 use crate::stats;
@@ -56,6 +57,8 @@ enum Closed {
     KeepAliveExpired,
     /// Another connection with the same client id took the session.
     TakenOver,
+    /// The device's credentials were reissued, or the device deleted.
+    Revoked,
     Shutdown,
 }
 
@@ -76,6 +79,7 @@ impl Closed {
             Closed::ProtocolViolation { reason, .. } => Some(*reason),
             Closed::KeepAliveExpired => Some(ReasonCode::KEEP_ALIVE_TIMEOUT),
             Closed::TakenOver => Some(ReasonCode::SESSION_TAKEN_OVER),
+            Closed::Revoked => Some(ReasonCode::ADMINISTRATIVE_ACTION),
             Closed::Shutdown => Some(ReasonCode::SERVER_SHUTTING_DOWN),
             Closed::Disconnect(_) | Closed::EndOfStream | Closed::Io(_) => None,
         }
@@ -140,15 +144,18 @@ async fn handshake(broker: Broker, stream: TcpStream, peer: SocketAddr) -> Optio
     };
     let version = connect.protocol;
 
-    if let Some(code) = refusal(&broker, &connect) {
-        tracing::debug!(%peer, client_id = %connect.client_id, code = code.0, "refusing connection");
-        let _ = write_packet(&mut writer, &connack(false, code), version).await;
-        return None;
-    }
+    let access = match admit(&broker, &connect, peer).await {
+        Ok(access) => access,
+        Err(code) => {
+            tracing::debug!(%peer, client_id = %connect.client_id, code = code.0, "refusing connection");
+            let _ = write_packet(&mut writer, &connack(false, code), version).await;
+            return None;
+        }
+    };
 
     let kick = Arc::new(Notify::new());
     let wake = Arc::new(Notify::new());
-    let attached = match broker.attach(&connect, Arc::clone(&kick), Arc::clone(&wake)) {
+    let attached = match broker.attach(&connect, &access, Arc::clone(&kick), Arc::clone(&wake)) {
         Ok(attached) => attached,
         Err(code) => {
             tracing::debug!(%peer, client_id = %connect.client_id, code = code.0, "refusing connection");
@@ -189,6 +196,7 @@ async fn handshake(broker: Broker, stream: TcpStream, peer: SocketAddr) -> Optio
         broker,
         session,
         generation,
+        access,
         version,
         max_packet_size: config.max_packet_size,
         session_expiry_at_connect: connect.properties.session_expiry_interval.unwrap_or(0),
@@ -235,6 +243,7 @@ impl Established {
             broker,
             session,
             generation,
+            access,
             version,
             ..
         } = connection;
@@ -279,7 +288,7 @@ impl Established {
         if let (true, Some(will)) = (closed.publishes_will(), will) {
             publish_will(&broker, *will, &session);
         }
-        broker.detach(&session, generation);
+        broker.detach(&session, generation, &access);
     }
 }
 
@@ -288,21 +297,75 @@ fn publish_will(broker: &Broker, will: Will, session: &Session) {
     broker.publish_will(will, session.id);
 }
 
-/// Why the broker refuses a `CONNECT` before looking at sessions.
-fn refusal(broker: &Broker, connect: &fleetwire_mqtt_codec::Connect) -> Option<ReasonCode> {
+/// Decides whether a `CONNECT` is admitted, and with which access; the reason code of
+/// the refusal otherwise. Clients with a user name are checked by the authenticator
+/// (when the broker has one), anonymous ones admitted only with `allow_anonymous`.
+async fn admit(
+    broker: &Broker,
+    connect: &fleetwire_mqtt_codec::Connect,
+    peer: SocketAddr,
+) -> Result<Access, ReasonCode> {
     if connect.protocol.is_v5() && connect.properties.authentication_method.is_some() {
-        return Some(ReasonCode::BAD_AUTHENTICATION_METHOD);
+        return Err(ReasonCode::BAD_AUTHENTICATION_METHOD);
     }
-    if broker.config().allow_anonymous {
-        return None;
+    let allow_anonymous = broker.config().allow_anonymous;
+    let access = match (connect.username.as_deref(), broker.authenticator()) {
+        (None, _) | (Some(_), None) if allow_anonymous => Access::Full,
+        (None, _) => {
+            stats::add(&broker.stats().auth_failures, 1);
+            return Err(ReasonCode::NOT_AUTHORIZED);
+        }
+        (Some(_), None) => {
+            stats::add(&broker.stats().auth_failures, 1);
+            return Err(ReasonCode::BAD_USER_NAME_OR_PASSWORD);
+        }
+        (Some(username), Some(authenticator)) => {
+            let limiter = broker.failed_logins();
+            let username = Truncated(username);
+            if !limiter.is_allowed(peer.ip()) {
+                stats::add(&broker.stats().auth_failures, 1);
+                tracing::warn!(%peer, %username, "login refused: too many failed logins from this address");
+                return Err(ReasonCode::CONNECTION_RATE_EXCEEDED);
+            }
+            let credentials = Credentials {
+                client_id: &connect.client_id,
+                username: Some(username.0),
+                password: connect.password.as_deref(),
+                peer,
+            };
+            match authenticator.authenticate(credentials).await {
+                Ok(access) => access,
+                Err(Denial::Unavailable) => {
+                    tracing::warn!(%peer, %username, "login refused: the credential store is unavailable");
+                    return Err(ReasonCode::SERVER_UNAVAILABLE);
+                }
+                Err(denial) => {
+                    limiter.record_failure(peer.ip());
+                    stats::add(&broker.stats().auth_failures, 1);
+                    tracing::warn!(%peer, %username, ?denial, "login failed");
+                    return Err(denial.reason_code());
+                }
+            }
+        }
+    };
+    if let Some(will) = &connect.will {
+        if !access.may_publish(will.topic.as_str()) {
+            return Err(ReasonCode::NOT_AUTHORIZED);
+        }
     }
-    // Device credentials are checked by the registry, which is not part of the broker
-    // core: without it only anonymous mode admits clients.
-    Some(if connect.username.is_some() {
-        ReasonCode::BAD_USER_NAME_OR_PASSWORD
-    } else {
-        ReasonCode::NOT_AUTHORIZED
-    })
+    Ok(access)
+}
+
+/// Shows at most 128 characters of client-chosen text in logs.
+struct Truncated<'a>(&'a str);
+
+impl std::fmt::Display for Truncated<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0.char_indices().nth(128) {
+            Some((end, _)) => write!(f, "{}...", &self.0[..end]),
+            None => f.write_str(self.0),
+        }
+    }
 }
 
 fn connack(session_present: bool, code: ReasonCode) -> Packet {
@@ -385,6 +448,8 @@ struct Connection {
     broker: Broker,
     session: Arc<Session>,
     generation: u64,
+    /// What this client may publish and subscribe to.
+    access: Access,
     version: ProtocolVersion,
     max_packet_size: usize,
     session_expiry_at_connect: u32,
@@ -441,7 +506,7 @@ impl Connection {
             }
             tokio::select! {
                 biased;
-                () = &mut kicked => return Closed::TakenOver,
+                () = &mut kicked => return self.kicked_reason(),
                 _ = shutdown.changed() => return Closed::Shutdown,
                 () = &mut deadline, if keep_alive.is_some() => return Closed::KeepAliveExpired,
                 read = read_some(reader, buffer, READ_CHUNK) => match read {
@@ -488,6 +553,17 @@ impl Connection {
         }
         self.congested = congested;
         self.congested.clear();
+    }
+
+    /// Why the reader was kicked: its device was revoked, or another connection took
+    /// the session (or the writer failed, in which case the reason is not sent).
+    fn kicked_reason(&self) -> Closed {
+        let state = self.session.state.lock();
+        if state.is_attached(self.generation) && state.is_revoked {
+            Closed::Revoked
+        } else {
+            Closed::TakenOver
+        }
     }
 
     fn flush_outbox(&mut self) {
@@ -549,7 +625,9 @@ impl Connection {
                         detail: "no-local on a shared subscription (MQTT-3.8.3-4)",
                     });
                 }
-                let (reasons, retained) = self.broker.subscribe(&self.session, &subscribe);
+                let (reasons, retained) =
+                    self.broker
+                        .subscribe(&self.session, &subscribe, &self.access);
                 self.outbox.push(Packet::SubAck(SubAck {
                     packet_id: subscribe.packet_id,
                     reasons,
@@ -635,7 +713,8 @@ impl Connection {
                 detail: "PUBLISH with an empty topic",
             });
         }
-        let is_denied = publish.topic.as_str().starts_with("$SYS");
+        let topic = publish.topic.as_str();
+        let is_denied = topic.starts_with("$SYS") || !self.access.may_publish(topic);
         let qos = publish.qos;
         let packet_id = publish.packet_id;
         match (qos, packet_id) {

@@ -20,6 +20,7 @@
 //! # }
 //! ```
 
+mod auth;
 mod broker;
 mod compact;
 mod config;
@@ -29,6 +30,7 @@ mod session;
 mod stats;
 mod sys;
 
+pub use auth::{Access, Authenticator, BoxFuture, Credentials, Denial};
 pub use broker::Broker;
 pub use config::BrokerConfig;
 pub use listener::Running;

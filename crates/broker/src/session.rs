@@ -165,6 +165,9 @@ pub(crate) struct SessionState {
     pub(crate) has_waiters: bool,
     /// The client did not keep up within the grace period: publishers no longer wait.
     pub(crate) is_slow: bool,
+    /// The attached connection is being closed because its device's credentials were
+    /// revoked (set before its reader is kicked).
+    pub(crate) is_revoked: bool,
 }
 
 /// A session: identity plus its state behind a mutex.
@@ -172,6 +175,8 @@ pub(crate) struct SessionState {
 pub(crate) struct Session {
     pub(crate) id: SessionId,
     pub(crate) client_id: ClientId,
+    /// The device that created the session; only it may resume the session.
+    pub(crate) owner: Option<Arc<str>>,
     pub(crate) state: Mutex<SessionState>,
     /// Signals publishers paused by flow control that the queue has room again.
     pub(crate) space: Notify,
@@ -192,10 +197,16 @@ pub(crate) enum Queued {
 }
 
 impl Session {
-    pub(crate) fn new(id: SessionId, client_id: ClientId, queue_limit: usize) -> Session {
+    pub(crate) fn new(
+        id: SessionId,
+        client_id: ClientId,
+        owner: Option<Arc<str>>,
+        queue_limit: usize,
+    ) -> Session {
         Session {
             id,
             client_id,
+            owner,
             state: Mutex::new(SessionState {
                 attachment: None,
                 version: ProtocolVersion::V311,
@@ -214,6 +225,7 @@ impl Session {
                 client_max_packet_size: None,
                 has_waiters: false,
                 is_slow: false,
+                is_revoked: false,
             }),
             space: Notify::new(),
             progress: AtomicU64::new(0),

@@ -15,6 +15,7 @@ pub(crate) struct Stats {
     pub(crate) bytes_received: AtomicU64,
     pub(crate) bytes_sent: AtomicU64,
     pub(crate) malformed_packets: AtomicU64,
+    pub(crate) auth_failures: AtomicU64,
 }
 
 /// A copy of the counters at one moment.
@@ -36,6 +37,8 @@ pub struct StatsSnapshot {
     pub bytes_sent: u64,
     /// Connections closed for malformed or illegal packets.
     pub malformed_packets: u64,
+    /// `CONNECT`s refused for missing or wrong credentials, or rate-limited.
+    pub auth_failures: u64,
     /// Subscriptions across all sessions.
     pub subscriptions: u64,
     /// Retained messages stored.
