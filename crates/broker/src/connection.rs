@@ -88,12 +88,26 @@ impl Closed {
 
 /// Serves one accepted TCP connection until it closes. Never panics on client input:
 /// every failure ends this connection only.
-pub(crate) async fn serve(broker: Broker, stream: TcpStream, peer: SocketAddr) {
-    // The handshake's state (the CONNECT, refusals, timeouts) lives in its own boxed
-    // future, freed once the client is attached, so an idle connection keeps only the
-    // small state of `run`.
-    if let Some(established) = Box::pin(handshake(broker, stream, peer)).await {
-        established.run().await;
+///
+/// Shaped for small idle connections: the handshake (the `CONNECT`, refusals, timeouts)
+/// and the closing (flush timers) run in boxed futures of their own, so the task of an
+/// idle connection holds only what reading needs. (A plain `async fn` would also keep
+/// its arguments' slots for the whole connection.)
+pub(crate) fn serve(
+    broker: Broker,
+    stream: TcpStream,
+    peer: SocketAddr,
+) -> impl Future<Output = ()> + Send + 'static {
+    let handshake = Box::pin(handshake(broker, stream, peer));
+    async move {
+        // Bound first: in an `if let` the finished handshake's box would stay allocated
+        // for the whole life of the connection.
+        let established = handshake.await;
+        let Some(mut established) = established else {
+            return;
+        };
+        let closed = established.read().await;
+        Box::pin(established.close(closed)).await;
     }
 }
 
@@ -223,22 +237,27 @@ async fn handshake(broker: Broker, stream: TcpStream, peer: SocketAddr) -> Optio
 }
 
 impl Established {
-    /// Serves the attached connection until it closes, then flushes, publishes the will
-    /// if the close was abnormal, and detaches.
-    async fn run(self) {
+    /// Serves the attached connection until it closes; says why.
+    async fn read(&mut self) -> Closed {
+        self.connection
+            .read_loop(&self.reader, &mut self.buffer, self.keep_alive, &self.kick)
+            .await
+    }
+
+    /// Flushes what is queued, publishes the will if the close was abnormal, and
+    /// detaches from the session.
+    async fn close(self, closed: Closed) {
         let Established {
-            mut connection,
+            connection,
             peer,
             reader,
-            mut buffer,
+            buffer,
             mut writer_task,
             kick,
-            keep_alive,
+            keep_alive: _,
             will,
         } = self;
-        let closed = connection
-            .read_loop(&reader, &mut buffer, keep_alive, &kick)
-            .await;
+        drop((reader, buffer, kick));
         let Connection {
             broker,
             session,
@@ -501,7 +520,8 @@ impl Connection {
             self.flush_outbox();
             if !self.congested.is_empty() {
                 // Not reading lets TCP slow the publisher down to what subscribers take.
-                self.wait_for_subscribers().await;
+                // Boxed: its timers would otherwise enlarge every idle connection's task.
+                Box::pin(self.wait_for_subscribers()).await;
                 continue;
             }
             tokio::select! {
@@ -847,6 +867,9 @@ async fn write_loop(writer: Writer) {
                 if state.take_relief() {
                     session.space.notify_waiters();
                 }
+                if !drained.has_more {
+                    state.release_idle_queues();
+                }
                 Some((state.is_closing, drained.has_more))
             } else {
                 None
@@ -855,14 +878,16 @@ async fn write_loop(writer: Writer) {
         let Some((is_closing, has_more)) = step else {
             // Another connection took the session (this connection's reader always
             // flushes and joins the writer before it detaches): tell a 5.0 client why.
-            if version.is_v5() {
+            // The packet is dropped before the write, so it takes no room in this task.
+            let is_encoded = version.is_v5() && {
                 let farewell = Packet::Disconnect(Disconnect {
                     reason: ReasonCode::SESSION_TAKEN_OVER,
                     properties: Properties::default(),
                 });
-                if encode_or_log(&farewell, version, &mut out) {
-                    let _ = socket.write_all(&out).await;
-                }
+                encode_or_log(&farewell, version, &mut out)
+            };
+            if is_encoded {
+                let _ = socket.write_all(&out).await;
             }
             break;
         };
