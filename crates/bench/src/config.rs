@@ -70,6 +70,9 @@ pub struct BenchConfig {
     pub drain: Duration,
     /// The broker's process id, to report its memory and CPU from `/proc`.
     pub broker_pid: Option<u32>,
+    /// User names and passwords the `connections` scenario logs in with, in turn;
+    /// empty connects anonymously.
+    pub logins: Vec<(String, String)>,
 }
 
 impl BenchConfig {
@@ -100,6 +103,7 @@ impl BenchConfig {
             per_source: 10_000,
             drain: Duration::from_secs(3),
             broker_pid: None,
+            logins: Vec::new(),
         }
     }
 

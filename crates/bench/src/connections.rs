@@ -197,13 +197,21 @@ async fn spawn_all(
         let Ok(permit) = Arc::clone(&limit).acquire_owned().await else {
             return;
         };
+        let login = (!config.logins.is_empty())
+            .then(|| &config.logins[index % config.logins.len()]);
         let options = ConnectOptions {
             addr: config.target,
             local_addr: sources.for_index(index),
-            client_id: format!("fwb-{run_id}-c{index}"),
+            // Prefixed with the device, the way a device with several connections would.
+            client_id: match login {
+                Some((username, _)) => format!("{username}-fwb-{run_id}-c{index}"),
+                None => format!("fwb-{run_id}-c{index}"),
+            },
             version: config.version,
             keep_alive: config.keep_alive,
             read_chunk: 256,
+            username: login.map(|(username, _)| username.clone()),
+            password: login.map(|(_, password)| bytes::Bytes::from(password.clone())),
             ..ConnectOptions::default()
         };
         tokio::spawn(hold(
