@@ -1,0 +1,216 @@
+//! The connection pool and the schema: SQLite or PostgreSQL behind sqlx's `Any` driver, so
+//! every query is written once, in SQL both accept (`$1` parameters, `BIGINT` for integers,
+//! `TEXT` for strings and JSON, no `BOOLEAN` because the `Any` driver cannot read SQLite's).
+//! Migrations are versioned, applied at open, each in its own transaction.
+
+use std::time::Duration;
+
+use sqlx::AnyPool;
+use sqlx::any::AnyPoolOptions;
+use sqlx::{Executor as _, Row as _};
+
+use crate::error::database;
+use crate::{Error, Result};
+
+/// Which database the pool talks to; only the connection setup differs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Backend {
+    /// SQLite file, the embedded default.
+    Sqlite,
+    /// PostgreSQL server, for several nodes.
+    Postgres,
+}
+
+impl Backend {
+    /// The backend a database URL names, from its scheme.
+    fn of_url(url: &str) -> Result<Backend> {
+        let scheme = url.split_once(':').map_or("", |(scheme, _)| scheme);
+        match scheme {
+            "sqlite" => Ok(Backend::Sqlite),
+            "postgres" | "postgresql" => Ok(Backend::Postgres),
+            // Only the scheme is quoted: the rest of a URL may hold a password.
+            other => Err(Error::Invalid(format!(
+                "database URL scheme {other:?}: expected sqlite://PATH or postgres://USER@HOST:PORT/DB"
+            ))),
+        }
+    }
+}
+
+/// How long a SQLite connection waits for another writer before giving up.
+const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Connects a pool to `url` and prepares every new connection (SQLite: WAL journal,
+/// `synchronous = NORMAL`, busy timeout, foreign keys).
+pub(crate) async fn connect(url: &str, max_connections: u32) -> Result<(AnyPool, Backend)> {
+    sqlx::any::install_default_drivers();
+    let backend = Backend::of_url(url)?;
+    let url = match backend {
+        // "Opens, creating when missing": SQLite's default mode would refuse a new file.
+        Backend::Sqlite if !has_query_parameter(url, "mode") => {
+            let separator = if url.contains('?') { '&' } else { '?' };
+            format!("{url}{separator}mode=rwc")
+        }
+        _ => url.to_owned(),
+    };
+    let pool = AnyPoolOptions::new()
+        .max_connections(max_connections.max(1))
+        .acquire_timeout(Duration::from_secs(30))
+        .after_connect(move |connection, _| {
+            Box::pin(async move {
+                if backend == Backend::Sqlite {
+                    // The busy timeout comes first: switching to WAL needs a write lock that
+                    // another connection may hold for a moment.
+                    let busy = SQLITE_BUSY_TIMEOUT.as_millis();
+                    connection
+                        .execute(format!("PRAGMA busy_timeout = {busy}").as_str())
+                        .await?;
+                    connection.execute("PRAGMA journal_mode = WAL").await?;
+                    connection.execute("PRAGMA synchronous = NORMAL").await?;
+                    connection.execute("PRAGMA foreign_keys = ON").await?;
+                }
+                Ok(())
+            })
+        })
+        .connect(&url)
+        .await
+        .map_err(database(match backend {
+            Backend::Sqlite => "opening the SQLite database",
+            Backend::Postgres => "connecting to PostgreSQL",
+        }))?;
+    Ok((pool, backend))
+}
+
+fn has_query_parameter(url: &str, name: &str) -> bool {
+    url.split_once('?').is_some_and(|(_, query)| {
+        query
+            .split('&')
+            .any(|pair| pair.split('=').next() == Some(name))
+    })
+}
+
+/// One schema change. Never edit a released one: add the next version.
+struct Migration {
+    version: i64,
+    description: &'static str,
+    statements: &'static [&'static str],
+}
+
+const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    description: "devices, device labels, API tokens",
+    statements: &[
+        // Labels are stored twice: as JSON on the device, so a page of devices is one
+        // query, and as rows in `device_labels`, so a label filter is an index lookup.
+        // `online` is 0 or 1: the `Any` driver cannot decode SQLite booleans.
+        "CREATE TABLE devices (
+            id TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            device_type TEXT NOT NULL,
+            labels TEXT NOT NULL,
+            attributes TEXT NOT NULL,
+            created_at BIGINT NOT NULL,
+            online BIGINT NOT NULL DEFAULT 0,
+            last_seen BIGINT,
+            secret_hash TEXT
+        )",
+        // Listing by type walks this index in id order: keyset pagination without a sort.
+        "CREATE INDEX devices_type_id ON devices (device_type, id)",
+        "CREATE TABLE device_labels (
+            device_id TEXT NOT NULL REFERENCES devices (id) ON DELETE CASCADE,
+            key TEXT NOT NULL,
+            value TEXT NOT NULL,
+            PRIMARY KEY (device_id, key)
+        )",
+        // Listing by label walks this index in device id order, like `devices_type_id`.
+        "CREATE INDEX device_labels_key_value_device ON device_labels (key, value, device_id)",
+        "CREATE TABLE api_tokens (
+            id TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            role TEXT NOT NULL,
+            token_hash TEXT NOT NULL UNIQUE,
+            is_bootstrap BIGINT NOT NULL DEFAULT 0,
+            created_at BIGINT NOT NULL,
+            revoked_at BIGINT
+        )",
+    ],
+}];
+
+/// Applies the migrations the database lacks. Idempotent; safe when several nodes start
+/// at once against one PostgreSQL (the loser of a race finds the version applied).
+pub(crate) async fn migrate(pool: &AnyPool) -> Result<()> {
+    const CREATE: &str = "CREATE TABLE IF NOT EXISTS registry_migrations (
+        version BIGINT PRIMARY KEY,
+        description TEXT NOT NULL,
+        applied_at BIGINT NOT NULL
+    )";
+    if pool.execute(CREATE).await.is_err() {
+        // Two PostgreSQL sessions creating the table at once: one of them fails on the
+        // catalog's unique index although the table exists afterwards. Once more settles it.
+        pool.execute(CREATE)
+            .await
+            .map_err(database("creating the migrations table"))?;
+    }
+    let applied = applied_versions(pool).await?;
+    let latest = MIGRATIONS.last().map_or(0, |migration| migration.version);
+    if let Some(newer) = applied.iter().find(|version| **version > latest) {
+        return Err(Error::Database(format!(
+            "schema version {newer} is newer than this build understands (up to {latest}): \
+             expected a database written by this Fleetwire version or an older one"
+        )));
+    }
+    for migration in MIGRATIONS {
+        if applied.contains(&migration.version) {
+            continue;
+        }
+        match apply(pool, migration).await {
+            Ok(()) => tracing::info!(
+                version = migration.version,
+                description = migration.description,
+                "registry schema migrated"
+            ),
+            Err(error) => {
+                if !applied_versions(pool).await?.contains(&migration.version) {
+                    return Err(error);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn applied_versions(pool: &AnyPool) -> Result<Vec<i64>> {
+    let rows = sqlx::query("SELECT version FROM registry_migrations")
+        .fetch_all(pool)
+        .await
+        .map_err(database("reading applied migrations"))?;
+    rows.iter()
+        .map(|row| row.try_get::<i64, _>(0))
+        .collect::<Result<_, _>>()
+        .map_err(database("reading applied migrations"))
+}
+
+async fn apply(pool: &AnyPool, migration: &Migration) -> Result<()> {
+    let context = format!(
+        "applying migration {} ({})",
+        migration.version, migration.description
+    );
+    let mut transaction = pool.begin().await.map_err(database(&context))?;
+    // The version row comes first: a concurrent node then blocks here (PostgreSQL) or on
+    // the write lock (SQLite) instead of half-applying the same statements.
+    sqlx::query(
+        "INSERT INTO registry_migrations (version, description, applied_at) VALUES ($1, $2, $3)",
+    )
+    .bind(migration.version)
+    .bind(migration.description)
+    .bind(crate::now_ms())
+    .execute(&mut *transaction)
+    .await
+    .map_err(database(&context))?;
+    for statement in migration.statements {
+        transaction
+            .execute(*statement)
+            .await
+            .map_err(database(&context))?;
+    }
+    transaction.commit().await.map_err(database(&context))
+}
