@@ -42,6 +42,7 @@ class Broker:
     process: subprocess.Popen = field(repr=False)
     log: collections.deque = field(default_factory=lambda: collections.deque(maxlen=5000), repr=False)
     max_queued_messages: int = MAX_QUEUED_MESSAGES
+    http_port: int | None = None
 
     @property
     def is_fleetwire(self) -> bool:
@@ -75,15 +76,18 @@ def _drain(stream, log, on_line=None) -> None:
     stream.close()
 
 
-def _start_fleetwire(tmp: Path) -> Broker:
+def _start_fleetwire(tmp: Path, *, anonymous: bool = True, env: dict[str, str] | None = None) -> Broker:
+    """Starts the real binary on free loopback ports; `anonymous` adds --allow-anonymous."""
     binary = Path(os.environ.get("FLEETWIRE_BIN", REPO / "target" / "debug" / "fleetwire"))
     assert binary.exists(), (
         f"fleetwire binary not found at {binary}: run `cargo build -p fleetwire` or set FLEETWIRE_BIN"
     )
     command = [
-        str(binary), "--log-format", "json", "serve", "--allow-anonymous",
+        str(binary), "--log-format", "json", "serve",
         "--mqtt-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--data-dir", str(tmp / "data"),
     ]  # fmt: skip
+    if anonymous:
+        command.append("--allow-anonymous")
     # Fleetwire treats every FLEETWIRE_* variable as configuration and refuses unknown
     # keys, so the suite's own FLEETWIRE_BIN must not reach it.
     inherited = {name: value for name, value in os.environ.items() if name != "FLEETWIRE_BIN"}
@@ -92,6 +96,7 @@ def _start_fleetwire(tmp: Path) -> Broker:
         "FLEETWIRE_MQTT__SYS_INTERVAL_SECS": "1",
         "FLEETWIRE_MQTT__MAX_QUEUED_MESSAGES": str(MAX_QUEUED_MESSAGES),
         "RUST_LOG": "info",
+        **(env or {}),
     }
     process = subprocess.Popen(
         command, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
@@ -106,9 +111,10 @@ def _start_fleetwire(tmp: Path) -> Broker:
         except ValueError:
             return
         fields = record.get("fields", {}) if isinstance(record, dict) else {}
-        if fields.get("message") == "listening" and fields.get("protocol") == "mqtt" and not ready.is_set():
-            found["addr"] = str(fields.get("addr"))
-            ready.set()
+        if fields.get("message") == "listening" and fields.get("protocol") in ("mqtt", "http"):
+            found[fields["protocol"]] = str(fields.get("addr"))
+            if len(found) == 2:
+                ready.set()
 
     threading.Thread(target=_drain, args=(process.stderr, log, on_line), daemon=True).start()
     threading.Thread(target=_drain, args=(process.stdout, log), daemon=True).start()
@@ -124,11 +130,12 @@ def _start_fleetwire(tmp: Path) -> Broker:
             process.wait()
             captured = "\n".join(log)
             raise RuntimeError(
-                f"fleetwire did not log a JSON line with fields.message == 'listening' and "
-                f"fields.protocol == 'mqtt' ({reason}).\ncommand: {' '.join(command)}\ncaptured output:\n{captured}"
+                f"fleetwire did not log JSON lines with fields.message == 'listening' and "
+                f"fields.protocol 'mqtt' and 'http' ({reason}).\ncommand: {' '.join(command)}\ncaptured output:\n{captured}"
             )
-    host, _, port = found["addr"].rpartition(":")
-    return Broker("fleetwire", host.strip("[]"), int(port), process, log)
+    host, _, port = found["mqtt"].rpartition(":")
+    http_port = int(found["http"].rpartition(":")[2])
+    return Broker("fleetwire", host.strip("[]"), int(port), process, log, http_port=http_port)
 
 
 def _free_port() -> int:
@@ -169,11 +176,8 @@ def _start_mosquitto(tmp: Path) -> Broker:
     raise RuntimeError("mosquitto did not start:\n" + "\n".join(log))
 
 
-@pytest.fixture(scope="module")
-def broker(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("broker")
-    started = _start_fleetwire(tmp) if BROKER_KIND == "fleetwire" else _start_mosquitto(tmp)
-    yield started
+def _stop(started: Broker) -> None:
+    """SIGTERM, then checks the broker exited in time (fleetwire: with status 0)."""
     process = started.process
     assert process.poll() is None, f"broker died during the module (exit {process.returncode})\n{started.log_text()}"
     process.send_signal(signal.SIGTERM)
@@ -185,6 +189,30 @@ def broker(tmp_path_factory):
         raise AssertionError(f"broker did not exit within {STOP_TIMEOUT} s of SIGTERM\n{started.log_text()}") from None
     if started.is_fleetwire:
         assert code == 0, f"fleetwire exited with {code} after SIGTERM\n{started.log_text()}"
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("broker")
+    started = _start_fleetwire(tmp) if BROKER_KIND == "fleetwire" else _start_mosquitto(tmp)
+    yield started
+    _stop(started)
+
+
+ADMIN_TOKEN = "interop-admin-token-" + uuid.uuid4().hex
+
+
+@pytest.fixture(scope="module")
+def platform(tmp_path_factory):
+    """Fleetwire with its registry and without anonymous access (fleetwire only)."""
+    if BROKER_KIND != "fleetwire":
+        pytest.skip("device registry tests need fleetwire")
+    tmp = tmp_path_factory.mktemp("platform")
+    started = _start_fleetwire(
+        tmp, anonymous=False, env={"FLEETWIRE_ADMIN_TOKEN": ADMIN_TOKEN, "FLEETWIRE_MQTT__AUTH_FAILURE_BURST": "1000"}
+    )
+    yield started
+    _stop(started)
 
 
 @pytest.fixture

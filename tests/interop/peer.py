@@ -44,6 +44,7 @@ class Peer:
         self.disconnect_reason: mqtt.ReasonCode | None = None
         self._condition = threading.Condition()
         self._acked: set[int] = set()
+        self.publish_reasons: dict[int, int] = {}
         self._subacks: dict[int, list[int]] = {}
         self._unsubacks: set[int] = set()
 
@@ -69,6 +70,7 @@ class Peer:
     def _on_publish(self, client, userdata, mid, reason_code, properties):
         with self._condition:
             self._acked.add(mid)
+            self.publish_reasons[mid] = reason_code.value
             self._condition.notify_all()
 
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties):

@@ -1,49 +1,162 @@
-//! Fleetwire's HTTP front-end. For now: liveness (`/healthz`), readiness (`/readyz`)
-//! and Prometheus metrics (`/metrics`); the REST API grows here.
+//! Fleetwire's HTTP front-end: the REST API under `/api/v1` (devices, their MQTT
+//! credentials, API tokens), its OpenAPI document at `/api/openapi.json`, liveness
+//! (`/healthz`), readiness (`/readyz`) and Prometheus metrics (`/metrics`).
 //!
-//! Only this crate knows HTTP; it reads the domain crates through their public APIs.
+//! Only this crate knows HTTP and JSON: it reads the registry and the broker through
+//! their public APIs and maps their types to JSON bodies. Every error is
+//! `application/problem+json`; every `/api/v1` request needs `Authorization: Bearer
+//! <token>` with a role high enough for it (viewer reads, operator manages devices,
+//! admin manages tokens).
 //!
 //! ```no_run
-//! # async fn run(broker: fleetwire_broker::Broker) -> std::io::Result<()> {
+//! # async fn run(
+//! #     broker: fleetwire_broker::Broker,
+//! #     registry: fleetwire_registry::Registry,
+//! # ) -> std::io::Result<()> {
+//! let state = fleetwire_api::ApiState { broker, registry };
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
-//! axum::serve(listener, fleetwire_api::router(broker)).await
+//! axum::serve(listener, fleetwire_api::router(state)).await
 //! # }
 //! ```
 
+mod auth;
+mod devices;
 mod metrics;
+mod openapi;
+mod problem;
+mod timestamp;
+mod tokens;
+
+use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::IntoResponse;
-use axum::routing::get;
 use fleetwire_broker::Broker;
+use fleetwire_registry::Registry;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-/// The HTTP routes, over a running broker.
-pub fn router(broker: Broker) -> Router {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .with_state(broker)
+use crate::metrics::HttpMetrics;
+
+/// Largest request body accepted, in bytes (larger ones get a 413).
+pub(crate) const BODY_LIMIT: usize = 64 * 1024;
+
+/// What the HTTP API serves: the broker (metrics, readiness, disconnecting devices) and
+/// the registry.
+#[derive(Clone)]
+pub struct ApiState {
+    /// The running broker.
+    pub broker: Broker,
+    /// The device registry.
+    pub registry: Registry,
+}
+
+/// The state handlers share: the caller's [`ApiState`] plus what the router builds
+/// once (the HTTP metrics table, the serialized OpenAPI document).
+pub(crate) struct App {
+    broker: Broker,
+    registry: Registry,
+    http_metrics: HttpMetrics,
+    openapi_json: Bytes,
+}
+
+/// One `Arc` to clone per request.
+pub(crate) type AppState = Arc<App>;
+
+/// The HTTP routes, over a running broker and an open registry.
+pub fn router(state: ApiState) -> Router {
+    let (router, document) = routes().split_for_parts();
+    let document = finished(document);
+    let templates = document.paths.paths.keys().map(String::as_str);
+    let app = Arc::new(App {
+        http_metrics: HttpMetrics::new(templates),
+        openapi_json: Bytes::from(document.to_json().unwrap_or_default()),
+        broker: state.broker,
+        registry: state.registry,
+    });
+    router
+        .method_not_allowed_fallback(problem::method_not_allowed)
+        .fallback(problem::unknown_route)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            metrics::track,
+        ))
+        .with_state(app)
+}
+
+/// Every route, each registered with its OpenAPI description.
+fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(prometheus_metrics))
+        .routes(routes!(serve_openapi))
+        .routes(routes!(devices::list_devices, devices::create_device))
+        .routes(routes!(
+            devices::get_device,
+            devices::update_device,
+            devices::delete_device
+        ))
+        .routes(routes!(devices::issue_credentials))
+        .routes(routes!(tokens::list_tokens, tokens::create_token))
+        .routes(routes!(tokens::revoke_token))
+}
+
+fn finished(mut document: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
+    openapi::finish(&mut document);
+    document
+}
+
+/// The OpenAPI document of every route, as the router serves it at
+/// `/api/openapi.json`.
+pub fn openapi_document() -> utoipa::openapi::OpenApi {
+    finished(routes().split_for_parts().1)
 }
 
 /// The process is alive and serving HTTP.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "operations",
+    responses((status = 200, description = "Alive", body = String, content_type = "text/plain"))
+)]
 async fn healthz() -> &'static str {
     "ok\n"
 }
 
 /// The broker accepts connections (it stops being ready once shutdown begins).
-async fn readyz(State(broker): State<Broker>) -> impl IntoResponse {
-    if broker.is_shutting_down() {
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "operations",
+    responses(
+        (status = 200, description = "Ready", body = String, content_type = "text/plain"),
+        (status = 503, description = "Shutting down", body = String, content_type = "text/plain"),
+    )
+)]
+async fn readyz(State(app): State<AppState>) -> impl IntoResponse {
+    if app.broker.is_shutting_down() {
         (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
     } else {
         (StatusCode::OK, "ready\n")
     }
 }
 
-async fn metrics(State(broker): State<Broker>) -> impl IntoResponse {
-    let body = metrics::render(&broker);
+/// Prometheus metrics: MQTT counters, HTTP request counts and latency histograms.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    responses((status = 200, description = "Prometheus text format 0.0.4", body = String,
+        content_type = "text/plain; version=0.0.4"))
+)]
+async fn prometheus_metrics(State(app): State<AppState>) -> impl IntoResponse {
+    let body = metrics::render(&app.broker, &app.http_metrics);
     (
         [(
             header::CONTENT_TYPE,
@@ -53,51 +166,19 @@ async fn metrics(State(broker): State<Broker>) -> impl IntoResponse {
     )
 }
 
-#[cfg(test)]
-mod tests {
-    use axum::body::Body;
-    use axum::http::Request;
-    use fleetwire_broker::BrokerConfig;
-    use http_body_util::BodyExt;
-    use tower::ServiceExt;
-
-    use super::*;
-
-    async fn get_text(broker: &Broker, path: &str) -> (StatusCode, String) {
-        let response = router(broker.clone())
-            .oneshot(Request::get(path).body(Body::empty()).unwrap())
-            .await
-            .unwrap();
-        let status = response.status();
-        let bytes = response.into_body().collect().await.unwrap().to_bytes();
-        (status, String::from_utf8(bytes.to_vec()).unwrap())
-    }
-
-    #[tokio::test]
-    async fn health_and_readiness_follow_the_broker() {
-        let broker = Broker::new(BrokerConfig::default());
-        assert_eq!(get_text(&broker, "/healthz").await.0, StatusCode::OK);
-        assert_eq!(get_text(&broker, "/readyz").await.0, StatusCode::OK);
-        broker.shutdown();
-        assert_eq!(
-            get_text(&broker, "/readyz").await.0,
-            StatusCode::SERVICE_UNAVAILABLE
-        );
-        assert_eq!(get_text(&broker, "/healthz").await.0, StatusCode::OK);
-    }
-
-    #[tokio::test]
-    async fn metrics_are_prometheus_text_with_broker_counters() {
-        let broker = Broker::new(BrokerConfig::default());
-        let (status, body) = get_text(&broker, "/metrics").await;
-        assert_eq!(status, StatusCode::OK);
-        assert!(
-            body.contains("# TYPE fleetwire_mqtt_messages_received_total counter"),
-            "{body}"
-        );
-        assert!(
-            body.contains("\nfleetwire_mqtt_clients_connected 0\n"),
-            "{body}"
-        );
-    }
+/// This document.
+#[utoipa::path(
+    get,
+    path = "/api/openapi.json",
+    tag = "operations",
+    responses((status = 200, description = "The OpenAPI 3.1 document", body = Object))
+)]
+async fn serve_openapi(State(app): State<AppState>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        app.openapi_json.clone(),
+    )
 }

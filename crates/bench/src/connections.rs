@@ -197,8 +197,8 @@ async fn spawn_all(
         let Ok(permit) = Arc::clone(&limit).acquire_owned().await else {
             return;
         };
-        let login = (!config.logins.is_empty())
-            .then(|| &config.logins[index % config.logins.len()]);
+        let login =
+            (!config.logins.is_empty()).then(|| &config.logins[index % config.logins.len()]);
         let options = ConnectOptions {
             addr: config.target,
             local_addr: sources.for_index(index),

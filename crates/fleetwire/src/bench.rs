@@ -77,6 +77,10 @@ pub(crate) struct BenchArgs {
     /// Worker threads of the generator [default: one per core].
     #[arg(long, value_name = "N")]
     threads: Option<usize>,
+    /// Device logins for the connections scenario, used in turn: CSV `device_id,password`
+    /// or JSON lines (the format `fleetwire sim --credentials` reads).
+    #[arg(long, value_name = "FILE")]
+    credentials: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -130,6 +134,13 @@ async fn measure(args: BenchArgs) -> anyhow::Result<()> {
         per_source: args.per_source,
         drain: seconds("--drain", args.drain)?,
         broker_pid: args.broker_pid,
+        logins: match &args.credentials {
+            Some(path) => fleetwire_sim::read_credentials(path)?
+                .into_iter()
+                .map(|login| (login.device_id, login.password))
+                .collect(),
+            None => Vec::new(),
+        },
         ..defaults
     };
     let bench = Bench::new(config)?;

@@ -27,6 +27,10 @@ pub(crate) enum Command {
     Sim(crate::sim::SimArgs),
     /// Measure any MQTT broker: throughput, latency and idle connections.
     Bench(crate::bench::BenchArgs),
+    /// Manage devices and their credentials through the HTTP API.
+    Device(crate::admin::DeviceArgs),
+    /// Manage API tokens through the HTTP API (needs an admin token).
+    Token(crate::admin::TokenArgs),
 }
 
 /// Flags shared by `serve` and `demo`; each overrides the configuration file and the

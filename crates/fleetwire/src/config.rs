@@ -28,6 +28,7 @@ pub(crate) struct RawConfig {
     log: RawLog,
     mqtt: RawMqtt,
     http: RawHttp,
+    registry: RawRegistry,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -48,6 +49,15 @@ struct RawMqtt {
     slow_consumer_grace_ms: u64,
     connect_timeout_secs: u64,
     sys_interval_secs: u64,
+    auth_failure_burst: u64,
+    auth_failures_per_minute: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawRegistry {
+    /// `sqlite://PATH` or `postgres://...`; empty: SQLite in the data dir.
+    url: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -75,10 +85,13 @@ impl Default for RawConfig {
                 slow_consumer_grace_ms: broker.slow_consumer_grace.as_millis() as u64,
                 connect_timeout_secs: broker.connect_timeout.as_secs(),
                 sys_interval_secs: broker.sys_interval.as_secs(),
+                auth_failure_burst: u64::from(broker.auth_failure_burst),
+                auth_failures_per_minute: u64::from(broker.auth_failures_per_minute),
             },
             http: RawHttp {
                 addr: SocketAddr::from(([0, 0, 0, 0], 8080)),
             },
+            registry: RawRegistry::default(),
         }
     }
 }
@@ -116,6 +129,8 @@ pub(crate) struct Settings {
     pub(crate) mqtt_addr: SocketAddr,
     pub(crate) http_addr: SocketAddr,
     pub(crate) broker: BrokerConfig,
+    /// Registry database URL; `None`: SQLite in the data dir.
+    pub(crate) registry_url: Option<String>,
     pub(crate) log: LogSettings,
 }
 
@@ -165,7 +180,12 @@ impl Settings {
             }
             figment = figment.merge(Toml::file_exact(path));
         }
-        figment = figment.merge(Env::prefixed("FLEETWIRE_").split("__"));
+        figment = figment.merge(
+            Env::prefixed("FLEETWIRE_")
+                // Read by the admin CLI (`fleetwire device ...`), not settings of the server.
+                .ignore(&["url", "token"])
+                .split("__"),
+        );
         if let Some(dir) = &args.data_dir {
             figment = figment.merge(("data_dir", dir));
         }
@@ -235,6 +255,32 @@ impl RawConfig {
             3600,
         )?;
         check_range("mqtt.sys_interval_secs", mqtt.sys_interval_secs, 0, 86_400)?;
+        check_range(
+            "mqtt.auth_failure_burst",
+            mqtt.auth_failure_burst,
+            1,
+            1_000_000,
+        )?;
+        check_range(
+            "mqtt.auth_failures_per_minute",
+            mqtt.auth_failures_per_minute,
+            0,
+            1_000_000,
+        )?;
+        let registry_url = match self.registry.url.trim() {
+            "" => None,
+            url if url.starts_with("sqlite:")
+                || url.starts_with("postgres://")
+                || url.starts_with("postgresql://") =>
+            {
+                Some(url.to_owned())
+            }
+            url => bail!(
+                "invalid configuration: registry.url must start with sqlite:, postgres:// or \
+                 postgresql://, got {:?}",
+                url.split(':').next().unwrap_or_default()
+            ),
+        };
         if let Some(token) = &self.admin_token {
             if token.len() < 16 {
                 bail!(
@@ -256,6 +302,10 @@ impl RawConfig {
             slow_consumer_grace: Duration::from_millis(mqtt.slow_consumer_grace_ms),
             connect_timeout: Duration::from_secs(mqtt.connect_timeout_secs),
             sys_interval: Duration::from_secs(mqtt.sys_interval_secs),
+            auth_failure_burst: u32::try_from(mqtt.auth_failure_burst)
+                .context("mqtt.auth_failure_burst")?,
+            auth_failures_per_minute: u32::try_from(mqtt.auth_failures_per_minute)
+                .context("mqtt.auth_failures_per_minute")?,
         };
         Ok(Settings {
             data_dir: self.data_dir,
@@ -263,6 +313,7 @@ impl RawConfig {
             mqtt_addr: self.mqtt.addr,
             http_addr: self.http.addr,
             broker,
+            registry_url,
             log: LogSettings {
                 format: self.log.format,
                 level: self.log.level,

@@ -1,10 +1,12 @@
 //! The `fleetwire` binary: parses flags and configuration, wires the library crates
 //! together and maps failures to exit codes. No domain logic lives here.
 
+mod admin;
 mod admin_token;
 mod bench;
 mod cli;
 mod config;
+mod device_auth;
 mod logging;
 mod serve;
 mod sim;
@@ -39,5 +41,7 @@ fn run(cli: cli::Cli) -> anyhow::Result<()> {
         }
         cli::Command::Sim(args) => sim::run(args),
         cli::Command::Bench(args) => bench::run(args),
+        cli::Command::Device(args) => admin::run_device(args),
+        cli::Command::Token(args) => admin::run_token(args),
     }
 }

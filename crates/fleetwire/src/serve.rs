@@ -2,14 +2,17 @@
 //! Ctrl-C, then shut down cleanly.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use fleetwire_broker::Broker;
+use fleetwire_registry::Registry;
 use tokio::net::TcpListener;
 
 use crate::admin_token::{self, Origin};
 use crate::config::{self, Settings};
+use crate::device_auth::RegistryAuthenticator;
 
 /// Runs the platform until a shutdown signal.
 pub(crate) fn run(settings: Settings) -> anyhow::Result<()> {
@@ -47,6 +50,11 @@ async fn serve(settings: Settings, demo_devices: Option<usize>) -> anyhow::Resul
         Origin::Existing => tracing::info!(path = %token_path.display(), "admin token loaded"),
         Origin::Configured => tracing::info!("admin token taken from the configuration"),
     }
+    let registry = open_registry(&settings).await?;
+    registry
+        .set_bootstrap_token(&token)
+        .await
+        .context("cannot store the admin token in the registry")?;
     if settings.broker.allow_anonymous {
         tracing::warn!(
             "anonymous access is enabled: clients without credentials connect with full access; \
@@ -70,15 +78,21 @@ async fn serve(settings: Settings, demo_devices: Option<usize>) -> anyhow::Resul
         .context("cannot read the HTTP listener's address")?;
     tracing::info!(protocol = "http", addr = %http_addr, "listening");
 
-    let broker = Broker::new(settings.broker.clone());
+    let broker = Broker::with_authenticator(
+        settings.broker.clone(),
+        Arc::new(RegistryAuthenticator::new(registry.clone())),
+    );
     let running = broker
         .spawn(listener)
         .context("cannot start the MQTT listener")?;
     let http = tokio::spawn({
-        let broker = broker.clone();
+        let state = fleetwire_api::ApiState {
+            broker: broker.clone(),
+            registry: registry.clone(),
+        };
+        let stopping = broker.clone();
         async move {
-            let stopping = broker.clone();
-            axum::serve(http_listener, fleetwire_api::router(broker))
+            axum::serve(http_listener, fleetwire_api::router(state))
                 .with_graceful_shutdown(async move { stopping.shutdown_requested().await })
                 .await
         }
@@ -107,8 +121,26 @@ async fn serve(settings: Settings, demo_devices: Option<usize>) -> anyhow::Resul
     http.await
         .context("the HTTP server task failed")?
         .context("the HTTP server failed")?;
+    // Every connection has closed: write the devices' last presence and close.
+    registry.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Opens the registry named by the configuration, or SQLite in the data dir.
+async fn open_registry(settings: &Settings) -> anyhow::Result<Registry> {
+    let registry = match &settings.registry_url {
+        Some(url) => Registry::open(url).await,
+        None => Registry::open_in_dir(&settings.data_dir).await,
+    };
+    let registry = registry.context("cannot open the device registry")?;
+    match &settings.registry_url {
+        Some(url) if url.starts_with("postgres") => {
+            tracing::info!(backend = "postgresql", "device registry opened")
+        }
+        _ => tracing::info!(backend = "sqlite", "device registry opened"),
+    }
+    Ok(registry)
 }
 
 /// Starts the demo's simulated fleet against our own listener; it stops with the broker.

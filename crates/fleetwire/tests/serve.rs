@@ -170,6 +170,20 @@ fn first_start_creates_a_private_admin_token_and_sigterm_exits_zero() {
 }
 
 #[test]
+fn the_admin_clis_environment_does_not_disturb_the_server() {
+    // Users export these for `fleetwire device ...`; they are not server settings.
+    let dir = temp_dir("cli-env");
+    let mut command = command(&dir);
+    command
+        .env("FLEETWIRE_URL", "http://127.0.0.1:1")
+        .env("FLEETWIRE_TOKEN", "a-token-for-the-cli");
+    let server = start(command);
+    let (code, output) = server.terminate();
+    assert_eq!(code, Some(0), "{output}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn admin_token_from_the_environment_replaces_the_generated_one() {
     let dir = temp_dir("env-token");
     let mut command = command(&dir);

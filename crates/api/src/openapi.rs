@@ -1,0 +1,139 @@
+//! The OpenAPI 3.1 document, generated from the handlers' `#[utoipa::path]` attributes
+//! (collected by the router as it registers them, so a route cannot be left out) and
+//! completed here: the bearer security scheme, and the problem responses every
+//! `/api/v1` operation can give (401, 403, 500).
+
+use utoipa::OpenApi;
+use utoipa::openapi::content::ContentBuilder;
+use utoipa::openapi::response::{Response, ResponseBuilder};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
+use utoipa::openapi::{Ref, RefOr};
+
+use crate::problem::{PROBLEM_JSON, ProblemBody};
+
+/// Name of the security scheme in the document.
+const BEARER: &str = "bearer";
+
+/// The parts of the document that are not routes.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Fleetwire API",
+        description = "Devices, credentials and API tokens of a Fleetwire platform. Every \
+                       `/api/v1` request needs `Authorization: Bearer <token>`; errors are \
+                       `application/problem+json`.",
+        license(name = "Apache-2.0", identifier = "Apache-2.0"),
+    ),
+    tags(
+        (name = "devices", description = "Registered devices and their MQTT credentials"),
+        (name = "tokens", description = "API tokens (admin only)"),
+        (name = "operations", description = "Health, readiness, metrics and this document; \
+                                             no token needed"),
+    ),
+    components(
+        schemas(ProblemBody),
+        responses(
+            BadRequest,
+            Unauthorized,
+            Forbidden,
+            NotFound,
+            Conflict,
+            PayloadTooLarge,
+            UnsupportedMediaType,
+            ValidationFailed,
+            InternalError,
+        )
+    )
+)]
+pub(crate) struct ApiDoc;
+
+/// Declares reusable problem responses: one uninhabited type per status, whose
+/// `ToResponse` describes an `application/problem+json` body.
+macro_rules! problem_responses {
+    ($($name:ident => $description:literal,)*) => {
+        $(
+            #[doc = $description]
+            pub(crate) enum $name {}
+
+            impl<'s> utoipa::ToResponse<'s> for $name {
+                fn response() -> (&'s str, RefOr<Response>) {
+                    (stringify!($name), problem_response($description).into())
+                }
+            }
+        )*
+    };
+}
+
+problem_responses! {
+    BadRequest => "Malformed request: bad query parameter, path id or JSON syntax",
+    Unauthorized => "Missing, unknown or revoked API token",
+    Forbidden => "The token's role does not allow this",
+    NotFound => "No such device or token",
+    Conflict => "A device with this id exists already",
+    PayloadTooLarge => "The body is larger than 64 KiB",
+    UnsupportedMediaType => "The body is not sent as `Content-Type: application/json`",
+    ValidationFailed => "JSON of the wrong shape (unknown or missing field, wrong type) or \
+                         values breaking a rule (id syntax, sizes)",
+    InternalError => "The server failed; details are in its log, never in the answer",
+}
+
+fn problem_response(description: &str) -> Response {
+    ResponseBuilder::new()
+        .description(description)
+        .content(
+            PROBLEM_JSON,
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("Problem")))
+                .build(),
+        )
+        .build()
+}
+
+/// Completes the document the router collected: every `/api/v1` operation needs the
+/// bearer token and may answer 401, 403 or 500.
+pub(crate) fn finish(document: &mut utoipa::openapi::OpenApi) {
+    let components = document.components.get_or_insert_with(Default::default);
+    components.add_security_scheme(
+        BEARER,
+        SecurityScheme::Http(
+            HttpBuilder::new()
+                .scheme(HttpAuthScheme::Bearer)
+                .description(Some(
+                    "An API token: the data dir's admin.token, or one created with \
+                     POST /api/v1/tokens",
+                ))
+                .build(),
+        ),
+    );
+    for (path, item) in document.paths.paths.iter_mut() {
+        if !path.starts_with("/api/v1/") {
+            continue;
+        }
+        let operations = [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.options,
+            &mut item.head,
+            &mut item.patch,
+            &mut item.trace,
+        ];
+        for operation in operations.into_iter().flatten() {
+            operation
+                .security
+                .get_or_insert_with(Vec::new)
+                .push(SecurityRequirement::new(BEARER, Vec::<String>::new()));
+            for (status, name) in [
+                ("401", "Unauthorized"),
+                ("403", "Forbidden"),
+                ("500", "InternalError"),
+            ] {
+                operation
+                    .responses
+                    .responses
+                    .insert(status.to_owned(), RefOr::Ref(Ref::from_response_name(name)));
+            }
+        }
+    }
+}

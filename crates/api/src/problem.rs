@@ -1,0 +1,276 @@
+//! Errors as `application/problem+json` (RFC 9457): every failure this crate answers,
+//! including axum's own rejections (bad JSON, wrong content type, body too large,
+//! unknown route, wrong method), goes through [`Problem`].
+
+use axum::extract::FromRequest;
+use axum::extract::rejection::JsonRejection;
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use fleetwire_registry::Error;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// The media type of every error body.
+pub(crate) const PROBLEM_JSON: &str = "application/problem+json";
+
+/// An error answer: an HTTP status and a sentence saying what went wrong.
+#[derive(Debug)]
+pub(crate) struct Problem {
+    status: StatusCode,
+    kind: Kind,
+    detail: String,
+}
+
+/// What kind of problem: fixes the `type` URI and the `title`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    BadRequest,
+    Unauthorized,
+    Forbidden,
+    NotFound,
+    MethodNotAllowed,
+    Conflict,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    ValidationFailed,
+    Internal,
+    Unavailable,
+}
+
+impl Kind {
+    fn slug(self) -> &'static str {
+        match self {
+            Kind::BadRequest => "bad-request",
+            Kind::Unauthorized => "unauthorized",
+            Kind::Forbidden => "forbidden",
+            Kind::NotFound => "not-found",
+            Kind::MethodNotAllowed => "method-not-allowed",
+            Kind::Conflict => "conflict",
+            Kind::PayloadTooLarge => "payload-too-large",
+            Kind::UnsupportedMediaType => "unsupported-media-type",
+            Kind::ValidationFailed => "validation-failed",
+            Kind::Internal => "internal",
+            Kind::Unavailable => "unavailable",
+        }
+    }
+
+    fn title(self) -> &'static str {
+        match self {
+            Kind::BadRequest => "Bad request",
+            Kind::Unauthorized => "Unauthorized",
+            Kind::Forbidden => "Forbidden",
+            Kind::NotFound => "Not found",
+            Kind::MethodNotAllowed => "Method not allowed",
+            Kind::Conflict => "Conflict",
+            Kind::PayloadTooLarge => "Payload too large",
+            Kind::UnsupportedMediaType => "Unsupported media type",
+            Kind::ValidationFailed => "Validation failed",
+            Kind::Internal => "Internal server error",
+            Kind::Unavailable => "Service unavailable",
+        }
+    }
+
+    fn status(self) -> StatusCode {
+        match self {
+            Kind::BadRequest => StatusCode::BAD_REQUEST,
+            Kind::Unauthorized => StatusCode::UNAUTHORIZED,
+            Kind::Forbidden => StatusCode::FORBIDDEN,
+            Kind::NotFound => StatusCode::NOT_FOUND,
+            Kind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Kind::Conflict => StatusCode::CONFLICT,
+            Kind::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Kind::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Kind::ValidationFailed => StatusCode::UNPROCESSABLE_ENTITY,
+            Kind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            Kind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    fn from_status(status: StatusCode) -> Kind {
+        match status {
+            StatusCode::UNAUTHORIZED => Kind::Unauthorized,
+            StatusCode::FORBIDDEN => Kind::Forbidden,
+            StatusCode::NOT_FOUND => Kind::NotFound,
+            StatusCode::METHOD_NOT_ALLOWED => Kind::MethodNotAllowed,
+            StatusCode::CONFLICT => Kind::Conflict,
+            StatusCode::PAYLOAD_TOO_LARGE => Kind::PayloadTooLarge,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => Kind::UnsupportedMediaType,
+            StatusCode::UNPROCESSABLE_ENTITY => Kind::ValidationFailed,
+            StatusCode::SERVICE_UNAVAILABLE => Kind::Unavailable,
+            status if status.is_server_error() => Kind::Internal,
+            _ => Kind::BadRequest,
+        }
+    }
+}
+
+impl Problem {
+    fn new(kind: Kind, detail: impl Into<String>) -> Problem {
+        Problem {
+            status: kind.status(),
+            kind,
+            detail: detail.into(),
+        }
+    }
+
+    /// 400: the request itself is malformed (query, path, JSON syntax).
+    pub(crate) fn bad_request(detail: impl Into<String>) -> Problem {
+        Problem::new(Kind::BadRequest, detail)
+    }
+
+    /// 401, sent with `WWW-Authenticate: Bearer`.
+    pub(crate) fn unauthorized(detail: impl Into<String>) -> Problem {
+        Problem::new(Kind::Unauthorized, detail)
+    }
+
+    /// 403: the token's role does not allow this.
+    pub(crate) fn forbidden(detail: impl Into<String>) -> Problem {
+        Problem::new(Kind::Forbidden, detail)
+    }
+
+    /// 404.
+    pub(crate) fn not_found(detail: impl Into<String>) -> Problem {
+        Problem::new(Kind::NotFound, detail)
+    }
+
+    /// 500; the detail never carries internals (they are logged where they happen).
+    pub(crate) fn internal() -> Problem {
+        Problem::new(
+            Kind::Internal,
+            "the server failed to handle the request; the details are in its log",
+        )
+    }
+
+    /// A problem with the status axum chose (rejections), keeping its message.
+    pub(crate) fn with_status(status: StatusCode, detail: impl Into<String>) -> Problem {
+        Problem {
+            status,
+            kind: Kind::from_status(status),
+            detail: detail.into(),
+        }
+    }
+}
+
+/// The JSON body of a problem (also its schema in the OpenAPI document).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(
+    as = Problem,
+    example = json!({
+        "type": "urn:fleetwire:problem:not-found",
+        "title": "Not found",
+        "status": 404,
+        "detail": "device \"d1\" not found"
+    })
+)]
+pub(crate) struct ProblemBody<'a> {
+    /// A URI naming the kind of problem: `urn:fleetwire:problem:<kind>`.
+    #[serde(rename = "type")]
+    problem_type: &'a str,
+    /// A short summary of the kind of problem.
+    title: &'a str,
+    /// The HTTP status code.
+    status: u16,
+    /// What went wrong in this request.
+    detail: &'a str,
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let problem_type = format!("urn:fleetwire:problem:{}", self.kind.slug());
+        let body = ProblemBody {
+            problem_type: &problem_type,
+            title: self.kind.title(),
+            status: self.status.as_u16(),
+            detail: &self.detail,
+        };
+        let body = match serde_json::to_vec(&body) {
+            Ok(body) => body,
+            // Serializing strings cannot fail; answer something sensible regardless.
+            Err(_) => b"{}".to_vec(),
+        };
+        let mut response = (
+            self.status,
+            [(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON))],
+            body,
+        )
+            .into_response();
+        if self.kind == Kind::Unauthorized {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"fleetwire\""),
+            );
+        }
+        response
+    }
+}
+
+impl From<Error> for Problem {
+    fn from(error: Error) -> Problem {
+        match error {
+            Error::NotFound { .. } => Problem::not_found(error.to_string()),
+            Error::AlreadyExists(_) => Problem::new(Kind::Conflict, error.to_string()),
+            Error::Invalid(message) => Problem::new(Kind::ValidationFailed, message),
+            Error::InvalidCursor => Problem::bad_request(
+                "invalid cursor: pass the next_cursor of a previous page unchanged",
+            ),
+            Error::Database(_) | Error::Internal(_) => {
+                tracing::error!(%error, "registry failed");
+                Problem::internal()
+            }
+            // A variant added to the registry later: never leak what it says.
+            other => {
+                tracing::error!(error = %other, "registry failed");
+                Problem::internal()
+            }
+        }
+    }
+}
+
+/// `axum::Json`, with its rejections answered as problems: a body that is not JSON is a
+/// 400, JSON of the wrong shape (missing or unknown fields, wrong types) a 422 naming
+/// the field, a missing JSON content type a 415, a body over the limit a 413.
+pub(crate) struct Json<T>(pub(crate) T);
+
+impl<T, S> FromRequest<S> for Json<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = Problem;
+
+    async fn from_request(request: axum::extract::Request, state: &S) -> Result<Self, Problem> {
+        match axum::Json::<T>::from_request(request, state).await {
+            Ok(axum::Json(value)) => Ok(Json(value)),
+            Err(rejection) => Err(rejection_problem(&rejection)),
+        }
+    }
+}
+
+fn rejection_problem(rejection: &JsonRejection) -> Problem {
+    let detail = match rejection {
+        JsonRejection::MissingJsonContentType(_) => {
+            "expected a JSON body with `Content-Type: application/json`".to_owned()
+        }
+        JsonRejection::BytesRejection(_) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            format!(
+                "the request body is larger than the limit of {} bytes",
+                crate::BODY_LIMIT
+            )
+        }
+        // axum's text says what serde said: which field, which line and column.
+        _ => rejection.body_text(),
+    };
+    Problem::with_status(rejection.status(), detail)
+}
+
+/// Answers requests to paths no route matches.
+pub(crate) async fn unknown_route(uri: axum::http::Uri) -> Problem {
+    Problem::not_found(format!("no route for {}", uri.path()))
+}
+
+/// Answers requests with a method the matched route does not have.
+pub(crate) async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> Problem {
+    Problem::new(
+        Kind::MethodNotAllowed,
+        format!("{} does not accept {method}", uri.path()),
+    )
+}

@@ -1,0 +1,60 @@
+//! The registry as the broker's authenticator: MQTT user name = device id, password =
+//! the device secret; devices get device access, and their presence is recorded.
+//!
+//! Glue only: the broker knows nothing of the registry, the registry nothing of MQTT.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use fleetwire_broker::{Access, Authenticator, BoxFuture, Credentials, Denial};
+use fleetwire_registry::{DeviceId, Registry};
+
+/// Checks device credentials against the registry.
+pub(crate) struct RegistryAuthenticator {
+    registry: Registry,
+}
+
+impl RegistryAuthenticator {
+    pub(crate) fn new(registry: Registry) -> RegistryAuthenticator {
+        RegistryAuthenticator { registry }
+    }
+}
+
+impl Authenticator for RegistryAuthenticator {
+    fn authenticate<'a>(
+        &'a self,
+        credentials: Credentials<'a>,
+    ) -> BoxFuture<'a, Result<Access, Denial>> {
+        Box::pin(async move {
+            // A user name that cannot be a device id, or no password, cannot match.
+            let (Some(Ok(device)), Some(password)) = (
+                credentials.username.map(DeviceId::new),
+                credentials.password,
+            ) else {
+                return Err(Denial::BadCredentials);
+            };
+            match self.registry.verify_device_secret(&device, password).await {
+                Ok(true) => Ok(Access::Device(Arc::from(device.as_str()))),
+                Ok(false) => Err(Denial::BadCredentials),
+                Err(error) => {
+                    tracing::error!(%device, %error, "cannot check device credentials");
+                    Err(Denial::Unavailable)
+                }
+            }
+        })
+    }
+
+    fn presence(&self, device: &str, online: bool) {
+        if let Ok(device) = DeviceId::new(device) {
+            self.registry.record_presence(&device, online, now_ms());
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| {
+            i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX)
+        })
+}
