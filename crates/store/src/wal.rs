@@ -1,0 +1,541 @@
+//! The write-ahead log: every accepted batch is appended here before it is acknowledged,
+//! and replayed into the head when the store opens.
+//!
+//! Files are `wal/{number:016x}.wal`, append-only sequences of checksummed records (see
+//! [`record`](crate::record)), one record per write batch: the series the batch defines
+//! first, then its points (`series id`, timestamp delta, value bits).
+//!
+//! **Group commit.** Writers append their encoded record to a shared buffer and get a
+//! sequence number; one writer thread swaps the buffer out, writes it with one call, and
+//! in `sync` mode fsyncs it, then wakes everyone whose sequence number is covered. While
+//! the thread waits for the disk, the next writers' records pile up and share the next
+//! fsync. In `batch` mode writers return once their record is written to the operating
+//! system, and the thread fsyncs at most every `flush_interval`.
+//!
+//! **Rotation.** A flush asks the log to move on to a new file; once the flushed head is
+//! in segments, every older file is deleted.
+//!
+//! **Recovery.** A record that is incomplete or fails its checksum at the end of the
+//! newest file is what a crash mid-write leaves: replay stops there, the file is cut back
+//! to the last good record and a warning says how much was dropped. Damage anywhere else is
+//! reported as [`Error::CorruptWal`].
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+
+use crate::catalog::{sync_directory, truncate};
+use crate::config::Durability;
+use crate::error::{Error, Result, io};
+use crate::record::{self, Cursor, Next};
+use crate::types::{Point, SeriesId};
+
+/// Directory of the log files inside the store's directory.
+pub(crate) const DIRECTORY: &str = "wal";
+const EXTENSION: &str = "wal";
+const KIND_BATCH: u8 = 1;
+
+/// Appends one batch record to `out`: the series it defines, then the points. `ids[i]` is
+/// the series of `points[i]`.
+pub(crate) fn encode_batch(
+    out: &mut Vec<u8>,
+    new_series: &[(SeriesId, &str, &str)],
+    ids: &[SeriesId],
+    points: &[Point<'_>],
+) {
+    out.reserve(16 + points.len() * 12);
+    let start = record::begin_frame(out);
+    out.push(KIND_BATCH);
+    record::put_varint(out, new_series.len() as u64);
+    for (id, device, field) in new_series {
+        record::put_varint(out, u64::from(id.as_u32()));
+        record::put_str(out, device);
+        record::put_str(out, field);
+    }
+    record::put_varint(out, points.len() as u64);
+    let mut previous = 0i64;
+    for (id, point) in ids.iter().zip(points) {
+        let timestamp = point.timestamp.as_millis();
+        let delta = timestamp.wrapping_sub(previous);
+        previous = timestamp;
+        record::put_varint(out, u64::from(id.as_u32()));
+        record::put_varint(out, ((delta << 1) ^ (delta >> 63)) as u64);
+        out.extend_from_slice(&point.value.to_bits().to_le_bytes());
+    }
+    record::finish_frame(out, start);
+}
+
+/// One thing a log record says, handed to the replay callback in log order.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Entry<'a> {
+    /// Series `id` is `device`/`field`.
+    Series {
+        id: u64,
+        device: &'a str,
+        field: &'a str,
+    },
+    /// A point of series `id`.
+    Point { id: u64, timestamp: i64, value: f64 },
+}
+
+fn decode_batch(
+    payload: &[u8],
+    apply: &mut impl FnMut(Entry<'_>) -> Result<(), String>,
+) -> Result<(), String> {
+    let truncated = || "record ends in the middle of a field".to_owned();
+    let mut cursor = Cursor::new(payload);
+    match cursor.u8() {
+        Some(KIND_BATCH) => {}
+        Some(kind) => return Err(format!("expected record kind {KIND_BATCH}, got {kind}")),
+        None => return Err("empty record".to_owned()),
+    }
+    let series = cursor.varint().ok_or_else(truncated)?;
+    for _ in 0..series {
+        let id = cursor.varint().ok_or_else(truncated)?;
+        let device = cursor.str().ok_or_else(truncated)?;
+        let field = cursor.str().ok_or_else(truncated)?;
+        apply(Entry::Series { id, device, field })?;
+    }
+    let points = cursor.varint().ok_or_else(truncated)?;
+    let mut timestamp = 0i64;
+    for _ in 0..points {
+        let id = cursor.varint().ok_or_else(truncated)?;
+        let delta = cursor.varint().ok_or_else(truncated)?;
+        timestamp = timestamp.wrapping_add(((delta >> 1) as i64) ^ -((delta & 1) as i64));
+        let value = f64::from_bits(cursor.u64_le().ok_or_else(truncated)?);
+        apply(Entry::Point {
+            id,
+            timestamp,
+            value,
+        })?;
+    }
+    if !cursor.is_empty() {
+        return Err("record has bytes after its last point".to_owned());
+    }
+    Ok(())
+}
+
+fn file_path(directory: &Path, number: u64) -> PathBuf {
+    directory.join(format!("{number:016x}.{EXTENSION}"))
+}
+
+/// The numbers of the log files in `directory`, ascending.
+pub(crate) fn list(directory: &Path) -> Result<Vec<u64>> {
+    let mut numbers = Vec::new();
+    let entries = std::fs::read_dir(directory).map_err(io("listing write-ahead log", directory))?;
+    for entry in entries {
+        let entry = entry.map_err(io("listing write-ahead log", directory))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let Some(stem) = name.strip_suffix(".wal") else {
+            continue;
+        };
+        if stem.len() == 16 {
+            if let Ok(number) = u64::from_str_radix(stem, 16) {
+                numbers.push(number);
+            }
+        }
+    }
+    numbers.sort_unstable();
+    Ok(numbers)
+}
+
+/// Replays every log file in `directory` in order, handing each entry to `apply`. Returns
+/// the number the next log file should have. A torn tail of the newest file is cut off.
+pub(crate) fn replay(
+    directory: &Path,
+    mut apply: impl FnMut(Entry<'_>) -> Result<(), String>,
+) -> Result<u64> {
+    let numbers = list(directory)?;
+    for (position, &number) in numbers.iter().enumerate() {
+        let is_newest = position + 1 == numbers.len();
+        let path = file_path(directory, number);
+        let data = std::fs::read(&path).map_err(io("reading write-ahead log", &path))?;
+        let mut offset = 0;
+        loop {
+            match record::next(&data, offset) {
+                Next::Record(payload, next) => {
+                    decode_batch(payload, &mut apply).map_err(|detail| Error::CorruptWal {
+                        path: path.clone(),
+                        offset: offset as u64,
+                        detail,
+                    })?;
+                    offset = next;
+                }
+                Next::End => break,
+                Next::Torn(detail) if is_newest => {
+                    tracing::warn!(
+                        path = %path.display(),
+                        offset,
+                        dropped_bytes = data.len() - offset,
+                        %detail,
+                        "write-ahead log ends in a torn record (a crash mid-write); replayed up to it and cut it off"
+                    );
+                    truncate(&path, offset as u64)?;
+                    break;
+                }
+                Next::Torn(detail) => {
+                    return Err(Error::CorruptWal {
+                        path,
+                        offset: offset as u64,
+                        detail,
+                    });
+                }
+            }
+        }
+    }
+    Ok(numbers.last().map_or(0, |last| last + 1))
+}
+
+/// Deletes the log files numbered below `number`, oldest first.
+pub(crate) fn delete_before(directory: &Path, number: u64) -> Result<()> {
+    let mut deleted = false;
+    for old in list(directory)?.into_iter().filter(|&old| old < number) {
+        let path = file_path(directory, old);
+        std::fs::remove_file(&path).map_err(io("deleting write-ahead log", &path))?;
+        deleted = true;
+    }
+    if deleted {
+        sync_directory(directory)?;
+    }
+    Ok(())
+}
+
+/// Total size of the log files.
+pub(crate) fn bytes(directory: &Path) -> u64 {
+    list(directory)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|number| std::fs::metadata(file_path(directory, number)).ok())
+        .map(|metadata| metadata.len())
+        .sum()
+}
+
+/// The running log: the shared buffer and its writer thread.
+#[derive(Debug)]
+pub(crate) struct Wal {
+    shared: Arc<Shared>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    directory: PathBuf,
+    durability: Durability,
+    queue: Mutex<Queue>,
+    /// The writer thread waits here for records or requests.
+    work: Condvar,
+    /// Appenders wait here for their record to be written or synced.
+    progress: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct Queue {
+    buffer: Vec<u8>,
+    /// Sequence number of the last record appended to `buffer`.
+    appended: u64,
+    /// ... handed to the operating system.
+    written: u64,
+    /// ... covered by an fsync.
+    durable: u64,
+    file_number: u64,
+    is_rotate_requested: bool,
+    is_sync_requested: bool,
+    is_shutdown: bool,
+    failure: Option<String>,
+}
+
+impl Wal {
+    /// Starts a new log file numbered `file_number` and its writer thread.
+    pub(crate) fn start(directory: &Path, durability: Durability, file_number: u64) -> Result<Wal> {
+        let file = create(directory, file_number)?;
+        let shared = Arc::new(Shared {
+            directory: directory.to_owned(),
+            durability,
+            queue: Mutex::new(Queue {
+                file_number,
+                ..Queue::default()
+            }),
+            work: Condvar::new(),
+            progress: Condvar::new(),
+        });
+        let thread_shared = Arc::clone(&shared);
+        let thread = std::thread::Builder::new()
+            .name("fleetwire-wal".to_owned())
+            .spawn(move || run(&thread_shared, file))
+            .map_err(io("starting the write-ahead log thread", directory))?;
+        Ok(Wal {
+            shared,
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    /// Queues encoded records; returns the sequence number to [`wait`](Wal::wait) for.
+    pub(crate) fn append(&self, records: &[u8]) -> Result<u64> {
+        let mut queue = self.shared.queue.lock();
+        check(&queue)?;
+        queue.buffer.extend_from_slice(records);
+        queue.appended += 1;
+        let sequence = queue.appended;
+        drop(queue);
+        self.shared.work.notify_one();
+        Ok(sequence)
+    }
+
+    /// Waits until record `sequence` is durable (`sync`) or written (`batch`).
+    pub(crate) fn wait(&self, sequence: u64) -> Result<()> {
+        let mut queue = self.shared.queue.lock();
+        loop {
+            let reached = match self.shared.durability {
+                Durability::Sync => queue.durable,
+                Durability::Batch { .. } => queue.written,
+            };
+            if reached >= sequence {
+                return Ok(());
+            }
+            if let Some(failure) = &queue.failure {
+                return Err(Error::WalFailed(failure.clone()));
+            }
+            if queue.is_shutdown && queue.written == queue.appended && queue.buffer.is_empty() {
+                return Err(Error::Closed);
+            }
+            self.shared.progress.wait(&mut queue);
+        }
+    }
+
+    /// Fsyncs everything appended so far (a no-op wait in `sync` mode).
+    pub(crate) fn sync(&self) -> Result<()> {
+        let mut queue = self.shared.queue.lock();
+        check(&queue)?;
+        let target = queue.appended;
+        queue.is_sync_requested = true;
+        self.shared.work.notify_one();
+        while queue.durable < target {
+            if let Some(failure) = &queue.failure {
+                return Err(Error::WalFailed(failure.clone()));
+            }
+            self.shared.progress.wait(&mut queue);
+        }
+        Ok(())
+    }
+
+    /// Writes and fsyncs everything queued, then continues in a new file. Returns its
+    /// number: every file below it is complete. The caller must keep appends out until this
+    /// returns (the store holds its ingest lock), so the boundary is exact.
+    pub(crate) fn rotate(&self) -> Result<u64> {
+        let mut queue = self.shared.queue.lock();
+        check(&queue)?;
+        queue.is_rotate_requested = true;
+        self.shared.work.notify_one();
+        while queue.is_rotate_requested {
+            if let Some(failure) = &queue.failure {
+                return Err(Error::WalFailed(failure.clone()));
+            }
+            self.shared.progress.wait(&mut queue);
+        }
+        Ok(queue.file_number)
+    }
+
+    /// Deletes the files numbered below `number`.
+    pub(crate) fn delete_before(&self, number: u64) -> Result<()> {
+        delete_before(&self.shared.directory, number)
+    }
+
+    /// Writes and fsyncs everything queued and stops the thread. Later appends fail with
+    /// [`Error::Closed`].
+    pub(crate) fn shutdown(&self) -> Result<()> {
+        {
+            let mut queue = self.shared.queue.lock();
+            queue.is_shutdown = true;
+        }
+        self.shared.work.notify_one();
+        if let Some(thread) = self.thread.lock().take() {
+            if thread.join().is_err() {
+                return Err(Error::WalFailed(
+                    "the write-ahead log thread panicked".to_owned(),
+                ));
+            }
+        }
+        match &self.shared.queue.lock().failure {
+            Some(failure) => Err(Error::WalFailed(failure.clone())),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Wal {
+    fn drop(&mut self) {
+        if let Err(error) = self.shutdown() {
+            tracing::error!(%error, "write-ahead log did not shut down cleanly");
+        }
+    }
+}
+
+fn check(queue: &Queue) -> Result<()> {
+    if let Some(failure) = &queue.failure {
+        return Err(Error::WalFailed(failure.clone()));
+    }
+    if queue.is_shutdown {
+        return Err(Error::Closed);
+    }
+    Ok(())
+}
+
+fn create(directory: &Path, number: u64) -> Result<File> {
+    let path = file_path(directory, number);
+    let file = OpenOptions::new()
+        .create_new(true)
+        .append(true)
+        .open(&path)
+        .map_err(io("creating write-ahead log", &path))?;
+    sync_directory(directory)?;
+    Ok(file)
+}
+
+/// The writer thread: takes the buffer, writes it, syncs as the durability mode says,
+/// reports progress; rotates and stops on request.
+fn run(shared: &Shared, mut file: File) {
+    let interval = match shared.durability {
+        Durability::Sync => Duration::ZERO,
+        Durability::Batch { flush_interval } => flush_interval,
+    };
+    let mut chunk = Vec::new();
+    let mut last_sync = Instant::now();
+    let mut is_dirty = false;
+    loop {
+        let (sequence, is_rotate, is_sync, is_shutdown) = {
+            let mut queue = shared.queue.lock();
+            loop {
+                if !queue.buffer.is_empty()
+                    || queue.is_rotate_requested
+                    || queue.is_sync_requested
+                    || queue.is_shutdown
+                {
+                    break;
+                }
+                if is_dirty {
+                    if shared
+                        .work
+                        .wait_until(&mut queue, last_sync + interval)
+                        .timed_out()
+                    {
+                        break;
+                    }
+                } else {
+                    shared.work.wait(&mut queue);
+                }
+            }
+            chunk.clear();
+            std::mem::swap(&mut chunk, &mut queue.buffer);
+            (
+                queue.appended,
+                queue.is_rotate_requested,
+                queue.is_sync_requested,
+                queue.is_shutdown,
+            )
+        };
+        let outcome = (|| -> Result<(bool, Option<File>)> {
+            if !chunk.is_empty() {
+                file.write_all(&chunk)
+                    .map_err(io("writing write-ahead log", &shared.directory))?;
+                is_dirty = true;
+            }
+            let must_sync = interval.is_zero()
+                || is_rotate
+                || is_sync
+                || is_shutdown
+                || last_sync.elapsed() >= interval;
+            let mut is_synced = !is_dirty;
+            if must_sync && is_dirty {
+                file.sync_data()
+                    .map_err(io("syncing write-ahead log", &shared.directory))?;
+                last_sync = Instant::now();
+                is_dirty = false;
+                is_synced = true;
+            }
+            let next = if is_rotate {
+                let number = shared.queue.lock().file_number + 1;
+                Some(create(&shared.directory, number)?)
+            } else {
+                None
+            };
+            Ok((is_synced, next))
+        })();
+        let mut queue = shared.queue.lock();
+        match outcome {
+            Ok((is_synced, next)) => {
+                queue.written = sequence;
+                if is_synced {
+                    queue.durable = sequence;
+                }
+                if let Some(next) = next {
+                    file = next;
+                    queue.file_number += 1;
+                    queue.is_rotate_requested = false;
+                }
+                if is_sync {
+                    queue.is_sync_requested = false;
+                }
+            }
+            Err(error) => {
+                tracing::error!(%error, "write-ahead log failed; refusing further writes");
+                queue.failure = Some(error.to_string());
+            }
+        }
+        let is_done = queue.failure.is_some() || (is_shutdown && queue.buffer.is_empty());
+        drop(queue);
+        shared.progress.notify_all();
+        if is_done {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::Timestamp;
+
+    #[test]
+    fn batches_decode_to_the_entries_they_encode() {
+        let points = [
+            Point::new("d1", "t", Timestamp::from_millis(5), 1.5),
+            Point::new("d1", "h", Timestamp::from_millis(-7), f64::NAN),
+            Point::new("d2", "t", Timestamp::from_millis(i64::MAX), -0.0),
+        ];
+        let ids = [SeriesId::new(0), SeriesId::new(1), SeriesId::new(2)];
+        let mut out = Vec::new();
+        encode_batch(&mut out, &[(ids[2], "d2", "t")], &ids, &points);
+        let Next::Record(payload, end) = record::next(&out, 0) else {
+            panic!("one record")
+        };
+        assert_eq!(end, out.len());
+        let mut entries = Vec::new();
+        decode_batch(payload, &mut |entry: Entry<'_>| {
+            entries.push(match entry {
+                Entry::Series { id, device, field } => format!("series {id} {device} {field}"),
+                Entry::Point {
+                    id,
+                    timestamp,
+                    value,
+                } => format!("point {id} {timestamp} {:x}", value.to_bits()),
+            });
+            Ok(())
+        })
+        .expect("valid batch");
+        assert_eq!(
+            entries,
+            [
+                "series 2 d2 t".to_owned(),
+                format!("point 0 5 {:x}", 1.5f64.to_bits()),
+                format!("point 1 -7 {:x}", f64::NAN.to_bits()),
+                format!("point 2 {} {:x}", i64::MAX, (-0.0f64).to_bits()),
+            ]
+        );
+    }
+}
