@@ -477,7 +477,7 @@ fn labels_json(labels: Vec<(String, String)>) -> Value {
     )
 }
 
-fn device_path(id: &str) -> String {
+pub(crate) fn device_path(id: &str) -> String {
     format!("/api/v1/devices/{}", encode_segment(id))
 }
 
@@ -496,7 +496,7 @@ fn encode_segment(segment: &str) -> String {
 }
 
 /// The API at one base URL, with one token.
-struct Client {
+pub(crate) struct Client {
     agent: ureq::Agent,
     base: String,
     token: String,
@@ -504,9 +504,18 @@ struct Client {
 
 impl Client {
     fn new(args: &ApiArgs) -> anyhow::Result<Client> {
-        let token = match &args.token {
-            Some(token) => token.clone(),
-            None => read_token_file(args.data_dir.as_deref())?,
+        Client::connect(&args.url, args.token.clone(), args.data_dir.as_deref())
+    }
+
+    /// A client of the API at `url`, with `token` or else the data dir's admin token.
+    pub(crate) fn connect(
+        url: &str,
+        token: Option<String>,
+        data_dir: Option<&Path>,
+    ) -> anyhow::Result<Client> {
+        let token = match token {
+            Some(token) => token,
+            None => read_token_file(data_dir)?,
         };
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
@@ -515,14 +524,19 @@ impl Client {
             .into();
         Ok(Client {
             agent,
-            base: args.url.trim_end_matches('/').to_owned(),
+            base: url.trim_end_matches('/').to_owned(),
             token,
         })
     }
 
     /// Sends a request and returns the JSON answer (`null` for 204), or an error with
     /// the problem's detail.
-    fn send(&self, method: &str, path: &str, body: Option<&Value>) -> anyhow::Result<Value> {
+    pub(crate) fn send(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> anyhow::Result<Value> {
         let url = format!("{}{path}", self.base);
         let request = ureq::http::Request::builder()
             .method(method)
@@ -563,8 +577,20 @@ impl Client {
             .ok()
             .and_then(|problem| problem["detail"].as_str().map(str::to_owned))
             .unwrap_or_else(|| text.trim().to_owned());
-        bail!("{detail} (HTTP {})", status.as_u16())
+        Err(ApiError {
+            status: status.as_u16(),
+            detail,
+        }
+        .into())
     }
+}
+
+/// An error answer of the API: its status and the problem's detail.
+#[derive(Debug, thiserror::Error)]
+#[error("{detail} (HTTP {status})")]
+pub(crate) struct ApiError {
+    pub(crate) status: u16,
+    pub(crate) detail: String,
 }
 
 /// The admin token of the data dir, for running on the server's machine.

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::Args;
 use fleetwire_mqtt_codec::{ProtocolVersion, QoS};
-use fleetwire_sim::{Devices, SimConfig, SimStats, Simulator, read_credentials};
+use fleetwire_sim::{DeviceCredential, Devices, SimConfig, SimStats, Simulator, read_credentials};
 
 /// Simulate a fleet of devices publishing telemetry to any MQTT broker.
 #[derive(Debug, Args)]
@@ -46,9 +46,31 @@ pub(crate) struct SimArgs {
     /// `{"device_id": "...", "password": "..."}`. Without it devices connect anonymously.
     #[arg(long, value_name = "FILE")]
     credentials: Option<PathBuf>,
-    /// Create the devices and their credentials through the HTTP API first.
+    /// Register the devices (`{prefix}0001`, ...) through the HTTP API first and log in
+    /// with fresh credentials; devices that exist get new credentials.
     #[arg(long, conflicts_with = "credentials")]
     create_credentials: bool,
+    /// Base URL of the Fleetwire HTTP API, for --create-credentials.
+    #[arg(
+        long,
+        env = "FLEETWIRE_URL",
+        default_value = "http://127.0.0.1:8080",
+        value_name = "URL"
+    )]
+    api_url: String,
+    /// API token (operator or admin) for --create-credentials [default: the data dir's
+    /// admin.token].
+    #[arg(
+        long,
+        env = "FLEETWIRE_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    token: Option<String>,
+    /// Data directory whose admin.token --create-credentials uses when no token is given
+    /// [default: ./fleetwire-data].
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
     /// Prefix of the anonymous devices' ids.
     #[arg(long, default_value = "sim-", value_name = "TEXT")]
     device_prefix: String,
@@ -65,14 +87,6 @@ pub(crate) struct SimArgs {
 
 /// Runs the simulator until Ctrl-C or `--duration`.
 pub(crate) fn run(args: SimArgs) -> anyhow::Result<()> {
-    if args.create_credentials {
-        bail!(
-            "--create-credentials needs the device API (POST /api/v1/devices and \
-             POST /api/v1/devices/{{id}}/credentials), which this version of fleetwire does not \
-             have yet; create the devices another way and pass --credentials FILE, or run the \
-             broker with --allow-anonymous and leave out both options"
-        );
-    }
     init_logging();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -85,6 +99,21 @@ pub(crate) fn run(args: SimArgs) -> anyhow::Result<()> {
 async fn simulate(args: SimArgs) -> anyhow::Result<()> {
     let target = crate::bench::resolve(&args.target).await?;
     let devices = match &args.credentials {
+        None if args.create_credentials => {
+            let count = args.devices.unwrap_or(10);
+            let prefix = args.device_prefix.clone();
+            let (url, token, data_dir) = (
+                args.api_url.clone(),
+                args.token.clone(),
+                args.data_dir.clone(),
+            );
+            let credentials = tokio::task::spawn_blocking(move || {
+                register_devices(&url, token, data_dir.as_deref(), count, &prefix)
+            })
+            .await
+            .context("registering the devices failed")??;
+            Devices::Credentials(credentials)
+        }
         Some(path) => {
             let mut credentials = read_credentials(path)?;
             if credentials.is_empty() {
@@ -259,4 +288,63 @@ pub(crate) fn init_logging() {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .try_init();
+}
+
+/// Registers `count` devices named like the anonymous ones (`{prefix}0001`, ...) and
+/// issues each fresh credentials, four requests at a time (issuing hashes a secret with
+/// argon2id, which takes the server tens of milliseconds).
+fn register_devices(
+    url: &str,
+    token: Option<String>,
+    data_dir: Option<&std::path::Path>,
+    count: usize,
+    prefix: &str,
+) -> anyhow::Result<Vec<DeviceCredential>> {
+    const WORKERS: usize = 4;
+    let client = crate::admin::Client::connect(url, token, data_dir)?;
+    let width = count.to_string().len().max(4);
+    let ids: Vec<String> = (1..=count)
+        .map(|number| format!("{prefix}{number:0width$}"))
+        .collect();
+    eprintln!("registering {count} devices through {url}");
+    let register = |id: &String| -> anyhow::Result<DeviceCredential> {
+        let body = serde_json::json!({"id": id, "type": "simulated", "labels": {"source": "fleetwire-sim"}});
+        if let Err(error) = client.send("POST", "/api/v1/devices", Some(&body)) {
+            // An existing device is reused: only its credentials are renewed.
+            let exists = error
+                .downcast_ref::<crate::admin::ApiError>()
+                .is_some_and(|answer| answer.status == 409);
+            if !exists {
+                return Err(error.context(format!("cannot register device {id}")));
+            }
+        }
+        let path = format!("{}/credentials", crate::admin::device_path(id));
+        let answer = client
+            .send("POST", &path, None)
+            .with_context(|| format!("cannot issue credentials for device {id}"))?;
+        let password = answer["password"]
+            .as_str()
+            .with_context(|| format!("the credentials of {id} carry no password"))?;
+        Ok(DeviceCredential {
+            device_id: id.clone(),
+            password: password.to_owned(),
+        })
+    };
+    let chunk = count.div_ceil(WORKERS).max(1);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = ids
+            .chunks(chunk)
+            .map(|ids| {
+                scope.spawn(move || ids.iter().map(register).collect::<anyhow::Result<Vec<_>>>())
+            })
+            .collect();
+        let mut credentials = Vec::with_capacity(count);
+        for worker in workers {
+            let batch = worker
+                .join()
+                .map_err(|_| anyhow::anyhow!("a registering thread panicked"))??;
+            credentials.extend(batch);
+        }
+        Ok(credentials)
+    })
 }

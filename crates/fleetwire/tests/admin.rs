@@ -18,6 +18,7 @@ const BINARY: &str = env!("CARGO_BIN_EXE_fleetwire");
 struct Server {
     child: Child,
     url: String,
+    mqtt_addr: String,
     data_dir: PathBuf,
 }
 
@@ -56,21 +57,28 @@ fn start(name: &str) -> Server {
         }
     });
     let deadline = Instant::now() + Duration::from_secs(30);
-    let http_addr = loop {
+    let (mut http_addr, mut mqtt_addr) = (None, None);
+    while http_addr.is_none() || mqtt_addr.is_none() {
         let line = log
             .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .expect("the HTTP listening line within 30 s");
+            .expect("the listening lines within 30 s");
         let Ok(entry) = serde_json::from_str::<Value>(&line) else {
             continue;
         };
         let fields = &entry["fields"];
-        if fields["message"] == "listening" && fields["protocol"] == "http" {
-            break fields["addr"].as_str().unwrap().to_owned();
+        if fields["message"] == "listening" {
+            let addr = fields["addr"].as_str().map(str::to_owned);
+            match fields["protocol"].as_str() {
+                Some("http") => http_addr = addr,
+                Some("mqtt") => mqtt_addr = addr,
+                _ => {}
+            }
         }
-    };
+    }
     Server {
         child,
-        url: format!("http://{http_addr}"),
+        url: format!("http://{}", http_addr.unwrap()),
+        mqtt_addr: mqtt_addr.unwrap(),
         data_dir,
     }
 }
@@ -298,4 +306,41 @@ fn admin_commands_explain_what_is_missing() {
         stderr.contains("cannot reach the Fleetwire API"),
         "{stderr}"
     );
+}
+
+#[test]
+fn sim_registers_its_devices_and_logs_them_in() {
+    let server = start("sim");
+    let mut command = Command::new(BINARY);
+    command
+        .args([
+            "sim",
+            "--create-credentials",
+            "--devices",
+            "3",
+            "--duration",
+            "2",
+        ])
+        .args(["--qos", "1", "--ramp-up", "0.2", "--json"])
+        .args(["--target", &server.mqtt_addr, "--api-url", &server.url])
+        .arg("--data-dir")
+        .arg(&server.data_dir)
+        .env_remove("FLEETWIRE_TOKEN")
+        .env_remove("FLEETWIRE_URL");
+    let stdout = succeeded(command.output().unwrap(), &["sim"]);
+    let report: Value = serde_json::from_str(stdout.trim().lines().last().unwrap()).unwrap();
+    assert!(report["acknowledged"].as_u64().unwrap() >= 3, "{report}");
+    assert_eq!(report["errors"].as_u64(), Some(0), "{report}");
+
+    let page = server.json(&["device", "list", "--type", "simulated"]);
+    let items = page["items"].as_array().unwrap();
+    assert_eq!(items.len(), 3, "{page}");
+    for device in items {
+        assert!(
+            device["id"].as_str().unwrap().starts_with("sim-"),
+            "{device}"
+        );
+        assert!(device["has_credentials"].as_bool().unwrap(), "{device}");
+        assert!(!device["last_seen"].is_null(), "{device}");
+    }
 }
