@@ -1,7 +1,8 @@
 //! The connection pool and the schema: SQLite or PostgreSQL behind sqlx's `Any` driver, so
 //! every query is written once, in SQL both accept (`$1` parameters, `BIGINT` for integers,
 //! `TEXT` for strings and JSON, no `BOOLEAN` because the `Any` driver cannot read SQLite's).
-//! Migrations are versioned, applied at open, each in its own transaction.
+//! Migrations are versioned, applied at open, each in its own transaction: 1 made devices,
+//! labels and API tokens, 2 rules, alarms and commands.
 
 use std::time::Duration;
 
@@ -95,14 +96,15 @@ struct Migration {
     statements: &'static [&'static str],
 }
 
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    description: "devices, device labels, API tokens",
-    statements: &[
-        // Labels are stored twice: as JSON on the device, so a page of devices is one
-        // query, and as rows in `device_labels`, so a label filter is an index lookup.
-        // `online` is 0 or 1: the `Any` driver cannot decode SQLite booleans.
-        "CREATE TABLE devices (
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        description: "devices, device labels, API tokens",
+        statements: &[
+            // Labels are stored twice: as JSON on the device, so a page of devices is one
+            // query, and as rows in `device_labels`, so a label filter is an index lookup.
+            // `online` is 0 or 1: the `Any` driver cannot decode SQLite booleans.
+            "CREATE TABLE devices (
             id TEXT PRIMARY KEY,
             name TEXT NOT NULL,
             device_type TEXT NOT NULL,
@@ -113,17 +115,17 @@ const MIGRATIONS: &[Migration] = &[Migration {
             last_seen BIGINT,
             secret_hash TEXT
         )",
-        // Listing by type walks this index in id order: keyset pagination without a sort.
-        "CREATE INDEX devices_type_id ON devices (device_type, id)",
-        "CREATE TABLE device_labels (
+            // Listing by type walks this index in id order: keyset pagination without a sort.
+            "CREATE INDEX devices_type_id ON devices (device_type, id)",
+            "CREATE TABLE device_labels (
             device_id TEXT NOT NULL REFERENCES devices (id) ON DELETE CASCADE,
             key TEXT NOT NULL,
             value TEXT NOT NULL,
             PRIMARY KEY (device_id, key)
         )",
-        // Listing by label walks this index in device id order, like `devices_type_id`.
-        "CREATE INDEX device_labels_key_value_device ON device_labels (key, value, device_id)",
-        "CREATE TABLE api_tokens (
+            // Listing by label walks this index in device id order, like `devices_type_id`.
+            "CREATE INDEX device_labels_key_value_device ON device_labels (key, value, device_id)",
+            "CREATE TABLE api_tokens (
             id TEXT PRIMARY KEY,
             name TEXT NOT NULL,
             role TEXT NOT NULL,
@@ -132,8 +134,83 @@ const MIGRATIONS: &[Migration] = &[Migration {
             created_at BIGINT NOT NULL,
             revoked_at BIGINT
         )",
-    ],
-}];
+        ],
+    },
+    Migration {
+        version: 2,
+        description: "rules, alarms, commands",
+        statements: &[
+            // The device match and the actions are JSON in the registry's own shape (not the
+            // API's): they are only ever read whole, with the rule.
+            "CREATE TABLE rules (
+            id TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            matcher TEXT NOT NULL,
+            condition_expression TEXT NOT NULL,
+            for_ms BIGINT,
+            clear_expression TEXT,
+            severity TEXT NOT NULL,
+            actions TEXT NOT NULL,
+            enabled BIGINT NOT NULL,
+            created_at BIGINT NOT NULL,
+            updated_at BIGINT NOT NULL
+        )",
+            // No foreign key to `rules`: alarms are history and outlive their rule. Alarms go
+            // with their device, like its labels and commands.
+            "CREATE TABLE alarms (
+            id TEXT PRIMARY KEY,
+            rule_id TEXT NOT NULL,
+            rule_name TEXT NOT NULL,
+            device_id TEXT NOT NULL REFERENCES devices (id) ON DELETE CASCADE,
+            severity TEXT NOT NULL,
+            status TEXT NOT NULL,
+            trigger_values TEXT NOT NULL,
+            created_at BIGINT NOT NULL,
+            updated_at BIGINT NOT NULL,
+            acknowledged_at BIGINT,
+            acknowledged_by TEXT,
+            cleared_at BIGINT,
+            cleared_by TEXT,
+            clear_values TEXT NOT NULL
+        )",
+            // At most one open alarm per rule and device, whoever raises it: the database
+            // refuses the second, and `raise_alarm` returns the first instead. The queries
+            // that want these partial indexes spell `status <> 'cleared'` literally, so both
+            // planners can prove the index covers them.
+            "CREATE UNIQUE INDEX alarms_open_rule_device ON alarms (rule_id, device_id)
+            WHERE status <> 'cleared'",
+            // Listing is newest first, keyset on (created_at, id): each filter has an index in
+            // that order, walked backwards without a sort. Open alarms are few next to the
+            // cleared history, so they get partial indexes of their own.
+            "CREATE INDEX alarms_created ON alarms (created_at, id)",
+            "CREATE INDEX alarms_device_created ON alarms (device_id, created_at, id)",
+            "CREATE INDEX alarms_rule_created ON alarms (rule_id, created_at, id)",
+            "CREATE INDEX alarms_open_created ON alarms (created_at, id)
+            WHERE status <> 'cleared'",
+            "CREATE INDEX alarms_open_device_created ON alarms (device_id, created_at, id)
+            WHERE status <> 'cleared'",
+            "CREATE INDEX alarms_open_rule_created ON alarms (rule_id, created_at, id)
+            WHERE status <> 'cleared'",
+            "CREATE TABLE commands (
+            id TEXT PRIMARY KEY,
+            device_id TEXT NOT NULL REFERENCES devices (id) ON DELETE CASCADE,
+            name TEXT NOT NULL,
+            params TEXT NOT NULL,
+            status TEXT NOT NULL,
+            result TEXT,
+            created_at BIGINT NOT NULL,
+            updated_at BIGINT NOT NULL,
+            expires_at BIGINT NOT NULL,
+            delivered_at BIGINT,
+            completed_at BIGINT
+        )",
+            "CREATE INDEX commands_device_created ON commands (device_id, created_at, id)",
+            // The expiry sweep and the next deadline look only at unfinished commands.
+            "CREATE INDEX commands_unfinished_expiry ON commands (expires_at)
+            WHERE status IN ('pending', 'delivered')",
+        ],
+    },
+];
 
 /// Applies the migrations the database lacks. Idempotent; safe when several nodes start
 /// at once against one PostgreSQL (the loser of a race finds the version applied).

@@ -396,6 +396,25 @@ pub(crate) async fn merge_attributes(
     )))
 }
 
+/// How many devices are registered, and how many of them are online (as last written by
+/// the presence writer). One pass over the table: fine for a dashboard's overview, not
+/// for every request.
+pub(crate) async fn count(pool: &AnyPool) -> Result<(u64, u64)> {
+    let context = "counting devices";
+    // COUNT rather than SUM: PostgreSQL sums BIGINTs into NUMERIC, which the `Any` driver
+    // cannot decode.
+    let row = sqlx::query("SELECT COUNT(*), COUNT(CASE WHEN online <> 0 THEN 1 END) FROM devices")
+        .fetch_one(pool)
+        .await
+        .map_err(database(context))?;
+    let total: i64 = row.try_get(0).map_err(database(context))?;
+    let online: i64 = row.try_get(1).map_err(database(context))?;
+    Ok((
+        u64::try_from(total).unwrap_or(0),
+        u64::try_from(online).unwrap_or(0),
+    ))
+}
+
 /// Marks every device offline: at open, nobody is connected to this node yet.
 pub(crate) async fn mark_all_offline(pool: &AnyPool) -> Result<()> {
     sqlx::query("UPDATE devices SET online = 0 WHERE online <> 0")

@@ -8,10 +8,10 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// The device or token does not exist.
+    /// The device, token, rule, alarm or command does not exist.
     #[error("{kind} {id:?} not found")]
     NotFound {
-        /// `device` or `token`.
+        /// `device`, `token`, `rule`, `alarm` or `command`.
         kind: &'static str,
         /// The id that was asked for.
         id: String,
@@ -19,6 +19,19 @@ pub enum Error {
     /// A device with this id exists already.
     #[error("device {0:?} already exists")]
     AlreadyExists(String),
+    /// The id chosen for a new rule (or, later, another kind of record) is taken.
+    /// Devices keep reporting `AlreadyExists`, which their callers match on.
+    #[error("{kind} {id:?} already exists")]
+    IdTaken {
+        /// `rule`.
+        kind: &'static str,
+        /// The id that was asked for.
+        id: String,
+    },
+    /// The record is in a state that does not allow the change, e.g. clearing an alarm
+    /// that is cleared already; the message says which record and which state.
+    #[error("{0}")]
+    Conflict(String),
     /// Input that breaks a rule (id syntax, sizes); the message says which.
     #[error("{0}")]
     Invalid(String),
@@ -42,4 +55,9 @@ pub(crate) fn database(context: impl std::fmt::Display) -> impl FnOnce(sqlx::Err
 /// Whether a database error is a violated unique constraint (a taken primary key).
 pub(crate) fn is_unique_violation(error: &sqlx::Error) -> bool {
     matches!(error, sqlx::Error::Database(database) if database.is_unique_violation())
+}
+
+/// Whether a database error is a violated foreign key (a row naming an unknown device).
+pub(crate) fn is_foreign_key_violation(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(database) if database.is_foreign_key_violation())
 }

@@ -1,9 +1,13 @@
-//! Fleetwire's device registry: devices, their credentials, API tokens and presence,
-//! stored in SQLite (the embedded default, under the data dir) or PostgreSQL (for several
-//! nodes), through the same code.
+//! Fleetwire's registry, the platform's database: devices, their credentials, API tokens
+//! and presence; rules, the alarms they raise and the commands sent to devices. Stored in
+//! SQLite (the embedded default, under the data dir) or PostgreSQL (for several nodes),
+//! through the same code.
 //!
 //! ```no_run
-//! use fleetwire_registry::{DeviceFilter, DeviceId, NewDevice, Registry};
+//! use fleetwire_registry::{
+//!     AlarmFilter, DeviceFilter, DeviceId, NewAlarm, NewCommand, NewDevice, Registry,
+//!     RuleAction, RuleMatch, RuleSpec, Severity,
+//! };
 //!
 //! # async fn example() -> fleetwire_registry::Result<()> {
 //! let registry = Registry::open_in_dir(std::path::Path::new("./fleetwire-data")).await?;
@@ -24,6 +28,49 @@
 //!     })
 //!     .await?;
 //! assert_eq!(page.items[0].id, device.id);
+//!
+//! // A rule (its expressions are compiled by the rules crate, not here)...
+//! let rule = registry
+//!     .create_rule(None, RuleSpec {
+//!         name: "overheat".to_owned(),
+//!         matcher: RuleMatch::default(),
+//!         condition: "temperature > 30".to_owned(),
+//!         for_ms: Some(10_000),
+//!         clear: Some("temperature < 28".to_owned()),
+//!         severity: Severity::High,
+//!         actions: vec![RuleAction::Alarm],
+//!         enabled: true,
+//!     })
+//!     .await?;
+//! // ...raises at most one open alarm per device...
+//! let now = 1_700_000_000_000;
+//! let (alarm, is_new) = registry
+//!     .raise_alarm(NewAlarm {
+//!         rule_id: rule.id.clone(),
+//!         rule_name: rule.spec.name.clone(),
+//!         device_id: device.id.clone(),
+//!         severity: rule.spec.severity,
+//!         values: vec![("temperature".to_owned(), 31.5)],
+//!     }, now)
+//!     .await?;
+//! assert!(is_new);
+//! registry.acknowledge_alarm(&alarm.id, "night-shift", now + 1_000).await?;
+//! let open = registry
+//!     .list_alarms(&AlarmFilter { open_only: true, ..AlarmFilter::default() })
+//!     .await?;
+//! assert_eq!(open.items.len(), 1);
+//!
+//! // ...and commands wait for the device's answer until their deadline.
+//! let command = registry
+//!     .create_command(NewCommand {
+//!         device_id: device.id.clone(),
+//!         name: "reboot".to_owned(),
+//!         params: serde_json::Value::Null,
+//!         timeout_ms: 30_000,
+//!     }, now)
+//!     .await?;
+//! registry.mark_command_delivered(&command.id, now + 5).await?;
+//! registry.complete_command(&command.id, true, None, now + 800).await?;
 //! # Ok(())
 //! # }
 //! ```
@@ -31,15 +78,24 @@
 //! Storage goes through sqlx's `Any` driver: one set of queries and migrations, in SQL
 //! that SQLite and PostgreSQL both accept. Device secrets are stored as argon2id hashes,
 //! API tokens as BLAKE2b hashes; neither is ever stored or logged in clear. Listing uses
-//! keyset pagination over indexes, so a page costs the same at the millionth device as at
-//! the first.
+//! keyset pagination over indexes, so a page costs the same at the millionth device (or
+//! alarm) as at the first.
+//!
+//! Lifecycles are guarded by the database, not by callers taking turns: at most one open
+//! alarm per rule and device is a unique index, and every alarm or command transition is
+//! a conditional `UPDATE`, so several API requests, the rule engine and several nodes can
+//! act on the same alarm or command at once without walking it backwards.
 
+mod alarms;
+mod commands;
 mod credentials;
 mod database;
 mod devices;
 mod error;
+mod pagination;
 mod presence;
 mod random;
+mod rules;
 mod tokens;
 mod types;
 
@@ -54,7 +110,9 @@ pub struct RegistryStats {
     pub secret_cache_hits: u64,
 }
 pub use types::{
-    ApiToken, Device, DeviceFilter, DeviceId, DevicePatch, Labels, NewDevice, NewToken, Page, Role,
+    Alarm, AlarmFilter, AlarmId, AlarmStatus, ApiToken, CLEARED_BY_RULE, Command, CommandId,
+    CommandStatus, Device, DeviceFilter, DeviceId, DevicePatch, Labels, NewAlarm, NewCommand,
+    NewDevice, NewToken, Page, Role, Rule, RuleAction, RuleId, RuleMatch, RuleSpec, Severity,
     TimestampMs, TokenId,
 };
 
@@ -230,12 +288,21 @@ impl Registry {
         devices::list(&self.inner.pool, filter).await
     }
 
+    /// How many devices are registered, and how many of them are online: `(total,
+    /// online)`. Presence is written in batches, so a connection shows here within the
+    /// presence flush interval. Counts the whole table each time (for an overview page,
+    /// not for every request).
+    pub async fn count_devices(&self) -> Result<(u64, u64)> {
+        devices::count(&self.inner.pool).await
+    }
+
     /// Changes the fields present in `patch`; `Error::NotFound` when unknown.
     pub async fn update_device(&self, id: &DeviceId, patch: DevicePatch) -> Result<Device> {
         devices::update(&self.inner.pool, id, patch).await
     }
 
-    /// Deletes a device with its credentials; `Error::NotFound` when unknown.
+    /// Deletes a device with its credentials, alarms and commands; `Error::NotFound` when
+    /// unknown.
     /// (The caller disconnects it from the broker.)
     pub async fn delete_device(&self, id: &DeviceId) -> Result<()> {
         devices::delete(&self.inner.pool, id).await?;
@@ -326,6 +393,168 @@ impl Registry {
             .tokens
             .authenticate(&self.inner.pool, bearer)
             .await
+    }
+
+    // ---- rules ----
+
+    /// Stores a rule; an id is generated when `id` is `None` (`rule-` and 16 hex digits).
+    /// `Error::IdTaken` when the id is taken, `Error::Invalid` when a field breaks the
+    /// limits documented on `RuleSpec`. The expressions are stored as they are: check them
+    /// with the rules crate first.
+    pub async fn create_rule(&self, id: Option<RuleId>, spec: RuleSpec) -> Result<Rule> {
+        rules::create(&self.inner.pool, id, spec, now_ms()).await
+    }
+
+    /// One rule; `Error::NotFound` when unknown.
+    pub async fn rule(&self, id: &RuleId) -> Result<Rule> {
+        rules::get(&self.inner.pool, id).await
+    }
+
+    /// Rules ordered by id, one page at a time (`limit` 1-1000, `cursor` from the previous
+    /// page; `Error::InvalidCursor` for a cursor we did not issue).
+    pub async fn list_rules(&self, limit: u32, cursor: Option<&str>) -> Result<Page<Rule>> {
+        rules::list(&self.inner.pool, limit, cursor).await
+    }
+
+    /// Every rule, ordered by id: what the rule engine loads at start.
+    pub async fn all_rules(&self) -> Result<Vec<Rule>> {
+        rules::all(&self.inner.pool).await
+    }
+
+    /// Replaces a rule's spec; `created_at` stays, `updated_at` grows. `Error::NotFound`
+    /// when unknown.
+    pub async fn replace_rule(&self, id: &RuleId, spec: RuleSpec) -> Result<Rule> {
+        rules::replace(&self.inner.pool, id, spec, now_ms()).await
+    }
+
+    /// Deletes a rule; its alarms stay, as history (open ones stay open until someone
+    /// clears them). `Error::NotFound` when unknown.
+    pub async fn delete_rule(&self, id: &RuleId) -> Result<()> {
+        rules::delete(&self.inner.pool, id).await
+    }
+
+    // ---- alarms ----
+
+    /// Opens an alarm (`alm-` and 16 hex digits) at `at`, and returns it with `true`. If
+    /// the rule already has an open alarm for the device, that one is returned unchanged
+    /// with `false`: concurrent raises, on this node or others, yield one alarm.
+    /// `Error::NotFound` when the device does not exist, `Error::Invalid` when a field
+    /// breaks the limits documented on `NewAlarm`.
+    pub async fn raise_alarm(&self, new: NewAlarm, at: TimestampMs) -> Result<(Alarm, bool)> {
+        alarms::raise(&self.inner.pool, new, at).await
+    }
+
+    /// One alarm; `Error::NotFound` when unknown.
+    pub async fn alarm(&self, id: &AlarmId) -> Result<Alarm> {
+        alarms::get(&self.inner.pool, id).await
+    }
+
+    /// The open (active or acknowledged) alarm of a rule for a device, if any.
+    pub async fn open_alarm(&self, rule: &RuleId, device: &DeviceId) -> Result<Option<Alarm>> {
+        alarms::open(&self.inner.pool, rule, device).await
+    }
+
+    /// Every open alarm, oldest first: what the rule engine is seeded with at start.
+    pub async fn open_alarms(&self) -> Result<Vec<Alarm>> {
+        alarms::all_open(&self.inner.pool).await
+    }
+
+    /// Acknowledges an active alarm (`by`: who, 1-128 characters). An acknowledged one is
+    /// returned unchanged; a cleared one is `Error::Conflict`, an unknown one
+    /// `Error::NotFound`.
+    pub async fn acknowledge_alarm(
+        &self,
+        id: &AlarmId,
+        by: &str,
+        at: TimestampMs,
+    ) -> Result<Alarm> {
+        alarms::acknowledge(&self.inner.pool, id, by, at).await
+    }
+
+    /// Clears an open alarm: `by` is who (a token name, or `CLEARED_BY_RULE`), `values` the
+    /// values that cleared it when the rule did (empty otherwise). A cleared one is
+    /// `Error::Conflict`, an unknown one `Error::NotFound`.
+    pub async fn clear_alarm(
+        &self,
+        id: &AlarmId,
+        by: &str,
+        values: Vec<(String, f64)>,
+        at: TimestampMs,
+    ) -> Result<Alarm> {
+        alarms::clear(&self.inner.pool, id, by, values, at).await
+    }
+
+    /// Alarms newest first (by creation, then id), filtered, one page at a time.
+    /// `Error::Invalid` when the limit is outside 1-1000, `Error::InvalidCursor` for a
+    /// cursor we did not issue.
+    pub async fn list_alarms(&self, filter: &AlarmFilter) -> Result<Page<Alarm>> {
+        alarms::list(&self.inner.pool, filter).await
+    }
+
+    /// How many open alarms there are of each severity and status (combinations without
+    /// any are left out), gravest first, active before acknowledged.
+    pub async fn alarm_counts(&self) -> Result<Vec<(Severity, AlarmStatus, u64)>> {
+        alarms::counts(&self.inner.pool).await
+    }
+
+    // ---- commands ----
+
+    /// Creates a pending command (`cmd-` and 16 hex digits) at `at`, expiring at
+    /// `at + timeout_ms`. `Error::NotFound` when the device does not exist,
+    /// `Error::Invalid` when a field breaks the limits documented on `NewCommand`.
+    pub async fn create_command(&self, new: NewCommand, at: TimestampMs) -> Result<Command> {
+        commands::create(&self.inner.pool, new, at).await
+    }
+
+    /// One command of a device; `Error::NotFound` when unknown or another device's.
+    pub async fn command(&self, device: &DeviceId, id: &CommandId) -> Result<Command> {
+        commands::get(&self.inner.pool, device, id).await
+    }
+
+    /// Marks a pending command delivered; the updated command when it changed, `None` when
+    /// it was not pending, had passed its deadline, or is unknown.
+    pub async fn mark_command_delivered(
+        &self,
+        id: &CommandId,
+        at: TimestampMs,
+    ) -> Result<Option<Command>> {
+        commands::mark_delivered(&self.inner.pool, id, at).await
+    }
+
+    /// Records the device's answer: a pending or delivered command becomes succeeded or
+    /// failed, with `result` (any JSON, at most 64 KiB). `None` when it is final already
+    /// (expired commands stay expired), had passed its deadline, or is unknown.
+    pub async fn complete_command(
+        &self,
+        id: &CommandId,
+        succeeded: bool,
+        result: Option<serde_json::Value>,
+        at: TimestampMs,
+    ) -> Result<Option<Command>> {
+        commands::complete(&self.inner.pool, id, succeeded, result, at).await
+    }
+
+    /// Expires every pending or delivered command whose deadline is `now` or earlier, and
+    /// returns them in deadline order.
+    pub async fn expire_commands(&self, now: TimestampMs) -> Result<Vec<Command>> {
+        commands::expire(&self.inner.pool, now).await
+    }
+
+    /// The earliest deadline of a pending or delivered command: when `expire_commands`
+    /// next has work. `None` when no command is waiting.
+    pub async fn next_command_expiry(&self) -> Result<Option<TimestampMs>> {
+        commands::next_expiry(&self.inner.pool).await
+    }
+
+    /// A device's commands, newest first, one page at a time (`limit` 1-1000).
+    /// `Error::NotFound` when the device does not exist.
+    pub async fn list_commands(
+        &self,
+        device: &DeviceId,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> Result<Page<Command>> {
+        commands::list(&self.inner.pool, device, limit, cursor).await
     }
 }
 

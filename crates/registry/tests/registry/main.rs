@@ -8,8 +8,11 @@
 #[path = "../support/postgres.rs"]
 mod postgres;
 
+mod alarms;
 mod backend;
+mod commands;
 mod credentials;
 mod devices;
 mod presence;
+mod rules;
 mod tokens;

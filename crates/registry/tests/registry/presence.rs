@@ -12,6 +12,7 @@ on_both_backends!(
     presence_of_unknown_devices_is_ignored,
     presence_is_written_without_a_flush,
     large_backlog_is_written_completely,
+    device_counts_follow_presence,
 );
 
 async fn create(test: &TestRegistry, name: &str) -> DeviceId {
@@ -113,4 +114,22 @@ async fn large_backlog_is_written_completely(test: TestRegistry) {
         }
     }
     assert_eq!(online, 1500);
+}
+
+async fn device_counts_follow_presence(test: TestRegistry) {
+    let registry = &test.registry;
+    assert_eq!(registry.count_devices().await.unwrap(), (0, 0));
+    let first = create(&test, "first").await;
+    let second = create(&test, "second").await;
+    create(&test, "third").await;
+    assert_eq!(registry.count_devices().await.unwrap(), (3, 0));
+    registry.record_presence(&first, true, 1);
+    registry.record_presence(&second, true, 1);
+    registry.flush_presence().await.unwrap();
+    assert_eq!(registry.count_devices().await.unwrap(), (3, 2));
+    registry.record_presence(&second, false, 2);
+    registry.flush_presence().await.unwrap();
+    assert_eq!(registry.count_devices().await.unwrap(), (3, 1));
+    registry.delete_device(&first).await.unwrap();
+    assert_eq!(registry.count_devices().await.unwrap(), (2, 0));
 }
