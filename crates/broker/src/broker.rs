@@ -25,7 +25,10 @@ use tokio::sync::{Notify, watch};
 use crate::auth::{Access, Authenticator, FailureLimiter};
 use crate::compact;
 use crate::config::BrokerConfig;
-use crate::session::{Attachment, ClientId, Delivery, Message, Queued, Session, SessionId};
+use crate::ingest::{Hooks, Ingest};
+use crate::session::{
+    Attachment, ClientId, Delivery, Message, Queued, Receipt, Session, SessionId,
+};
 use crate::stats::{self, Stats, StatsSnapshot};
 
 /// Key of one subscription in the tree: the session, and the share group for
@@ -60,6 +63,8 @@ struct Shared {
     config: BrokerConfig,
     /// Checks credentials; `None` admits only anonymous clients (`allow_anonymous`).
     authenticator: Option<Arc<dyn Authenticator>>,
+    /// Takes the messages of the topics the platform consumes.
+    ingest: Option<Arc<dyn Ingest>>,
     failed_logins: FailureLimiter,
     sessions: Mutex<HashMap<ClientId, Arc<Session>>>,
     /// The connections (session and generation) each connected device holds, so that
@@ -94,7 +99,7 @@ impl Broker {
     /// A broker with no sessions, subscriptions or retained messages, and no
     /// authenticator: only anonymous clients are admitted, when `allow_anonymous` is set.
     pub fn new(config: BrokerConfig) -> Broker {
-        Broker::build(config, None)
+        Broker::with_hooks(config, Hooks::default())
     }
 
     /// A broker that admits clients presenting a user name when `authenticator` accepts
@@ -103,10 +108,23 @@ impl Broker {
         config: BrokerConfig,
         authenticator: Arc<dyn Authenticator>,
     ) -> Broker {
-        Broker::build(config, Some(authenticator))
+        Broker::with_hooks(
+            config,
+            Hooks {
+                authenticator: Some(authenticator),
+                ingest: None,
+            },
+        )
     }
 
-    fn build(config: BrokerConfig, authenticator: Option<Arc<dyn Authenticator>>) -> Broker {
+    /// A broker calling into `hooks`: the authenticator (see
+    /// [`with_authenticator`](Broker::with_authenticator)) and the platform's ingest,
+    /// which receives the messages of the topics it wants before they are acknowledged.
+    pub fn with_hooks(config: BrokerConfig, hooks: Hooks) -> Broker {
+        let Hooks {
+            authenticator,
+            ingest,
+        } = hooks;
         let (shutdown, _) = watch::channel(false);
         let failed_logins =
             FailureLimiter::new(config.auth_failure_burst, config.auth_failures_per_minute);
@@ -114,6 +132,7 @@ impl Broker {
             shared: Arc::new(Shared {
                 config,
                 authenticator,
+                ingest,
                 failed_logins,
                 sessions: Mutex::new(HashMap::new()),
                 devices: Mutex::new(HashMap::new()),
@@ -139,6 +158,10 @@ impl Broker {
 
     pub(crate) fn authenticator(&self) -> Option<&dyn Authenticator> {
         self.shared.authenticator.as_deref()
+    }
+
+    pub(crate) fn ingest(&self) -> Option<&Arc<dyn Ingest>> {
+        self.shared.ingest.as_ref()
     }
 
     pub(crate) fn failed_logins(&self) -> &FailureLimiter {
@@ -554,6 +577,7 @@ impl Broker {
             origin: Some(origin),
             is_compact: false,
             stored_copy: OnceLock::new(),
+            receipt: None,
         });
         self.accept(message, congested)
     }
@@ -570,6 +594,7 @@ impl Broker {
             // Copied out of the CONNECT buffer when the connection started.
             is_compact: true,
             stored_copy: OnceLock::new(),
+            receipt: None,
         });
         // Nobody is left to pause: the publishing connection is gone.
         self.accept(message, &mut Congested::new())
@@ -593,8 +618,35 @@ impl Broker {
             origin: None,
             is_compact: true,
             stored_copy: OnceLock::new(),
+            receipt: None,
         });
         // The broker's own messages are few and never wait for subscribers.
+        self.accept(message, &mut Congested::new())
+    }
+
+    /// Publishes a message from the platform (a command to a device) and calls
+    /// `on_delivered` once, when the first receiving client has it: when it acknowledges
+    /// the message (`PUBACK` or `PUBREC`), or when a QoS 0 delivery is written to it.
+    /// Returns how many sessions it was queued for (0: nobody subscribes, and
+    /// `on_delivered` is never called).
+    pub fn publish_tracked(
+        &self,
+        topic: TopicName,
+        payload: bytes::Bytes,
+        qos: QoS,
+        on_delivered: impl FnOnce() + Send + 'static,
+    ) -> usize {
+        let message = Arc::new(Message {
+            topic,
+            payload,
+            qos,
+            is_retained: false,
+            properties: Properties::default(),
+            origin: None,
+            is_compact: true,
+            stored_copy: OnceLock::new(),
+            receipt: Some(Arc::new(Receipt::new(on_delivered))),
+        });
         self.accept(message, &mut Congested::new())
     }
 

@@ -26,7 +26,8 @@ use tokio::time::Instant;
 
 use crate::auth::{Access, Credentials, Denial};
 use crate::broker::{Broker, Congested};
-use crate::session::{Awaiting, Delivery, Inflight, Session, SessionState};
+use crate::ingest::{Inbound, Verdict};
+use crate::session::{Awaiting, Delivery, Inflight, Receipt, Session, SessionState};
 use crate::stats;
 
 /// Bytes the reader asks the socket for at least, per read.
@@ -59,6 +60,9 @@ enum Closed {
     TakenOver,
     /// The device's credentials were reissued, or the device deleted.
     Revoked,
+    /// The platform could not store a message of this 3.1.1 client, which has no way to
+    /// be told but to be disconnected without the message's acknowledgement.
+    IngestFailed,
     Shutdown,
 }
 
@@ -81,7 +85,9 @@ impl Closed {
             Closed::TakenOver => Some(ReasonCode::SESSION_TAKEN_OVER),
             Closed::Revoked => Some(ReasonCode::ADMINISTRATIVE_ACTION),
             Closed::Shutdown => Some(ReasonCode::SERVER_SHUTTING_DOWN),
-            Closed::Disconnect(_) | Closed::EndOfStream | Closed::Io(_) => None,
+            Closed::Disconnect(_) | Closed::EndOfStream | Closed::Io(_) | Closed::IngestFailed => {
+                None
+            }
         }
     }
 }
@@ -217,6 +223,8 @@ async fn handshake(broker: Broker, stream: TcpStream, peer: SocketAddr) -> Optio
         outbox: Vec::new(),
         congested: Congested::new(),
         slow_consumer_grace: config.slow_consumer_grace,
+        ingest_batch: Vec::new(),
+        ingest_acks: Vec::new(),
     };
     // Keep only what the connection needs; the rest of CONNECT (and the read buffer its
     // fields point into) is freed now. The will is copied out of that buffer for the
@@ -478,6 +486,18 @@ struct Connection {
     /// Subscribers whose queues asked this publisher to pause (flow control).
     congested: Congested,
     slow_consumer_grace: Duration,
+    /// Messages of this read for the platform's ingest, not yet handed over.
+    ingest_batch: Vec<Inbound>,
+    /// For each message of `ingest_batch`: where its acknowledgement waits in `outbox`.
+    ingest_acks: Vec<Option<PendingAck>>,
+}
+
+/// An acknowledgement held back until the platform has judged its message.
+struct PendingAck {
+    /// Index of the `PUBACK` or `PUBREC` in the outbox.
+    position: usize,
+    packet_id: PacketId,
+    qos: QoS,
 }
 
 impl Connection {
@@ -505,19 +525,30 @@ impl Connection {
             while self.congested.is_empty() {
                 match decode(buffer, self.version, self.max_packet_size) {
                     Ok(Some(packet)) => {
+                        // A SUBSCRIBE sends its SUBACK (and everything before it) at
+                        // once: earlier messages must be judged first.
+                        if matches!(packet, Packet::Subscribe(_)) {
+                            if let Err(closed) = self.settle_and_flush().await {
+                                return closed;
+                            }
+                        }
                         if let Err(closed) = self.handle(packet) {
-                            self.flush_outbox();
-                            return closed;
+                            return self.settle_and_flush().await.err().unwrap_or(closed);
                         }
                     }
                     Ok(None) => break,
                     Err(error) => {
-                        self.flush_outbox();
-                        return Closed::Malformed(error);
+                        return self
+                            .settle_and_flush()
+                            .await
+                            .err()
+                            .unwrap_or(Closed::Malformed(error));
                     }
                 }
             }
-            self.flush_outbox();
+            if let Err(closed) = self.settle_and_flush().await {
+                return closed;
+            }
             if !self.congested.is_empty() {
                 // Not reading lets TCP slow the publisher down to what subscribers take.
                 // Boxed: its timers would otherwise enlarge every idle connection's task.
@@ -584,6 +615,70 @@ impl Connection {
         } else {
             Closed::TakenOver
         }
+    }
+
+    /// Hands the messages collected for the platform over, waits for its verdicts, fixes
+    /// their acknowledgements accordingly, then sends the outbox. Fails only for a 3.1.1
+    /// client whose message could not be stored (it is disconnected unacknowledged).
+    async fn settle_and_flush(&mut self) -> Result<(), Closed> {
+        let settled = if self.ingest_batch.is_empty() {
+            Ok(())
+        } else {
+            // Boxed: its state would otherwise enlarge every idle connection's task.
+            Box::pin(self.settle_ingest()).await
+        };
+        self.flush_outbox();
+        settled
+    }
+
+    async fn settle_ingest(&mut self) -> Result<(), Closed> {
+        let Some(ingest) = self.broker.ingest().cloned() else {
+            self.ingest_batch.clear();
+            self.ingest_acks.clear();
+            return Ok(());
+        };
+        let batch = std::mem::take(&mut self.ingest_batch);
+        let count = batch.len();
+        let verdicts = ingest.ingest(batch).await;
+        let acks = std::mem::take(&mut self.ingest_acks);
+        let mut failed: Vec<usize> = Vec::new();
+        for (index, ack) in acks.into_iter().enumerate() {
+            let verdict = verdicts.get(index).unwrap_or(&Verdict::Failed);
+            let Some(ack) = ack else { continue };
+            let reason = match verdict {
+                Verdict::Accepted => continue,
+                Verdict::Invalid if self.version.is_v5() => ReasonCode::PAYLOAD_FORMAT_INVALID,
+                Verdict::Invalid => continue,
+                Verdict::Failed => {
+                    if ack.qos == QoS::ExactlyOnce {
+                        // Not received after all: a resent PUBLISH must be taken again.
+                        self.session
+                            .state
+                            .lock()
+                            .incoming_qos2
+                            .retain(|id| *id != ack.packet_id);
+                    }
+                    if !self.version.is_v5() {
+                        failed.push(ack.position);
+                        continue;
+                    }
+                    ReasonCode::UNSPECIFIED_ERROR
+                }
+            };
+            match self.outbox.get_mut(ack.position) {
+                Some(Packet::PubAck(puback)) => puback.reason = reason,
+                Some(Packet::PubRec(pubrec)) => pubrec.reason = reason,
+                _ => {}
+            }
+        }
+        debug_assert!(verdicts.len() == count, "one verdict per message");
+        if failed.is_empty() {
+            return Ok(());
+        }
+        for position in failed.into_iter().rev() {
+            self.outbox.remove(position);
+        }
+        Err(Closed::IngestFailed)
     }
 
     fn flush_outbox(&mut self) {
@@ -735,23 +830,34 @@ impl Connection {
         }
         let topic = publish.topic.as_str();
         let is_denied = topic.starts_with("$SYS") || !self.access.may_publish(topic);
+        let is_ingested = !is_denied
+            && self
+                .broker
+                .ingest()
+                .is_some_and(|ingest| ingest.wants(topic));
         let qos = publish.qos;
         let packet_id = publish.packet_id;
         match (qos, packet_id) {
             (QoS::AtMostOnce, _) => {
+                if is_ingested {
+                    self.collect_for_ingest(&publish, None);
+                }
                 if !is_denied {
                     self.broker
                         .publish(publish, self.session.id, &mut self.congested);
                 }
             }
             (QoS::AtLeastOnce, Some(packet_id)) => {
+                if is_ingested {
+                    self.collect_for_ingest(&publish, Some(packet_id));
+                }
                 let delivered = if is_denied {
                     0
                 } else {
                     self.broker
                         .publish(publish, self.session.id, &mut self.congested)
                 };
-                let reason = self.publish_reason(is_denied, delivered);
+                let reason = self.publish_reason(is_denied, delivered + usize::from(is_ingested));
                 self.outbox.push(Packet::PubAck(PubAck {
                     packet_id,
                     reason,
@@ -762,9 +868,13 @@ impl Connection {
                 let is_duplicate = self.session.state.lock().incoming_qos2.contains(&packet_id);
                 let mut delivered = 1;
                 if !is_duplicate && !is_denied {
+                    if is_ingested {
+                        self.collect_for_ingest(&publish, Some(packet_id));
+                    }
                     delivered = self
                         .broker
-                        .publish(publish, self.session.id, &mut self.congested);
+                        .publish(publish, self.session.id, &mut self.congested)
+                        + usize::from(is_ingested);
                     self.session.state.lock().incoming_qos2.push(packet_id);
                 }
                 let reason = self.publish_reason(is_denied, delivered);
@@ -784,6 +894,25 @@ impl Connection {
         Ok(())
     }
 
+    /// Adds a message for the platform to this read's batch; its acknowledgement (pushed
+    /// next into the outbox, for QoS 1/2) waits for the verdict.
+    fn collect_for_ingest(&mut self, publish: &Publish, packet_id: Option<PacketId>) {
+        self.ingest_acks.push(packet_id.map(|packet_id| PendingAck {
+            position: self.outbox.len(),
+            packet_id,
+            qos: publish.qos,
+        }));
+        self.ingest_batch.push(Inbound {
+            topic: publish.topic.clone(),
+            payload: publish.payload.clone(),
+            qos: publish.qos,
+            device: match &self.access {
+                Access::Full => None,
+                Access::Device(id) => Some(Arc::clone(id)),
+            },
+        });
+    }
+
     fn publish_reason(&self, is_denied: bool, delivered: usize) -> ReasonCode {
         if !self.version.is_v5() {
             ReasonCode::SUCCESS
@@ -800,21 +929,36 @@ impl Connection {
     /// it was found. `is_final` ends the exchange (`PUBACK`, `PUBCOMP`, a refusing
     /// `PUBREC`); otherwise a `PUBREC` moves it on to awaiting `PUBCOMP`.
     fn acknowledge(&self, packet_id: PacketId, awaiting: Awaiting, is_final: bool) -> bool {
-        let mut state = self.session.state.lock();
-        let Some(position) = state
-            .inflight
-            .iter()
-            .position(|entry| entry.packet_id == packet_id && entry.awaiting == awaiting)
-        else {
-            return false;
-        };
-        if is_final {
-            state.inflight.remove(position);
-            if !state.pending.is_empty() {
-                state.wake_writer();
+        let receipt = {
+            let mut state = self.session.state.lock();
+            let Some(position) = state
+                .inflight
+                .iter()
+                .position(|entry| entry.packet_id == packet_id && entry.awaiting == awaiting)
+            else {
+                return false;
+            };
+            // The client has the message once it answers PUBACK or PUBREC.
+            let receipt = match awaiting {
+                Awaiting::PubAck | Awaiting::PubRec => state
+                    .inflight
+                    .get(position)
+                    .and_then(|entry| entry.delivery.message.receipt.clone()),
+                Awaiting::PubComp => None,
+            };
+            if is_final {
+                state.inflight.remove(position);
+                if !state.pending.is_empty() {
+                    state.wake_writer();
+                }
+            } else if let Some(entry) = state.inflight.get_mut(position) {
+                entry.awaiting = Awaiting::PubComp;
             }
-        } else if let Some(entry) = state.inflight.get_mut(position) {
-            entry.awaiting = Awaiting::PubComp;
+            receipt
+        };
+        // Outside the session lock: the callback belongs to the platform.
+        if let Some(receipt) = receipt {
+            receipt.fire();
         }
         true
     }
@@ -849,6 +993,7 @@ async fn write_loop(writer: Writer) {
     // Grows while there is work; released whenever the writer goes idle.
     let mut out = BytesMut::new();
     let mut has_written = false;
+    let mut receipts: Vec<Arc<Receipt>> = Vec::new();
     loop {
         let step = {
             let mut state = session.state.lock();
@@ -870,6 +1015,7 @@ async fn write_loop(writer: Writer) {
                 if !drained.has_more {
                     state.release_idle_queues();
                 }
+                receipts = drained.receipts;
                 Some((state.is_closing, drained.has_more))
             } else {
                 None
@@ -899,6 +1045,9 @@ async fn write_loop(writer: Writer) {
             }
             stats::add(&broker.stats().bytes_sent, out.len() as u64);
             session.progress.fetch_add(1, Ordering::Relaxed);
+            for receipt in receipts.drain(..) {
+                receipt.fire();
+            }
             out.clear();
             has_written = true;
         } else {
@@ -919,6 +1068,8 @@ struct Drained {
     published: usize,
     dropped: usize,
     has_more: bool,
+    /// Tracked QoS 0 messages in this batch: delivered once it is written.
+    receipts: Vec<Arc<Receipt>>,
 }
 
 /// Encodes queued control packets, then (once after a reconnect) the in-flight messages
@@ -944,6 +1095,7 @@ fn drain(state: &mut SessionState, out: &mut BytesMut, is_resending: &mut bool) 
         published: 0,
         dropped: 0,
         has_more: false,
+        receipts: Vec::new(),
     };
     while out.len() < WRITE_BATCH {
         let Some(front) = state.pending.front() else {
@@ -975,6 +1127,9 @@ fn drain(state: &mut SessionState, out: &mut BytesMut, is_resending: &mut bool) 
             }
         }
         drained.published += 1;
+        if let (None, Some(receipt)) = (packet_id, &delivery.message.receipt) {
+            drained.receipts.push(Arc::clone(receipt));
+        }
         if let Some(packet_id) = packet_id {
             let awaiting = if delivery.qos == QoS::AtLeastOnce {
                 Awaiting::PubAck

@@ -65,6 +65,35 @@ pub(crate) struct Message {
     pub(crate) is_compact: bool,
     /// The compact copy made for long-lived queues, shared by all of them.
     pub(crate) stored_copy: OnceLock<Arc<Message>>,
+    /// Told when a client first has the message ([`crate::Broker::publish_tracked`]).
+    pub(crate) receipt: Option<Arc<Receipt>>,
+}
+
+/// A callback run once, when a tracked message first reaches a client.
+pub(crate) struct Receipt {
+    callback: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+}
+
+impl Receipt {
+    pub(crate) fn new(callback: impl FnOnce() + Send + 'static) -> Receipt {
+        Receipt {
+            callback: Mutex::new(Some(Box::new(callback))),
+        }
+    }
+
+    /// Runs the callback, the first time only.
+    pub(crate) fn fire(&self) {
+        let callback = self.callback.lock().take();
+        if let Some(callback) = callback {
+            callback();
+        }
+    }
+}
+
+impl std::fmt::Debug for Receipt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Receipt")
+    }
 }
 
 impl Message {
@@ -85,6 +114,7 @@ impl Message {
                 origin: self.origin,
                 is_compact: true,
                 stored_copy: OnceLock::new(),
+                receipt: self.receipt.clone(),
             })
         }))
     }
@@ -380,6 +410,7 @@ mod tests {
             origin: None,
             is_compact: false,
             stored_copy: OnceLock::new(),
+            receipt: None,
         })
     }
 
