@@ -48,11 +48,46 @@ pub(crate) struct DeviceBody {
     attributes: serde_json::Map<String, serde_json::Value>,
     /// Whether it has MQTT credentials (see `POST /api/v1/devices/{id}/credentials`).
     has_credentials: bool,
+    /// The last payload of this device that was rejected, and why; `null` when none
+    /// (since the server started).
+    last_ingest_error: Option<IngestErrorBody>,
+}
+
+/// A rejected payload.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = IngestError)]
+pub(crate) struct IngestErrorBody {
+    /// When (RFC 3339).
+    at: String,
+    /// `mqtt`, `http` or `line_protocol`.
+    source: &'static str,
+    /// Why, as the sender was told.
+    #[schema(example = "field \"status\": expected a number or boolean, got a string")]
+    message: String,
+}
+
+impl DeviceBody {
+    /// The device, with its last ingest error from the platform.
+    pub(crate) fn new(device: Device, app: &crate::App) -> DeviceBody {
+        let last_ingest_error = app
+            .platform
+            .last_ingest_error(device.id.as_str())
+            .map(|error| IngestErrorBody {
+                at: rfc3339(error.at.as_millis()),
+                source: error.source.as_str(),
+                message: error.message,
+            });
+        DeviceBody {
+            last_ingest_error,
+            ..DeviceBody::from(device)
+        }
+    }
 }
 
 impl From<Device> for DeviceBody {
     fn from(device: Device) -> DeviceBody {
         DeviceBody {
+            last_ingest_error: None,
             id: device.id.as_str().to_owned(),
             name: device.name,
             device_type: device.device_type,
@@ -123,7 +158,7 @@ pub(crate) struct Credentials {
 }
 
 /// The device id of the path, validated: 400 when it breaks the syntax.
-pub(crate) struct DevicePath(DeviceId);
+pub(crate) struct DevicePath(pub(crate) DeviceId);
 
 impl<S: Send + Sync> FromRequestParts<S> for DevicePath {
     type Rejection = Problem;
@@ -210,6 +245,7 @@ pub(crate) async fn create_device(
         labels: body.labels.unwrap_or_default(),
     };
     let device = app.registry.create_device(new).await?;
+    app.platform.device_changed(&device);
     tracing::info!(device = %device.id, by = %caller.token.name, "device registered");
     let location = HeaderValue::try_from(format!("/api/v1/devices/{}", device.id))
         .map_err(|_| Problem::internal())?;
@@ -257,7 +293,11 @@ pub(crate) async fn list_devices(
             error => Problem::from(error),
         })?;
     Ok(axum::Json(DevicePage {
-        items: page.items.into_iter().map(DeviceBody::from).collect(),
+        items: page
+            .items
+            .into_iter()
+            .map(|device| DeviceBody::new(device, &app))
+            .collect(),
         next_cursor: page.next_cursor,
     }))
 }
@@ -280,7 +320,7 @@ pub(crate) async fn get_device(
     DevicePath(id): DevicePath,
 ) -> Result<axum::Json<DeviceBody>, Problem> {
     let device = app.registry.device(&id).await?;
-    Ok(axum::Json(DeviceBody::from(device)))
+    Ok(axum::Json(DeviceBody::new(device, &app)))
 }
 
 /// Changes a device's name, type or labels.
@@ -311,8 +351,9 @@ pub(crate) async fn update_device(
         labels: body.labels,
     };
     let device = app.registry.update_device(&id, patch).await?;
+    app.platform.device_changed(&device);
     tracing::info!(device = %id, by = %caller.token.name, "device changed");
-    Ok(axum::Json(DeviceBody::from(device)))
+    Ok(axum::Json(DeviceBody::new(device, &app)))
 }
 
 /// Deletes a device and its credentials, and disconnects it from the broker.
@@ -333,6 +374,7 @@ pub(crate) async fn delete_device(
     DevicePath(id): DevicePath,
 ) -> Result<StatusCode, Problem> {
     app.registry.delete_device(&id).await?;
+    app.platform.device_deleted(&id).await;
     let connections = app.broker.disconnect_device(id.as_str());
     tracing::info!(device = %id, by = %caller.token.name, connections, "device deleted");
     Ok(StatusCode::NO_CONTENT)

@@ -19,11 +19,19 @@
 //! # }
 //! ```
 
+mod alarms;
 mod auth;
+mod commands;
 mod devices;
+mod influx;
 mod metrics;
 mod openapi;
+mod overview;
+mod params;
 mod problem;
+mod rules;
+mod stream;
+mod telemetry;
 mod timestamp;
 mod tokens;
 
@@ -35,6 +43,7 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::IntoResponse;
 use fleetwire_broker::Broker;
+use fleetwire_platform::Platform;
 use fleetwire_registry::Registry;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
@@ -53,6 +62,8 @@ pub struct ApiState {
     pub broker: Broker,
     /// The device registry.
     pub registry: Registry,
+    /// The platform: telemetry, rules, alarms, commands, events.
+    pub platform: Platform,
 }
 
 /// The state handlers share: the caller's [`ApiState`] plus what the router builds
@@ -60,6 +71,7 @@ pub struct ApiState {
 pub(crate) struct App {
     broker: Broker,
     registry: Registry,
+    platform: Platform,
     http_metrics: HttpMetrics,
     openapi_json: Bytes,
 }
@@ -77,6 +89,7 @@ pub fn router(state: ApiState) -> Router {
         openapi_json: Bytes::from(document.to_json().unwrap_or_default()),
         broker: state.broker,
         registry: state.registry,
+        platform: state.platform,
     });
     router
         .method_not_allowed_fallback(problem::method_not_allowed)
@@ -105,6 +118,43 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(devices::issue_credentials))
         .routes(routes!(tokens::list_tokens, tokens::create_token))
         .routes(routes!(tokens::revoke_token))
+        .routes(routes!(telemetry::latest))
+        .routes(routes!(telemetry::query))
+        .routes(with_body_limit(
+            routes!(telemetry::write),
+            telemetry::TELEMETRY_BODY_LIMIT,
+        ))
+        .routes(with_body_limit(
+            routes!(influx::write),
+            influx::WRITE_BODY_LIMIT,
+        ))
+        .routes(routes!(rules::list_rules, rules::create_rule))
+        .routes(routes!(
+            rules::get_rule,
+            rules::replace_rule,
+            rules::delete_rule
+        ))
+        .routes(routes!(alarms::list_alarms))
+        .routes(routes!(alarms::get_alarm))
+        .routes(routes!(alarms::acknowledge_alarm))
+        .routes(routes!(alarms::clear_alarm))
+        .routes(routes!(commands::list_commands, commands::send_command))
+        .routes(routes!(commands::get_command))
+        .routes(routes!(overview::overview))
+        .routes(routes!(stream::stream))
+}
+
+/// Routes that take larger bodies than the default 64 KiB (telemetry batches, line
+/// protocol from collectors).
+fn with_body_limit(
+    (schemas, paths, method_router): utoipa_axum::router::UtoipaMethodRouter<AppState>,
+    limit: usize,
+) -> utoipa_axum::router::UtoipaMethodRouter<AppState> {
+    (
+        schemas,
+        paths,
+        method_router.layer(DefaultBodyLimit::max(limit)),
+    )
 }
 
 fn finished(mut document: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
@@ -156,7 +206,7 @@ async fn readyz(State(app): State<AppState>) -> impl IntoResponse {
         content_type = "text/plain; version=0.0.4"))
 )]
 async fn prometheus_metrics(State(app): State<AppState>) -> impl IntoResponse {
-    let body = metrics::render(&app.broker, &app.http_metrics);
+    let body = metrics::render(&app.broker, &app.platform, &app.http_metrics);
     (
         [(
             header::CONTENT_TYPE,

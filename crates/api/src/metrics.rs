@@ -15,6 +15,7 @@ use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::Response;
 use fleetwire_broker::Broker;
+use fleetwire_platform::{Platform, PlatformStats, SourceCounts};
 
 use crate::AppState;
 
@@ -214,7 +215,7 @@ pub(crate) async fn track(State(app): State<AppState>, request: Request, next: N
 }
 
 /// Renders every metric in the Prometheus text format (version 0.0.4).
-pub(crate) fn render(broker: &Broker, http: &HttpMetrics) -> String {
+pub(crate) fn render(broker: &Broker, platform: &Platform, http: &HttpMetrics) -> String {
     let stats = broker.stats_snapshot();
     let metrics: [(&str, &str, &str, u64); 12] = [
         (
@@ -298,7 +299,126 @@ pub(crate) fn render(broker: &Broker, http: &HttpMetrics) -> String {
         );
     }
     http.render(&mut out);
+    render_platform(&platform.stats(), &mut out);
     out
+}
+
+/// Ingest, store and webhook counters.
+fn render_platform(stats: &PlatformStats, out: &mut String) {
+    for (name, help, value) in [
+        (
+            "fleetwire_ingest_messages_accepted_total",
+            "Telemetry messages accepted (MQTT publishes, HTTP bodies, line protocol requests)",
+            (|counts: &SourceCounts| counts.accepted) as fn(&SourceCounts) -> u64,
+        ),
+        (
+            "fleetwire_ingest_messages_rejected_total",
+            "Messages rejected for their content (bad JSON, fields that cannot be stored, wrong device)",
+            |counts: &SourceCounts| counts.rejected,
+        ),
+        (
+            "fleetwire_ingest_messages_failed_total",
+            "Messages that could not be stored (store failure, shutting down)",
+            |counts: &SourceCounts| counts.failed,
+        ),
+    ] {
+        let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} counter\n");
+        for counts in &stats.ingest {
+            let _ = writeln!(
+                out,
+                "{name}{{source=\"{}\"}} {}",
+                counts.source,
+                value(counts)
+            );
+        }
+    }
+    let store = &stats.store;
+    let scalars: [(&str, &str, &str, f64); 13] = [
+        (
+            "fleetwire_ingest_string_fields_skipped_total",
+            "counter",
+            "String fields of line protocol skipped (they cannot be stored as numbers)",
+            stats.skipped_string_fields as f64,
+        ),
+        (
+            "fleetwire_store_points_written_total",
+            "counter",
+            "Points written to the telemetry store",
+            stats.points_written as f64,
+        ),
+        (
+            "fleetwire_store_writes_total",
+            "counter",
+            "Group writes (one log append and fsync each)",
+            stats.store_writes as f64,
+        ),
+        (
+            "fleetwire_store_write_seconds_total",
+            "counter",
+            "Time spent in group writes",
+            stats.store_write_seconds,
+        ),
+        (
+            "fleetwire_store_series",
+            "gauge",
+            "Series (device, field) in the store",
+            store.series as f64,
+        ),
+        (
+            "fleetwire_store_head_points",
+            "gauge",
+            "Points in memory, not yet in segments",
+            store.head_points as f64,
+        ),
+        (
+            "fleetwire_store_segments",
+            "gauge",
+            "Segment files",
+            store.segments as f64,
+        ),
+        (
+            "fleetwire_store_segment_bytes",
+            "gauge",
+            "Bytes in segment files",
+            store.segment_bytes as f64,
+        ),
+        (
+            "fleetwire_store_wal_bytes",
+            "gauge",
+            "Bytes in write-ahead log files",
+            store.wal_bytes as f64,
+        ),
+        (
+            "fleetwire_webhooks_delivered_total",
+            "counter",
+            "Webhook deliveries answered with 2xx",
+            stats.webhooks[0] as f64,
+        ),
+        (
+            "fleetwire_webhooks_failed_total",
+            "counter",
+            "Webhook deliveries that failed every attempt",
+            stats.webhooks[1] as f64,
+        ),
+        (
+            "fleetwire_webhooks_short_circuited_total",
+            "counter",
+            "Webhook deliveries refused because the URL's circuit was open",
+            stats.webhooks[3] as f64,
+        ),
+        (
+            "fleetwire_webhooks_dropped_total",
+            "counter",
+            "Webhook deliveries dropped because the URL's queue was full",
+            stats.webhooks[4] as f64,
+        ),
+    ];
+    for (name, kind, help, value) in scalars {
+        let _ = write!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
+        );
+    }
 }
 
 #[cfg(test)]

@@ -13,20 +13,29 @@ use crate::problem::{PROBLEM_JSON, ProblemBody};
 
 /// Name of the security scheme in the document.
 const BEARER: &str = "bearer";
+/// Name of the device (HTTP Basic) security scheme.
+const DEVICE: &str = "device";
 
 /// The parts of the document that are not routes.
 #[derive(OpenApi)]
 #[openapi(
     info(
         title = "Fleetwire API",
-        description = "Devices, credentials and API tokens of a Fleetwire platform. Every \
-                       `/api/v1` request needs `Authorization: Bearer <token>`; errors are \
-                       `application/problem+json`.",
+        description = "Devices, telemetry, rules, alarms, commands and API tokens of a \
+                       Fleetwire platform. Every `/api/v1` request needs `Authorization: \
+                       Bearer <token>`; errors are `application/problem+json`.",
         license(name = "Apache-2.0", identifier = "Apache-2.0"),
     ),
     tags(
         (name = "devices", description = "Registered devices and their MQTT credentials"),
         (name = "tokens", description = "API tokens (admin only)"),
+        (name = "telemetry", description = "Writing and querying device telemetry"),
+        (name = "influxdb", description = "InfluxDB v2 compatible write endpoint (Telegraf)"),
+        (name = "rules", description = "Conditions over telemetry that raise alarms and act"),
+        (name = "alarms", description = "Alarms raised by rules: acknowledge and clear"),
+        (name = "commands", description = "Platform-to-device requests with a tracked result"),
+        (name = "overview", description = "The fleet at a glance"),
+        (name = "stream", description = "Live events over WebSocket"),
         (name = "operations", description = "Health, readiness, metrics and this document; \
                                              no token needed"),
     ),
@@ -42,6 +51,7 @@ const BEARER: &str = "bearer";
             UnsupportedMediaType,
             ValidationFailed,
             InternalError,
+            Unavailable,
         )
     )
 )]
@@ -68,13 +78,14 @@ problem_responses! {
     BadRequest => "Malformed request: bad query parameter, path id or JSON syntax",
     Unauthorized => "Missing, unknown or revoked API token",
     Forbidden => "The token's role does not allow this",
-    NotFound => "No such device or token",
-    Conflict => "A device with this id exists already",
-    PayloadTooLarge => "The body is larger than 64 KiB",
+    NotFound => "No such device, token, rule, alarm or command",
+    Conflict => "The id is taken, or the change conflicts with the current state (an alarm already cleared)",
+    PayloadTooLarge => "The body is larger than the route's limit (64 KiB; telemetry 1 MiB; line protocol 32 MiB)",
     UnsupportedMediaType => "The body is not sent as `Content-Type: application/json`",
     ValidationFailed => "JSON of the wrong shape (unknown or missing field, wrong type) or \
                          values breaking a rule (id syntax, sizes)",
     InternalError => "The server failed; details are in its log, never in the answer",
+    Unavailable => "The server is shutting down or cannot store the data now; retry later",
 }
 
 fn problem_response(description: &str) -> Response {
@@ -105,8 +116,20 @@ pub(crate) fn finish(document: &mut utoipa::openapi::OpenApi) {
                 .build(),
         ),
     );
+    components.add_security_scheme(
+        DEVICE,
+        SecurityScheme::Http(
+            HttpBuilder::new()
+                .scheme(HttpAuthScheme::Basic)
+                .description(Some(
+                    "A device's own credentials: user name = device id, password = the \
+                     device secret (only for writing that device's telemetry)",
+                ))
+                .build(),
+        ),
+    );
     for (path, item) in document.paths.paths.iter_mut() {
-        if !path.starts_with("/api/v1/") {
+        if !path.starts_with("/api/v1/") && !path.starts_with("/api/v2/") {
             continue;
         }
         let operations = [
@@ -120,10 +143,10 @@ pub(crate) fn finish(document: &mut utoipa::openapi::OpenApi) {
             &mut item.trace,
         ];
         for operation in operations.into_iter().flatten() {
-            operation
-                .security
-                .get_or_insert_with(Vec::new)
-                .push(SecurityRequirement::new(BEARER, Vec::<String>::new()));
+            // Operations that list their own schemes (bearer or device) keep them.
+            operation.security.get_or_insert_with(|| {
+                vec![SecurityRequirement::new(BEARER, Vec::<String>::new())]
+            });
             for (status, name) in [
                 ("401", "Unauthorized"),
                 ("403", "Forbidden"),

@@ -19,6 +19,8 @@ pub(crate) struct Problem {
     status: StatusCode,
     kind: Kind,
     detail: String,
+    /// Byte offset of the problem in an expression (rules), as an extension member.
+    position: Option<usize>,
 }
 
 /// What kind of problem: fixes the `type` URI and the `title`.
@@ -109,6 +111,7 @@ impl Problem {
             status: kind.status(),
             kind,
             detail: detail.into(),
+            position: None,
         }
     }
 
@@ -132,6 +135,11 @@ impl Problem {
         Problem::new(Kind::NotFound, detail)
     }
 
+    /// 422: well-formed, but the values break a rule.
+    pub(crate) fn validation(detail: impl Into<String>) -> Problem {
+        Problem::new(Kind::ValidationFailed, detail)
+    }
+
     /// 500; the detail never carries internals (they are logged where they happen).
     pub(crate) fn internal() -> Problem {
         Problem::new(
@@ -146,6 +154,7 @@ impl Problem {
             status,
             kind: Kind::from_status(status),
             detail: detail.into(),
+            position: None,
         }
     }
 }
@@ -171,6 +180,10 @@ pub(crate) struct ProblemBody<'a> {
     status: u16,
     /// What went wrong in this request.
     detail: &'a str,
+    /// For a rule expression that does not compile: the byte offset of the problem in
+    /// the expression the detail names.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    position: Option<usize>,
 }
 
 impl IntoResponse for Problem {
@@ -181,6 +194,7 @@ impl IntoResponse for Problem {
             title: self.kind.title(),
             status: self.status.as_u16(),
             detail: &self.detail,
+            position: self.position,
         };
         let body = match serde_json::to_vec(&body) {
             Ok(body) => body,
@@ -207,7 +221,9 @@ impl From<Error> for Problem {
     fn from(error: Error) -> Problem {
         match error {
             Error::NotFound { .. } => Problem::not_found(error.to_string()),
-            Error::AlreadyExists(_) => Problem::new(Kind::Conflict, error.to_string()),
+            Error::AlreadyExists(_) | Error::IdTaken { .. } | Error::Conflict(_) => {
+                Problem::new(Kind::Conflict, error.to_string())
+            }
             Error::Invalid(message) => Problem::new(Kind::ValidationFailed, message),
             Error::InvalidCursor => Problem::bad_request(
                 "invalid cursor: pass the next_cursor of a previous page unchanged",
@@ -219,6 +235,38 @@ impl From<Error> for Problem {
             // A variant added to the registry later: never leak what it says.
             other => {
                 tracing::error!(error = %other, "registry failed");
+                Problem::internal()
+            }
+        }
+    }
+}
+
+impl From<fleetwire_platform::Error> for Problem {
+    fn from(error: fleetwire_platform::Error) -> Problem {
+        use fleetwire_platform::Error as PlatformError;
+        match error {
+            PlatformError::Payload(_) | PlatformError::InvalidDevice(_) => {
+                Problem::bad_request(error.to_string())
+            }
+            PlatformError::NotFound { .. } => Problem::not_found(error.to_string()),
+            PlatformError::Invalid(message) => Problem::new(Kind::ValidationFailed, message),
+            PlatformError::InvalidExpression { detail, position } => Problem {
+                position,
+                ..Problem::new(Kind::ValidationFailed, detail)
+            },
+            PlatformError::Conflict(message) => Problem::new(Kind::Conflict, message),
+            PlatformError::ShuttingDown => Problem::new(Kind::Unavailable, error.to_string()),
+            PlatformError::Registry(error) => Problem::from(error),
+            PlatformError::Store(_) => {
+                tracing::error!(%error, "telemetry store failed");
+                Problem::new(
+                    Kind::Unavailable,
+                    "the telemetry store cannot take writes now; nothing of this request was \
+                     stored; the details are in the server's log",
+                )
+            }
+            other => {
+                tracing::error!(error = %other, "platform failed");
                 Problem::internal()
             }
         }

@@ -14,9 +14,11 @@ use std::time::Duration;
 
 use fleetwire_api::ApiState;
 use fleetwire_broker::{
-    Access, Authenticator, BoxFuture, Broker, BrokerConfig, Credentials, Denial,
+    Access, Authenticator, BoxFuture, Broker, BrokerConfig, Credentials, Denial, Hooks,
 };
+use fleetwire_platform::{Platform, PlatformConfig};
 use fleetwire_registry::{DeviceId, Registry};
+use fleetwire_store::{Store, StoreConfig};
 use serde_json::{Value, json};
 use ureq::http;
 
@@ -121,10 +123,18 @@ fn start() -> Server {
     let (addr, mqtt_addr, registry) = runtime.block_on(async {
         let registry = Registry::open_in_dir(&dir).await.unwrap();
         registry.set_bootstrap_token(ADMIN_TOKEN).await.unwrap();
-        let broker = Broker::with_authenticator(
+        let store = Store::open(dir.join("telemetry"), StoreConfig::default()).unwrap();
+        let platform = Platform::start(store, registry.clone(), PlatformConfig::default())
+            .await
+            .unwrap();
+        let broker = Broker::with_hooks(
             BrokerConfig::default(),
-            Arc::new(DeviceLogins(registry.clone())),
+            Hooks {
+                authenticator: Some(Arc::new(DeviceLogins(registry.clone()))),
+                ingest: Some(platform.mqtt_ingest()),
+            },
         );
+        platform.attach_broker(broker.clone());
         let mqtt = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let mqtt_addr = mqtt.local_addr().unwrap();
         // The listener runs as long as the runtime; the handle is not needed.
@@ -134,6 +144,7 @@ fn start() -> Server {
         let router = fleetwire_api::router(ApiState {
             broker,
             registry: registry.clone(),
+            platform,
         });
         tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
         (addr, mqtt_addr, registry)
@@ -905,7 +916,7 @@ fn metrics_count_requests_by_route_template_and_status_class() {
 }
 
 /// Every route the router serves, as (method, path template).
-const ROUTES: [(&str, &str); 13] = [
+const ROUTES: [(&str, &str); 31] = [
     ("get", "/healthz"),
     ("get", "/readyz"),
     ("get", "/metrics"),
@@ -919,6 +930,24 @@ const ROUTES: [(&str, &str); 13] = [
     ("get", "/api/v1/tokens"),
     ("post", "/api/v1/tokens"),
     ("delete", "/api/v1/tokens/{id}"),
+    ("get", "/api/v1/devices/{id}/telemetry/latest"),
+    ("get", "/api/v1/devices/{id}/telemetry"),
+    ("post", "/api/v1/devices/{id}/telemetry"),
+    ("post", "/api/v2/write"),
+    ("get", "/api/v1/rules"),
+    ("post", "/api/v1/rules"),
+    ("get", "/api/v1/rules/{id}"),
+    ("put", "/api/v1/rules/{id}"),
+    ("delete", "/api/v1/rules/{id}"),
+    ("get", "/api/v1/alarms"),
+    ("get", "/api/v1/alarms/{id}"),
+    ("post", "/api/v1/alarms/{id}/ack"),
+    ("post", "/api/v1/alarms/{id}/clear"),
+    ("get", "/api/v1/devices/{id}/commands"),
+    ("post", "/api/v1/devices/{id}/commands"),
+    ("get", "/api/v1/devices/{id}/commands/{cmd}"),
+    ("get", "/api/v1/overview"),
+    ("get", "/api/v1/stream"),
 ];
 
 #[test]
@@ -978,11 +1007,13 @@ fn the_openapi_document_describes_every_route() {
         .filter(|(_, path)| path.starts_with("/api/v1/"))
     {
         let operation = &document["paths"][path][method];
-        assert_eq!(
-            operation["security"],
-            json!([{"bearer": []}]),
-            "{method} {path}"
-        );
+        // A device may also write its own telemetry with its MQTT credentials.
+        let security = if method == "post" && path == "/api/v1/devices/{id}/telemetry" {
+            json!([{"bearer": []}, {"device": []}])
+        } else {
+            json!([{"bearer": []}])
+        };
+        assert_eq!(operation["security"], security, "{method} {path}");
         for status in ["401", "403", "500"] {
             assert!(
                 operation["responses"][status].is_object(),
@@ -998,17 +1029,36 @@ fn the_openapi_document_describes_every_route() {
         .map(String::as_str)
         .collect();
     let expected = BTreeSet::from([
+        "Alarm",
+        "AlarmCounts",
+        "AlarmPage",
+        "Command",
+        "CommandPage",
         "CreatedToken",
         "Credentials",
         "Device",
+        "DeviceCounts",
         "DevicePage",
         "DevicePatch",
+        "IngestError",
+        "IngestRates",
+        "LatestValue",
+        "NewCommand",
         "NewDevice",
+        "NewRule",
         "NewToken",
+        "Overview",
         "Problem",
         "Role",
+        "Rule",
+        "RuleAction",
+        "RuleMatch",
+        "RulePage",
+        "Series",
+        "SeriesSet",
         "Token",
         "TokenPage",
+        "Written",
     ]);
     assert_eq!(schemas, expected);
     assert_eq!(

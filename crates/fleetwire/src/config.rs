@@ -29,6 +29,72 @@ pub(crate) struct RawConfig {
     mqtt: RawMqtt,
     http: RawHttp,
     registry: RawRegistry,
+    storage: RawStorage,
+    ingest: RawIngest,
+    webhooks: RawWebhooks,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawStorage {
+    /// `sync` (acknowledge after fsync) or `batch` (fsync every `batch_flush_ms`).
+    durability: String,
+    /// In `batch` durability: the longest time between a write and its fsync.
+    batch_flush_ms: u64,
+    /// Telemetry older than this is deleted, by whole days: `30d`, `12w`; empty keeps
+    /// everything.
+    retention: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawIngest {
+    /// Whether data for an unknown device registers it (anonymous MQTT, line protocol).
+    auto_register_devices: bool,
+    /// Most fields in one row of telemetry.
+    max_fields_per_row: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawWebhooks {
+    timeout_ms: u64,
+    attempts: u64,
+    first_backoff_ms: u64,
+    circuit_failures: u64,
+    circuit_open_secs: u64,
+}
+
+impl Default for RawStorage {
+    fn default() -> RawStorage {
+        RawStorage {
+            durability: "sync".to_owned(),
+            batch_flush_ms: 100,
+            retention: String::new(),
+        }
+    }
+}
+
+impl Default for RawIngest {
+    fn default() -> RawIngest {
+        RawIngest {
+            auto_register_devices: true,
+            max_fields_per_row: fleetwire_formats::Limits::default().max_fields_per_row as u64,
+        }
+    }
+}
+
+impl Default for RawWebhooks {
+    fn default() -> RawWebhooks {
+        let defaults = fleetwire_platform::WebhookConfig::default();
+        RawWebhooks {
+            timeout_ms: defaults.timeout.as_millis() as u64,
+            attempts: u64::from(defaults.attempts),
+            first_backoff_ms: defaults.first_backoff.as_millis() as u64,
+            circuit_failures: u64::from(defaults.failures_to_open),
+            circuit_open_secs: defaults.open_for.as_secs(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -92,6 +158,9 @@ impl Default for RawConfig {
                 addr: SocketAddr::from(([0, 0, 0, 0], 8080)),
             },
             registry: RawRegistry::default(),
+            storage: RawStorage::default(),
+            ingest: RawIngest::default(),
+            webhooks: RawWebhooks::default(),
         }
     }
 }
@@ -132,6 +201,10 @@ pub(crate) struct Settings {
     /// Registry database URL; `None`: SQLite in the data dir.
     pub(crate) registry_url: Option<String>,
     pub(crate) log: LogSettings,
+    /// The telemetry store.
+    pub(crate) store: fleetwire_store::StoreConfig,
+    /// Ingest, rules, webhooks.
+    pub(crate) platform: fleetwire_platform::PlatformConfig,
 }
 
 impl Settings {
@@ -307,7 +380,11 @@ impl RawConfig {
             auth_failures_per_minute: u32::try_from(mqtt.auth_failures_per_minute)
                 .context("mqtt.auth_failures_per_minute")?,
         };
+        let store = self.storage.validate()?;
+        let platform = self.platform_config()?;
         Ok(Settings {
+            store,
+            platform,
             data_dir: self.data_dir,
             admin_token: self.admin_token,
             mqtt_addr: self.mqtt.addr,
@@ -318,6 +395,101 @@ impl RawConfig {
                 format: self.log.format,
                 level: self.log.level,
             },
+        })
+    }
+}
+
+impl RawStorage {
+    fn validate(&self) -> anyhow::Result<fleetwire_store::StoreConfig> {
+        let durability = match self.durability.as_str() {
+            "sync" => fleetwire_store::Durability::Sync,
+            "batch" => {
+                check_range("storage.batch_flush_ms", self.batch_flush_ms, 1, 60_000)?;
+                fleetwire_store::Durability::Batch {
+                    flush_interval: Duration::from_millis(self.batch_flush_ms),
+                }
+            }
+            other => bail!(
+                "invalid configuration: storage.durability must be sync or batch, got {other:?}"
+            ),
+        };
+        let retention = match self.retention.trim() {
+            "" => None,
+            text => {
+                let retention = parse_days(text).ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "invalid configuration: storage.retention must be whole days or weeks \
+                         such as 30d or 12w, or empty to keep everything, got {text:?}"
+                    )
+                })?;
+                Some(retention)
+            }
+        };
+        Ok(fleetwire_store::StoreConfig {
+            durability,
+            retention,
+            ..fleetwire_store::StoreConfig::default()
+        })
+    }
+}
+
+/// `30d` or `12w` (at least one day, since retention drops whole day partitions).
+fn parse_days(text: &str) -> Option<Duration> {
+    let (number, unit) = text.split_at(text.len().checked_sub(1)?);
+    let number: u64 = number.parse().ok().filter(|number| *number > 0)?;
+    let days = match unit {
+        "d" => number,
+        "w" => number.checked_mul(7)?,
+        _ => return None,
+    };
+    Some(Duration::from_secs(days.checked_mul(86_400)?))
+}
+
+impl RawConfig {
+    fn platform_config(&self) -> anyhow::Result<fleetwire_platform::PlatformConfig> {
+        let ingest = &self.ingest;
+        check_range(
+            "ingest.max_fields_per_row",
+            ingest.max_fields_per_row,
+            1,
+            100_000,
+        )?;
+        let webhooks = &self.webhooks;
+        check_range("webhooks.timeout_ms", webhooks.timeout_ms, 10, 600_000)?;
+        check_range("webhooks.attempts", webhooks.attempts, 1, 100)?;
+        check_range(
+            "webhooks.first_backoff_ms",
+            webhooks.first_backoff_ms,
+            1,
+            600_000,
+        )?;
+        check_range(
+            "webhooks.circuit_failures",
+            webhooks.circuit_failures,
+            1,
+            1000,
+        )?;
+        check_range(
+            "webhooks.circuit_open_secs",
+            webhooks.circuit_open_secs,
+            1,
+            86_400,
+        )?;
+        Ok(fleetwire_platform::PlatformConfig {
+            limits: fleetwire_formats::Limits {
+                max_fields_per_row: ingest.max_fields_per_row as usize,
+                ..fleetwire_formats::Limits::default()
+            },
+            auto_register_devices: ingest.auto_register_devices,
+            webhooks: fleetwire_platform::WebhookConfig {
+                timeout: Duration::from_millis(webhooks.timeout_ms),
+                attempts: webhooks.attempts as u32,
+                first_backoff: Duration::from_millis(webhooks.first_backoff_ms),
+                failures_to_open: webhooks.circuit_failures as u32,
+                open_for: Duration::from_secs(webhooks.circuit_open_secs),
+                ..fleetwire_platform::WebhookConfig::default()
+            },
+            ..fleetwire_platform::PlatformConfig::default()
         })
     }
 }

@@ -1,5 +1,6 @@
 //! The registry as the broker's authenticator: MQTT user name = device id, password =
-//! the device secret; devices get device access, and their presence is recorded.
+//! the device secret; devices get device access, and their presence is recorded (and
+//! published on the platform's live stream).
 //!
 //! Glue only: the broker knows nothing of the registry, the registry nothing of MQTT.
 
@@ -7,16 +8,18 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use fleetwire_broker::{Access, Authenticator, BoxFuture, Credentials, Denial};
+use fleetwire_platform::Platform;
 use fleetwire_registry::{DeviceId, Registry};
 
 /// Checks device credentials against the registry.
 pub(crate) struct RegistryAuthenticator {
     registry: Registry,
+    platform: Platform,
 }
 
 impl RegistryAuthenticator {
-    pub(crate) fn new(registry: Registry) -> RegistryAuthenticator {
-        RegistryAuthenticator { registry }
+    pub(crate) fn new(registry: Registry, platform: Platform) -> RegistryAuthenticator {
+        RegistryAuthenticator { registry, platform }
     }
 }
 
@@ -45,8 +48,9 @@ impl Authenticator for RegistryAuthenticator {
     }
 
     fn presence(&self, device: &str, online: bool) {
-        if let Ok(device) = DeviceId::new(device) {
-            self.registry.record_presence(&device, online, now_ms());
+        if let Ok(id) = DeviceId::new(device) {
+            self.registry.record_presence(&id, online, now_ms());
+            self.platform.presence(device, online);
         }
     }
 }

@@ -6,8 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use fleetwire_broker::Broker;
+use fleetwire_broker::{Broker, Hooks};
+use fleetwire_platform::Platform;
 use fleetwire_registry::Registry;
+use fleetwire_store::Store;
 use tokio::net::TcpListener;
 
 use crate::admin_token::{self, Origin};
@@ -78,10 +80,18 @@ async fn serve(settings: Settings, demo_devices: Option<usize>) -> anyhow::Resul
         .context("cannot read the HTTP listener's address")?;
     tracing::info!(protocol = "http", addr = %http_addr, "listening");
 
-    let broker = Broker::with_authenticator(
+    let platform = start_platform(&settings, registry.clone()).await?;
+    let broker = Broker::with_hooks(
         settings.broker.clone(),
-        Arc::new(RegistryAuthenticator::new(registry.clone())),
+        Hooks {
+            authenticator: Some(Arc::new(RegistryAuthenticator::new(
+                registry.clone(),
+                platform.clone(),
+            ))),
+            ingest: Some(platform.mqtt_ingest()),
+        },
     );
+    platform.attach_broker(broker.clone());
     let running = broker
         .spawn(listener)
         .context("cannot start the MQTT listener")?;
@@ -89,6 +99,7 @@ async fn serve(settings: Settings, demo_devices: Option<usize>) -> anyhow::Resul
         let state = fleetwire_api::ApiState {
             broker: broker.clone(),
             registry: registry.clone(),
+            platform: platform.clone(),
         };
         let stopping = broker.clone();
         async move {
@@ -121,10 +132,37 @@ async fn serve(settings: Settings, demo_devices: Option<usize>) -> anyhow::Resul
     http.await
         .context("the HTTP server task failed")?
         .context("the HTTP server failed")?;
+    // Nothing writes any more: flush the telemetry to segments and close the store.
+    platform.shutdown().await;
     // Every connection has closed: write the devices' last presence and close.
     registry.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Opens the telemetry store (replaying its write-ahead log) and starts the platform.
+async fn start_platform(settings: &Settings, registry: Registry) -> anyhow::Result<Platform> {
+    let directory = settings.data_dir.join("telemetry");
+    let config = settings.store.clone();
+    let opened = tokio::task::spawn_blocking({
+        let directory = directory.clone();
+        move || Store::open(&directory, config)
+    })
+    .await
+    .context("the telemetry store's opening task failed")?;
+    let store = opened
+        .with_context(|| format!("cannot open the telemetry store in {}", directory.display()))?;
+    let stats = store.stats();
+    tracing::info!(
+        series = stats.series,
+        segments = stats.segments,
+        points = stats.segment_points + stats.head_points,
+        durability = ?settings.store.durability,
+        "telemetry store opened"
+    );
+    Platform::start(store, registry, settings.platform.clone())
+        .await
+        .context("cannot start the platform")
 }
 
 /// Opens the registry named by the configuration, or SQLite in the data dir.

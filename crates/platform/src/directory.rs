@@ -1,0 +1,108 @@
+//! What the platform remembers of devices on its hot paths: that a device exists, and
+//! its type and labels (which rules match it). Backed by the registry, which stays the
+//! source of truth: a miss asks it, and unknown devices are registered on first data when
+//! the configuration allows it (anonymous MQTT, line protocol from collectors).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use fleetwire_registry::{Device, DeviceId, Labels, NewDevice, Registry};
+use parking_lot::RwLock;
+
+use crate::error::{Error, Result};
+
+/// A device as rules and ingest see it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceInfo {
+    /// Its id.
+    pub id: Arc<str>,
+    /// Its type (empty when not given).
+    pub device_type: String,
+    /// Its labels.
+    pub labels: Labels,
+}
+
+impl DeviceInfo {
+    fn of(device: &Device) -> DeviceInfo {
+        DeviceInfo {
+            id: Arc::from(device.id.as_str()),
+            device_type: device.device_type.clone(),
+            labels: device.labels.clone(),
+        }
+    }
+}
+
+/// The cache of known devices in front of the registry.
+pub(crate) struct Directory {
+    registry: Registry,
+    known: RwLock<HashMap<Arc<str>, Arc<DeviceInfo>>>,
+    /// Serializes registrations, so two first messages of one device create it once.
+    registering: tokio::sync::Mutex<()>,
+}
+
+impl Directory {
+    pub(crate) fn new(registry: Registry) -> Directory {
+        Directory {
+            registry,
+            known: RwLock::new(HashMap::new()),
+            registering: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// The device, from memory when it was seen before.
+    pub(crate) fn cached(&self, id: &str) -> Option<Arc<DeviceInfo>> {
+        self.known.read().get(id).cloned()
+    }
+
+    /// The device, asking the registry on a miss; registers it when it is unknown and
+    /// `may_register` is set, else answers [`Error::NotFound`].
+    pub(crate) async fn resolve(&self, id: &str, may_register: bool) -> Result<Arc<DeviceInfo>> {
+        if let Some(info) = self.cached(id) {
+            return Ok(info);
+        }
+        let device_id = DeviceId::new(id)
+            .map_err(|error| Error::InvalidDevice(format!("device id {id:?}: {error}")))?;
+        match self.registry.device(&device_id).await {
+            Ok(device) => return Ok(self.remember(&device)),
+            Err(fleetwire_registry::Error::NotFound { .. }) if may_register => {}
+            Err(error) => return Err(error.into()),
+        }
+        let _registering = self.registering.lock().await;
+        if let Some(info) = self.cached(id) {
+            return Ok(info);
+        }
+        let created = self
+            .registry
+            .create_device(NewDevice {
+                id: Some(device_id.clone()),
+                ..NewDevice::default()
+            })
+            .await;
+        let device = match created {
+            Ok(device) => {
+                tracing::info!(device = %device.id, "registered a device on its first data");
+                device
+            }
+            // Created meanwhile by the API or another node.
+            Err(fleetwire_registry::Error::AlreadyExists(_)) => {
+                self.registry.device(&device_id).await?
+            }
+            Err(error) => return Err(error.into()),
+        };
+        Ok(self.remember(&device))
+    }
+
+    /// Remembers (or refreshes) what the registry says of a device.
+    pub(crate) fn remember(&self, device: &Device) -> Arc<DeviceInfo> {
+        let info = Arc::new(DeviceInfo::of(device));
+        self.known
+            .write()
+            .insert(Arc::clone(&info.id), Arc::clone(&info));
+        info
+    }
+
+    /// Forgets a device (deleted, or changed: the next use reads it again).
+    pub(crate) fn forget(&self, id: &str) {
+        self.known.write().remove(id);
+    }
+}

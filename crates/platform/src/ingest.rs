@@ -1,0 +1,407 @@
+//! The front door of the write path: device messages from MQTT, JSON from HTTP, line
+//! protocol from collectors all end here, are parsed by `fleetwire-formats`, checked
+//! against the device they claim, and written through the group-commit writer.
+//!
+//! A message is accepted whole or rejected whole. A rejection is never silent: it is
+//! counted (per source, in [`IngestStats`]), remembered as the device's last ingest error,
+//! logged at debug level, and answered (MQTT 5: 0x99; HTTP: 400 naming the problem).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use fleetwire_broker::{Inbound, Verdict};
+use fleetwire_formats::{Precision, parse_attributes, parse_line_protocol, parse_telemetry};
+use fleetwire_registry::DeviceId;
+use fleetwire_store::Timestamp;
+use parking_lot::Mutex;
+
+use crate::batch::PointBatch;
+use crate::error::{Error, Result};
+use crate::platform::Inner;
+
+/// Where a message came from, for counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// An MQTT `PUBLISH`.
+    Mqtt,
+    /// `POST /api/v1/devices/{id}/telemetry`.
+    Http,
+    /// `POST /api/v2/write` (InfluxDB line protocol).
+    LineProtocol,
+}
+
+impl Source {
+    /// `mqtt`, `http` or `line_protocol`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Mqtt => "mqtt",
+            Source::Http => "http",
+            Source::LineProtocol => "line_protocol",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+
+    /// Every source, in counter order.
+    pub const ALL: [Source; 3] = [Source::Mqtt, Source::Http, Source::LineProtocol];
+}
+
+/// Counters of the ingest front door, per [`Source`] (indexed by `Source as usize`).
+#[derive(Debug, Default)]
+pub struct IngestStats {
+    /// Messages (MQTT publishes, HTTP bodies, line protocol requests) accepted.
+    pub accepted: [AtomicU64; 3],
+    /// Messages rejected because of their content (bad JSON, fields that cannot be
+    /// stored, wrong device).
+    pub rejected: [AtomicU64; 3],
+    /// Messages that could not be stored (store failure, shutting down).
+    pub failed: [AtomicU64; 3],
+    /// String fields of line protocol that were skipped (they cannot be stored as numbers).
+    pub skipped_string_fields: AtomicU64,
+}
+
+impl IngestStats {
+    fn count(&self, counters: &[AtomicU64; 3], source: Source, amount: u64) {
+        if amount > 0 {
+            counters[source.index()].fetch_add(amount, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The last payload of a device that was rejected, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IngestError {
+    /// When it was rejected.
+    pub at: Timestamp,
+    /// Where it came from.
+    pub source: Source,
+    /// Why, as the sender was told.
+    pub message: String,
+}
+
+/// What an accepted HTTP write stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriteReport {
+    /// Points written.
+    pub points: usize,
+    /// String fields skipped (line protocol only).
+    pub skipped_string_fields: usize,
+}
+
+/// The device topics the platform consumes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DeviceTopic<'a> {
+    /// `devices/{id}/telemetry`
+    Telemetry(&'a str),
+    /// `devices/{id}/attributes`
+    Attributes(&'a str),
+    /// `devices/{id}/commands/{command}/response`
+    CommandResponse { device: &'a str, command: &'a str },
+}
+
+impl<'a> DeviceTopic<'a> {
+    /// The platform topic `topic` is, if any. Ids are one topic level each.
+    pub(crate) fn parse(topic: &'a str) -> Option<DeviceTopic<'a>> {
+        let rest = topic.strip_prefix("devices/")?;
+        let (device, rest) = rest.split_once('/')?;
+        if device.is_empty() {
+            return None;
+        }
+        match rest {
+            "telemetry" => Some(DeviceTopic::Telemetry(device)),
+            "attributes" => Some(DeviceTopic::Attributes(device)),
+            _ => {
+                let command = rest.strip_prefix("commands/")?.strip_suffix("/response")?;
+                (!command.is_empty() && !command.contains('/'))
+                    .then_some(DeviceTopic::CommandResponse { device, command })
+            }
+        }
+    }
+
+    fn device(self) -> &'a str {
+        match self {
+            DeviceTopic::Telemetry(device) | DeviceTopic::Attributes(device) => device,
+            DeviceTopic::CommandResponse { device, .. } => device,
+        }
+    }
+}
+
+/// The last ingest error of every device that had one.
+#[derive(Debug, Default)]
+pub(crate) struct LastErrors {
+    by_device: Mutex<HashMap<Arc<str>, IngestError>>,
+}
+
+impl LastErrors {
+    fn record(&self, device: &str, error: IngestError) {
+        let mut by_device = self.by_device.lock();
+        match by_device.get_mut(device) {
+            Some(slot) => *slot = error,
+            None => {
+                by_device.insert(Arc::from(device), error);
+            }
+        }
+    }
+
+    pub(crate) fn get(&self, device: &str) -> Option<IngestError> {
+        self.by_device.lock().get(device).cloned()
+    }
+
+    pub(crate) fn forget(&self, device: &str) {
+        self.by_device.lock().remove(device);
+    }
+}
+
+impl Inner {
+    /// Judges the messages of one MQTT read: parses them, writes the telemetry of all of
+    /// them in one batch, and answers one verdict per message.
+    pub(crate) async fn ingest_mqtt(&self, batch: Vec<Inbound>) -> Vec<Verdict> {
+        let received_at = Timestamp::now();
+        let mut verdicts = vec![Verdict::Accepted; batch.len()];
+        let mut points = PointBatch::default();
+        let mut writes: Vec<usize> = Vec::new();
+        for (index, message) in batch.iter().enumerate() {
+            let Some(topic) = DeviceTopic::parse(message.topic.as_str()) else {
+                continue;
+            };
+            // Anonymous clients (development mode) may bring devices the registry does
+            // not know yet; authenticated ones exist by definition.
+            let may_register = message.device.is_none() && self.config.auto_register_devices;
+            let outcome = match topic {
+                DeviceTopic::Telemetry(device) => self
+                    .prepare_telemetry(device, &message.payload, received_at, may_register)
+                    .await
+                    .map(|parsed| {
+                        points.extend(parsed.iter());
+                        writes.push(index);
+                    }),
+                DeviceTopic::Attributes(device) => {
+                    self.merge_attributes(device, &message.payload, may_register)
+                        .await
+                }
+                DeviceTopic::CommandResponse { device, command } => {
+                    self.commands
+                        .respond(self, device, command, &message.payload)
+                        .await
+                }
+            };
+            if let Err(error) = outcome {
+                verdicts[index] = self.reject(topic.device(), Source::Mqtt, &error);
+            }
+        }
+        if !points.is_empty() {
+            if let Err(error) = self.writer.write(points).await {
+                tracing::warn!(%error, messages = writes.len(), "MQTT telemetry not stored");
+                for index in &writes {
+                    verdicts[*index] = Verdict::Failed;
+                }
+            }
+        }
+        let accepted = verdicts
+            .iter()
+            .filter(|verdict| **verdict == Verdict::Accepted)
+            .count();
+        self.ingest_stats
+            .count(&self.ingest_stats.accepted, Source::Mqtt, accepted as u64);
+        let failed = verdicts
+            .iter()
+            .filter(|verdict| **verdict == Verdict::Failed)
+            .count();
+        self.ingest_stats
+            .count(&self.ingest_stats.failed, Source::Mqtt, failed as u64);
+        verdicts
+    }
+
+    /// Parses one telemetry payload of `device` into points, checking the device.
+    async fn prepare_telemetry(
+        &self,
+        device: &str,
+        payload: &[u8],
+        received_at: Timestamp,
+        may_register: bool,
+    ) -> Result<PointBatch> {
+        // The device first, so that a registered device's bad payload is recorded on it.
+        self.directory.resolve(device, may_register).await?;
+        let telemetry = parse_telemetry(payload, received_at, &self.config.limits)?;
+        if let Some(claimed) = &telemetry.device_id {
+            if claimed != device {
+                return Err(Error::InvalidDevice(format!(
+                    "device_id {claimed:?} does not match the device of the topic or URL, {device:?}"
+                )));
+            }
+        }
+        let mut batch = PointBatch::with_capacity(telemetry.fields.len());
+        batch.extend(telemetry.points(device));
+        Ok(batch)
+    }
+
+    async fn merge_attributes(
+        &self,
+        device: &str,
+        payload: &[u8],
+        may_register: bool,
+    ) -> Result<()> {
+        let info = self.directory.resolve(device, may_register).await?;
+        let attributes = parse_attributes(payload)?;
+        let id = DeviceId::new(&*info.id)
+            .map_err(|error| Error::InvalidDevice(format!("device id {device:?}: {error}")))?;
+        self.registry.merge_attributes(&id, attributes).await?;
+        Ok(())
+    }
+
+    /// Counts and records a rejected message; the verdict to answer.
+    fn reject(&self, device: &str, source: Source, error: &Error) -> Verdict {
+        let is_sender_fault = matches!(
+            error,
+            Error::Payload(_)
+                | Error::InvalidDevice(_)
+                | Error::NotFound { .. }
+                | Error::Invalid(_)
+        );
+        if !is_sender_fault {
+            tracing::warn!(device, %error, source = source.as_str(), "message not stored");
+            self.ingest_stats
+                .count(&self.ingest_stats.failed, source, 1);
+            return Verdict::Failed;
+        }
+        tracing::debug!(device, %error, source = source.as_str(), "message rejected");
+        self.ingest_stats
+            .count(&self.ingest_stats.rejected, source, 1);
+        // Only registered devices keep a last error: made-up ids must not grow the table.
+        if self.directory.cached(device).is_none() {
+            return Verdict::Invalid;
+        }
+        self.last_errors.record(
+            device,
+            IngestError {
+                at: Timestamp::now(),
+                source,
+                message: error.to_string(),
+            },
+        );
+        Verdict::Invalid
+    }
+
+    /// `POST /api/v1/devices/{id}/telemetry`: the device must exist.
+    pub(crate) async fn ingest_json(&self, device: &DeviceId, body: &[u8]) -> Result<WriteReport> {
+        let result = async {
+            let batch = self
+                .prepare_telemetry(device.as_str(), body, Timestamp::now(), false)
+                .await?;
+            let points = batch.len();
+            self.writer.write(batch).await?;
+            Ok(WriteReport {
+                points,
+                skipped_string_fields: 0,
+            })
+        }
+        .await;
+        self.account(device.as_str(), Source::Http, result)
+    }
+
+    /// `POST /api/v2/write`: unknown devices are registered when the configuration
+    /// allows it.
+    pub(crate) async fn ingest_line_protocol(
+        &self,
+        body: &[u8],
+        precision: Precision,
+    ) -> Result<WriteReport> {
+        let parsed =
+            match parse_line_protocol(body, precision, Timestamp::now(), &self.config.limits) {
+                Ok(parsed) => parsed,
+                Err(error) => {
+                    self.ingest_stats
+                        .count(&self.ingest_stats.rejected, Source::LineProtocol, 1);
+                    return Err(error.into());
+                }
+            };
+        let mut batch = PointBatch::with_capacity(parsed.points.len());
+        let mut previous: Option<&str> = None;
+        for point in &parsed.points {
+            let device: &str = &point.device;
+            if previous != Some(device) {
+                if let Err(error) = self
+                    .directory
+                    .resolve(device, self.config.auto_register_devices)
+                    .await
+                {
+                    self.ingest_stats
+                        .count(&self.ingest_stats.rejected, Source::LineProtocol, 1);
+                    return Err(error);
+                }
+                previous = Some(device);
+            }
+            batch.push(point.to_point());
+        }
+        let skipped = parsed.skipped_count();
+        if skipped > 0 {
+            self.ingest_stats
+                .skipped_string_fields
+                .fetch_add(skipped as u64, Ordering::Relaxed);
+        }
+        let points = batch.len();
+        match self.writer.write(batch).await {
+            Ok(_) => {
+                self.ingest_stats
+                    .count(&self.ingest_stats.accepted, Source::LineProtocol, 1);
+                Ok(WriteReport {
+                    points,
+                    skipped_string_fields: skipped,
+                })
+            }
+            Err(error) => {
+                self.ingest_stats
+                    .count(&self.ingest_stats.failed, Source::LineProtocol, 1);
+                Err(error)
+            }
+        }
+    }
+
+    /// Counts the outcome of a write for one device, recording a rejection.
+    fn account<T>(&self, device: &str, source: Source, result: Result<T>) -> Result<T> {
+        match result {
+            Ok(value) => {
+                self.ingest_stats
+                    .count(&self.ingest_stats.accepted, source, 1);
+                Ok(value)
+            }
+            Err(error) => {
+                self.reject(device, source, &error);
+                Err(error)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::DeviceTopic;
+
+    #[test]
+    fn device_topics_are_recognised_and_nothing_else() {
+        let table = [
+            ("devices/d1/telemetry", Some(DeviceTopic::Telemetry("d1"))),
+            ("devices/d1/attributes", Some(DeviceTopic::Attributes("d1"))),
+            (
+                "devices/d1/commands/cmd-1/response",
+                Some(DeviceTopic::CommandResponse {
+                    device: "d1",
+                    command: "cmd-1",
+                }),
+            ),
+            ("devices/d1/commands/cmd-1", None),
+            ("devices/d1/commands//response", None),
+            ("devices/d1/commands/a/b/response", None),
+            ("devices//telemetry", None),
+            ("devices/d1/telemetry/extra", None),
+            ("devices/d1", None),
+            ("sensors/d1/telemetry", None),
+        ];
+        for (topic, expected) in table {
+            assert_eq!(DeviceTopic::parse(topic), expected, "{topic}");
+        }
+    }
+}

@@ -1,0 +1,253 @@
+//! The group-commit writer: every accepted batch, from every protocol, goes through here
+//! into the store.
+//!
+//! Requests wait in one bounded queue (bounded in points: a caller first takes permits
+//! for its points, so a flood waits at the door instead of growing memory). A few writer
+//! threads each take everything queued, up to a limit, write it with one
+//! [`Store::write`] (one log append, one fsync in `sync` durability, shared with the
+//! other writer thread's batch when they overlap), then answer every request of the
+//! group and hand the written batches to the observer (rules, live stream).
+//!
+//! ```text
+//! connection / HTTP ──permits──▶ queue ──▶ writer thread: Store::write(all) ──▶ answers
+//!                                                         └──▶ observer(batches)
+//! ```
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use fleetwire_store::{Point, Store};
+use parking_lot::{Condvar, Mutex};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
+
+use crate::batch::PointBatch;
+use crate::error::{Error, Result};
+
+/// Sizes of the write path.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WriterConfig {
+    /// Points that may wait in the queue; callers beyond it wait for room.
+    pub queue_points: usize,
+    /// Most points one store write takes from the queue.
+    pub max_write_points: usize,
+    /// Writer threads (two let one append while the other waits for its fsync).
+    pub threads: usize,
+}
+
+impl Default for WriterConfig {
+    fn default() -> WriterConfig {
+        WriterConfig {
+            queue_points: 1 << 20,
+            max_write_points: 64 * 1024,
+            threads: 2,
+        }
+    }
+}
+
+/// Told about every batch once it is written.
+pub(crate) trait Observer: Send + Sync + 'static {
+    /// Called on a writer thread, after the batches' callers were answered; must not
+    /// block for long (it holds up the next write of this thread).
+    fn written(&self, batches: &[Arc<PointBatch>]);
+}
+
+/// Counters of the write path, read by `/metrics`.
+#[derive(Debug, Default)]
+pub struct WriterStats {
+    /// Points written.
+    pub points: AtomicU64,
+    /// Store writes (groups) done.
+    pub writes: AtomicU64,
+    /// Requests answered with an error.
+    pub failed_requests: AtomicU64,
+    /// Total time spent in `Store::write`, in microseconds.
+    pub write_micros: AtomicU64,
+}
+
+struct Request {
+    batch: Arc<PointBatch>,
+    answer: oneshot::Sender<Result<()>>,
+    /// Released when the request is answered, making room in the queue.
+    _permit: OwnedSemaphorePermit,
+}
+
+#[derive(Default)]
+struct Queue {
+    requests: VecDeque<Request>,
+    is_stopping: bool,
+}
+
+struct Shared {
+    store: Store,
+    config: WriterConfig,
+    queue: Mutex<Queue>,
+    ready: Condvar,
+    room: Arc<Semaphore>,
+    observer: Arc<dyn Observer>,
+    stats: Arc<WriterStats>,
+}
+
+/// The handle callers write through. Stopping it (see [`Writer::stop`]) answers what is
+/// queued and joins the threads.
+pub(crate) struct Writer {
+    shared: Arc<Shared>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Writer {
+    pub(crate) fn start(
+        store: Store,
+        config: WriterConfig,
+        observer: Arc<dyn Observer>,
+        stats: Arc<WriterStats>,
+    ) -> std::io::Result<Writer> {
+        let threads = config.threads.max(1);
+        let shared = Arc::new(Shared {
+            store,
+            room: Arc::new(Semaphore::new(config.queue_points.max(1))),
+            config,
+            queue: Mutex::new(Queue::default()),
+            ready: Condvar::new(),
+            observer,
+            stats,
+        });
+        let mut handles = Vec::with_capacity(threads);
+        for index in 0..threads {
+            let shared = Arc::clone(&shared);
+            let handle = std::thread::Builder::new()
+                .name(format!("fleetwire-writer-{index}"))
+                .spawn(move || shared.run())?;
+            handles.push(handle);
+        }
+        Ok(Writer {
+            shared,
+            threads: Mutex::new(handles),
+        })
+    }
+
+    /// Queues `batch` and resolves once it is written (durable in `sync` durability), or
+    /// with the store's error. Waits for room first when the queue is full.
+    pub(crate) async fn write(&self, batch: PointBatch) -> Result<Arc<PointBatch>> {
+        if batch.is_empty() {
+            return Ok(Arc::new(batch));
+        }
+        let wanted = batch
+            .len()
+            .min(self.shared.config.queue_points.max(1))
+            .min(Semaphore::MAX_PERMITS) as u32;
+        let permit = Arc::clone(&self.shared.room)
+            .acquire_many_owned(wanted)
+            .await
+            .map_err(|_| Error::ShuttingDown)?;
+        let batch = Arc::new(batch);
+        let (answer, answered) = oneshot::channel();
+        {
+            let mut queue = self.shared.queue.lock();
+            if queue.is_stopping {
+                return Err(Error::ShuttingDown);
+            }
+            queue.requests.push_back(Request {
+                batch: Arc::clone(&batch),
+                answer,
+                _permit: permit,
+            });
+        }
+        self.shared.ready.notify_one();
+        answered.await.map_err(|_| Error::ShuttingDown)??;
+        Ok(batch)
+    }
+
+    /// Writes what is queued, refuses new writes, and joins the threads.
+    pub(crate) fn stop(&self) {
+        self.shared.queue.lock().is_stopping = true;
+        self.shared.room.close();
+        self.shared.ready.notify_all();
+        let handles = std::mem::take(&mut *self.threads.lock());
+        for handle in handles {
+            if handle.join().is_err() {
+                tracing::error!("a writer thread panicked");
+            }
+        }
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+impl Shared {
+    fn run(&self) {
+        loop {
+            let group = {
+                let mut queue = self.queue.lock();
+                while queue.requests.is_empty() && !queue.is_stopping {
+                    self.ready.wait(&mut queue);
+                }
+                if queue.requests.is_empty() {
+                    return;
+                }
+                let mut group = Vec::new();
+                let mut size = 0;
+                while let Some(front) = queue.requests.front() {
+                    if !group.is_empty() && size + front.batch.len() > self.config.max_write_points
+                    {
+                        break;
+                    }
+                    size += front.batch.len();
+                    if let Some(request) = queue.requests.pop_front() {
+                        group.push(request);
+                    }
+                }
+                if !queue.requests.is_empty() {
+                    // More than one write's worth: let the other thread start on it.
+                    self.ready.notify_one();
+                }
+                group
+            };
+            self.write_group(group);
+        }
+    }
+
+    /// Writes one group with one store write and answers its requests.
+    fn write_group(&self, group: Vec<Request>) {
+        let started = Instant::now();
+        let total = group.iter().map(|request| request.batch.len()).sum();
+        let mut points: Vec<Point<'_>> = Vec::with_capacity(total);
+        for request in &group {
+            points.extend(request.batch.iter());
+        }
+        let result = self.store.write(&points).map(|()| points.len() as u64);
+        drop(points);
+        let elapsed = started.elapsed().as_micros() as u64;
+        self.stats.writes.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .write_micros
+            .fetch_add(elapsed, Ordering::Relaxed);
+        match result {
+            Ok(count) => {
+                self.stats.points.fetch_add(count, Ordering::Relaxed);
+                let mut batches = Vec::with_capacity(group.len());
+                for request in group {
+                    batches.push(Arc::clone(&request.batch));
+                    let _ = request.answer.send(Ok(()));
+                }
+                self.observer.written(&batches);
+            }
+            Err(error) => {
+                tracing::error!(%error, requests = group.len(), "writing telemetry failed");
+                self.stats
+                    .failed_requests
+                    .fetch_add(group.len() as u64, Ordering::Relaxed);
+                let message = error.to_string();
+                for request in group {
+                    let _ = request.answer.send(Err(Error::Store(message.clone())));
+                }
+            }
+        }
+    }
+}
