@@ -206,9 +206,11 @@ impl<S: Send + Sync> FromRequestParts<S> for ListQuery {
                         })?;
                 }
                 "cursor" => filter.cursor = Some(value.into_owned()),
+                "prefix" => filter.prefix = Some(value.into_owned()),
                 other => {
                     return Err(Problem::bad_request(format!(
-                        "unknown query parameter {other:?}: expected type, label, limit or cursor"
+                        "unknown query parameter {other:?}: expected type, label, prefix, limit \
+                         or cursor"
                     )));
                 }
             }
@@ -267,6 +269,7 @@ pub(crate) async fn create_device(
         ("label" = Option<Vec<String>>, Query, explode = true,
             description = "Only devices with this label, as `key:value`; repeat for several \
                            (all must match)"),
+        ("prefix" = Option<String>, Query, description = "Only devices whose id starts with this"),
         ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000,
             description = "Page size (default 100)"),
         ("cursor" = Option<String>, Query,

@@ -103,9 +103,12 @@ async fn serve(settings: Settings, demo_devices: Option<usize>) -> anyhow::Resul
         };
         let stopping = broker.clone();
         async move {
-            axum::serve(http_listener, fleetwire_api::router(state))
-                .with_graceful_shutdown(async move { stopping.shutdown_requested().await })
-                .await
+            axum::serve(
+                http_listener,
+                fleetwire_api::router(state).merge(fleetwire_dashboard::router()),
+            )
+            .with_graceful_shutdown(async move { stopping.shutdown_requested().await })
+            .await
         }
     });
     tracing::info!(data_dir = %settings.data_dir.display(), "fleetwire started");

@@ -218,7 +218,24 @@ pub(crate) async fn list(pool: &AnyPool, filter: &DeviceFilter) -> Result<Page<D
     // Every id is longer than the empty string, so the first page needs no other query.
     let after = after.as_ref().map_or("", DeviceId::as_str);
 
-    let (sql, parameters) = list_query(filter, after);
+    // Ids use only `A-Z a-z 0-9 _ . -`, all below `~`: `prefix <= id < prefix~` is
+    // exactly the ids starting with the prefix, and a primary key range.
+    let prefix_end = match &filter.prefix {
+        Some(prefix) => {
+            let is_valid = prefix.len() <= 128
+                && prefix
+                    .bytes()
+                    .all(|byte| byte.is_ascii_alphanumeric() || b"_.-".contains(&byte));
+            if !is_valid {
+                return Err(Error::Invalid(format!(
+                    "prefix {prefix:?}: expected at most 128 characters of [A-Za-z0-9_.-]"
+                )));
+            }
+            Some(format!("{prefix}~"))
+        }
+        None => None,
+    };
+    let (sql, parameters) = list_query(filter, after, prefix_end.as_deref());
     let mut query = sqlx::query(&sql);
     for parameter in parameters {
         query = query.bind(parameter);
@@ -244,7 +261,11 @@ pub(crate) async fn list(pool: &AnyPool, filter: &DeviceFilter) -> Result<Page<D
 
 /// The SQL of one page of `filter` after the id `after`, and its text parameters; the
 /// page size (plus one) is the last parameter.
-fn list_query<'a>(filter: &'a DeviceFilter, after: &'a str) -> (String, Vec<&'a str>) {
+fn list_query<'a>(
+    filter: &'a DeviceFilter,
+    after: &'a str,
+    prefix_end: Option<&'a str>,
+) -> (String, Vec<&'a str>) {
     // Keyset pagination: `id > last id of the previous page`, in id order. With a label filter the first
     // label's index (key, value, device_id) drives the scan, already in device id order;
     // without one the primary key, or the (type, id) index, does. Either way no sort and no
@@ -264,6 +285,11 @@ fn list_query<'a>(filter: &'a DeviceFilter, after: &'a str) -> (String, Vec<&'a 
             parameters.push(after);
             conditions.push("d.id > $1".to_owned());
         }
+    }
+    if let (Some(prefix), Some(end)) = (&filter.prefix, prefix_end) {
+        parameters.extend([prefix.as_str(), end]);
+        let count = parameters.len();
+        conditions.push(format!("d.id >= ${} AND d.id < ${count}", count - 1));
     }
     if let Some(device_type) = &filter.device_type {
         parameters.push(device_type);
@@ -474,7 +500,7 @@ mod tests {
                 labels,
                 ..DeviceFilter::default()
             };
-            let (sql, parameters) = list_query(&filter, "");
+            let (sql, parameters) = list_query(&filter, "", None);
             let explain = format!("EXPLAIN QUERY PLAN {sql}");
             let mut query = sqlx::query(&explain);
             for parameter in parameters {

@@ -140,6 +140,8 @@ pub struct DeviceFilter {
     pub device_type: Option<String>,
     /// Only devices having all these labels.
     pub labels: Labels,
+    /// Only devices whose id starts with this.
+    pub prefix: Option<String>,
     /// Page size (1-1000).
     pub limit: u32,
     /// Continue after this cursor (from a previous page's `next_cursor`).
@@ -151,6 +153,7 @@ impl Default for DeviceFilter {
         DeviceFilter {
             device_type: None,
             labels: Labels::new(),
+            prefix: None,
             limit: 100,
             cursor: None,
         }

@@ -19,6 +19,7 @@ on_both_backends!(
     listing_filters_and_pages_see_every_device_once,
     last_full_page_has_no_cursor,
     bad_cursors_and_limits_are_refused,
+    prefix_lists_exactly_the_ids_starting_with_it,
     reopening_keeps_devices_and_marks_them_offline,
 );
 
@@ -447,6 +448,7 @@ async fn listing_filters_and_pages_see_every_device_once(test: TestRegistry) {
             let filter = DeviceFilter {
                 device_type: device_type.map(str::to_owned),
                 labels: wanted_labels.clone(),
+                prefix: None,
                 limit,
                 cursor: None,
             };
@@ -553,4 +555,45 @@ async fn reopening_keeps_devices_and_marks_them_offline(test: TestRegistry) {
             .len(),
         1
     );
+}
+
+async fn prefix_lists_exactly_the_ids_starting_with_it(test: TestRegistry) {
+    let registry = &test.registry;
+    for name in [
+        "pump-1", "pump-10", "pump-2", "pumpkin", "pu", "valve-1", "PUMP-3",
+    ] {
+        registry.create_device(sensor(name)).await.unwrap();
+    }
+    let list = |prefix: &str, limit: u32, cursor: Option<String>| {
+        let filter = DeviceFilter {
+            prefix: Some(prefix.to_owned()),
+            limit,
+            cursor,
+            ..DeviceFilter::default()
+        };
+        async move { registry.list_devices(&filter).await }
+    };
+    let ids = |page: &fleetwire_registry::Page<fleetwire_registry::Device>| -> Vec<String> {
+        page.items
+            .iter()
+            .map(|device| device.id.to_string())
+            .collect()
+    };
+    let page = list("pump-", 100, None).await.unwrap();
+    assert_eq!(ids(&page), ["pump-1", "pump-10", "pump-2"]);
+    assert_eq!(page.next_cursor, None);
+    assert_eq!(
+        ids(&list("pump", 100, None).await.unwrap()),
+        ["pump-1", "pump-10", "pump-2", "pumpkin"]
+    );
+    // Pages of a prefix listing see every match once.
+    let first = list("pump", 2, None).await.unwrap();
+    assert_eq!(ids(&first), ["pump-1", "pump-10"]);
+    let second = list("pump", 2, first.next_cursor).await.unwrap();
+    assert_eq!(ids(&second), ["pump-2", "pumpkin"]);
+    assert!(list("zzz", 100, None).await.unwrap().items.is_empty());
+    assert!(matches!(
+        list("pump%", 100, None).await,
+        Err(Error::Invalid(message)) if message.contains("prefix")
+    ));
 }
