@@ -1,5 +1,7 @@
 //! `fleetwire bench`: flags of the load generator, a live progress line, and the report
-//! (human text, or one JSON line for scripts). The generator itself is `fleetwire_bench`.
+//! (human text, or one JSON line for scripts). The generator itself is `fleetwire_bench`:
+//! MQTT scenarios against any broker, and line protocol over HTTP against Fleetwire (or
+//! anything that speaks InfluxDB's `/api/v2/write`).
 
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
@@ -7,17 +9,19 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
-use fleetwire_bench::{Bench, BenchConfig, Scenario};
+use fleetwire_bench::{Bench, BenchConfig, Counters, LineProtocolConfig, Scenario, TimePrecision};
 use fleetwire_mqtt_codec::QoS;
 
 use crate::sim::{init_logging, parse_version, seconds};
 
-/// Measure any MQTT broker: throughput, latency and idle connections.
+/// Measure any MQTT broker: throughput, latency and idle connections; or a Fleetwire
+/// server's line-protocol ingest.
 #[derive(Debug, Args)]
 pub(crate) struct BenchArgs {
     /// Load pattern: fan-in (many publishers, one wildcard subscriber), fan-out (one
-    /// publisher, many subscribers), pairs (publisher/subscriber pairs, latency) or
-    /// connections (idle connections, connect rate and broker memory).
+    /// publisher, many subscribers), pairs (publisher/subscriber pairs, latency),
+    /// connections (idle connections, connect rate and broker memory) or line-protocol
+    /// (InfluxDB line protocol POSTed to --url, points/s and request latency).
     #[arg(value_enum)]
     scenario: ScenarioArg,
     /// Broker to measure, as HOST:PORT.
@@ -33,7 +37,7 @@ pub(crate) struct BenchArgs {
     #[arg(long, default_value_t = 10.0, value_name = "SECS")]
     duration: f64,
     /// Messages per second over all publishers (connections: connection attempts per
-    /// second); 0 is unlimited.
+    /// second; line-protocol: points per second); 0 is unlimited.
     #[arg(long, default_value_t = 0.0, value_name = "MSGS_PER_SEC")]
     rate: f64,
     /// Publishing connections (pairs: number of pairs) [default: fan-in 100, fan-out 1,
@@ -44,12 +48,43 @@ pub(crate) struct BenchArgs {
     /// publishers].
     #[arg(long, value_name = "N")]
     subscribers: Option<usize>,
-    /// Idle connections to open (connections scenario).
-    #[arg(long, default_value_t = 10_000, value_name = "N")]
-    connections: usize,
+    /// Idle connections to open (connections scenario), or keep-alive HTTP connections
+    /// (line-protocol) [default: 10000; line-protocol 4].
+    #[arg(long, value_name = "N")]
+    connections: Option<usize>,
     /// MQTT version: 3 (3.1.1) or 5.
     #[arg(long, default_value = "3", value_parser = ["3", "3.1.1", "4", "5"])]
     mqtt_version: String,
+    /// line-protocol: base URL of the server; requests go to URL/api/v2/write.
+    #[arg(long, default_value = "http://127.0.0.1:8080", value_name = "URL")]
+    url: String,
+    /// line-protocol: API token (operator role), sent as `Authorization: Token TOKEN`.
+    #[arg(
+        long,
+        env = "FLEETWIRE_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    token: Option<String>,
+    /// line-protocol: lines (device readings) per request.
+    #[arg(long, default_value_t = 5_000, value_name = "N")]
+    lines_per_request: usize,
+    /// line-protocol: devices (the `device` tag), spread over the connections.
+    #[arg(long, default_value_t = 1_000, value_name = "N")]
+    devices: usize,
+    /// line-protocol: float fields per line, one point each.
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    fields: usize,
+    /// line-protocol: gzip the bodies (Content-Encoding: gzip, as Telegraf does).
+    #[arg(long)]
+    gzip: bool,
+    /// line-protocol: unit of the timestamps written: ns, us, ms or s.
+    #[arg(long, default_value = "ms", value_parser = ["ns", "us", "ms", "s"])]
+    precision: String,
+    /// line-protocol: seconds of sending before the measurement window (after a setup
+    /// round that writes every device once).
+    #[arg(long, default_value_t = 2.0, value_name = "SECS")]
+    warmup: f64,
     /// Print the report as one JSON object on the last line of stdout (the human report
     /// goes to stderr).
     #[arg(long)]
@@ -89,6 +124,7 @@ enum ScenarioArg {
     FanOut,
     Pairs,
     Connections,
+    LineProtocol,
 }
 
 /// Runs one scenario and prints its report.
@@ -111,6 +147,7 @@ async fn measure(args: BenchArgs) -> anyhow::Result<()> {
         ScenarioArg::FanOut => Scenario::FanOut,
         ScenarioArg::Pairs => Scenario::Pairs,
         ScenarioArg::Connections => Scenario::Connections,
+        ScenarioArg::LineProtocol => return measure_line_protocol(args).await,
     };
     let defaults = BenchConfig::for_scenario(scenario);
     let publishers = args.publishers.unwrap_or(defaults.publishers);
@@ -127,7 +164,7 @@ async fn measure(args: BenchArgs) -> anyhow::Result<()> {
         rate: args.rate,
         publishers,
         subscribers,
-        connections: args.connections,
+        connections: args.connections.unwrap_or(defaults.connections),
         inflight: args.inflight,
         keep_alive: Duration::from_secs(u64::from(args.keep_alive)),
         connect_concurrency: args.connect_concurrency,
@@ -144,33 +181,14 @@ async fn measure(args: BenchArgs) -> anyhow::Result<()> {
         ..defaults
     };
     let bench = Bench::new(config)?;
-    let counters = bench.counters();
-    let progress = tokio::spawn(async move {
-        let is_terminal = std::io::stderr().is_terminal();
-        let every = if is_terminal { 1 } else { 5 };
-        let started = Instant::now();
-        let mut previous = counters.snapshot();
-        let mut ticker = tokio::time::interval(Duration::from_secs(every));
-        ticker.tick().await;
-        loop {
-            ticker.tick().await;
-            let now = counters.snapshot();
-            let line = format!(
-                "{:>5.0} s  {} connected  {:>9.0} sent/s  {:>9.0} received/s  {} errors",
-                started.elapsed().as_secs_f64(),
-                now.connected,
-                (now.sent - previous.sent) as f64 / every as f64,
-                (now.received - previous.received) as f64 / every as f64,
-                now.errors
-            );
-            previous = now;
-            if is_terminal {
-                eprint!("\r\x1b[K{line}");
-            } else {
-                eprintln!("{line}");
-            }
-            let _ = std::io::stderr().flush();
-        }
+    let progress = show_progress(bench.counters(), |now, previous, every| {
+        format!(
+            "{} connected  {:>9.0} sent/s  {:>9.0} received/s  {} errors",
+            now.connected,
+            (now.sent - previous.sent) as f64 / every,
+            (now.received - previous.received) as f64 / every,
+            now.errors
+        )
     });
     let result = bench.run().await;
     progress.abort();
@@ -185,6 +203,83 @@ async fn measure(args: BenchArgs) -> anyhow::Result<()> {
         print!("{report}");
     }
     Ok(())
+}
+
+/// The line-protocol scenario: its own configuration and report.
+async fn measure_line_protocol(args: BenchArgs) -> anyhow::Result<()> {
+    let defaults = LineProtocolConfig::default();
+    let precision: TimePrecision = args.precision.parse()?;
+    let config = LineProtocolConfig {
+        url: args.url.trim_end_matches('/').to_owned(),
+        token: args.token.clone(),
+        connections: args.connections.unwrap_or(defaults.connections),
+        lines_per_request: args.lines_per_request,
+        devices: args.devices,
+        fields: args.fields,
+        duration: seconds("--duration", args.duration)?,
+        warmup: seconds("--warmup", args.warmup)?,
+        rate: args.rate,
+        is_gzip: args.gzip,
+        precision,
+        broker_pid: args.broker_pid,
+        ..defaults
+    };
+    let counters = std::sync::Arc::new(Counters::default());
+    let progress = show_progress(std::sync::Arc::clone(&counters), |now, previous, every| {
+        format!(
+            "{:>9.1} requests/s  {:>10.0} points/s  {} errors",
+            (now.sent - previous.sent) as f64 / every,
+            (now.received - previous.received) as f64 / every,
+            now.errors
+        )
+    });
+    let result = fleetwire_bench::line_protocol::run(&config, &counters).await;
+    progress.abort();
+    if std::io::stderr().is_terminal() {
+        eprintln!();
+    }
+    let report = result?;
+    if args.json {
+        eprint!("{report}");
+        println!("{}", report.to_json());
+    } else {
+        print!("{report}");
+    }
+    Ok(())
+}
+
+/// Prints a progress line every second (every 5 seconds when stderr is not a terminal),
+/// made by `line` from the counters now, before and the seconds between.
+fn show_progress(
+    counters: std::sync::Arc<Counters>,
+    line: impl Fn(&fleetwire_bench::CountersSnapshot, &fleetwire_bench::CountersSnapshot, f64) -> String
+    + Send
+    + 'static,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let is_terminal = std::io::stderr().is_terminal();
+        let every = if is_terminal { 1 } else { 5 };
+        let started = Instant::now();
+        let mut previous = counters.snapshot();
+        let mut ticker = tokio::time::interval(Duration::from_secs(every));
+        ticker.tick().await;
+        loop {
+            ticker.tick().await;
+            let now = counters.snapshot();
+            let text = format!(
+                "{:>5.0} s  {}",
+                started.elapsed().as_secs_f64(),
+                line(&now, &previous, every as f64)
+            );
+            previous = now;
+            if is_terminal {
+                eprint!("\r\x1b[K{text}");
+            } else {
+                eprintln!("{text}");
+            }
+            let _ = std::io::stderr().flush();
+        }
+    })
 }
 
 /// The first address `HOST:PORT` resolves to.

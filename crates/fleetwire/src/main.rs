@@ -6,6 +6,7 @@ mod admin_token;
 mod bench;
 mod cli;
 mod config;
+mod demo;
 mod device_auth;
 mod logging;
 mod serve;

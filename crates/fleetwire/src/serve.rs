@@ -1,9 +1,7 @@
 //! `fleetwire serve` and `fleetwire demo`: start the listeners, run until SIGTERM or
 //! Ctrl-C, then shut down cleanly.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
 use fleetwire_broker::{Broker, Hooks};
@@ -14,6 +12,7 @@ use tokio::net::TcpListener;
 
 use crate::admin_token::{self, Origin};
 use crate::config::{self, Settings};
+use crate::demo;
 use crate::device_auth::RegistryAuthenticator;
 
 /// Runs the platform until a shutdown signal.
@@ -114,9 +113,10 @@ async fn serve(settings: Settings, demo_devices: Option<usize>) -> anyhow::Resul
     tracing::info!(data_dir = %settings.data_dir.display(), "fleetwire started");
     let simulation = match demo_devices {
         Some(devices) => {
-            print_tour(mqtt_addr, devices);
+            let credentials = demo::prepare(&platform, devices).await?;
+            demo::print_tour(mqtt_addr, http_addr, devices, &token);
             (devices > 0)
-                .then(|| start_simulation(&broker, mqtt_addr, devices))
+                .then(|| demo::start_simulation(&broker, mqtt_addr, credentials))
                 .transpose()?
         }
         None => None,
@@ -182,54 +182,6 @@ async fn open_registry(settings: &Settings) -> anyhow::Result<Registry> {
         _ => tracing::info!(backend = "sqlite", "device registry opened"),
     }
     Ok(registry)
-}
-
-/// Starts the demo's simulated fleet against our own listener; it stops with the broker.
-fn start_simulation(
-    broker: &Broker,
-    mqtt_addr: SocketAddr,
-    devices: usize,
-) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-    let target = if mqtt_addr.ip().is_unspecified() {
-        SocketAddr::from(([127, 0, 0, 1], mqtt_addr.port()))
-    } else {
-        mqtt_addr
-    };
-    let config = fleetwire_sim::SimConfig {
-        target,
-        devices: fleetwire_sim::Devices::Anonymous {
-            count: devices,
-            prefix: "demo-".to_owned(),
-        },
-        ramp_up: Duration::from_secs(2),
-        ..fleetwire_sim::SimConfig::default()
-    };
-    let simulator =
-        fleetwire_sim::Simulator::new(config).context("cannot set up the simulated fleet")?;
-    let stopping = broker.clone();
-    Ok(tokio::spawn(async move {
-        let report = simulator
-            .run(async move { stopping.shutdown_requested().await })
-            .await;
-        tracing::info!(
-            published = report.stats.published,
-            "simulated fleet stopped"
-        );
-    }))
-}
-
-fn print_tour(mqtt_addr: SocketAddr, devices: usize) {
-    let host = mqtt_addr.ip();
-    let port = mqtt_addr.port();
-    println!(
-        "\nFleetwire demo is running (anonymous MQTT on {mqtt_addr}, {devices} simulated devices \
-         publishing to devices/demo-NNNN/telemetry every second).\n\
-         Try it from another terminal:\n  \
-         mosquitto_sub -h {host} -p {port} -t 'devices/+/telemetry' -v\n  \
-         mosquitto_pub -h {host} -p {port} -t devices/d1/telemetry -m '{{\"temperature\": 21.5}}'\n  \
-         mosquitto_sub -h {host} -p {port} -t '$SYS/broker/#' -v\n\
-         Press Ctrl-C to stop.\n"
-    );
 }
 
 async fn wait_for_signal() -> anyhow::Result<()> {
