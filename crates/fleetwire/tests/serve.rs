@@ -30,12 +30,17 @@ struct Server {
 }
 
 fn command(data_dir: &Path) -> Command {
+    subcommand("serve", data_dir)
+}
+
+/// `fleetwire <name>` (serve or demo) on free loopback ports with JSON logs.
+fn subcommand(name: &str, data_dir: &Path) -> Command {
     let mut command = Command::new(BINARY);
     command
         .args([
             "--log-format",
             "json",
-            "serve",
+            name,
             "--mqtt-addr",
             "127.0.0.1:0",
             "--http-addr",
@@ -279,4 +284,105 @@ fn missing_config_file_is_an_error() {
         run_to_failure(command(&dir).args(["--config", "/nonexistent/fleetwire.toml"]));
     assert_eq!(code, Some(1));
     assert!(stderr.contains("/nonexistent/fleetwire.toml"), "{stderr}");
+}
+
+/// GET with the admin token; the body as JSON (panics on a non-200 answer).
+fn api_get(addr: &str, path: &str, token: &str) -> serde_json::Value {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{path}: {response}");
+    serde_json::from_str(body).unwrap_or_else(|error| panic!("{path}: {error}: {body}"))
+}
+
+#[test]
+fn demo_runs_registered_devices_that_log_in_send_telemetry_and_are_watched_by_rules() {
+    let dir = temp_dir("demo");
+    let mut command = subcommand("demo", &dir);
+    command.args(["--devices", "5"]);
+    let server = start(command);
+    let token = std::fs::read_to_string(dir.join("admin.token")).unwrap();
+    let token = token.trim();
+
+    // The devices log in with their own credentials, so presence knows them.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let overview = api_get(&server.http_addr, "/api/v1/overview", token);
+        if overview["devices"]["online"] == 5 {
+            assert_eq!(overview["devices"]["total"], 5);
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "devices not online: {overview}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let devices = api_get(&server.http_addr, "/api/v1/devices?type=room-sensor", token);
+    let ids: Vec<&str> = devices["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|device| device["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            "demo-0001",
+            "demo-0002",
+            "demo-0003",
+            "demo-0004",
+            "demo-0005"
+        ]
+    );
+    assert_eq!(devices["items"][0]["labels"]["site"], "lyon");
+
+    // Telemetry arrives in the store, field by field.
+    loop {
+        let latest = api_get(
+            &server.http_addr,
+            "/api/v1/devices/demo-0003/telemetry/latest",
+            token,
+        );
+        let fields = latest.as_object().unwrap();
+        if ["temperature", "humidity", "battery", "door_open"]
+            .iter()
+            .all(|field| fields.contains_key(*field))
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no telemetry: {latest}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // The default rules watch the fleet, and the dashboard is served.
+    let rules = api_get(&server.http_addr, "/api/v1/rules", token);
+    let rule_ids: Vec<&str> = rules["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|rule| rule["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        rule_ids,
+        ["battery-low", "door-left-open", "humid", "overheat"]
+    );
+    let index = http_get(&server.http_addr, "/");
+    assert!(index.starts_with("HTTP/1.1 200"), "{index}");
+    assert!(index.contains("text/html"), "{index}");
+
+    let (code, output) = server.terminate();
+    assert_eq!(code, Some(0), "{output}");
+    assert!(output.contains("Dashboard: http://127.0.0.1:"), "{output}");
+    std::fs::remove_dir_all(&dir).ok();
 }
