@@ -20,7 +20,7 @@ use fleetwire_formats::Precision;
 use fleetwire_registry::Role;
 
 use crate::AppState;
-use crate::problem::Problem;
+use crate::problem::{Problem, RawBody};
 
 /// Largest body, compressed or not, and largest decompressed body.
 pub(crate) const WRITE_BODY_LIMIT: usize = 32 * 1024 * 1024;
@@ -123,7 +123,7 @@ pub(crate) async fn write(
     State(app): State<AppState>,
     query: WriteQuery,
     headers: HeaderMap,
-    body: Bytes,
+    RawBody(body): RawBody,
 ) -> Result<Response, Problem> {
     let body = decoded(&headers, body)?;
     let report = app

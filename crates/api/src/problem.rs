@@ -310,6 +310,30 @@ fn rejection_problem(rejection: &JsonRejection) -> Problem {
     Problem::with_status(rejection.status(), detail)
 }
 
+/// The raw request body, with its rejections (over the route's size limit, a broken
+/// connection) answered as problems instead of axum's plain text.
+pub(crate) struct RawBody(pub(crate) axum::body::Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for RawBody {
+    type Rejection = Problem;
+
+    async fn from_request(request: axum::extract::Request, state: &S) -> Result<Self, Problem> {
+        match axum::body::Bytes::from_request(request, state).await {
+            Ok(bytes) => Ok(RawBody(bytes)),
+            Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                Err(Problem::with_status(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "the request body is larger than this route's limit",
+                ))
+            }
+            Err(rejection) => Err(Problem::with_status(
+                rejection.status(),
+                rejection.body_text(),
+            )),
+        }
+    }
+}
+
 /// Answers requests to paths no route matches.
 pub(crate) async fn unknown_route(uri: axum::http::Uri) -> Problem {
     Problem::not_found(format!("no route for {}", uri.path()))

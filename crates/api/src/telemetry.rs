@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use axum::body::Bytes;
 use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, header};
@@ -19,7 +18,7 @@ use crate::AppState;
 use crate::auth::{Authorized, Operator, Viewer};
 use crate::devices::DevicePath;
 use crate::params::{parse_duration, parse_instant};
-use crate::problem::Problem;
+use crate::problem::{Problem, RawBody};
 
 /// Largest body of `POST .../telemetry`.
 pub(crate) const TELEMETRY_BODY_LIMIT: usize = 1024 * 1024;
@@ -380,7 +379,7 @@ pub(crate) async fn write(
     _: TelemetryWriter,
     State(app): State<AppState>,
     DevicePath(id): DevicePath,
-    body: Bytes,
+    RawBody(body): RawBody,
 ) -> Result<axum::Json<Written>, Problem> {
     let report = app.platform.ingest_json(&id, &body).await?;
     Ok(axum::Json(Written {

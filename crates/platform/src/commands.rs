@@ -11,7 +11,9 @@
 //!
 //! Who owns what: the registry owns command state (so it survives restarts and is shared
 //! between nodes); the command task owned by this module owns the in-memory list of
-//! commands still waiting for a subscriber and the next deadline.
+//! commands still waiting for a subscriber and the next deadline. At start the task
+//! reloads the pending commands from the registry: queued messages do not survive a
+//! restart, so they are published again.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
@@ -178,7 +180,10 @@ impl Inner {
 /// ones. Ends when the platform is gone.
 pub(crate) async fn run(inner: Weak<Inner>, mut notices: mpsc::UnboundedReceiver<Notice>) {
     let mut next_expiry = match inner.upgrade() {
-        Some(inner) => next_deadline(&inner).await,
+        Some(inner) => {
+            reload_pending(&inner).await;
+            next_deadline(&inner).await
+        }
         None => return,
     };
     loop {
@@ -225,6 +230,27 @@ pub(crate) async fn run(inner: Weak<Inner>, mut notices: mpsc::UnboundedReceiver
             expire_due(&inner, now).await;
             next_expiry = next_deadline(&inner).await;
         }
+    }
+}
+
+/// Commands still pending from before a restart: the sessions that held them are gone,
+/// so they are published again, like commands nobody has taken yet.
+async fn reload_pending(inner: &Inner) {
+    match inner
+        .registry
+        .pending_commands(Timestamp::now().as_millis())
+        .await
+    {
+        Ok(pending) => {
+            if !pending.is_empty() {
+                tracing::info!(commands = pending.len(), "pending commands will be sent again");
+            }
+            let mut unrouted = inner.commands.unrouted.lock();
+            for command in pending {
+                unrouted.insert(command.id.clone(), Arc::new(command));
+            }
+        }
+        Err(error) => tracing::warn!(%error, "cannot reload pending commands"),
     }
 }
 

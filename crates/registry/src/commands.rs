@@ -206,6 +206,20 @@ pub(crate) async fn expire(pool: &AnyPool, now: TimestampMs) -> Result<Vec<Comma
     Ok(expired)
 }
 
+pub(crate) async fn pending(pool: &AnyPool, now: TimestampMs) -> Result<Vec<Command>> {
+    // Repeating the partial index's predicate lets the planner scan that index.
+    let sql = format!(
+        "SELECT {COMMAND_COLUMNS} FROM commands \
+         WHERE {UNFINISHED} AND status = 'pending' AND expires_at > $1 ORDER BY expires_at, id"
+    );
+    let rows = sqlx::query(&sql)
+        .bind(now)
+        .fetch_all(pool)
+        .await
+        .map_err(database("reading pending commands"))?;
+    rows.iter().map(command_from_row).collect()
+}
+
 pub(crate) async fn next_expiry(pool: &AnyPool) -> Result<Option<TimestampMs>> {
     let sql = format!("SELECT MIN(expires_at) FROM commands WHERE {UNFINISHED}");
     sqlx::query_scalar::<_, Option<i64>>(&sql)

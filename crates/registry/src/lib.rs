@@ -540,6 +540,13 @@ impl Registry {
         commands::expire(&self.inner.pool, now).await
     }
 
+    /// Commands not yet delivered whose deadline is after `now`, earliest deadline first:
+    /// what must be published again after a restart (undelivered messages do not survive
+    /// one).
+    pub async fn pending_commands(&self, now: TimestampMs) -> Result<Vec<Command>> {
+        commands::pending(&self.inner.pool, now).await
+    }
+
     /// The earliest deadline of a pending or delivered command: when `expire_commands`
     /// next has work. `None` when no command is waiting.
     pub async fn next_command_expiry(&self) -> Result<Option<TimestampMs>> {

@@ -19,6 +19,7 @@ on_both_backends!(
     command_for_unknown_device_is_not_found,
     invalid_commands_are_refused,
     command_pages_are_newest_first_per_device,
+    pending_commands_are_the_undelivered_ones_still_due,
 );
 
 fn device_id(text: &str) -> DeviceId {
@@ -523,4 +524,36 @@ async fn command_pages_are_newest_first_per_device(test: TestRegistry) {
         .await
         .unwrap_err();
     assert!(matches!(error, Error::InvalidCursor), "{error:?}");
+}
+
+async fn pending_commands_are_the_undelivered_ones_still_due(test: TestRegistry) {
+    let registry = &test.registry;
+    create_devices(registry, &["p1", "p2"]).await;
+    let late = send(registry, "p1", 1_000, 60_000).await;
+    let soon = send(registry, "p2", 1_000, 10_000).await;
+    let delivered = send(registry, "p1", 1_000, 60_000).await;
+    registry
+        .mark_command_delivered(&delivered.id, 2_000)
+        .await
+        .unwrap()
+        .unwrap();
+    let answered = send(registry, "p2", 1_000, 60_000).await;
+    registry
+        .complete_command(&answered.id, true, None, 2_000)
+        .await
+        .unwrap()
+        .unwrap();
+    let ids = |commands: Vec<Command>| -> Vec<CommandId> {
+        commands.into_iter().map(|command| command.id).collect()
+    };
+    // Earliest deadline first; delivered and answered ones are not pending.
+    assert_eq!(
+        ids(registry.pending_commands(5_000).await.unwrap()),
+        vec![soon.id.clone(), late.id.clone()]
+    );
+    // A command whose deadline passed is not pending any more, swept or not.
+    assert_eq!(
+        ids(registry.pending_commands(11_000).await.unwrap()),
+        vec![late.id]
+    );
 }
