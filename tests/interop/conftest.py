@@ -215,6 +215,49 @@ def platform(tmp_path_factory):
     _stop(started)
 
 
+@pytest.fixture(scope="module")
+def fleet(request, tmp_path_factory):
+    """Fleetwire as a whole platform, for the telemetry, rules, alarms, commands and stream
+    tests: anonymous MQTT clients allowed (their devices are registered on first use), the
+    known ADMIN_TOKEN for the API. A module may set `FLEETWIRE_ENV = {...}` for more
+    configuration (fast webhook retries, for one)."""
+    if BROKER_KIND != "fleetwire":
+        pytest.skip("platform tests need fleetwire")
+    tmp = tmp_path_factory.mktemp("fleet")
+    env = {"FLEETWIRE_ADMIN_TOKEN": ADMIN_TOKEN, **getattr(request.module, "FLEETWIRE_ENV", {})}
+    started = _start_fleetwire(tmp, anonymous=True, env=env)
+    yield started
+    _stop(started)
+
+
+@pytest.fixture(scope="module")
+def api(fleet):
+    """The REST API of `fleet`, with the admin token."""
+    from fleet import Api
+
+    return Api(fleet, ADMIN_TOKEN)
+
+
+@pytest.fixture
+def devices(fleet):
+    """Factory for paho clients of `fleet` (`devices("name", protocol=..., username=..., password=...)`),
+    connected, all closed after the test."""
+    created: list[Peer] = []
+
+    def make(
+        client_id: str, *, username: str | None = None, password: str | None = None, connect: bool = True, **kwargs
+    ) -> Peer:
+        peer = Peer(fleet, client_id, **kwargs)
+        if username is not None:
+            peer.client.username_pw_set(username, password)
+        created.append(peer)
+        return peer.connect() if connect else peer
+
+    yield make
+    for client in created:
+        client.close()
+
+
 @pytest.fixture
 def uid() -> str:
     """A short unique prefix for this test's client ids and topics."""
@@ -260,6 +303,7 @@ def pytest_runtest_makereport(item, call):
     """Attach the broker's recent log to a failing test's report."""
     outcome = yield
     report = outcome.get_result()
-    started = item.funcargs.get("broker") if hasattr(item, "funcargs") else None
+    funcargs = getattr(item, "funcargs", {})
+    started = funcargs.get("broker") or funcargs.get("platform") or funcargs.get("fleet")
     if report.failed and isinstance(started, Broker):
         report.sections.append((f"{started.kind} log (last 300 lines)", started.log_text()))
