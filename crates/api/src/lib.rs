@@ -1,6 +1,8 @@
 //! Fleetwire's HTTP front-end: the REST API under `/api/v1` (devices, their MQTT
-//! credentials, API tokens), its OpenAPI document at `/api/openapi.json`, liveness
-//! (`/healthz`), readiness (`/readyz`) and Prometheus metrics (`/metrics`).
+//! credentials, API tokens, telemetry, rules, alarms, commands, the WebSocket live
+//! stream), InfluxDB v2 writes at `/api/v2/write`, its OpenAPI document at
+//! `/api/openapi.json`, liveness (`/healthz`), readiness (`/readyz`) and Prometheus
+//! metrics (`/metrics`).
 //!
 //! Only this crate knows HTTP and JSON: it reads the registry and the broker through
 //! their public APIs and maps their types to JSON bodies. Every error is
@@ -12,8 +14,9 @@
 //! # async fn run(
 //! #     broker: fleetwire_broker::Broker,
 //! #     registry: fleetwire_registry::Registry,
+//! #     platform: fleetwire_platform::Platform,
 //! # ) -> std::io::Result<()> {
-//! let state = fleetwire_api::ApiState { broker, registry };
+//! let state = fleetwire_api::ApiState { broker, registry, platform };
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
 //! axum::serve(listener, fleetwire_api::router(state)).await
 //! # }

@@ -243,7 +243,10 @@ async fn reload_pending(inner: &Inner) {
     {
         Ok(pending) => {
             if !pending.is_empty() {
-                tracing::info!(commands = pending.len(), "pending commands will be sent again");
+                tracing::info!(
+                    commands = pending.len(),
+                    "pending commands will be sent again"
+                );
             }
             let mut unrouted = inner.commands.unrouted.lock();
             for command in pending {
