@@ -22,7 +22,7 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgr
 use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::response::Response;
-use fleetwire_platform::Event;
+use fleetwire_platform::{Event, EventKinds, Subscription};
 use fleetwire_registry::Role;
 use futures_util::{SinkExt as _, StreamExt as _};
 use tokio::sync::broadcast::error::RecvError;
@@ -36,13 +36,10 @@ use crate::problem::Problem;
 const PING_INTERVAL: Duration = Duration::from_secs(30);
 
 /// Which events a client wants.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Clone)]
 pub(crate) struct Filter {
     devices: Option<HashSet<String>>,
-    telemetry: bool,
-    presence: bool,
-    alarm: bool,
-    command: bool,
+    kinds: EventKinds,
 }
 
 impl Filter {
@@ -65,10 +62,7 @@ impl<S: Send + Sync> FromRequestParts<S> for StreamQuery {
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Problem> {
         let mut filter = Filter {
             devices: None,
-            telemetry: true,
-            presence: true,
-            alarm: true,
-            command: true,
+            kinds: EventKinds::ALL,
         };
         let mut token = None;
         let query = parts.uri.query().unwrap_or_default();
@@ -84,22 +78,17 @@ impl<S: Send + Sync> FromRequestParts<S> for StreamQuery {
                     );
                 }
                 "kinds" => {
-                    (
-                        filter.telemetry,
-                        filter.presence,
-                        filter.alarm,
-                        filter.command,
-                    ) = (false, false, false, false);
+                    filter.kinds = EventKinds::NONE;
                     for kind in value
                         .split(',')
                         .map(str::trim)
                         .filter(|kind| !kind.is_empty())
                     {
                         match kind {
-                            "telemetry" => filter.telemetry = true,
-                            "presence" => filter.presence = true,
-                            "alarm" => filter.alarm = true,
-                            "command" => filter.command = true,
+                            "telemetry" => filter.kinds.telemetry = true,
+                            "presence" => filter.kinds.presence = true,
+                            "alarm" => filter.kinds.alarm = true,
+                            "command" => filter.kinds.command = true,
                             other => {
                                 return Err(Problem::bad_request(format!(
                                     "kinds: expected telemetry, presence, alarm or command, got {other:?}"
@@ -142,8 +131,10 @@ pub(crate) async fn stream(
     parts: Parts,
 ) -> Result<Response, Problem> {
     authorize(&app, &parts, query.token.as_deref()).await?;
-    let events = app.platform.events().subscribe();
+    // Only the channels of the wanted kinds: a client of alarms is not woken by every
+    // telemetry write, nor dropped for falling behind them.
     let filter = query.filter;
+    let events = app.platform.events().subscribe(filter.kinds);
     Ok(upgrade.on_upgrade(move |socket| serve(socket, events, filter)))
 }
 
@@ -172,11 +163,7 @@ async fn authorize(app: &AppState, parts: &Parts, token: Option<&str>) -> Result
     Ok(())
 }
 
-async fn serve(
-    socket: WebSocket,
-    mut events: tokio::sync::broadcast::Receiver<Event>,
-    filter: Filter,
-) {
+async fn serve(socket: WebSocket, mut events: Subscription, filter: Filter) {
     let (mut sink, mut incoming) = socket.split();
     let mut ping = tokio::time::interval(PING_INTERVAL);
     ping.tick().await;
@@ -227,7 +214,7 @@ async fn serve(
 /// per device and timestamp).
 fn render(event: &Event, filter: &Filter, out: &mut Vec<String>) {
     match event {
-        Event::Telemetry(batch) if filter.telemetry => {
+        Event::Telemetry(batch) if filter.kinds.telemetry => {
             for row in batch.rows() {
                 if !filter.wants_device(row.device) {
                     continue;
@@ -252,14 +239,16 @@ fn render(event: &Event, filter: &Filter, out: &mut Vec<String>) {
             }
         }
         Event::Presence { device, online, at }
-            if filter.presence && filter.wants_device(device) =>
+            if filter.kinds.presence && filter.wants_device(device) =>
         {
             let mut text = String::from("{\"kind\":\"presence\",\"device_id\":");
             push_json_string(&mut text, device);
             let _ = write!(text, ",\"online\":{online},\"ts\":{}}}", at.as_millis());
             out.push(text);
         }
-        Event::Alarm(alarm) if filter.alarm && filter.wants_device(alarm.device_id.as_str()) => {
+        Event::Alarm(alarm)
+            if filter.kinds.alarm && filter.wants_device(alarm.device_id.as_str()) =>
+        {
             let body = serde_json::json!({
                 "kind": "alarm",
                 "device_id": alarm.device_id.as_str(),
@@ -268,7 +257,7 @@ fn render(event: &Event, filter: &Filter, out: &mut Vec<String>) {
             out.push(body.to_string());
         }
         Event::Command(command)
-            if filter.command && filter.wants_device(command.device_id.as_str()) =>
+            if filter.kinds.command && filter.wants_device(command.device_id.as_str()) =>
         {
             let body = serde_json::json!({
                 "kind": "command",

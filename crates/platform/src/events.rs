@@ -1,21 +1,30 @@
 //! The platform's events, as the live stream (`/api/v1/stream`) and the dashboard see
 //! them: telemetry written, devices coming and going, alarms and commands changing.
 //!
-//! One broadcast channel carries them all. Publishing never waits: a subscriber that falls
-//! more than [`EVENT_BUFFER`] events behind loses the oldest and learns how many it
+//! Two broadcast channels carry them: one for telemetry, which comes by the thousands per
+//! second, and one for everything else (presence, alarms, commands), which is rare. A
+//! subscriber listens only to the channels of the kinds it wants, so a client of alarms
+//! alone is neither woken by every write nor dropped for lagging behind telemetry it
+//! never asked for. Publishing never waits: a subscriber that falls more than
+//! [`EVENT_BUFFER`] events behind on one channel loses the oldest and learns how many it
 //! missed (the API then tells the client and drops it). Telemetry travels as the written
-//! [`PointBatch`]es themselves, shared, so a busy store costs one `Arc` per write group,
+//! [`PointBatch`]es themselves, shared, so a busy store costs one `Arc` per written batch,
 //! not one event per point; nothing is built when nobody listens.
+//!
+//! Order: a subscriber to both channels always takes waiting telemetry first, so an
+//! alarm never overtakes the telemetry that raised it (the telemetry is published when
+//! written, before the rules see it).
 
 use std::sync::Arc;
 
 use fleetwire_registry::{Alarm, Command};
 use fleetwire_store::Timestamp;
 use tokio::sync::broadcast;
+use tokio::sync::broadcast::error::RecvError;
 
 use crate::batch::PointBatch;
 
-/// Events a subscriber may fall behind by before it misses some.
+/// Events a subscriber may fall behind by, per channel, before it misses some.
 pub const EVENT_BUFFER: usize = 4096;
 
 /// Something that happened.
@@ -48,36 +57,190 @@ impl Event {
             Event::Command(command) => command.device_id.as_str() == device,
         }
     }
+
+    /// Whether `kinds` includes this event's kind.
+    pub fn is_one_of(&self, kinds: EventKinds) -> bool {
+        match self {
+            Event::Telemetry(_) => kinds.telemetry,
+            Event::Presence { .. } => kinds.presence,
+            Event::Alarm(_) => kinds.alarm,
+            Event::Command(_) => kinds.command,
+        }
+    }
+}
+
+/// The kinds of events a subscriber wants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventKinds {
+    /// Written telemetry.
+    pub telemetry: bool,
+    /// Devices connecting and disconnecting.
+    pub presence: bool,
+    /// Alarm changes.
+    pub alarm: bool,
+    /// Command changes.
+    pub command: bool,
+}
+
+impl EventKinds {
+    /// Every kind.
+    pub const ALL: EventKinds = EventKinds {
+        telemetry: true,
+        presence: true,
+        alarm: true,
+        command: true,
+    };
+
+    /// No kind (a subscription to nothing waits forever).
+    pub const NONE: EventKinds = EventKinds {
+        telemetry: false,
+        presence: false,
+        alarm: false,
+        command: false,
+    };
+
+    fn wants_changes(self) -> bool {
+        self.presence || self.alarm || self.command
+    }
+}
+
+impl Default for EventKinds {
+    fn default() -> EventKinds {
+        EventKinds::ALL
+    }
 }
 
 /// Where events are published and subscribed to. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct EventHub {
-    sender: broadcast::Sender<Event>,
+    telemetry: broadcast::Sender<Event>,
+    /// Presence, alarms and commands.
+    changes: broadcast::Sender<Event>,
 }
 
 impl Default for EventHub {
     fn default() -> EventHub {
-        let (sender, _) = broadcast::channel(EVENT_BUFFER);
-        EventHub { sender }
+        let (telemetry, _) = broadcast::channel(EVENT_BUFFER);
+        let (changes, _) = broadcast::channel(EVENT_BUFFER);
+        EventHub { telemetry, changes }
     }
 }
 
 impl EventHub {
-    /// Publishes an event to every current subscriber; free when there are none.
+    /// Publishes an event to every current subscriber of its kind's channel; free when
+    /// there are none.
     pub fn publish(&self, event: Event) {
-        if self.sender.receiver_count() > 0 {
-            let _ = self.sender.send(event);
+        let channel = match event {
+            Event::Telemetry(_) => &self.telemetry,
+            _ => &self.changes,
+        };
+        if channel.receiver_count() > 0 {
+            let _ = channel.send(event);
         }
     }
 
     /// Whether anybody listens (lets publishers skip building events).
     pub fn has_subscribers(&self) -> bool {
-        self.sender.receiver_count() > 0
+        self.telemetry.receiver_count() > 0 || self.changes.receiver_count() > 0
     }
 
-    /// A subscription to every event published from now on.
-    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
-        self.sender.subscribe()
+    /// A subscription to the events of `kinds` published from now on. It may also
+    /// return events of other kinds that share a channel with them (presence, alarms
+    /// and commands travel together): filter with [`Event::is_one_of`].
+    pub fn subscribe(&self, kinds: EventKinds) -> Subscription {
+        Subscription {
+            telemetry: kinds.telemetry.then(|| self.telemetry.subscribe()),
+            changes: kinds.wants_changes().then(|| self.changes.subscribe()),
+        }
+    }
+}
+
+/// A subscriber's end of the event hub; see [`EventHub::subscribe`].
+#[derive(Debug)]
+pub struct Subscription {
+    telemetry: Option<broadcast::Receiver<Event>>,
+    changes: Option<broadcast::Receiver<Event>>,
+}
+
+impl Subscription {
+    /// The next event: waiting telemetry first, then the rest. `Lagged` when the
+    /// subscriber fell too far behind on either channel, `Closed` once the hub is gone.
+    pub async fn recv(&mut self) -> Result<Event, RecvError> {
+        match (&mut self.telemetry, &mut self.changes) {
+            (Some(telemetry), Some(changes)) => {
+                tokio::select! {
+                    biased;
+                    event = telemetry.recv() => event,
+                    event = changes.recv() => event,
+                }
+            }
+            (Some(telemetry), None) => telemetry.recv().await,
+            (None, Some(changes)) => changes.recv().await,
+            (None, None) => std::future::pending().await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn presence(device: &str) -> Event {
+        Event::Presence {
+            device: Arc::from(device),
+            online: true,
+            at: Timestamp::from_millis(1),
+        }
+    }
+
+    fn telemetry() -> Event {
+        Event::Telemetry(Arc::new(PointBatch::default()))
+    }
+
+    #[tokio::test]
+    async fn subscriber_of_changes_alone_never_sees_telemetry_nor_lags_behind_it() {
+        let hub = EventHub::default();
+        let mut changes = hub.subscribe(EventKinds {
+            presence: true,
+            ..EventKinds::NONE
+        });
+        for _ in 0..EVENT_BUFFER * 2 {
+            hub.publish(telemetry());
+        }
+        hub.publish(presence("d1"));
+        let event = changes.recv().await.expect("the presence event");
+        assert!(matches!(event, Event::Presence { ref device, .. } if &**device == "d1"));
+    }
+
+    #[tokio::test]
+    async fn waiting_telemetry_comes_before_a_later_change() {
+        let hub = EventHub::default();
+        let mut all = hub.subscribe(EventKinds::ALL);
+        hub.publish(telemetry());
+        hub.publish(presence("d1"));
+        assert!(matches!(all.recv().await, Ok(Event::Telemetry(_))));
+        assert!(matches!(all.recv().await, Ok(Event::Presence { .. })));
+    }
+
+    #[tokio::test]
+    async fn falling_behind_on_telemetry_is_reported() {
+        let hub = EventHub::default();
+        let mut all = hub.subscribe(EventKinds::ALL);
+        for _ in 0..EVENT_BUFFER + 3 {
+            hub.publish(telemetry());
+        }
+        assert!(matches!(all.recv().await, Err(RecvError::Lagged(3))));
+    }
+
+    #[test]
+    fn publishing_without_subscribers_is_free() {
+        let hub = EventHub::default();
+        assert!(!hub.has_subscribers());
+        hub.publish(telemetry());
+        let _alarms = hub.subscribe(EventKinds {
+            alarm: true,
+            ..EventKinds::NONE
+        });
+        assert!(hub.has_subscribers());
     }
 }
