@@ -1,5 +1,6 @@
-//! MQTT load generator for any broker: the engine behind `fleetwire bench` and the
-//! side-by-side comparison in `scripts/bench/compare`.
+//! Load generator: MQTT scenarios for any broker (the engine behind `fleetwire bench` and
+//! the side-by-side comparison in `scripts/bench/compare`), and InfluxDB line protocol
+//! over HTTP for the ingest benchmark (`scripts/bench/ingest`).
 //!
 //! Scenarios ([`Scenario`]):
 //! - `fan-in`: many publishers, each on its own topic, and a wildcard subscriber counting
@@ -8,7 +9,10 @@
 //! - `pairs`: N publisher/subscriber pairs, each pair on its own topic, for latency;
 //! - `connections`: ramp up to N idle connections, spread over loopback source addresses
 //!   to get past the ephemeral port limit; reports the connect rate and, given the
-//!   broker's pid, its memory per connection.
+//!   broker's pid, its memory per connection;
+//! - [`line_protocol`]: InfluxDB line protocol `POST`ed to `/api/v2/write` over
+//!   keep-alive HTTP/1.1 connections (its own module and small client, [`http`]; the
+//!   MQTT scenarios do not use them).
 //!
 //! Every message carries its send time in its first 8 bytes, so subscribers measure
 //! publish-to-receive latency into an HDR histogram. The generator keeps itself off the
@@ -37,7 +41,9 @@ mod config;
 mod connections;
 mod counters;
 mod error;
+pub mod http;
 mod latency;
+pub mod line_protocol;
 mod messaging;
 pub mod rate;
 mod report;
@@ -49,6 +55,7 @@ pub use config::{BenchConfig, Scenario};
 pub use counters::{Counters, CountersSnapshot};
 pub use error::BenchError;
 pub use latency::{LatencyRecorder, LatencySummary};
+pub use line_protocol::{LineProtocolConfig, LineProtocolReport, TimePrecision};
 pub use report::{BrokerUsage, ConnectionsResult, CpuUsage, Report};
 
 /// A validated benchmark run.

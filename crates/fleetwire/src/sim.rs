@@ -83,16 +83,20 @@ pub(crate) struct SimArgs {
     /// Print the final counters as one JSON object on the last line of stdout.
     #[arg(long)]
     json: bool,
+    /// Worker threads of the simulator [default: one per core].
+    #[arg(long, value_name = "N")]
+    threads: Option<usize>,
 }
 
 /// Runs the simulator until Ctrl-C or `--duration`.
 pub(crate) fn run(args: SimArgs) -> anyhow::Result<()> {
     init_logging();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("fleetwire-sim")
-        .build()
-        .context("cannot start the async runtime")?;
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all().thread_name("fleetwire-sim");
+    if let Some(threads) = args.threads {
+        builder.worker_threads(threads.max(1));
+    }
+    let runtime = builder.build().context("cannot start the async runtime")?;
     runtime.block_on(simulate(args))
 }
 
@@ -223,6 +227,15 @@ async fn simulate(args: SimArgs) -> anyhow::Result<()> {
         stats.errors,
         stats.reconnects
     );
+    let latency = &stats.ack_latency_us;
+    let summary = if latency.count > 0 {
+        format!(
+            "{summary}; PUBACK after p50 {} µs, p99 {} µs, p99.9 {} µs, max {} µs",
+            latency.p50, latency.p99, latency.p999, latency.max
+        )
+    } else {
+        summary
+    };
     if args.json {
         eprintln!("{summary}");
         let json = serde_json::json!({
@@ -234,6 +247,13 @@ async fn simulate(args: SimArgs) -> anyhow::Result<()> {
             "errors": stats.errors,
             "reconnects": stats.reconnects,
             "last_error": stats.last_error,
+            "ack_latency_us": {
+                "p50": latency.p50,
+                "p99": latency.p99,
+                "p999": latency.p999,
+                "max": latency.max,
+                "count": latency.count,
+            },
         });
         println!("{json}");
     } else {

@@ -77,6 +77,7 @@ pub use command_response::{CommandResponse, CommandStatus, parse_command_respons
 pub use error::{Error, Result};
 pub use limits::Limits;
 pub use line_protocol::{
-    LineBatch, LinePoint, MAX_SKIPPED_NAMES, Precision, SkippedStringFields, parse_line_protocol,
+    LineBatch, LinePoint, LineSummary, MAX_SKIPPED_NAMES, Precision, SkippedStringFields,
+    parse_line_protocol, parse_line_protocol_each,
 };
 pub use telemetry::{Telemetry, TelemetryField, parse_telemetry};

@@ -10,6 +10,8 @@
 //!
 //! The parser is one pass over the bytes with a lookup table per name kind, and borrows
 //! every name without escapes from the body: no allocation per point but the `Vec` growth.
+//! [`parse_line_protocol_each`] hands the points to a closure instead of collecting them,
+//! so a caller can put them straight where they go (the platform's write batch).
 
 use std::borrow::Cow;
 use std::fmt;
@@ -171,6 +173,92 @@ pub fn parse_line_protocol<'a>(
     received_at: Timestamp,
     limits: &Limits,
 ) -> Result<LineBatch<'a>> {
+    // About one point per 32 bytes of a Telegraf body: few reallocations, little waste.
+    let mut points = Vec::with_capacity(body.len() / 32);
+    let skipped = parse(body, precision, received_at, limits, &mut points)?;
+    Ok(LineBatch { points, skipped })
+}
+
+/// What [`parse_line_protocol_each`] found besides the points.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct LineSummary<'a> {
+    /// Points handed to the closure.
+    pub points: usize,
+    /// The lines that had string fields, which were skipped.
+    pub skipped: Vec<SkippedStringFields<'a>>,
+}
+
+impl LineSummary<'_> {
+    /// How many string fields were skipped in all.
+    pub fn skipped_count(&self) -> usize {
+        self.skipped.iter().map(|skipped| skipped.count).sum()
+    }
+}
+
+/// [`parse_line_protocol`] without the `Vec` of points: each point goes to `each` as soon
+/// as its line is complete (the same points, in the same order).
+///
+/// `each` sees the points of the lines before a malformed one too: when this returns an
+/// error, the caller must drop whatever it gathered, exactly as it would never get a
+/// [`LineBatch`] from [`parse_line_protocol`]. Nothing is to be written before `Ok`.
+///
+/// # Errors
+///
+/// As [`parse_line_protocol`].
+pub fn parse_line_protocol_each<'a>(
+    body: &'a [u8],
+    precision: Precision,
+    received_at: Timestamp,
+    limits: &Limits,
+    each: impl FnMut(Point<'_>),
+) -> Result<LineSummary<'a>> {
+    let mut sink = EachPoint { each, count: 0 };
+    let skipped = parse(body, precision, received_at, limits, &mut sink)?;
+    Ok(LineSummary {
+        points: sink.count,
+        skipped,
+    })
+}
+
+/// Where the parser puts the points of each complete line.
+trait PointSink<'a> {
+    // The device comes as the `Cow` itself so that the collecting sink can keep it borrowed
+    // (a cheap copy) and the closure sink need not clone an unescaped copy per point.
+    #[allow(clippy::ptr_arg)]
+    fn point(&mut self, device: &Cow<'a, str>, field: Cow<'a, str>, at: Timestamp, value: f64);
+}
+
+impl<'a> PointSink<'a> for Vec<LinePoint<'a>> {
+    fn point(&mut self, device: &Cow<'a, str>, field: Cow<'a, str>, at: Timestamp, value: f64) {
+        self.push(LinePoint {
+            device: device.clone(),
+            field,
+            timestamp: at,
+            value,
+        });
+    }
+}
+
+struct EachPoint<F> {
+    each: F,
+    count: usize,
+}
+
+impl<'a, F: FnMut(Point<'_>)> PointSink<'a> for EachPoint<F> {
+    fn point(&mut self, device: &Cow<'a, str>, field: Cow<'a, str>, at: Timestamp, value: f64) {
+        self.count += 1;
+        (self.each)(Point::new(device, &field, at, value));
+    }
+}
+
+fn parse<'a, S: PointSink<'a>>(
+    body: &'a [u8],
+    precision: Precision,
+    received_at: Timestamp,
+    limits: &Limits,
+    sink: &mut S,
+) -> Result<Vec<SkippedStringFields<'a>>> {
     let text = match std::str::from_utf8(body) {
         Ok(text) => text,
         Err(error) => {
@@ -192,15 +280,12 @@ pub fn parse_line_protocol<'a>(
         precision,
         received_at,
         limits,
-        // About one point per 32 bytes of a Telegraf body: few reallocations, little waste.
-        points: Vec::with_capacity(body.len() / 32),
+        sink,
+        fields: Vec::new(),
         skipped: Vec::new(),
     };
     parser.parse_body()?;
-    Ok(LineBatch {
-        points: parser.points,
-        skipped: parser.skipped,
-    })
+    Ok(parser.skipped)
 }
 
 /// What a byte means to a name being scanned.
@@ -247,7 +332,7 @@ impl Span {
     }
 }
 
-struct LineParser<'a, 'l> {
+struct LineParser<'a, 'l, S> {
     text: &'a str,
     bytes: &'a [u8],
     position: usize,
@@ -256,11 +341,13 @@ struct LineParser<'a, 'l> {
     precision: Precision,
     received_at: Timestamp,
     limits: &'l Limits,
-    points: Vec<LinePoint<'a>>,
+    sink: &'l mut S,
+    /// The fields of the line being parsed: its timestamp comes last, so they wait here.
+    fields: Vec<(Cow<'a, str>, f64)>,
     skipped: Vec<SkippedStringFields<'a>>,
 }
 
-impl<'a> LineParser<'a, '_> {
+impl<'a, S: PointSink<'a>> LineParser<'a, '_, S> {
     fn parse_body(&mut self) -> Result<()> {
         loop {
             self.skip_blanks();
@@ -349,7 +436,7 @@ impl<'a> LineParser<'a, '_> {
             ));
         }
 
-        let first_point = self.points.len();
+        self.fields.clear();
         let mut field_count = 0;
         let mut skipped_index = None;
         loop {
@@ -397,12 +484,7 @@ impl<'a> LineParser<'a, '_> {
                 }
             } else {
                 let value = self.parse_value(&field)?;
-                self.points.push(LinePoint {
-                    device: device.clone(),
-                    field,
-                    timestamp: self.received_at,
-                    value,
-                });
+                self.fields.push((field, value));
             }
             match self.peek() {
                 Some(b',') => self.position += 1,
@@ -419,11 +501,9 @@ impl<'a> LineParser<'a, '_> {
         }
 
         self.skip_blanks();
+        let mut timestamp = self.received_at;
         if !self.is_at_end_of_line() {
-            let timestamp = self.parse_timestamp()?;
-            for point in &mut self.points[first_point..] {
-                point.timestamp = timestamp;
-            }
+            timestamp = self.parse_timestamp()?;
             self.skip_blanks();
             if !self.is_at_end_of_line() {
                 return Err(self.error(format!(
@@ -433,6 +513,9 @@ impl<'a> LineParser<'a, '_> {
             }
         }
         self.consume_end_of_line();
+        for (field, value) in self.fields.drain(..) {
+            self.sink.point(&device, field, timestamp, value);
+        }
         Ok(())
     }
 
@@ -448,6 +531,10 @@ impl<'a> LineParser<'a, '_> {
         }
         self.position = end;
         let token = &self.text[start..end];
+        // Plain decimals, what sensors send nearly always, take the fast path.
+        if let Some(float) = parse_plain_decimal(token.as_bytes()) {
+            return Ok(float);
+        }
         let expected = match token.as_bytes().last() {
             None => {
                 return Err(self.error(format!(
@@ -628,6 +715,56 @@ impl<'a> LineParser<'a, '_> {
     }
 }
 
+/// Powers of ten that are exact in an `f64` (up to 10^22), for [`parse_plain_decimal`].
+const EXACT_POWERS_OF_TEN: [f64; 23] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
+    1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
+];
+
+/// The value of a plain decimal such as `21.37`, `-0.5` or `40` (an optional `-`,
+/// digits, at most one `.`, at most 15 digits in all), or `None` for anything else,
+/// which the caller leaves to the standard parser.
+///
+/// Such a decimal is `m / 10^k` with `m < 2^53` and `k <= 15`, both exact in an `f64`,
+/// and IEEE division rounds correctly, so the result is the correctly rounded value, the
+/// same `str::parse` gives (Clinger's fast path). It is what sensors send nearly always,
+/// and three times cheaper than the general parser.
+fn parse_plain_decimal(token: &[u8]) -> Option<f64> {
+    // A sign, 15 digits and a point at most: longer tokens (full-precision floats such as
+    // Telegraf's 37.46282365612453) go to the standard parser without a wasted scan.
+    if token.len() > 17 {
+        return None;
+    }
+    let (is_negative, digits) = match token.split_first()? {
+        (b'-', rest) => (true, rest),
+        _ => (false, token),
+    };
+    let mut mantissa = 0u64;
+    let mut digit_count = 0usize;
+    let mut decimals: Option<usize> = None;
+    for &byte in digits {
+        match byte {
+            b'0'..=b'9' => {
+                digit_count += 1;
+                if digit_count > 15 {
+                    return None;
+                }
+                mantissa = mantissa * 10 + u64::from(byte - b'0');
+                if let Some(decimals) = decimals.as_mut() {
+                    *decimals += 1;
+                }
+            }
+            b'.' if decimals.is_none() => decimals = Some(0),
+            _ => return None,
+        }
+    }
+    if digit_count == 0 {
+        return None;
+    }
+    let value = mantissa as f64 / EXACT_POWERS_OF_TEN[decimals.unwrap_or(0)];
+    Some(if is_negative { -value } else { value })
+}
+
 /// Whether `token` has only the characters of a decimal float (so that `inf`, `NaN` and
 /// `infinity`, which Rust would parse, are refused like InfluxDB refuses them).
 fn is_float_syntax(token: &str) -> bool {
@@ -655,4 +792,86 @@ fn unescape_name(raw: &str) -> String {
     }
     name.push_str(&raw[segment_start..]);
     name
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_plain_decimal;
+
+    #[test]
+    fn plain_decimals_parse_exactly_like_the_standard_parser() {
+        let mut state = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let mut tokens: Vec<String> = [
+            "0",
+            "-0",
+            "0.0",
+            "-0.0",
+            "1.",
+            ".5",
+            "-.5",
+            "007.50",
+            "21.37",
+            "-40",
+            "999999999999999",
+            "0.00000000000001",
+            "123456789012.345",
+            "900719925474.099",
+        ]
+        .iter()
+        .map(|token| (*token).to_owned())
+        .collect();
+        for _ in 0..200_000 {
+            let digits = 1 + (next() % 15) as usize;
+            let mut token = String::new();
+            if next() % 3 == 0 {
+                token.push('-');
+            }
+            let point = (next() % (digits as u64 + 2)) as usize;
+            for index in 0..digits {
+                if index == point {
+                    token.push('.');
+                }
+                token.push(char::from(b'0' + (next() % 10) as u8));
+            }
+            tokens.push(token);
+        }
+        for token in &tokens {
+            let expected: f64 = token.parse().unwrap_or_else(|_| panic!("{token}"));
+            let fast = parse_plain_decimal(token.as_bytes());
+            assert_eq!(fast.map(f64::to_bits), Some(expected.to_bits()), "{token}");
+        }
+    }
+
+    #[test]
+    fn anything_but_a_plain_decimal_is_left_to_the_standard_parser() {
+        for token in [
+            "",
+            "-",
+            ".",
+            "-.",
+            "1.2.3",
+            "1e3",
+            "1E3",
+            "+1",
+            "12i",
+            "12u",
+            "true",
+            "t",
+            "inf",
+            "NaN",
+            "1234567890123456",
+            "0.1234567890123456",
+            "--1",
+            "1-",
+            "1_0",
+        ] {
+            assert_eq!(parse_plain_decimal(token.as_bytes()), None, "{token}");
+        }
+    }
 }

@@ -1,18 +1,58 @@
 //! InfluxDB line protocol: tables of bodies and the points they give, or the exact error.
 
-use fleetwire_formats::{Error, Limits, LineBatch, Precision, parse_line_protocol};
+use fleetwire_formats::{
+    Error, Limits, LineBatch, Precision, parse_line_protocol, parse_line_protocol_each,
+};
 use fleetwire_store::{MAX_NAME_LEN, Point, Timestamp};
 
 const RECEIVED_AT: i64 = 1_700_000_000_000;
 const R: i64 = RECEIVED_AT;
 
+/// Parses `body` with both entry points and checks they agree: the same points in the
+/// same order and the same skipped fields, or the same error.
 fn parse(body: &str, precision: Precision) -> Result<LineBatch<'_>, Error> {
-    parse_line_protocol(
+    let received_at = Timestamp::from_millis(RECEIVED_AT);
+    let batch = parse_line_protocol(body.as_bytes(), precision, received_at, &Limits::default());
+    let mut each = Vec::new();
+    let summary = parse_line_protocol_each(
         body.as_bytes(),
         precision,
-        Timestamp::from_millis(RECEIVED_AT),
+        received_at,
         &Limits::default(),
-    )
+        |point| {
+            each.push((
+                point.device.to_owned(),
+                point.field.to_owned(),
+                point.timestamp.as_millis(),
+                point.value.to_bits(),
+            ))
+        },
+    );
+    match (&batch, summary) {
+        (Ok(batch), Ok(summary)) => {
+            let collected: Vec<_> = batch
+                .points
+                .iter()
+                .map(|point| {
+                    (
+                        point.device.to_string(),
+                        point.field.to_string(),
+                        point.timestamp.as_millis(),
+                        point.value.to_bits(),
+                    )
+                })
+                .collect();
+            assert_eq!(each, collected, "{body:?}");
+            assert_eq!(summary.points, collected.len());
+            assert_eq!(summary.skipped, batch.skipped, "{body:?}");
+            assert_eq!(summary.skipped_count(), batch.skipped_count());
+        }
+        (Err(batch_error), Err(each_error)) => {
+            assert_eq!(batch_error.to_string(), each_error.to_string());
+        }
+        (batch, summary) => panic!("{body:?}: {batch:?} but {summary:?}"),
+    }
+    batch
 }
 
 fn points(batch: &LineBatch<'_>) -> Vec<(String, String, i64, f64)> {

@@ -52,6 +52,34 @@ impl PointBatch {
         }
     }
 
+    /// Adds every point of `other`, in order. Costs two copies of plain memory (names and
+    /// points), not a name lookup per point.
+    pub fn append(&mut self, other: &PointBatch) {
+        // Names are at most MAX_NAME_LEN bytes and batches are bounded, so this fits.
+        let shift = self.names.len() as u32;
+        self.names.push_str(&other.names);
+        self.points.reserve(other.points.len());
+        self.points.extend(other.points.iter().map(|packed| Packed {
+            device: (packed.device.0 + shift, packed.device.1),
+            field: (packed.field.0 + shift, packed.field.1),
+            ..*packed
+        }));
+    }
+
+    /// The device of each run of consecutive points of one device, in order: a device
+    /// comes again when its points are not all together.
+    pub fn device_runs(&self) -> impl Iterator<Item = &str> + '_ {
+        let mut previous = None;
+        self.points.iter().filter_map(move |packed| {
+            // Consecutive points of one device share its interned name (see `push`).
+            if previous == Some(packed.device) {
+                return None;
+            }
+            previous = Some(packed.device);
+            Some(self.slice(packed.device))
+        })
+    }
+
     /// Number of points.
     pub fn len(&self) -> usize {
         self.points.len()
@@ -165,5 +193,36 @@ mod tests {
         );
         let points: Vec<Point<'_>> = batch.iter().collect();
         assert_eq!(points[3], Point::new("b", "t", at(2), 4.0));
+    }
+
+    #[test]
+    fn appended_batches_keep_every_point_in_order() {
+        let at = Timestamp::from_millis;
+        let mut first = PointBatch::default();
+        first.push(Point::new("a", "temperature", at(1), 1.0));
+        first.push(Point::new("a", "humidity", at(1), 2.0));
+        let mut second = PointBatch::with_capacity(2);
+        second.push(Point::new("b", "temperature", at(2), 3.0));
+        second.push(Point::new("bb", "t", at(3), 4.0));
+        let mut merged = PointBatch::default();
+        merged.append(&first);
+        merged.append(&second);
+        merged.append(&PointBatch::default());
+        let expected: Vec<Point<'_>> = first.iter().chain(second.iter()).collect();
+        assert_eq!(merged.iter().collect::<Vec<_>>(), expected);
+        assert_eq!(merged.len(), 4);
+        assert_eq!(merged.rows().count(), 3);
+        assert_eq!(merged.device_runs().collect::<Vec<_>>(), ["a", "b", "bb"]);
+    }
+
+    #[test]
+    fn device_runs_name_each_change_of_device() {
+        let at = Timestamp::from_millis;
+        let mut batch = PointBatch::default();
+        for (device, field) in [("a", "t"), ("a", "h"), ("b", "t"), ("a", "t"), ("a", "h")] {
+            batch.push(Point::new(device, field, at(1), 1.0));
+        }
+        assert_eq!(batch.device_runs().collect::<Vec<_>>(), ["a", "b", "a"]);
+        assert_eq!(PointBatch::default().device_runs().count(), 0);
     }
 }

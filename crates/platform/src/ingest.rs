@@ -6,19 +6,56 @@
 //! counted (per source, in [`IngestStats`]), remembered as the device's last ingest error,
 //! logged at debug level, and answered (MQTT 5: 0x99; HTTP: 400 naming the problem).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use fleetwire_broker::{Inbound, Verdict};
-use fleetwire_formats::{Precision, parse_attributes, parse_line_protocol, parse_telemetry};
+use fleetwire_formats::{Precision, parse_attributes, parse_line_protocol_each, parse_telemetry};
 use fleetwire_registry::DeviceId;
 use fleetwire_store::Timestamp;
 use parking_lot::Mutex;
+use smallvec::SmallVec;
 
 use crate::batch::PointBatch;
 use crate::error::{Error, Result};
 use crate::platform::Inner;
+
+/// Fields of a typical device message, to size batches before parsing.
+const TYPICAL_FIELDS: usize = 8;
+/// Fewest bytes a line protocol point usually takes (`f=1.5,` with its share of the
+/// line's device and timestamp), to size a request's batch from its body.
+const LINE_PROTOCOL_BYTES_PER_POINT: usize = 16;
+
+/// A fast hash for the device names of one request (they come from the request and live
+/// as long as it: no flooding across requests, so SipHash's protection buys nothing).
+#[derive(Default)]
+struct NameHasher(u64);
+
+impl Hasher for NameHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            self.mix(u64::from_le_bytes(word));
+        }
+        for &byte in chunks.remainder() {
+            self.mix(u64::from(byte));
+        }
+    }
+}
+
+impl NameHasher {
+    fn mix(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7C_C1_B7_27_22_0A_95);
+    }
+}
 
 /// Where a message came from, for counters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -161,8 +198,9 @@ impl Inner {
     pub(crate) async fn ingest_mqtt(&self, batch: Vec<Inbound>) -> Vec<Verdict> {
         let received_at = Timestamp::now();
         let mut verdicts = vec![Verdict::Accepted; batch.len()];
-        let mut points = PointBatch::default();
-        let mut writes: Vec<usize> = Vec::new();
+        // Most reads carry one message of a few fields: size for that, grow for more.
+        let mut points = PointBatch::with_capacity(batch.len() * TYPICAL_FIELDS);
+        let mut writes: SmallVec<[usize; 8]> = SmallVec::new();
         for (index, message) in batch.iter().enumerate() {
             let Some(topic) = DeviceTopic::parse(message.topic.as_str()) else {
                 continue;
@@ -172,12 +210,15 @@ impl Inner {
             let may_register = message.device.is_none() && self.config.auto_register_devices;
             let outcome = match topic {
                 DeviceTopic::Telemetry(device) => self
-                    .prepare_telemetry(device, &message.payload, received_at, may_register)
+                    .prepare_telemetry(
+                        device,
+                        &message.payload,
+                        received_at,
+                        may_register,
+                        &mut points,
+                    )
                     .await
-                    .map(|parsed| {
-                        points.extend(parsed.iter());
-                        writes.push(index);
-                    }),
+                    .map(|_| writes.push(index)),
                 DeviceTopic::Attributes(device) => {
                     self.merge_attributes(device, &message.payload, may_register)
                         .await
@@ -215,14 +256,16 @@ impl Inner {
         verdicts
     }
 
-    /// Parses one telemetry payload of `device` into points, checking the device.
+    /// Parses one telemetry payload of `device`, checks the device, and appends the
+    /// points to `into` (nothing when it fails); the number of points appended.
     async fn prepare_telemetry(
         &self,
         device: &str,
         payload: &[u8],
         received_at: Timestamp,
         may_register: bool,
-    ) -> Result<PointBatch> {
+        into: &mut PointBatch,
+    ) -> Result<usize> {
         // The device first, so that a registered device's bad payload is recorded on it.
         self.directory.resolve(device, may_register).await?;
         let telemetry = parse_telemetry(payload, received_at, &self.config.limits)?;
@@ -233,9 +276,10 @@ impl Inner {
                 )));
             }
         }
-        let mut batch = PointBatch::with_capacity(telemetry.fields.len());
-        batch.extend(telemetry.points(device));
-        Ok(batch)
+        // Appended straight into the caller's batch: the points of one MQTT read (or one
+        // HTTP body) are copied once, from the payload into the batch that is written.
+        into.extend(telemetry.points(device));
+        Ok(telemetry.fields.len())
     }
 
     async fn merge_attributes(
@@ -288,10 +332,10 @@ impl Inner {
     /// `POST /api/v1/devices/{id}/telemetry`: the device must exist.
     pub(crate) async fn ingest_json(&self, device: &DeviceId, body: &[u8]) -> Result<WriteReport> {
         let result = async {
-            let batch = self
-                .prepare_telemetry(device.as_str(), body, Timestamp::now(), false)
+            let mut batch = PointBatch::with_capacity(TYPICAL_FIELDS);
+            let points = self
+                .prepare_telemetry(device.as_str(), body, Timestamp::now(), false, &mut batch)
                 .await?;
-            let points = batch.len();
             self.writer.write(batch).await?;
             Ok(WriteReport {
                 points,
@@ -309,33 +353,43 @@ impl Inner {
         body: &[u8],
         precision: Precision,
     ) -> Result<WriteReport> {
-        let parsed =
-            match parse_line_protocol(body, precision, Timestamp::now(), &self.config.limits) {
-                Ok(parsed) => parsed,
-                Err(error) => {
-                    self.ingest_stats
-                        .count(&self.ingest_stats.rejected, Source::LineProtocol, 1);
-                    return Err(error.into());
-                }
-            };
-        let mut batch = PointBatch::with_capacity(parsed.points.len());
-        let mut previous: Option<&str> = None;
-        for point in &parsed.points {
-            let device: &str = &point.device;
-            if previous != Some(device) {
-                if let Err(error) = self
-                    .directory
-                    .resolve(device, self.config.auto_register_devices)
-                    .await
-                {
-                    self.ingest_stats
-                        .count(&self.ingest_stats.rejected, Source::LineProtocol, 1);
-                    return Err(error);
-                }
-                previous = Some(device);
+        // The parser puts the points straight into the batch that is written; a body that
+        // turns out malformed drops the batch whole, so nothing of it is written.
+        let mut batch = PointBatch::with_capacity(body.len() / LINE_PROTOCOL_BYTES_PER_POINT);
+        let parsed = parse_line_protocol_each(
+            body,
+            precision,
+            Timestamp::now(),
+            &self.config.limits,
+            |point| batch.push(point),
+        );
+        let parsed = match parsed {
+            Ok(parsed) => parsed,
+            Err(error) => {
+                self.ingest_stats
+                    .count(&self.ingest_stats.rejected, Source::LineProtocol, 1);
+                return Err(error.into());
             }
-            batch.push(point.to_point());
+        };
+        // Each device once per request, in the order they first appear: a body usually
+        // goes round its devices line after line, so checking at every change of device
+        // would look most of them up many times.
+        let mut resolved: HashSet<&str, BuildHasherDefault<NameHasher>> = HashSet::default();
+        for device in batch.device_runs() {
+            if !resolved.insert(device) {
+                continue;
+            }
+            if let Err(error) = self
+                .directory
+                .resolve(device, self.config.auto_register_devices)
+                .await
+            {
+                self.ingest_stats
+                    .count(&self.ingest_stats.rejected, Source::LineProtocol, 1);
+                return Err(error);
+            }
         }
+        drop(resolved);
         let skipped = parsed.skipped_count();
         if skipped > 0 {
             self.ingest_stats

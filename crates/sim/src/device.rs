@@ -1,10 +1,11 @@
 //! One simulated device: connect, publish a reading every interval, reconnect with
 //! backoff when the connection fails, disconnect on stop.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use fleetwire_client::{ClientError, ConnectOptions, Connection, Event};
 use fleetwire_mqtt_codec::{QoS, TopicName};
 use tokio::sync::watch;
@@ -17,6 +18,8 @@ use crate::{Devices, SimConfig, SimCounters, SimError};
 const STABLE_CONNECTION: Duration = Duration::from_secs(10);
 /// How long a stopping device waits for its `DISCONNECT` to be written.
 const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Room for one telemetry payload (about 100 bytes).
+const PAYLOAD_CAPACITY: usize = 128;
 
 /// Everything one device needs that differs between devices.
 #[derive(Debug)]
@@ -165,34 +168,97 @@ async fn session(
     let phase = config.interval.mul_f64(jitter.unit());
     let mut ticker = tokio::time::interval_at(Instant::now() + phase, config.interval);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    loop {
+    // One wait for the stop signal for the whole session: a new one per loop turn would
+    // register with the shared channel (and unregister) on every message.
+    let stopped = stopped(stop);
+    tokio::pin!(stopped);
+    // Payloads are written into one buffer whose memory is reused once the connection
+    // has copied the message out.
+    let mut payloads = BytesMut::with_capacity(PAYLOAD_CAPACITY);
+    let mut acks = AckTimer::default();
+    let outcome = loop {
         tokio::select! {
-            () = stopped(stop) => {
+            () = &mut stopped => {
                 let _ = tokio::time::timeout(DISCONNECT_TIMEOUT, connection.disconnect()).await;
-                return Ok(());
+                break Ok(());
             }
             _ = ticker.tick() => {
                 let reading = generator.sample(unix_millis());
-                let payload = Bytes::from(reading.to_json().into_bytes());
+                payloads.reserve(PAYLOAD_CAPACITY);
+                reading.write_json(&mut payloads);
+                let payload: Bytes = payloads.split().freeze();
                 match connection.publish(&spec.topic, payload, config.qos, false) {
-                    Ok(_) => counters.published(),
+                    Ok(packet_id) => {
+                        counters.published();
+                        if let Some(packet_id) = packet_id {
+                            acks.sent(packet_id.get());
+                        }
+                    }
                     Err(ClientError::InflightWindowFull(limit)) => counters.error(format!(
                         "{}: {limit} messages wait for PUBACK, reading skipped", spec.device_id
                     )),
-                    Err(error) => return Err(error),
+                    Err(error) => break Err(error),
                 }
             }
-            event = connection.next_event() => match event? {
-                Event::PubAck(ack) if ack.reason.is_error() => counters.rejected(format!(
-                    "{}: broker refused a message with reason code {:#04x}",
-                    spec.device_id, ack.reason.0
-                )),
-                Event::PubAck(_) => counters.acknowledged(),
+            event = connection.next_event() => match event {
+                Ok(Event::PubAck(ack)) => {
+                    acks.acknowledged(ack.packet_id.get(), spec.index, counters);
+                    if ack.reason.is_error() {
+                        counters.rejected(format!(
+                            "{}: broker refused a message with reason code {:#04x}",
+                            spec.device_id, ack.reason.0
+                        ));
+                    } else {
+                        counters.acknowledged();
+                    }
+                }
                 // Commands arrive here once devices subscribe to them; nothing else
                 // is expected.
-                _ => {}
+                Ok(_) => {}
+                Err(error) => break Err(error),
             },
         }
+    };
+    acks.flush(spec.index, counters);
+    outcome
+}
+
+/// Times QoS 1 messages from publish to `PUBACK`. A broker acknowledges QoS 1 messages in
+/// the order it received them, so the oldest unacknowledged one is nearly always at the
+/// front.
+#[derive(Debug, Default)]
+struct AckTimer {
+    /// Packet id and send time of each message in flight, oldest first.
+    in_flight: VecDeque<(u16, Instant)>,
+    /// Times (microseconds) not yet handed to the shared histogram.
+    pending: Vec<u64>,
+}
+
+impl AckTimer {
+    /// Samples kept locally before they go to the shared histogram.
+    const BATCH: usize = 64;
+
+    fn sent(&mut self, packet_id: u16) {
+        self.in_flight.push_back((packet_id, Instant::now()));
+    }
+
+    fn acknowledged(&mut self, packet_id: u16, device: u64, counters: &SimCounters) {
+        let position = match self.in_flight.front() {
+            Some((front, _)) if *front == packet_id => Some(0),
+            _ => self.in_flight.iter().position(|(id, _)| *id == packet_id),
+        };
+        if let Some((_, sent)) = position.and_then(|index| self.in_flight.remove(index)) {
+            self.pending
+                .push(u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX));
+            if self.pending.len() >= Self::BATCH {
+                self.flush(device, counters);
+            }
+        }
+    }
+
+    fn flush(&mut self, device: u64, counters: &SimCounters) {
+        counters.record_ack_latencies(device, &self.pending);
+        self.pending.clear();
     }
 }
 

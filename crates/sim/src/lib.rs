@@ -42,7 +42,7 @@ use tokio::time::Instant;
 pub use config::{Backoff, Devices, SimConfig};
 pub use credentials::{DeviceCredential, parse_credentials, read_credentials};
 pub use error::SimError;
-pub use stats::{SimCounters, SimReport, SimStats};
+pub use stats::{AckLatencySummary, SimCounters, SimReport, SimStats};
 
 /// How long devices get to send `DISCONNECT` after shutdown before they are dropped.
 const STOP_GRACE: Duration = Duration::from_secs(3);

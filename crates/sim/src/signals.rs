@@ -17,6 +17,8 @@
 use std::f64::consts::PI;
 use std::fmt::Write;
 
+use bytes::BytesMut;
+
 const MS_PER_DAY: f64 = 86_400_000.0;
 /// Mean reversion rate of the temperature noise, per second (ten-minute memory).
 const TEMPERATURE_NOISE_RATE: f64 = 1.0 / 600.0;
@@ -56,14 +58,32 @@ impl Reading {
     /// The telemetry payload Fleetwire devices send on `devices/{id}/telemetry`:
     /// `{"ts":…,"temperature":…,"humidity":…,"battery":…,"door_open":…}`.
     pub fn to_json(&self) -> String {
-        let mut json = String::with_capacity(96);
-        // Writing to a String cannot fail.
+        let mut json = BytesMut::with_capacity(96);
+        self.write_json(&mut json);
+        // Only ASCII was written.
+        String::from_utf8_lossy(&json).into_owned()
+    }
+
+    /// Appends [`Reading::to_json`]'s text to `out` without allocating (beyond growing
+    /// `out`): what the simulator does for every message.
+    pub fn write_json(&self, out: &mut BytesMut) {
+        struct Appender<'a>(&'a mut BytesMut);
+        impl Write for Appender<'_> {
+            fn write_str(&mut self, text: &str) -> std::fmt::Result {
+                self.0.extend_from_slice(text.as_bytes());
+                Ok(())
+            }
+        }
+        // Appending to a buffer cannot fail.
         let _ = write!(
-            json,
+            Appender(out),
             "{{\"ts\":{},\"temperature\":{:.2},\"humidity\":{:.1},\"battery\":{:.2},\"door_open\":{}}}",
-            self.ts_ms, self.temperature, self.humidity, self.battery, self.is_door_open
+            self.ts_ms,
+            self.temperature,
+            self.humidity,
+            self.battery,
+            self.is_door_open
         );
-        json
     }
 }
 

@@ -4,6 +4,14 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use hdrhistogram::Histogram;
+
+/// Shards of the acknowledgement latency histogram: devices record into shard
+/// `index % SHARDS`, so a thousand devices do not queue on one lock.
+const SHARDS: usize = 8;
+/// Largest latency recorded exactly, in microseconds (longer ones count as this).
+const MAX_MICROS: u64 = 60_000_000;
+
 /// Counters shared by all devices; read them with [`SimCounters::snapshot`].
 #[derive(Debug, Default)]
 pub struct SimCounters {
@@ -14,6 +22,44 @@ pub struct SimCounters {
     reconnects: AtomicU64,
     connected: AtomicU64,
     last_error: Mutex<Option<String>>,
+    ack_latency: AckLatency,
+}
+
+/// Publish-to-`PUBACK` times of QoS 1 messages, in microseconds.
+#[derive(Debug)]
+struct AckLatency {
+    shards: Vec<Mutex<Histogram<u64>>>,
+}
+
+impl Default for AckLatency {
+    fn default() -> AckLatency {
+        AckLatency {
+            shards: (0..SHARDS).map(|_| Mutex::new(new_histogram())).collect(),
+        }
+    }
+}
+
+fn new_histogram() -> Histogram<u64> {
+    // The bounds are constants known to be valid.
+    Histogram::new_with_bounds(1, MAX_MICROS, 3)
+        .unwrap_or_else(|_| unreachable!("valid histogram bounds"))
+}
+
+/// Percentiles of the publish-to-`PUBACK` time of QoS 1 messages, in microseconds: how
+/// long the broker took to acknowledge (for Fleetwire in `sync` durability: to make the
+/// message durable).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AckLatencySummary {
+    /// Median.
+    pub p50: u64,
+    /// 99th percentile.
+    pub p99: u64,
+    /// 99.9th percentile.
+    pub p999: u64,
+    /// Largest.
+    pub max: u64,
+    /// Acknowledgements timed.
+    pub count: u64,
 }
 
 /// The counters at one moment.
@@ -34,6 +80,8 @@ pub struct SimStats {
     pub connected: u64,
     /// The most recent error, for display.
     pub last_error: Option<String>,
+    /// Publish-to-`PUBACK` time of QoS 1 messages.
+    pub ack_latency_us: AckLatencySummary,
 }
 
 /// What a finished simulation did.
@@ -60,6 +108,40 @@ impl SimCounters {
                 .lock()
                 .map(|guard| guard.clone())
                 .unwrap_or_default(),
+            ack_latency_us: self.ack_latency_summary(),
+        }
+    }
+
+    fn ack_latency_summary(&self) -> AckLatencySummary {
+        let mut total = new_histogram();
+        for shard in &self.ack_latency.shards {
+            if let Ok(histogram) = shard.lock() {
+                // Same bounds on both sides, so adding cannot fail.
+                let _ = total.add(&*histogram);
+            }
+        }
+        if total.is_empty() {
+            return AckLatencySummary::default();
+        }
+        AckLatencySummary {
+            p50: total.value_at_quantile(0.50),
+            p99: total.value_at_quantile(0.99),
+            p999: total.value_at_quantile(0.999),
+            max: total.max(),
+            count: total.len(),
+        }
+    }
+
+    /// Records acknowledgement times (microseconds) of device number `device`.
+    pub(crate) fn record_ack_latencies(&self, device: u64, micros: &[u64]) {
+        if micros.is_empty() {
+            return;
+        }
+        let shard = &self.ack_latency.shards[(device % SHARDS as u64) as usize];
+        if let Ok(mut histogram) = shard.lock() {
+            for &value in micros {
+                histogram.saturating_record(value.clamp(1, MAX_MICROS));
+            }
         }
     }
 
