@@ -20,14 +20,14 @@ use fleetwire_mqtt_codec::{
 use fleetwire_topics::{RetainedStore, TopicTree};
 use parking_lot::{Mutex, RwLock};
 use smallvec::SmallVec;
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 
 use crate::auth::{Access, Authenticator, FailureLimiter};
 use crate::compact;
 use crate::config::BrokerConfig;
 use crate::ingest::{Hooks, Ingest};
 use crate::session::{
-    Attachment, ClientId, Delivery, Message, Queued, Receipt, Session, SessionId,
+    Attachment, ClientId, Delivery, Link, Message, Queued, Receipt, Session, SessionId, Signals,
 };
 use crate::stats::{self, Stats, StatsSnapshot};
 
@@ -185,7 +185,7 @@ impl Broker {
             if state.is_attached(generation) {
                 state.is_revoked = true;
                 if let Some(attachment) = &state.attachment {
-                    attachment.kick.notify_one();
+                    attachment.kick();
                 }
                 closed += 1;
             }
@@ -238,6 +238,7 @@ impl Broker {
         let stats = &self.shared.stats;
         StatsSnapshot {
             clients_connected: stats::get(&stats.clients_connected),
+            clients_parked: stats::get(&stats.clients_parked),
             sessions: self.shared.sessions.lock().len() as u64,
             messages_received: stats::get(&stats.messages_received),
             messages_sent: stats::get(&stats.messages_sent),
@@ -287,8 +288,7 @@ impl Broker {
         &self,
         connect: &Connect,
         access: &Access,
-        kick: Arc<Notify>,
-        wake: Arc<Notify>,
+        signals: Arc<Signals>,
     ) -> Result<Attached, ReasonCode> {
         let version = connect.protocol;
         let mut assigned_client_id = None;
@@ -313,8 +313,7 @@ impl Broker {
         let generation = self.next_id();
         let attachment = Attachment {
             generation,
-            kick,
-            wake,
+            link: Link::Active(signals),
         };
 
         let mut discarded = None;
@@ -341,7 +340,7 @@ impl Broker {
                         SessionId(self.next_id()),
                         client_id.clone(),
                         access.device().map(Arc::from),
-                        self.shared.config.max_queued_messages,
+                        u32::try_from(self.shared.config.max_queued_messages).unwrap_or(u32::MAX),
                     ));
                     sessions.insert(client_id, Arc::clone(&session));
                     (session, false)
@@ -359,7 +358,9 @@ impl Broker {
                 .receive_maximum
                 .map_or(usize::MAX, usize::from);
             state.version = version;
-            state.inflight_limit = self.shared.config.max_inflight.min(receive_maximum).max(1);
+            state.inflight_limit =
+                u32::try_from(self.shared.config.max_inflight.min(receive_maximum).max(1))
+                    .unwrap_or(u32::MAX);
             state.is_persistent = expiry_interval > 0;
             state.expiry_interval = expiry_interval;
             state.disconnected_at = None;
@@ -367,6 +368,7 @@ impl Broker {
             state.client_max_packet_size = connect.properties.maximum_packet_size;
             state.control.clear();
             state.is_revoked = false;
+            state.is_parking = false;
             state.attachment = Some(attachment);
         }
         if let Access::Device(device) = access {
@@ -397,7 +399,7 @@ impl Broker {
                 return;
             }
             if let Some(attachment) = state.attachment.take() {
-                attachment.wake.notify_one();
+                attachment.wake();
             }
             // Publishers paused for this client need not wait for it any more.
             state.has_waiters = false;
@@ -405,6 +407,7 @@ impl Broker {
             state.disconnected_at = Some(Instant::now());
             state.control.clear();
             state.is_closing = false;
+            state.is_parking = false;
             // QoS 0 messages are not kept for an offline client.
             state
                 .pending
@@ -441,11 +444,7 @@ impl Broker {
     fn remove_subscriptions(&self, session: &Session) {
         let filters: Vec<TopicFilter> = {
             let mut state = session.state.lock();
-            state
-                .subscriptions
-                .drain()
-                .map(|(filter, _)| filter)
-                .collect()
+            state.subscriptions.take_filters()
         };
         if filters.is_empty() {
             return;

@@ -1,11 +1,15 @@
 //! One client connection, from `CONNECT` to close.
 //!
-//! A connection is two tasks over the two halves of its socket. The reader (this
+//! A running connection is two tasks over the two halves of its socket. The reader (this
 //! module's [`serve`]) decodes packets, applies them to the broker and its session, and
 //! queues its replies; the writer ([`write_loop`]) drains the session's queues into one
 //! buffer and writes it with one system call, so a burst of messages costs one `write`.
 //! The reader owns the will message and the keep-alive deadline; the session (shared)
 //! owns everything that must survive a reconnect.
+//!
+//! An idle connection (nothing read or written for [`PARK_AFTER`], or nothing said after
+//! `CONNECT`) parks: the writer hands its half back, the socket leaves tokio for the
+//! listener's lot, and both tasks end ([`crate::park`]). [`resume`] starts them again.
 
 use std::io;
 use std::net::SocketAddr;
@@ -22,12 +26,14 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::auth::{Access, Credentials, Denial};
 use crate::broker::{Broker, Congested};
 use crate::ingest::{Inbound, Verdict};
-use crate::session::{Awaiting, Delivery, Inflight, Receipt, Session, SessionState};
+use crate::park::{Lot, PARK_AFTER, Parked, keep_alive_limit};
+use crate::session::{Awaiting, Delivery, Inflight, Link, Receipt, Session, SessionState, Signals};
 use crate::stats;
 
 /// Bytes the reader asks the socket for at least, per read.
@@ -92,46 +98,81 @@ impl Closed {
     }
 }
 
-/// Serves one accepted TCP connection until it closes. Never panics on client input:
-/// every failure ends this connection only.
+/// Serves one accepted TCP connection until it closes or parks. Never panics on client
+/// input: every failure ends this connection only.
 ///
 /// Shaped for small idle connections: the handshake (the `CONNECT`, refusals, timeouts)
 /// and the closing (flush timers) run in boxed futures of their own, so the task of an
 /// idle connection holds only what reading needs. (A plain `async fn` would also keep
-/// its arguments' slots for the whole connection.)
+/// its arguments' slots for the whole connection.) A client that sends nothing after
+/// `CONNECT` parks at once, and its task ends (see [`crate::park`]).
 pub(crate) fn serve(
     broker: Broker,
     stream: TcpStream,
     peer: SocketAddr,
+    lot: Arc<Lot>,
 ) -> impl Future<Output = ()> + Send + 'static {
-    let handshake = Box::pin(handshake(broker, stream, peer));
+    let handshake = Box::pin(handshake(broker, stream, peer, lot));
     async move {
         // Bound first: in an `if let` the finished handshake's box would stay allocated
         // for the whole life of the connection.
         let established = handshake.await;
-        let Some(mut established) = established else {
+        let Some(established) = established else {
             return;
         };
-        let closed = established.read().await;
-        Box::pin(established.close(closed)).await;
+        // Boxed too: a client that parks straight after CONNACK never gets here, and
+        // its task should be as small as the handshake's pointer.
+        Box::pin(established.run()).await;
     }
 }
 
-/// A connection that completed `CONNECT` and is attached to its session.
+/// Resumes a parked connection: its socket has something to read, its session has
+/// something for it (or was taken over or revoked), its keep-alive expired, or the
+/// broker is shutting down. The resumed reader finds out which.
+pub(crate) async fn resume(broker: Broker, parked: Parked, lot: Arc<Lot>) {
+    let established = reactivate(broker, parked, lot, None);
+    let Some(established) = established else {
+        return;
+    };
+    established.run().await;
+}
+
+/// A connection that completed `CONNECT`, is attached to its session and has its tasks
+/// running.
 struct Established {
     connection: Connection,
     peer: SocketAddr,
     reader: OwnedReadHalf,
     buffer: BytesMut,
-    writer_task: tokio::task::JoinHandle<()>,
-    kick: Arc<Notify>,
+    /// `None` once the writer stopped. It hands its half of the socket back only when
+    /// the reader asked it to, to park.
+    writer_task: Option<JoinHandle<Option<OwnedWriteHalf>>>,
+    signals: Arc<Signals>,
     keep_alive: u16,
+    /// When the client last sent anything: the keep-alive counts from here.
+    last_read: Instant,
+    /// Since when nothing was read or written: the connection parks after `PARK_AFTER`.
+    idle_since: Instant,
     will: Option<Box<Will>>,
+    lot: Arc<Lot>,
 }
 
-/// Reads and answers `CONNECT`, attaches the session and starts the writer; `None` when
-/// the connection was refused or closed.
-async fn handshake(broker: Broker, stream: TcpStream, peer: SocketAddr) -> Option<Established> {
+/// Why the read loop stopped.
+enum Stop {
+    Closed(Closed),
+    /// Nothing was read or written for `PARK_AFTER`: park, if the session agrees.
+    Idle,
+}
+
+/// Reads and answers `CONNECT` and attaches the session; then parks the connection if
+/// the client has nothing more to say and nothing waits for it, or starts its tasks.
+/// `None` when the connection was refused, closed or parked.
+async fn handshake(
+    broker: Broker,
+    stream: TcpStream,
+    peer: SocketAddr,
+    lot: Arc<Lot>,
+) -> Option<Established> {
     if let Err(error) = stream.set_nodelay(true) {
         tracing::debug!(%peer, %error, "cannot disable Nagle's algorithm");
     }
@@ -173,9 +214,7 @@ async fn handshake(broker: Broker, stream: TcpStream, peer: SocketAddr) -> Optio
         }
     };
 
-    let kick = Arc::new(Notify::new());
-    let wake = Arc::new(Notify::new());
-    let attached = match broker.attach(&connect, &access, Arc::clone(&kick), Arc::clone(&wake)) {
+    let attached = match broker.attach(&connect, &access, Arc::new(Signals::default())) {
         Ok(attached) => attached,
         Err(code) => {
             tracing::debug!(%peer, client_id = %connect.client_id, code = code.0, "refusing connection");
@@ -190,6 +229,10 @@ async fn handshake(broker: Broker, stream: TcpStream, peer: SocketAddr) -> Optio
         session_present = attached.is_session_present, "client connected"
     );
 
+    // CONNACK is written here, before the writer exists. A client with nothing more to
+    // say parks right away: its CONNACK goes out on the parked socket in the same step,
+    // with no `.await` in between, so that a broker short of CPU never holds more
+    // half-finished connections than the handshakes it is reading.
     let mut acknowledgement = ConnAck {
         session_present: attached.is_session_present,
         code: ReasonCode::SUCCESS,
@@ -199,57 +242,345 @@ async fn handshake(broker: Broker, stream: TcpStream, peer: SocketAddr) -> Optio
         acknowledgement.properties.assigned_client_identifier = attached.assigned_client_id;
         acknowledgement.properties.maximum_packet_size = u32::try_from(config.max_packet_size).ok();
     }
-    session.send_control([Packet::ConnAck(acknowledgement)]);
+    let mut out = BytesMut::new();
+    let is_encoded = encode_or_log(&Packet::ConnAck(acknowledgement), version, &mut out);
 
-    let writer_task = tokio::spawn(write_loop(Writer {
-        broker: broker.clone(),
-        session: Arc::clone(&session),
-        generation,
-        socket: writer,
-        wake,
-        kick: Arc::clone(&kick),
-        version,
-        is_resending: attached.is_session_present,
-    }));
-
-    let connection = Connection {
-        broker,
-        session,
-        generation,
-        access,
-        version,
-        max_packet_size: config.max_packet_size,
-        session_expiry_at_connect: connect.properties.session_expiry_interval.unwrap_or(0),
-        outbox: Vec::new(),
-        congested: Congested::new(),
-        slow_consumer_grace: config.slow_consumer_grace,
-        ingest_batch: Vec::new(),
-        ingest_acks: Vec::new(),
-    };
     // Keep only what the connection needs; the rest of CONNECT (and the read buffer its
     // fields point into) is freed now. The will is copied out of that buffer for the
     // same reason: it lives as long as the connection.
     let fleetwire_mqtt_codec::Connect {
-        keep_alive, will, ..
-    } = *connect;
-    Some(Established {
-        connection,
-        peer,
-        reader,
-        buffer,
-        writer_task,
-        kick,
         keep_alive,
-        will: will.map(|will| Box::new(crate::compact::will(will))),
-    })
+        will,
+        properties,
+        ..
+    } = *connect;
+    let will = will.map(|will| Box::new(crate::compact::will(will)));
+    let is_resending = attached.is_session_present && !session.state.lock().inflight.is_empty();
+    let may_park = is_encoded
+        && buffer.is_empty()
+        && !is_resending
+        && session.state.lock().may_park(generation);
+    if !may_park && !out.is_empty() {
+        match writer.write_all(&out).await {
+            Ok(()) => stats::add(&broker.stats().bytes_sent, out.len() as u64),
+            // The reader finds the socket broken and closes the connection as usual.
+            Err(error) => tracing::debug!(%peer, %error, "writing CONNACK failed"),
+        }
+    }
+    let stream = match reader.reunite(writer) {
+        Ok(stream) => stream,
+        Err(halves) => {
+            // Cannot happen: both halves come from this stream.
+            tracing::warn!(%peer, "cannot rejoin the halves of a socket");
+            drop(halves);
+            let rest = Parked {
+                stream: (),
+                session,
+                generation,
+                access,
+                will,
+                last_read: Instant::now(),
+                keep_alive,
+                session_expiry_at_connect: 0,
+                version,
+            };
+            abandon(&broker, rest);
+            return None;
+        }
+    };
+    let connection = Parked {
+        stream,
+        session,
+        generation,
+        access,
+        will,
+        last_read: Instant::now(),
+        keep_alive,
+        session_expiry_at_connect: properties.session_expiry_interval.unwrap_or(0),
+        version,
+    };
+    if !may_park {
+        return Some(Established::activate(
+            broker,
+            connection,
+            lot,
+            peer,
+            is_resending,
+        ));
+    }
+    let parked = match connection.convert(TcpStream::into_std) {
+        Ok(parked) => Box::new(parked),
+        Err((error, rest)) => {
+            tracing::debug!(%peer, %error, "connection lost");
+            abandon(&broker, rest);
+            return None;
+        }
+    };
+    // A fresh socket's send buffer is empty: a CONNACK goes in one non-blocking write.
+    if let Err(error) = std::io::Write::write_all(&mut &parked.stream, &out) {
+        tracing::debug!(%peer, %error, "writing CONNACK failed");
+        if let Ok(rest) = parked.convert(|stream| {
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+            Ok(())
+        }) {
+            abandon(&broker, rest);
+        }
+        return None;
+    }
+    stats::add(&broker.stats().bytes_sent, out.len() as u64);
+    drop(out);
+    match park(parked, &lot, &broker) {
+        Ok(()) => None,
+        Err(parked) => reactivate(broker, *parked, lot, Some(peer)),
+    }
+}
+
+/// Parks an idle connection in `lot`, unless its session has something for it or the
+/// broker is stopping (checked under the session lock, so that nothing queued later can
+/// be missed: it finds the parked link and resumes the connection); gives it back then.
+fn park(parked: Box<Parked>, lot: &Arc<Lot>, broker: &Broker) -> Result<(), Box<Parked>> {
+    let session = Arc::clone(&parked.session);
+    let generation = parked.generation;
+    let mut state = session.state.lock();
+    state.is_parking = false;
+    if broker.is_shutting_down() || !state.may_park(generation) {
+        return Err(parked);
+    }
+    let token = lot.park(parked)?;
+    stats::add(&broker.stats().clients_parked, 1);
+    if let Some(attachment) = &mut state.attachment {
+        attachment.link = Link::Parked {
+            lot: Arc::clone(lot),
+            token,
+        };
+    }
+    Ok(())
+}
+
+/// Ends an attached connection whose socket is gone before its tasks could run: the will
+/// is published (the close is abnormal) and the session detached.
+fn abandon(broker: &Broker, rest: Parked<()>) {
+    if let Some(will) = rest.will {
+        publish_will(broker, *will, &rest.session);
+    }
+    broker.detach(&rest.session, rest.generation, &rest.access);
+}
+
+/// Registers a parked connection's socket with tokio again and starts its tasks; `None`
+/// (the connection closed) if the socket cannot be registered.
+fn reactivate(
+    broker: Broker,
+    parked: Parked,
+    lot: Arc<Lot>,
+    peer: Option<SocketAddr>,
+) -> Option<Established> {
+    let peer = peer
+        .or_else(|| parked.stream.peer_addr().ok())
+        .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+    match parked.convert(TcpStream::from_std) {
+        Ok(connection) => Some(Established::activate(broker, connection, lot, peer, false)),
+        Err((error, rest)) => {
+            tracing::warn!(%peer, %error, "cannot resume a parked connection");
+            abandon(&broker, rest);
+            None
+        }
+    }
 }
 
 impl Established {
-    /// Serves the attached connection until it closes; says why.
-    async fn read(&mut self) -> Closed {
+    /// Starts the tasks of an attached connection (new, or back from the lot): points the
+    /// session's attachment at fresh signals and spawns the writer. A session that was
+    /// taken over or revoked meanwhile has the reader kicked at once, so that it closes
+    /// with the right reason.
+    fn activate(
+        broker: Broker,
+        connection: Parked<TcpStream>,
+        lot: Arc<Lot>,
+        peer: SocketAddr,
+        is_resending: bool,
+    ) -> Established {
+        let Parked {
+            stream,
+            session,
+            generation,
+            access,
+            will,
+            last_read,
+            keep_alive,
+            session_expiry_at_connect,
+            version,
+        } = connection;
+        let signals = Arc::new(Signals::default());
+        {
+            let mut state = session.state.lock();
+            match &mut state.attachment {
+                Some(attachment) if attachment.generation == generation => {
+                    attachment.link = Link::Active(Arc::clone(&signals));
+                    if state.is_revoked {
+                        signals.kick.notify_one();
+                    }
+                }
+                _ => signals.kick.notify_one(),
+            }
+        }
+        let (reader, writer) = stream.into_split();
+        let writer_task = tokio::spawn(write_loop(Writer {
+            broker: broker.clone(),
+            session: Arc::clone(&session),
+            generation,
+            socket: writer,
+            signals: Arc::clone(&signals),
+            version,
+            is_resending,
+        }));
+        let config = broker.config();
+        let connection = Connection {
+            max_packet_size: config.max_packet_size,
+            slow_consumer_grace: config.slow_consumer_grace,
+            broker,
+            session,
+            generation,
+            access,
+            version,
+            session_expiry_at_connect,
+            outbox: Vec::new(),
+            congested: Congested::new(),
+            ingest_batch: Vec::new(),
+            ingest_acks: Vec::new(),
+        };
+        Established {
+            connection,
+            peer,
+            reader,
+            buffer: BytesMut::new(),
+            writer_task: Some(writer_task),
+            signals,
+            keep_alive,
+            last_read,
+            idle_since: Instant::now(),
+            will,
+            lot,
+        }
+    }
+
+    /// Serves the connection until it closes or parks.
+    async fn run(mut self) {
+        loop {
+            match self.read().await {
+                Stop::Closed(closed) => {
+                    Box::pin(self.close(closed)).await;
+                    return;
+                }
+                Stop::Idle => match Box::pin(self.park()).await {
+                    Some(active) => self = active,
+                    None => return,
+                },
+            }
+        }
+    }
+
+    /// Serves the attached connection until it closes or has been idle for a while.
+    async fn read(&mut self) -> Stop {
         self.connection
-            .read_loop(&self.reader, &mut self.buffer, self.keep_alive, &self.kick)
+            .read_loop(
+                &self.reader,
+                &mut self.buffer,
+                self.keep_alive,
+                &self.signals.kick,
+                &mut self.last_read,
+                &mut self.idle_since,
+            )
             .await
+    }
+
+    /// Parks the connection if its writer is idle and its session has nothing for it:
+    /// stops the writer, takes the socket back from tokio and hands it to the lot.
+    /// Gives the connection back, running, if it cannot park now.
+    async fn park(mut self) -> Option<Established> {
+        let generation = self.connection.generation;
+        let is_parking = {
+            let mut state = self.connection.session.state.lock();
+            let is_idle =
+                state.may_park(generation) && !self.signals.is_writing.load(Ordering::Relaxed);
+            state.is_parking = is_idle;
+            is_idle
+        };
+        if !is_parking {
+            self.idle_since = Instant::now();
+            return Some(self);
+        }
+        self.signals.wake.notify_one();
+        let writer = match self.writer_task.take() {
+            Some(task) => task.await.ok().flatten(),
+            None => None,
+        };
+        let Some(writer) = writer else {
+            // The writer stopped for good (taken over, or a write failed) and kicked the
+            // reader, which now closes.
+            self.connection.session.state.lock().is_parking = false;
+            return Some(self);
+        };
+        let stream = match self.reader.reunite(writer) {
+            Ok(stream) => stream,
+            Err(halves) => {
+                // Cannot happen: both halves come from this stream. Go on running.
+                let tokio::net::tcp::ReuniteError(reader, writer) = halves;
+                self.reader = reader;
+                self.connection.session.state.lock().is_parking = false;
+                self.writer_task = Some(tokio::spawn(write_loop(Writer {
+                    broker: self.connection.broker.clone(),
+                    session: Arc::clone(&self.connection.session),
+                    generation,
+                    socket: writer,
+                    signals: Arc::clone(&self.signals),
+                    version: self.connection.version,
+                    is_resending: false,
+                })));
+                self.idle_since = Instant::now();
+                return Some(self);
+            }
+        };
+        let Established {
+            connection,
+            peer,
+            will,
+            keep_alive,
+            last_read,
+            lot,
+            ..
+        } = self;
+        let Connection {
+            broker,
+            session,
+            access,
+            version,
+            session_expiry_at_connect,
+            ..
+        } = connection;
+        let connection = Parked {
+            stream,
+            session,
+            generation,
+            access,
+            will,
+            last_read,
+            keep_alive,
+            session_expiry_at_connect,
+            version,
+        };
+        let parked = match connection.convert(TcpStream::into_std) {
+            Ok(parked) => Box::new(parked),
+            Err((error, rest)) => {
+                tracing::debug!(%peer, %error, "connection lost");
+                rest.session.state.lock().is_parking = false;
+                abandon(&broker, rest);
+                return None;
+            }
+        };
+        match park(parked, &lot, &broker) {
+            Ok(()) => None,
+            Err(parked) => reactivate(broker, *parked, lot, Some(peer)),
+        }
     }
 
     /// Flushes what is queued, publishes the will if the close was abnormal, and
@@ -260,12 +591,12 @@ impl Established {
             peer,
             reader,
             buffer,
-            mut writer_task,
-            kick,
-            keep_alive: _,
+            writer_task,
+            signals,
             will,
+            ..
         } = self;
-        drop((reader, buffer, kick));
+        drop((reader, buffer, signals));
         let Connection {
             broker,
             session,
@@ -305,11 +636,13 @@ impl Established {
                 state.wake_writer();
             }
         }
-        if tokio::time::timeout(FLUSH_TIMEOUT, &mut writer_task)
-            .await
-            .is_err()
-        {
-            writer_task.abort();
+        if let Some(mut writer_task) = writer_task {
+            if tokio::time::timeout(FLUSH_TIMEOUT, &mut writer_task)
+                .await
+                .is_err()
+            {
+                writer_task.abort();
+            }
         }
 
         if let (true, Some(will)) = (closed.publishes_will(), will) {
@@ -507,17 +840,25 @@ impl Connection {
         buffer: &mut BytesMut,
         keep_alive: u16,
         kick: &Notify,
-    ) -> Closed {
-        // MQTT-3.1.2-24: one and a half times the keep-alive without a packet closes.
-        let keep_alive =
-            (keep_alive > 0).then(|| Duration::from_millis(u64::from(keep_alive) * 1500));
-        let deadline = tokio::time::sleep(keep_alive.unwrap_or(Duration::from_secs(86_400 * 365)));
-        tokio::pin!(deadline);
+        last_read: &mut Instant,
+        idle_since: &mut Instant,
+    ) -> Stop {
+        // One timer for the keep-alive and for parking, checked when it fires (reads
+        // only note the time).
+        let keep_alive = keep_alive_limit(keep_alive);
+        let due = |last_read: Instant, idle_since: Instant| {
+            let park_at = idle_since + PARK_AFTER;
+            keep_alive.map_or(park_at, |limit| park_at.min(last_read + limit))
+        };
+        let timer = tokio::time::sleep_until(due(*last_read, *idle_since));
+        tokio::pin!(timer);
+        // Written messages count as activity: a subscriber that only receives is busy.
+        let mut progress = self.session.progress.load(Ordering::Relaxed);
         let kicked = kick.notified();
         tokio::pin!(kicked);
         let mut shutdown: watch::Receiver<bool> = self.broker.shutdown_signal();
         if *shutdown.borrow_and_update() {
-            return Closed::Shutdown;
+            return Stop::Closed(Closed::Shutdown);
         }
         loop {
             // Stop decoding as soon as a subscriber is congested, so this publisher adds
@@ -529,25 +870,27 @@ impl Connection {
                         // once: earlier messages must be judged first.
                         if matches!(packet, Packet::Subscribe(_)) {
                             if let Err(closed) = self.settle_and_flush().await {
-                                return closed;
+                                return Stop::Closed(closed);
                             }
                         }
                         if let Err(closed) = self.handle(packet) {
-                            return self.settle_and_flush().await.err().unwrap_or(closed);
+                            let closed = self.settle_and_flush().await.err().unwrap_or(closed);
+                            return Stop::Closed(closed);
                         }
                     }
                     Ok(None) => break,
                     Err(error) => {
-                        return self
+                        let closed = self
                             .settle_and_flush()
                             .await
                             .err()
                             .unwrap_or(Closed::Malformed(error));
+                        return Stop::Closed(closed);
                     }
                 }
             }
             if let Err(closed) = self.settle_and_flush().await {
-                return closed;
+                return Stop::Closed(closed);
             }
             if !self.congested.is_empty() {
                 // Not reading lets TCP slow the publisher down to what subscribers take.
@@ -557,18 +900,35 @@ impl Connection {
             }
             tokio::select! {
                 biased;
-                () = &mut kicked => return self.kicked_reason(),
-                _ = shutdown.changed() => return Closed::Shutdown,
-                () = &mut deadline, if keep_alive.is_some() => return Closed::KeepAliveExpired,
+                () = &mut kicked => return Stop::Closed(self.kicked_reason()),
+                _ = shutdown.changed() => return Stop::Closed(Closed::Shutdown),
+                () = &mut timer => {
+                    let now = Instant::now();
+                    if keep_alive.is_some_and(|limit| now >= *last_read + limit) {
+                        return Stop::Closed(Closed::KeepAliveExpired);
+                    }
+                    let written = self.session.progress.load(Ordering::Relaxed);
+                    if written != progress {
+                        progress = written;
+                        *idle_since = now;
+                    }
+                    if now >= *idle_since + PARK_AFTER {
+                        if buffer.is_empty() {
+                            return Stop::Idle;
+                        }
+                        // Half a packet came: wait for the rest (or the keep-alive).
+                        *idle_since = now;
+                    }
+                    timer.as_mut().reset(due(*last_read, *idle_since));
+                }
                 read = read_some(reader, buffer, READ_CHUNK) => match read {
-                    Ok(0) => return Closed::EndOfStream,
+                    Ok(0) => return Stop::Closed(Closed::EndOfStream),
                     Ok(count) => {
                         stats::add(&self.broker.stats().bytes_received, count as u64);
-                        if let Some(keep_alive) = keep_alive {
-                            deadline.as_mut().reset(Instant::now() + keep_alive);
-                        }
+                        *last_read = Instant::now();
+                        *idle_since = *last_read;
                     }
-                    Err(error) => return Closed::Io(error),
+                    Err(error) => return Stop::Closed(Closed::Io(error)),
                 },
             }
         }
@@ -970,23 +1330,34 @@ struct Writer {
     session: Arc<Session>,
     generation: u64,
     socket: OwnedWriteHalf,
-    /// Woken when something is queued or the writer must stop.
-    wake: Arc<Notify>,
-    /// The reader's kick, used when a write fails so the reader stops too.
-    kick: Arc<Notify>,
+    /// `wake` is notified when something is queued or the writer must stop; `kick`
+    /// stops the reader when a write fails.
+    signals: Arc<Signals>,
     version: ProtocolVersion,
     /// Resend in-flight messages first (a resumed session).
     is_resending: bool,
 }
 
-async fn write_loop(writer: Writer) {
+/// What the writer does after looking at the session.
+enum Step {
+    /// Write what was drained; then stop if the connection is closing, or wait for more
+    /// unless more is ready.
+    Write { is_closing: bool, has_more: bool },
+    /// Another connection took the session.
+    Detached,
+    /// The reader parks the connection: hand the socket half back.
+    Park,
+}
+
+/// Drains the session onto the socket until the connection closes, is taken over, or
+/// parks; gives its half of the socket back only in the last case.
+async fn write_loop(writer: Writer) -> Option<OwnedWriteHalf> {
     let Writer {
         broker,
         session,
         generation,
         mut socket,
-        wake,
-        kick,
+        signals,
         version,
         mut is_resending,
     } = writer;
@@ -1001,7 +1372,11 @@ async fn write_loop(writer: Writer) {
                 // The client is reading: it is not (or no longer) a slow consumer.
                 state.is_slow = false;
             }
-            if state.is_attached(generation) {
+            if !state.is_attached(generation) {
+                Step::Detached
+            } else if state.is_parking {
+                Step::Park
+            } else {
                 let drained = drain(&mut state, &mut out, &mut is_resending);
                 if drained.published > 0 {
                     stats::add(&broker.stats().messages_sent, drained.published as u64);
@@ -1015,34 +1390,48 @@ async fn write_loop(writer: Writer) {
                 if !drained.has_more {
                     state.release_idle_queues();
                 }
+                if !out.is_empty() {
+                    // Under the lock, so a reader deciding to park sees it.
+                    signals.is_writing.store(true, Ordering::Relaxed);
+                }
                 receipts = drained.receipts;
-                Some((state.is_closing, drained.has_more))
-            } else {
-                None
+                Step::Write {
+                    is_closing: state.is_closing,
+                    has_more: drained.has_more,
+                }
             }
         };
-        let Some((is_closing, has_more)) = step else {
-            // Another connection took the session (this connection's reader always
-            // flushes and joins the writer before it detaches): tell a 5.0 client why.
-            // The packet is dropped before the write, so it takes no room in this task.
-            let is_encoded = version.is_v5() && {
-                let farewell = Packet::Disconnect(Disconnect {
-                    reason: ReasonCode::SESSION_TAKEN_OVER,
-                    properties: Properties::default(),
-                });
-                encode_or_log(&farewell, version, &mut out)
-            };
-            if is_encoded {
-                let _ = socket.write_all(&out).await;
+        let (is_closing, has_more) = match step {
+            Step::Write {
+                is_closing,
+                has_more,
+            } => (is_closing, has_more),
+            Step::Park => return Some(socket),
+            Step::Detached => {
+                // Another connection took the session (this connection's reader always
+                // flushes and joins the writer before it detaches): tell a 5.0 client
+                // why. The packet is dropped before the write, so it takes no room in
+                // this task.
+                let is_encoded = version.is_v5() && {
+                    let farewell = Packet::Disconnect(Disconnect {
+                        reason: ReasonCode::SESSION_TAKEN_OVER,
+                        properties: Properties::default(),
+                    });
+                    encode_or_log(&farewell, version, &mut out)
+                };
+                if is_encoded {
+                    let _ = socket.write_all(&out).await;
+                }
+                break;
             }
-            break;
         };
         if !out.is_empty() {
             if let Err(error) = socket.write_all(&out).await {
                 tracing::debug!(client_id = %session.client_id, %error, "write failed");
-                kick.notify_one();
+                signals.kick.notify_one();
                 break;
             }
+            signals.is_writing.store(false, Ordering::Relaxed);
             stats::add(&broker.stats().bytes_sent, out.len() as u64);
             session.progress.fetch_add(1, Ordering::Relaxed);
             for receipt in receipts.drain(..) {
@@ -1058,10 +1447,11 @@ async fn write_loop(writer: Writer) {
         }
         if !has_more {
             out = BytesMut::new();
-            wake.notified().await;
+            signals.wake.notified().await;
         }
     }
     let _ = socket.shutdown().await;
+    None
 }
 
 struct Drained {
@@ -1102,7 +1492,7 @@ fn drain(state: &mut SessionState, out: &mut BytesMut, is_resending: &mut bool) 
             break;
         };
         let is_qos0 = front.qos == QoS::AtMostOnce;
-        if !is_qos0 && state.inflight.len() >= state.inflight_limit {
+        if !is_qos0 && state.inflight.len() >= state.inflight_limit as usize {
             break;
         }
         let Some(delivery) = state.pending.pop_front() else {
@@ -1145,7 +1535,7 @@ fn drain(state: &mut SessionState, out: &mut BytesMut, is_resending: &mut bool) 
     }
     drained.has_more = !state.control.is_empty()
         || state.pending.front().is_some_and(|front| {
-            front.qos == QoS::AtMostOnce || state.inflight.len() < state.inflight_limit
+            front.qos == QoS::AtMostOnce || state.inflight.len() < state.inflight_limit as usize
         });
     drained
 }

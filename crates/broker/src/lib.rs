@@ -27,6 +27,7 @@ mod config;
 mod connection;
 mod ingest;
 mod listener;
+mod park;
 mod session;
 mod stats;
 mod sys;

@@ -10,7 +10,7 @@
 //! connections, so a reconnecting client gets its queued and unacknowledged messages.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
@@ -22,19 +22,21 @@ use parking_lot::Mutex;
 use tokio::sync::Notify;
 
 use crate::compact;
+use crate::park::{Lot, Token};
 use crate::stats::{self, Stats};
 
 /// Identity of a session inside this broker process; never reused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct SessionId(pub(crate) u64);
 
-/// The MQTT client identifier a session belongs to.
+/// The MQTT client identifier a session belongs to. Shared text: the session table's
+/// key and the session hold one allocation.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct ClientId(String);
+pub struct ClientId(Arc<str>);
 
 impl ClientId {
     pub(crate) fn new(text: String) -> ClientId {
-        ClientId(text)
+        ClientId(Arc::from(text))
     }
 
     /// The identifier's text.
@@ -118,6 +120,7 @@ impl Message {
             })
         }))
     }
+
 }
 
 /// One message on its way to one session.
@@ -155,17 +158,52 @@ pub(crate) struct Inflight {
 #[derive(Debug, Clone)]
 pub(crate) struct Attachment {
     pub(crate) generation: u64,
-    /// Wakes the attached connection's reader to close it (takeover, credentials revoked).
-    pub(crate) kick: Arc<Notify>,
-    /// Wakes the attached connection's writer: something is queued, or it must stop.
-    pub(crate) wake: Arc<Notify>,
+    pub(crate) link: Link,
+}
+
+/// How to reach the attached connection.
+#[derive(Debug, Clone)]
+pub(crate) enum Link {
+    /// Its reader and writer tasks are running.
+    Active(Arc<Signals>),
+    /// It is parked in its listener's lot, without tasks: any signal resumes it, and the
+    /// resumed connection reads what happened from the session's state.
+    Parked { lot: Arc<Lot>, token: Token },
+}
+
+/// What the session's side uses to reach a running connection.
+#[derive(Debug, Default)]
+pub(crate) struct Signals {
+    /// Wakes the reader to close it (takeover, credentials revoked, write failed).
+    pub(crate) kick: Notify,
+    /// Wakes the writer: something is queued, or it must stop.
+    pub(crate) wake: Notify,
+    /// The writer holds drained bytes it has not finished writing: not idle, so the
+    /// connection cannot park. Set under the session lock, cleared after the write.
+    pub(crate) is_writing: AtomicBool,
 }
 
 impl Attachment {
+    /// Wakes the connection's reader to close it.
+    pub(crate) fn kick(&self) {
+        match &self.link {
+            Link::Active(signals) => signals.kick.notify_one(),
+            Link::Parked { lot, token } => lot.wake(*token),
+        }
+    }
+
+    /// Wakes the connection's writer.
+    pub(crate) fn wake(&self) {
+        match &self.link {
+            Link::Active(signals) => signals.wake.notify_one(),
+            Link::Parked { lot, token } => lot.wake(*token),
+        }
+    }
+
     /// Tells both halves of the connection that they are no longer attached.
     pub(crate) fn detach_signal(&self) {
-        self.kick.notify_one();
-        self.wake.notify_one();
+        self.kick();
+        self.wake();
     }
 }
 
@@ -177,12 +215,12 @@ pub(crate) struct SessionState {
     pub(crate) control: VecDeque<Packet>,
     pub(crate) pending: VecDeque<Delivery>,
     pub(crate) inflight: VecDeque<Inflight>,
-    pub(crate) inflight_limit: usize,
-    pub(crate) queue_limit: usize,
+    pub(crate) inflight_limit: u32,
+    pub(crate) queue_limit: u32,
     next_packet_id: PacketId,
     /// QoS 2 packet ids received and answered with `PUBREC`, waiting for `PUBREL`.
     pub(crate) incoming_qos2: Vec<PacketId>,
-    pub(crate) subscriptions: HashMap<TopicFilter, SubscriptionOptions>,
+    pub(crate) subscriptions: Subscriptions,
     pub(crate) is_persistent: bool,
     /// 5.0 session expiry in seconds after disconnect; `u32::MAX` never expires.
     pub(crate) expiry_interval: u32,
@@ -198,6 +236,9 @@ pub(crate) struct SessionState {
     /// The attached connection is being closed because its device's credentials were
     /// revoked (set before its reader is kicked).
     pub(crate) is_revoked: bool,
+    /// The reader asks the (idle) writer to stop and hand its socket half back, so that
+    /// the connection can park.
+    pub(crate) is_parking: bool,
 }
 
 /// A session: identity plus its state behind a mutex.
@@ -213,6 +254,36 @@ pub(crate) struct Session {
     /// Completed socket writes of the attached connection: a paused publisher that sees
     /// this move knows the client is reading, however slowly, and keeps waiting.
     pub(crate) progress: AtomicU64,
+}
+
+/// A session's subscriptions by filter. Most sessions hold none or a few and many are
+/// idle, so the map is allocated with the first one and freed with the last.
+#[derive(Debug, Default)]
+// Boxed so that a session without subscriptions spends 8 bytes here, not 48.
+#[allow(clippy::box_collection)]
+pub(crate) struct Subscriptions(Option<Box<HashMap<TopicFilter, SubscriptionOptions>>>);
+
+impl Subscriptions {
+    pub(crate) fn insert(&mut self, filter: TopicFilter, options: SubscriptionOptions) {
+        self.0.get_or_insert_default().insert(filter, options);
+    }
+
+    pub(crate) fn remove(&mut self, filter: &TopicFilter) -> Option<SubscriptionOptions> {
+        let map = self.0.as_mut()?;
+        let removed = map.remove(filter);
+        if map.is_empty() {
+            self.0 = None;
+        }
+        removed
+    }
+
+    /// Empties the set; returns the filters it held.
+    pub(crate) fn take_filters(&mut self) -> Vec<TopicFilter> {
+        self.0
+            .take()
+            .map(|map| map.into_keys().collect())
+            .unwrap_or_default()
+    }
 }
 
 /// What [`Session::deliver`] did with a message.
@@ -249,7 +320,7 @@ impl Session {
         id: SessionId,
         client_id: ClientId,
         owner: Option<Arc<str>>,
-        queue_limit: usize,
+        queue_limit: u32,
     ) -> Session {
         Session {
             id,
@@ -265,7 +336,7 @@ impl Session {
                 queue_limit,
                 next_packet_id: PacketId::new(1).unwrap_or_else(|| unreachable!()),
                 incoming_qos2: Vec::new(),
-                subscriptions: HashMap::new(),
+                subscriptions: Subscriptions::default(),
                 is_persistent: false,
                 expiry_interval: 0,
                 disconnected_at: None,
@@ -274,6 +345,7 @@ impl Session {
                 has_waiters: false,
                 is_slow: false,
                 is_revoked: false,
+                is_parking: false,
             }),
             space: Notify::new(),
             progress: AtomicU64::new(0),
@@ -292,11 +364,11 @@ impl Session {
             if delivery.qos == QoS::AtMostOnce {
                 return Queued::Dropped;
             }
-            if state.pending.len() < state.queue_limit {
+            if state.pending.len() < state.queue_limit as usize {
                 delivery.message = delivery.message.for_storage();
             }
         }
-        if state.pending.len() >= state.queue_limit {
+        if state.pending.len() >= state.queue_limit as usize {
             stats::add(&stats.messages_dropped, 1);
             return Queued::Dropped;
         }
@@ -362,7 +434,7 @@ impl SessionState {
 
     /// Queue length from which publishers are asked to pause.
     fn high_water(&self) -> usize {
-        (self.queue_limit / 2).max(1)
+        (self.queue_limit as usize / 2).max(1)
     }
 
     /// Whether publishers should pause for this session: it is connected, not known to
@@ -383,8 +455,18 @@ impl SessionState {
     /// Wakes the attached connection's writer, if any.
     pub(crate) fn wake_writer(&self) {
         if let Some(attachment) = &self.attachment {
-            attachment.wake.notify_one();
+            attachment.wake();
         }
+    }
+
+    /// Whether the connection `generation` may park: it is still attached, not closing or
+    /// revoked, and nothing waits to be sent to it.
+    pub(crate) fn may_park(&self, generation: u64) -> bool {
+        self.is_attached(generation)
+            && !self.is_closing
+            && !self.is_revoked
+            && self.control.is_empty()
+            && self.pending.is_empty()
     }
 
     /// Whether a connection with this generation is still the one attached.

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 #[derive(Debug, Default)]
 pub(crate) struct Stats {
     pub(crate) clients_connected: AtomicU64,
+    pub(crate) clients_parked: AtomicU64,
     pub(crate) messages_received: AtomicU64,
     pub(crate) messages_sent: AtomicU64,
     pub(crate) messages_dropped: AtomicU64,
@@ -23,6 +24,8 @@ pub(crate) struct Stats {
 pub struct StatsSnapshot {
     /// Connections that completed `CONNECT` and are still open.
     pub clients_connected: u64,
+    /// Of those, connections parked while idle (held by their listener, without tasks).
+    pub clients_parked: u64,
     /// Sessions known to the broker, connected or not.
     pub sessions: u64,
     /// `PUBLISH` packets received from clients.

@@ -7,7 +7,7 @@ mod support;
 
 use std::time::Duration;
 
-use fleetwire_broker::BrokerConfig;
+use fleetwire_broker::{Broker, BrokerConfig};
 use fleetwire_mqtt_codec::{
     Disconnect, Packet, PacketId, Properties, ProtocolVersion, PubAck, PubComp, PubRec, PubRel,
     QoS, ReasonCode, Subscribe, SubscriptionOptions, TopicFilter,
@@ -555,4 +555,124 @@ async fn v5_subscription_identifiers_and_no_local_are_honoured() {
         .await;
     let message = client.expect_publish().await;
     assert_eq!(message.properties.subscription_identifiers, vec![42]);
+}
+
+/// Waits until the broker holds `count` parked (idle) connections.
+async fn until_parked(broker: &Broker, count: u64) {
+    let waited = tokio::time::timeout(Duration::from_secs(10), async {
+        while broker.stats_snapshot().clients_parked != count {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(
+        waited.is_ok(),
+        "expected {count} parked connections, have {}",
+        broker.stats_snapshot().clients_parked
+    );
+}
+
+#[tokio::test]
+async fn idle_connection_parks_and_is_served_as_before() {
+    let (broker, addr) = start(anonymous()).await;
+    // Silent after CONNECT: parks at once; its first packet resumes it.
+    let started = std::time::Instant::now();
+    let mut subscriber = Client::connect(addr, "parks").await;
+    until_parked(&broker, 1).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "parked after {:?}",
+        started.elapsed()
+    );
+    subscriber.subscribe("parked/#", QoS::AtLeastOnce).await;
+    // Silent again for a while: parks again.
+    until_parked(&broker, 1).await;
+
+    // Pings are answered in place: the connection stays parked.
+    subscriber.send(Packet::PingReq).await;
+    assert_eq!(subscriber.recv().await, Some(Packet::PingResp));
+    subscriber.send(Packet::PingReq).await;
+    assert_eq!(subscriber.recv().await, Some(Packet::PingResp));
+    assert_eq!(broker.stats_snapshot().clients_parked, 1);
+
+    // A message for it resumes it.
+    let mut publisher = Client::connect(addr, "wakes").await;
+    publisher
+        .publish("parked/a", b"hello", QoS::AtLeastOnce, 7, false)
+        .await;
+    assert!(matches!(publisher.recv().await, Some(Packet::PubAck(_))));
+    let message = subscriber.expect_publish().await;
+    assert_eq!(
+        (message.topic.as_str(), &message.payload[..]),
+        ("parked/a", &b"hello"[..])
+    );
+    let packet_id = message.packet_id.unwrap();
+    subscriber
+        .send(Packet::PubAck(PubAck::new(packet_id)))
+        .await;
+    assert_eq!(broker.stats_snapshot().clients_connected, 2);
+}
+
+#[tokio::test]
+async fn parked_connection_keeps_its_keep_alive_and_its_will() {
+    let (broker, addr) = start(anonymous()).await;
+    let mut watcher = Client::connect(addr, "watcher3").await;
+    watcher.subscribe("wills/#", QoS::AtMostOnce).await;
+    let mut connect = connect_packet("pinger", ProtocolVersion::V5, true);
+    connect.keep_alive = 1;
+    connect.will = Some(will("wills/pinger", b"gone", QoS::AtMostOnce, false));
+    let (mut pinger, _) = Client::connect_with(addr, connect).await;
+    // The watcher, which just subscribed, stays active for a while yet.
+    until_parked(&broker, 1).await;
+    // Pinging (answered while parked) keeps it open past its first deadline...
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        pinger.send(Packet::PingReq).await;
+        assert_eq!(pinger.recv().await, Some(Packet::PingResp));
+    }
+    watcher.expect_silence(Duration::from_millis(10)).await;
+    // ... and silence closes it, with the will and (5.0) the reason.
+    let seen = pinger.expect_closed().await;
+    assert!(
+        matches!(seen.as_slice(), [Packet::Disconnect(d)] if d.reason == ReasonCode::KEEP_ALIVE_TIMEOUT),
+        "{seen:?}"
+    );
+    let message = watcher.expect_publish().await;
+    assert_eq!(message.topic.as_str(), "wills/pinger");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parked_subscriber_woken_by_a_flood_keeps_flow_control() {
+    let (broker, addr) = start(BrokerConfig {
+        max_queued_messages: 100,
+        ..anonymous()
+    })
+    .await;
+    let mut subscriber = Client::connect(addr, "parked-busy").await;
+    subscriber.subscribe("busy/t", QoS::AtMostOnce).await;
+    until_parked(&broker, 1).await;
+    let publisher = tokio::spawn(async move {
+        let mut publisher = Client::connect(addr, "flooder").await;
+        let mut payload = vec![0u8; 1024];
+        for n in 0..FLOOD {
+            payload[..4].copy_from_slice(&n.to_be_bytes());
+            publisher
+                .publish("busy/t", &payload, QoS::AtMostOnce, 0, false)
+                .await;
+        }
+        publisher
+    });
+    let mut received = 0;
+    while received < FLOOD {
+        match subscriber.try_recv(Duration::from_secs(2)).await {
+            Ok(Some(Packet::Publish(message)))
+                if message.payload[..4] == received.to_be_bytes() =>
+            {
+                received += 1;
+            }
+            other => panic!("after {received}: {other:?}"),
+        }
+    }
+    publisher.await.unwrap();
+    assert_eq!(broker.stats_snapshot().messages_dropped, 0);
 }
