@@ -28,6 +28,7 @@ use crate::config::BrokerConfig;
 use crate::ingest::{Hooks, Ingest};
 use crate::session::{
     Attachment, ClientId, Delivery, Link, Message, Queued, Receipt, Session, SessionId, Signals,
+    expiry_from_interval,
 };
 use crate::stats::{self, Stats, StatsSnapshot};
 
@@ -568,6 +569,7 @@ impl Broker {
         congested: &mut Congested,
     ) -> usize {
         let message = Arc::new(Message {
+            expires_at: expiry_from_interval(publish.properties.message_expiry_interval),
             topic: publish.topic,
             payload: publish.payload,
             qos: publish.qos,
@@ -584,6 +586,7 @@ impl Broker {
     /// Publishes a will message on behalf of a client whose connection ended abnormally.
     pub(crate) fn publish_will(&self, will: Will, origin: SessionId) -> usize {
         let message = Arc::new(Message {
+            expires_at: expiry_from_interval(will.properties.message_expiry_interval),
             topic: will.topic,
             payload: will.payload,
             qos: will.qos,
@@ -618,6 +621,7 @@ impl Broker {
             is_compact: true,
             stored_copy: OnceLock::new(),
             receipt: None,
+            expires_at: None,
         });
         // The broker's own messages are few and never wait for subscribers.
         self.accept(message, &mut Congested::new())
@@ -626,6 +630,8 @@ impl Broker {
     /// Publishes a message from the platform (a command to a device) and calls
     /// `on_delivered` once, when the first receiving client has it: when it acknowledges
     /// the message (`PUBACK` or `PUBREC`), or when a QoS 0 delivery is written to it.
+    /// Copies still queued when `expires_in` has passed are dropped, never sent (5.0
+    /// receivers are told the time left as the message expiry interval).
     /// Returns how many sessions it was queued for (0: nobody subscribes, and
     /// `on_delivered` is never called).
     pub fn publish_tracked(
@@ -633,6 +639,7 @@ impl Broker {
         topic: TopicName,
         payload: bytes::Bytes,
         qos: QoS,
+        expires_in: Option<Duration>,
         on_delivered: impl FnOnce() + Send + 'static,
     ) -> usize {
         let message = Arc::new(Message {
@@ -645,6 +652,7 @@ impl Broker {
             is_compact: true,
             stored_copy: OnceLock::new(),
             receipt: Some(Arc::new(Receipt::new(on_delivered))),
+            expires_at: expires_in.and_then(|after| Instant::now().checked_add(after)),
         });
         self.accept(message, &mut Congested::new())
     }

@@ -1487,10 +1487,17 @@ fn drain(state: &mut SessionState, out: &mut BytesMut, is_resending: &mut bool) 
         has_more: false,
         receipts: Vec::new(),
     };
+    let now = std::time::Instant::now();
     while out.len() < WRITE_BATCH {
         let Some(front) = state.pending.front() else {
             break;
         };
+        if front.message.is_expired(now) {
+            // Past its expiry while queued (MQTT-3.3.2-5): never sent.
+            state.pending.pop_front();
+            drained.dropped += 1;
+            continue;
+        }
         let is_qos0 = front.qos == QoS::AtMostOnce;
         if !is_qos0 && state.inflight.len() >= state.inflight_limit as usize {
             break;
@@ -1558,10 +1565,14 @@ fn publish_packet(
 ) -> Packet {
     let message = &delivery.message;
     let properties = if version.is_v5()
-        && !(message.properties.is_empty() && delivery.subscription_ids.is_empty())
+        && !(message.properties.is_empty()
+            && delivery.subscription_ids.is_empty()
+            && message.expires_at.is_none())
     {
         let mut properties = message.properties.clone();
         properties.subscription_identifiers = delivery.subscription_ids.clone();
+        // The receiver is told what is left of the interval (MQTT-3.3.2-6).
+        properties.message_expiry_interval = message.remaining_expiry(std::time::Instant::now());
         properties
     } else {
         Properties::default()

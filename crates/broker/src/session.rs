@@ -12,7 +12,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, OnceLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use fleetwire_mqtt_codec::{
@@ -69,6 +69,9 @@ pub(crate) struct Message {
     pub(crate) stored_copy: OnceLock<Arc<Message>>,
     /// Told when a client first has the message ([`crate::Broker::publish_tracked`]).
     pub(crate) receipt: Option<Arc<Receipt>>,
+    /// When the message stops being worth delivering (5.0 message expiry interval, or the
+    /// platform's deadline for a command): queued copies still waiting are dropped then.
+    pub(crate) expires_at: Option<Instant>,
 }
 
 /// A callback run once, when a tracked message first reaches a client.
@@ -117,10 +120,28 @@ impl Message {
                 is_compact: true,
                 stored_copy: OnceLock::new(),
                 receipt: self.receipt.clone(),
+                expires_at: self.expires_at,
             })
         }))
     }
 
+    /// Whether the message expired by `now`.
+    pub(crate) fn is_expired(&self, now: Instant) -> bool {
+        self.expires_at.is_some_and(|at| at <= now)
+    }
+
+    /// What is left of its expiry interval at `now`, in whole seconds rounded up (what a
+    /// 5.0 receiver is told, MQTT-3.3.2-6); `None` when it never expires.
+    pub(crate) fn remaining_expiry(&self, now: Instant) -> Option<u32> {
+        let left = self.expires_at?.saturating_duration_since(now);
+        let seconds = left.as_secs() + u64::from(left.subsec_nanos() > 0);
+        Some(u32::try_from(seconds).unwrap_or(u32::MAX).max(1))
+    }
+}
+
+/// The instant a message published now with this 5.0 expiry interval expires.
+pub(crate) fn expiry_from_interval(interval: Option<u32>) -> Option<Instant> {
+    interval.and_then(|seconds| Instant::now().checked_add(Duration::from_secs(u64::from(seconds))))
 }
 
 /// One message on its way to one session.
@@ -493,6 +514,7 @@ mod tests {
             is_compact: false,
             stored_copy: OnceLock::new(),
             receipt: None,
+            expires_at: None,
         })
     }
 

@@ -557,6 +557,48 @@ async fn v5_subscription_identifiers_and_no_local_are_honoured() {
     assert_eq!(message.properties.subscription_identifiers, vec![42]);
 }
 
+#[tokio::test]
+async fn v5_message_expiry_drops_what_waited_too_long_and_forwards_the_time_left() {
+    let (_broker, addr) = start(anonymous()).await;
+    let mut persistent = connect_packet("expiry-sub", ProtocolVersion::V5, true);
+    persistent.properties.session_expiry_interval = Some(300);
+    let (mut subscriber, _) = Client::connect_with(addr, persistent.clone()).await;
+    subscriber.subscribe("expiry/#", QoS::AtLeastOnce).await;
+    subscriber
+        .send(Packet::Disconnect(Disconnect::default()))
+        .await;
+    drop(subscriber);
+
+    let (mut publisher, _) = Client::connect_with(
+        addr,
+        connect_packet("expiry-pub", ProtocolVersion::V5, true),
+    )
+    .await;
+    for (topic, interval, packet_id) in [("expiry/short", 1, 1), ("expiry/long", 600, 2)] {
+        let mut message = support::publish(topic, b"x", QoS::AtLeastOnce, packet_id, false);
+        message.properties.message_expiry_interval = Some(interval);
+        publisher.send(Packet::Publish(message)).await;
+        assert!(matches!(publisher.recv().await, Some(Packet::PubAck(_))));
+    }
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+
+    persistent.clean_start = false;
+    let (mut again, connack) = Client::connect_with(addr, persistent).await;
+    assert!(matches!(connack, Packet::ConnAck(ref ack) if ack.session_present));
+    let survivor = again.expect_publish().await;
+    assert_eq!(
+        survivor.topic.as_str(),
+        "expiry/long",
+        "the expired message was sent"
+    );
+    let left = survivor.properties.message_expiry_interval.unwrap();
+    assert!((598..=599).contains(&left), "{left} s left of 600");
+    again
+        .send(Packet::PubAck(PubAck::new(survivor.packet_id.unwrap())))
+        .await;
+    again.expect_silence(SHORT).await;
+}
+
 /// Waits until the broker holds `count` parked (idle) connections.
 async fn until_parked(broker: &Broker, count: u64) {
     let waited = tokio::time::timeout(Duration::from_secs(10), async {

@@ -164,10 +164,15 @@ impl Inner {
         });
         let notices = self.commands.notices.clone();
         let id = command.id.clone();
+        // The deadline travels with the message: a device that was offline must not get
+        // (and run) a command already reported expired.
+        let left = command.expires_at - Timestamp::now().as_millis();
+        let expires_in = Duration::from_millis(left.max(1) as u64);
         let queued = broker.publish_tracked(
             topic,
             Bytes::from(payload.to_string()),
             QoS::AtLeastOnce,
+            Some(expires_in),
             move || {
                 let _ = notices.send(Notice::Delivered(id));
             },
