@@ -8,6 +8,9 @@
 //! other writer thread's batch when they overlap), then answer every request of the
 //! group and hand the written batches to the observer (rules, live stream).
 //!
+//! The observer sees groups in the order they left the queue, whichever thread finished
+//! first: a device's messages reach the rules and the stream in the order it sent them.
+//!
 //! ```text
 //! connection / HTTP ──permits──▶ queue ──▶ writer thread: Store::write(all) ──▶ answers
 //!                                                         └──▶ observer(batches)
@@ -78,6 +81,8 @@ struct Request {
 struct Queue {
     requests: VecDeque<Request>,
     is_stopping: bool,
+    /// Ticket of the next group taken from the queue.
+    next_ticket: u64,
 }
 
 struct Shared {
@@ -87,6 +92,9 @@ struct Shared {
     ready: Condvar,
     room: Arc<Semaphore>,
     observer: Arc<dyn Observer>,
+    /// Ticket of the group whose turn it is to be observed (or skipped, if it failed).
+    observed: Mutex<u64>,
+    turn: Condvar,
     stats: Arc<WriterStats>,
 }
 
@@ -112,6 +120,8 @@ impl Writer {
             queue: Mutex::new(Queue::default()),
             ready: Condvar::new(),
             observer,
+            observed: Mutex::new(0),
+            turn: Condvar::new(),
             stats,
         });
         let mut handles = Vec::with_capacity(threads);
@@ -207,14 +217,17 @@ impl Shared {
                     // More than one write's worth: let the other thread start on it.
                     self.ready.notify_one();
                 }
-                group
+                let ticket = queue.next_ticket;
+                queue.next_ticket += 1;
+                (ticket, group)
             };
-            self.write_group(group);
+            self.write_group(group.0, group.1);
         }
     }
 
-    /// Writes one group with one store write and answers its requests.
-    fn write_group(&self, group: Vec<Request>) {
+    /// Writes one group with one store write, answers its requests, and hands it to the
+    /// observer once every group taken before it was.
+    fn write_group(&self, ticket: u64, group: Vec<Request>) {
         let started = Instant::now();
         let total = group.iter().map(|request| request.batch.len()).sum();
         let mut points: Vec<Point<'_>> = Vec::with_capacity(total);
@@ -236,7 +249,7 @@ impl Shared {
                     batches.push(Arc::clone(&request.batch));
                     let _ = request.answer.send(Ok(()));
                 }
-                self.observer.written(&batches);
+                self.in_turn(ticket, || self.observer.written(&batches));
             }
             Err(error) => {
                 tracing::error!(%error, requests = group.len(), "writing telemetry failed");
@@ -247,7 +260,108 @@ impl Shared {
                 for request in group {
                     let _ = request.answer.send(Err(Error::Store(message.clone())));
                 }
+                self.in_turn(ticket, || {});
             }
         }
+    }
+
+    /// Runs `observe` once the groups with earlier tickets have had their turn, then
+    /// passes the turn on. The observer is quick (channel sends), so the other thread
+    /// seldom waits, and never for a store write.
+    fn in_turn(&self, ticket: u64, observe: impl FnOnce()) {
+        let mut turn = self.observed.lock();
+        while *turn != ticket {
+            self.turn.wait(&mut turn);
+        }
+        observe();
+        *turn += 1;
+        drop(turn);
+        self.turn.notify_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fleetwire_store::{StoreConfig, Timestamp};
+
+    /// Records the value of the first point of every batch it is shown.
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<f64>>);
+
+    impl Observer for Recorder {
+        fn written(&self, batches: &[Arc<PointBatch>]) {
+            let mut seen = self.0.lock();
+            for batch in batches {
+                if let Some(point) = batch.iter().next() {
+                    seen.push(point.value);
+                }
+            }
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_observer_sees_batches_in_the_order_they_were_queued() {
+        let directory =
+            std::env::temp_dir().join(format!("fleetwire-writer-order-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&directory);
+        let store = Store::open(&directory, StoreConfig::default()).unwrap();
+        let recorder = Arc::new(Recorder::default());
+        let config = WriterConfig {
+            // Small groups, so both threads write at once all the time.
+            max_write_points: 3,
+            ..WriterConfig::default()
+        };
+        let writer =
+            Arc::new(Writer::start(store, config, recorder.clone(), Arc::default()).unwrap());
+        let count = 600;
+        // Queued in order: each write is queued when first polled, and join_all polls
+        // them in order.
+        let writes = (0..count).map(|index| {
+            let writer = Arc::clone(&writer);
+            async move {
+                let mut batch = PointBatch::default();
+                let at = Timestamp::from_millis(1_000 + index);
+                batch.push(Point::new("device", "value", at, index as f64));
+                writer.write(batch).await
+            }
+        });
+        for result in futures_join_all(writes).await {
+            result.unwrap();
+        }
+        writer.stop();
+        let seen = recorder.0.lock().clone();
+        let expected: Vec<f64> = (0..count).map(|index| index as f64).collect();
+        assert_eq!(seen, expected);
+        let _ = std::fs::remove_dir_all(&directory);
+    }
+
+    /// Polls every future in order until all are done (the writes' queueing order).
+    async fn futures_join_all<F: std::future::Future>(
+        futures: impl Iterator<Item = F>,
+    ) -> Vec<F::Output> {
+        let mut set = Vec::new();
+        for future in futures {
+            set.push(Box::pin(future));
+        }
+        let mut outputs: Vec<Option<F::Output>> = set.iter().map(|_| None).collect();
+        std::future::poll_fn(|context| {
+            let mut pending = false;
+            for (future, output) in set.iter_mut().zip(outputs.iter_mut()) {
+                if output.is_none() {
+                    match future.as_mut().poll(context) {
+                        std::task::Poll::Ready(value) => *output = Some(value),
+                        std::task::Poll::Pending => pending = true,
+                    }
+                }
+            }
+            if pending {
+                std::task::Poll::Pending
+            } else {
+                std::task::Poll::Ready(())
+            }
+        })
+        .await;
+        outputs.into_iter().flatten().collect()
     }
 }
