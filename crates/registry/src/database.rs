@@ -56,6 +56,10 @@ pub(crate) async fn connect(url: &str, max_connections: u32) -> Result<(AnyPool,
     let pool = AnyPoolOptions::new()
         .max_connections(max_connections.max(1))
         .acquire_timeout(Duration::from_secs(30))
+        // An in-process SQLite connection cannot have hung up: pinging it before every
+        // query would only add a round trip to its worker thread. A PostgreSQL server can
+        // go away, so its connections keep the check.
+        .test_before_acquire(backend == Backend::Postgres)
         .after_connect(move |connection, _| {
             Box::pin(async move {
                 if backend == Backend::Sqlite {
