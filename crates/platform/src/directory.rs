@@ -35,7 +35,9 @@ impl DeviceInfo {
 /// The cache of known devices in front of the registry.
 pub(crate) struct Directory {
     registry: Registry,
-    known: RwLock<HashMap<Arc<str>, Arc<DeviceInfo>>>,
+    /// foldhash: randomly seeded like SipHash, cheaper on short ids; looked up for every
+    /// telemetry message.
+    known: RwLock<HashMap<Arc<str>, Arc<DeviceInfo>, foldhash::fast::RandomState>>,
     /// Serializes registrations, so two first messages of one device create it once.
     registering: tokio::sync::Mutex<()>,
 }
@@ -44,7 +46,7 @@ impl Directory {
     pub(crate) fn new(registry: Registry) -> Directory {
         Directory {
             registry,
-            known: RwLock::new(HashMap::new()),
+            known: RwLock::new(HashMap::default()),
             registering: tokio::sync::Mutex::new(()),
         }
     }

@@ -591,15 +591,28 @@ impl Inner {
         let mut ids = Vec::with_capacity(points.len());
         let is_known = {
             let catalog = self.catalog.read();
-            points
-                .iter()
-                .all(|point| match catalog.get(point.device, point.field) {
-                    Some(id) => {
+            // Points come in runs of one device (a message's fields): its fields are
+            // looked up once per run, and the run's points share one name (same slice).
+            let mut run: Option<(&str, &catalog::NameMap<SeriesId>)> = None;
+            points.iter().all(|point| {
+                let fields = match run {
+                    Some((device, fields)) if same_name(device, point.device) => fields,
+                    _ => match catalog.fields(point.device) {
+                        Some(fields) => {
+                            run = Some((point.device, fields));
+                            fields
+                        }
+                        None => return false,
+                    },
+                };
+                match fields.get(point.field) {
+                    Some(&id) => {
                         ids.push(id);
                         true
                     }
                     None => false,
-                })
+                }
+            })
         };
         let mut record = Vec::new();
         if is_known {
@@ -960,4 +973,11 @@ impl Inner {
             }
         }
     }
+}
+
+/// Whether two names are equal, comparing addresses first: points of one message share
+/// their device name.
+#[inline]
+fn same_name(a: &str, b: &str) -> bool {
+    (a.as_ptr() == b.as_ptr() && a.len() == b.len()) || a == b
 }
