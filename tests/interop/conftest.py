@@ -8,6 +8,7 @@ INTEROP_BROKER selects the broker under test:
 from __future__ import annotations
 
 import collections
+import gc
 import json
 import os
 import shutil
@@ -254,8 +255,19 @@ def devices(fleet):
         return peer.connect() if connect else peer
 
     yield make
-    for client in created:
-        client.close()
+    close_all(created)
+
+
+def close_all(peers: list[Peer]) -> None:
+    """Closes paho clients and frees them now. A paho client and its callbacks form a
+    reference cycle that holds a socket pair open until the cyclic collector runs, and
+    paho waits in select(), which fails for descriptors above 1023: a test opening
+    hundreds of clients right after another one did would get descriptors past that
+    limit, and its clients would never see their CONNACK."""
+    for peer in peers:
+        peer.close()
+    peers.clear()
+    gc.collect()
 
 
 @pytest.fixture
@@ -280,8 +292,7 @@ def peers(broker, uid):
         return created[-1]
 
     yield make
-    for client in created:
-        client.close()
+    close_all(created)
 
 
 @pytest.fixture
