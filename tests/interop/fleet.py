@@ -264,9 +264,10 @@ class _Script:
 
 class WebhookReceiver:
     """A real HTTP server on a free loopback port that records every request and answers
-    what each path's script says (200 by default)."""
+    what each path's script says (200 by default). With `tls` (an `ssl.SSLContext` for a
+    server) it speaks HTTPS."""
 
-    def __init__(self):
+    def __init__(self, tls=None):
         self.deliveries: list[Delivery] = []
         self._scripts: dict[str, _Script] = {}
         self._condition = threading.Condition()
@@ -305,13 +306,19 @@ class WebhookReceiver:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.scheme = "http"
+        if tls is not None:
+            # Handshakes happen in accept(); one that fails (the client refuses the
+            # certificate) is an OSError the server loop drops.
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
+            self.scheme = "https"
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self._thread.start()
 
     def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
+        return f"{self.scheme}://127.0.0.1:{self.port}{path}"
 
     def script(self, path: str, plan: list, then=200) -> None:
         with self._condition:

@@ -63,6 +63,9 @@ struct RawWebhooks {
     first_backoff_ms: u64,
     circuit_failures: u64,
     circuit_open_secs: u64,
+    /// PEM bundle of the root certificates `https://` webhooks trust instead of the
+    /// built-in Mozilla roots; empty: the built-in roots.
+    ca_file: String,
 }
 
 impl Default for RawStorage {
@@ -93,6 +96,7 @@ impl Default for RawWebhooks {
             first_backoff_ms: defaults.first_backoff.as_millis() as u64,
             circuit_failures: u64::from(defaults.failures_to_open),
             circuit_open_secs: defaults.open_for.as_secs(),
+            ca_file: String::new(),
         }
     }
 }
@@ -475,6 +479,22 @@ impl RawConfig {
             1,
             86_400,
         )?;
+        let roots = if webhooks.ca_file.is_empty() {
+            fleetwire_platform::WebhookRoots::WebPki
+        } else {
+            let pem = std::fs::read(&webhooks.ca_file).with_context(|| {
+                format!(
+                    "invalid configuration: webhooks.ca_file: cannot read {:?}",
+                    webhooks.ca_file
+                )
+            })?;
+            fleetwire_platform::WebhookRoots::from_pem(&pem).map_err(|error| {
+                anyhow::anyhow!(
+                    "invalid configuration: webhooks.ca_file: {:?}: {error}",
+                    webhooks.ca_file
+                )
+            })?
+        };
         Ok(fleetwire_platform::PlatformConfig {
             limits: fleetwire_formats::Limits {
                 max_fields_per_row: ingest.max_fields_per_row as usize,
@@ -487,6 +507,7 @@ impl RawConfig {
                 first_backoff: Duration::from_millis(webhooks.first_backoff_ms),
                 failures_to_open: webhooks.circuit_failures as u32,
                 open_for: Duration::from_secs(webhooks.circuit_open_secs),
+                roots,
                 ..fleetwire_platform::WebhookConfig::default()
             },
             ..fleetwire_platform::PlatformConfig::default()

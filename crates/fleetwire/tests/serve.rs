@@ -250,6 +250,42 @@ fn bad_value_in_the_config_file_stops_start_up_naming_the_key() {
 }
 
 #[test]
+fn a_webhook_ca_file_that_is_missing_or_not_pem_stops_start_up_naming_the_key() {
+    let dir = temp_dir("bad-ca-file");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("fleetwire.toml");
+    let missing = dir.join("no-such-ca.pem");
+    std::fs::write(
+        &file,
+        format!(
+            "[webhooks]\nca_file = {:?}\n",
+            missing.display().to_string()
+        ),
+    )
+    .unwrap();
+    let (code, stderr) = run_to_failure(command(&dir).arg("--config").arg(&file));
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("webhooks.ca_file"), "{stderr}");
+    let not_pem = dir.join("not-a-ca.pem");
+    std::fs::write(&not_pem, "hello\n").unwrap();
+    std::fs::write(
+        &file,
+        format!(
+            "[webhooks]\nca_file = {:?}\n",
+            not_pem.display().to_string()
+        ),
+    )
+    .unwrap();
+    let (code, stderr) = run_to_failure(command(&dir).arg("--config").arg(&file));
+    assert_eq!(code, Some(1));
+    assert!(
+        stderr.contains("webhooks.ca_file") && stderr.contains("no certificate"),
+        "{stderr}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn layers_apply_in_order_file_then_environment_then_flags() {
     let dir = temp_dir("layers");
     std::fs::create_dir_all(&dir).unwrap();

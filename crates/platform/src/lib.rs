@@ -61,5 +61,5 @@ pub use ingest::{IngestError, IngestStats, Source, WriteReport};
 pub use platform::{
     DEFAULT_COMMAND_TIMEOUT, IngestRates, Platform, PlatformConfig, PlatformStats, SourceCounts,
 };
-pub use webhook::{WebhookConfig, WebhookStats};
+pub use webhook::{WebhookConfig, WebhookRoots, WebhookStats};
 pub use writer::{WriterConfig, WriterStats};

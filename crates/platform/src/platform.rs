@@ -569,27 +569,25 @@ impl Platform {
     }
 }
 
-/// Webhook URLs must be plain HTTP (no TLS client is built in yet), republish topics
-/// valid topic names, command names safe in a topic.
+/// Webhook URLs must be HTTP or HTTPS (certificates checked against the Web PKI's roots),
+/// republish topics valid topic names, command names safe in a topic.
 fn validate_actions(actions: &[RuleAction]) -> Result<()> {
     for (index, action) in actions.iter().enumerate() {
         let position = index + 1;
         match action {
             RuleAction::Alarm => {}
             RuleAction::Webhook { url } => {
-                let rest = url.strip_prefix("http://").ok_or_else(|| {
-                    Error::Invalid(format!(
-                        "action {position}: webhook url: expected http://HOST[:PORT]/PATH, got {url:?}{}",
-                        if url.starts_with("https://") {
-                            " (https is not supported yet)"
-                        } else {
-                            ""
-                        }
-                    ))
-                })?;
+                let (scheme, rest) = ["http://", "https://"]
+                    .into_iter()
+                    .find_map(|scheme| url.strip_prefix(scheme).map(|rest| (scheme, rest)))
+                    .ok_or_else(|| {
+                        Error::Invalid(format!(
+                            "action {position}: webhook url: expected http(s)://HOST[:PORT]/PATH, got {url:?}"
+                        ))
+                    })?;
                 if rest.is_empty() || rest.starts_with('/') {
                     return Err(Error::Invalid(format!(
-                        "action {position}: webhook url: expected a host after http://, got {url:?}"
+                        "action {position}: webhook url: expected a host after {scheme}, got {url:?}"
                     )));
                 }
             }

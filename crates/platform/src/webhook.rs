@@ -34,6 +34,54 @@ pub struct WebhookConfig {
     pub open_for: Duration,
     /// Deliveries waiting per URL; more are dropped.
     pub queue: usize,
+    /// Certificates `https://` webhooks trust.
+    pub roots: WebhookRoots,
+}
+
+/// The root certificates `https://` webhook receivers are checked against.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub enum WebhookRoots {
+    /// Mozilla's root certificates, built in (webpki-roots).
+    #[default]
+    WebPki,
+    /// Exactly these certificates (DER), for receivers behind an internal CA.
+    Custom(Arc<Vec<Vec<u8>>>),
+}
+
+impl WebhookRoots {
+    /// The certificates of a PEM bundle (other PEM sections, such as keys, are ignored);
+    /// an error when the text is not PEM or holds no certificate.
+    pub fn from_pem(pem: &[u8]) -> Result<WebhookRoots, String> {
+        let mut certificates = Vec::new();
+        for item in ureq::tls::parse_pem(pem) {
+            match item {
+                Ok(ureq::tls::PemItem::Certificate(certificate)) => {
+                    certificates.push(certificate.der().to_vec());
+                }
+                Ok(_) => {}
+                Err(error) => return Err(format!("not a PEM certificate bundle: {error}")),
+            }
+        }
+        if certificates.is_empty() {
+            return Err("no certificate in the PEM bundle".to_owned());
+        }
+        Ok(WebhookRoots::Custom(Arc::new(certificates)))
+    }
+
+    fn tls_config(&self) -> ureq::tls::TlsConfig {
+        let builder = ureq::tls::TlsConfig::builder();
+        match self {
+            WebhookRoots::WebPki => builder.root_certs(ureq::tls::RootCerts::WebPki),
+            WebhookRoots::Custom(certificates) => {
+                let certificates: Vec<ureq::tls::Certificate<'static>> = certificates
+                    .iter()
+                    .map(|der| ureq::tls::Certificate::from_der(der).to_owned())
+                    .collect();
+                builder.root_certs(ureq::tls::RootCerts::new_with_certs(&certificates))
+            }
+        }
+        .build()
+    }
 }
 
 impl Default for WebhookConfig {
@@ -45,6 +93,7 @@ impl Default for WebhookConfig {
             failures_to_open: 5,
             open_for: Duration::from_secs(30),
             queue: 1000,
+            roots: WebhookRoots::WebPki,
         }
     }
 }
@@ -127,6 +176,7 @@ impl Webhooks {
             agent: ureq::Agent::config_builder()
                 .http_status_as_error(false)
                 .timeout_global(Some(self.config.timeout))
+                .tls_config(self.config.roots.tls_config())
                 .build()
                 .into(),
         };
