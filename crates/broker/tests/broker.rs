@@ -248,8 +248,19 @@ const FLOOD: u32 = 20_000;
 async fn read_slowly_while_flooded(addr: std::net::SocketAddr, pause: Duration) -> u32 {
     let mut subscriber = Client::connect(addr, "busy").await;
     subscriber.subscribe("busy/t", QoS::AtMostOnce).await;
-    let publisher = tokio::spawn(async move {
-        let mut publisher = Client::connect(addr, "eager").await;
+    let publisher = spawn_flood(addr, "eager");
+    let received = receive_in_order(&mut subscriber, pause).await;
+    publisher.await.unwrap();
+    received
+}
+
+/// A client publishing `FLOOD` numbered 1 KiB messages to `busy/t` at QoS 0.
+fn spawn_flood(
+    addr: std::net::SocketAddr,
+    client_id: &'static str,
+) -> tokio::task::JoinHandle<Client> {
+    tokio::spawn(async move {
+        let mut publisher = Client::connect(addr, client_id).await;
         let mut payload = vec![0u8; 1024];
         for n in 0..FLOOD {
             payload[..4].copy_from_slice(&n.to_be_bytes());
@@ -258,7 +269,12 @@ async fn read_slowly_while_flooded(addr: std::net::SocketAddr, pause: Duration) 
                 .await;
         }
         publisher
-    });
+    })
+}
+
+/// Counts the flood's messages as they arrive, in order, pausing for `pause` every
+/// 2,000; stops at the first one missing or out of order (or 2 s of silence).
+async fn receive_in_order(subscriber: &mut Client, pause: Duration) -> u32 {
     let mut received = 0;
     while received < FLOOD {
         match subscriber.try_recv(Duration::from_secs(2)).await {
@@ -269,11 +285,10 @@ async fn read_slowly_while_flooded(addr: std::net::SocketAddr, pause: Duration) 
             }
             _ => break,
         }
-        if received % 2000 == 0 {
+        if received % 2000 == 0 && !pause.is_zero() {
             tokio::time::sleep(pause).await;
         }
     }
-    publisher.await.unwrap();
     received
 }
 
@@ -693,28 +708,9 @@ async fn parked_subscriber_woken_by_a_flood_keeps_flow_control() {
     let mut subscriber = Client::connect(addr, "parked-busy").await;
     subscriber.subscribe("busy/t", QoS::AtMostOnce).await;
     until_parked(&broker, 1).await;
-    let publisher = tokio::spawn(async move {
-        let mut publisher = Client::connect(addr, "flooder").await;
-        let mut payload = vec![0u8; 1024];
-        for n in 0..FLOOD {
-            payload[..4].copy_from_slice(&n.to_be_bytes());
-            publisher
-                .publish("busy/t", &payload, QoS::AtMostOnce, 0, false)
-                .await;
-        }
-        publisher
-    });
-    let mut received = 0;
-    while received < FLOOD {
-        match subscriber.try_recv(Duration::from_secs(2)).await {
-            Ok(Some(Packet::Publish(message)))
-                if message.payload[..4] == received.to_be_bytes() =>
-            {
-                received += 1;
-            }
-            other => panic!("after {received}: {other:?}"),
-        }
-    }
+    let publisher = spawn_flood(addr, "flooder");
+    let received = receive_in_order(&mut subscriber, Duration::ZERO).await;
     publisher.await.unwrap();
+    assert_eq!(received, FLOOD, "messages lost or out of order");
     assert_eq!(broker.stats_snapshot().messages_dropped, 0);
 }
