@@ -301,26 +301,8 @@ impl fmt::Display for LineProtocolReport {
             self.requests_per_sec,
             self.body_bytes_per_sec / 1e6
         )?;
-        writeln!(
-            f,
-            "  latency       p50 {} µs, p99 {} µs, p99.9 {} µs, max {} µs",
-            self.latency_us.p50, self.latency_us.p99, self.latency_us.p999, self.latency_us.max
-        )?;
-        writeln!(
-            f,
-            "  generator CPU {:.0}% of one core ({} cores; user {:.2} s, system {:.2} s)",
-            self.cpu.percent, self.cpu.cores, self.cpu.user_s, self.cpu.system_s
-        )?;
-        if let Some(broker) = &self.broker {
-            writeln!(
-                f,
-                "  server        pid {}, CPU {:.0}% of one core, RSS {:.1} MiB (before {:.1} MiB)",
-                broker.pid,
-                broker.cpu_percent,
-                broker.rss_bytes as f64 / 1048576.0,
-                broker.rss_before_bytes as f64 / 1048576.0
-            )?;
-        }
+        crate::report::write_latency(f, &self.latency_us)?;
+        crate::report::write_usage(f, &self.cpu, self.broker.as_ref(), "server")?;
         for (name, growth) in &self.server_counters {
             if *growth != 0.0 {
                 writeln!(f, "  server        {name} +{growth}")?;

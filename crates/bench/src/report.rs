@@ -155,29 +155,45 @@ impl fmt::Display for Report {
                 "  throughput    {:.0} msgs/s delivered",
                 self.msgs_per_sec
             )?;
-            writeln!(
-                f,
-                "  latency       p50 {} µs, p99 {} µs, p99.9 {} µs, max {} µs",
-                self.latency_us.p50, self.latency_us.p99, self.latency_us.p999, self.latency_us.max
-            )?;
+            write_latency(f, &self.latency_us)?;
         }
+        write_usage(f, &self.cpu, self.broker.as_ref(), "broker")
+    }
+}
+
+/// The report's latency line.
+pub(crate) fn write_latency(f: &mut fmt::Formatter<'_>, latency: &LatencySummary) -> fmt::Result {
+    writeln!(
+        f,
+        "  latency       p50 {} µs, p99 {} µs, p99.9 {} µs, max {} µs",
+        latency.p50, latency.p99, latency.p999, latency.max
+    )
+}
+
+/// The report's lines of CPU and memory: the generator's, and the measured process's
+/// (`label`: "broker", "server") when its pid was given.
+pub(crate) fn write_usage(
+    f: &mut fmt::Formatter<'_>,
+    cpu: &CpuUsage,
+    measured: Option<&BrokerUsage>,
+    label: &str,
+) -> fmt::Result {
+    writeln!(
+        f,
+        "  generator CPU {:.0}% of one core ({} cores; user {:.2} s, system {:.2} s)",
+        cpu.percent, cpu.cores, cpu.user_s, cpu.system_s
+    )?;
+    if let Some(usage) = measured {
         writeln!(
             f,
-            "  generator CPU {:.0}% of one core ({} cores; user {:.2} s, system {:.2} s)",
-            self.cpu.percent, self.cpu.cores, self.cpu.user_s, self.cpu.system_s
+            "  {label:<13} pid {}, CPU {:.0}% of one core, RSS {:.1} MiB (before {:.1} MiB)",
+            usage.pid,
+            usage.cpu_percent,
+            usage.rss_bytes as f64 / 1048576.0,
+            usage.rss_before_bytes as f64 / 1048576.0
         )?;
-        if let Some(broker) = &self.broker {
-            writeln!(
-                f,
-                "  broker        pid {}, CPU {:.0}% of one core, RSS {:.1} MiB (before {:.1} MiB)",
-                broker.pid,
-                broker.cpu_percent,
-                broker.rss_bytes as f64 / 1048576.0,
-                broker.rss_before_bytes as f64 / 1048576.0
-            )?;
-        }
-        Ok(())
     }
+    Ok(())
 }
 
 #[cfg(test)]
