@@ -5,8 +5,11 @@
 //! for its points, so a flood waits at the door instead of growing memory). A few writer
 //! threads each take everything queued, up to a limit, write it with one
 //! [`Store::write`] (one log append, one fsync in `sync` durability, shared with the
-//! other writer thread's batch when they overlap), then answer every request of the
-//! group and hand the written batches to the observer (rules, live stream).
+//! other writer thread's batch when they overlap) and answer every request of the group
+//! once it is durable. The observer (rules, live stream) is handed the batches as soon as
+//! they are in the log, before the fsync: alarms do not wait for the disk, as a broker's
+//! rule engine would not, while devices are acknowledged only once their data is durable.
+//! (If that fsync then fails, the rules saw data whose writers got an error.)
 //!
 //! The observer sees groups in the order they left the queue, whichever thread finished
 //! first: a device's messages reach the rules and the stream in the order it sent them.
@@ -52,8 +55,9 @@ impl Default for WriterConfig {
 
 /// Told about every batch once it is written.
 pub(crate) trait Observer: Send + Sync + 'static {
-    /// Called on a writer thread, after the batches' callers were answered; must not
-    /// block for long (it holds up the next write of this thread).
+    /// Called on a writer thread once the batches are in the log (before their fsync and
+    /// before their callers are answered); must not block for long (it holds up this
+    /// thread's answers and next write).
     fn written(&self, batches: &[Arc<PointBatch>]);
 }
 
@@ -225,8 +229,8 @@ impl Shared {
         }
     }
 
-    /// Writes one group with one store write, answers its requests, and hands it to the
-    /// observer once every group taken before it was.
+    /// Writes one group with one store write, hands it to the observer once it is in the
+    /// log and every group taken before it was, and answers its requests once durable.
     fn write_group(&self, ticket: u64, group: Vec<Request>) {
         let started = Instant::now();
         let total = group.iter().map(|request| request.batch.len()).sum();
@@ -234,7 +238,18 @@ impl Shared {
         for request in &group {
             points.extend(request.batch.iter());
         }
-        let result = self.store.write(&points).map(|()| points.len() as u64);
+        let mut is_observed = false;
+        let result = self
+            .store
+            .write_then(&points, || {
+                is_observed = true;
+                let batches: Vec<Arc<PointBatch>> = group
+                    .iter()
+                    .map(|request| Arc::clone(&request.batch))
+                    .collect();
+                self.in_turn(ticket, || self.observer.written(&batches));
+            })
+            .map(|()| points.len() as u64);
         drop(points);
         let elapsed = started.elapsed().as_micros() as u64;
         self.stats.writes.fetch_add(1, Ordering::Relaxed);
@@ -244,12 +259,9 @@ impl Shared {
         match result {
             Ok(count) => {
                 self.stats.points.fetch_add(count, Ordering::Relaxed);
-                let mut batches = Vec::with_capacity(group.len());
                 for request in group {
-                    batches.push(Arc::clone(&request.batch));
                     let _ = request.answer.send(Ok(()));
                 }
-                self.in_turn(ticket, || self.observer.written(&batches));
             }
             Err(error) => {
                 tracing::error!(%error, requests = group.len(), "writing telemetry failed");
@@ -260,7 +272,10 @@ impl Shared {
                 for request in group {
                     let _ = request.answer.send(Err(Error::Store(message.clone())));
                 }
-                self.in_turn(ticket, || {});
+                if !is_observed {
+                    // Refused before it reached the log: pass the turn on.
+                    self.in_turn(ticket, || {});
+                }
             }
         }
     }

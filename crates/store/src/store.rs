@@ -239,7 +239,15 @@ impl Store {
     /// (`batch`). A point with the series and timestamp of an earlier one replaces it: the
     /// last write wins, in memory, on disk and after recovery.
     pub fn write(&self, points: &[Point<'_>]) -> Result<()> {
-        self.inner().write(points)
+        self.inner().write(points, || {})
+    }
+
+    /// [`Store::write`], calling `appended` once the batch is in the log and visible to
+    /// queries but before waiting for its fsync (not called when the batch is refused
+    /// before that). Lets a caller act on data as soon as it is accepted, as a broker's
+    /// rule engine would, while its writer is acknowledged only once durable.
+    pub fn write_then(&self, points: &[Point<'_>], appended: impl FnOnce()) -> Result<()> {
+        self.inner().write(points, appended)
     }
 
     /// The newest point of every field of `device`, by field name (empty for an unknown
@@ -580,7 +588,7 @@ fn load_segments(directory: &Path, policy: CorruptSegmentPolicy) -> Result<Segme
 }
 
 impl Inner {
-    fn write(&self, points: &[Point<'_>]) -> Result<()> {
+    fn write(&self, points: &[Point<'_>], appended: impl FnOnce()) -> Result<()> {
         if self.is_closed.load(Ordering::Relaxed) {
             return Err(Error::Closed);
         }
@@ -648,6 +656,7 @@ impl Inner {
             }
             sequence
         };
+        appended();
         self.wal.wait(sequence)?;
         // Backpressure: when the background flush falls behind, writers flush themselves
         // rather than let the head grow without bound.
