@@ -224,7 +224,7 @@ add("")
 add("| part | run | P50 ms | P99 ms | P99.9 ms | max ms |")
 add("|---|---|---:|---:|---:|---:|")
 for key, part_title in (
-    ("telemetry_latency", "publish → telemetry event on the stream (ingest, group commit with fsync, event hub, WebSocket)"),
+    ("telemetry_latency", "publish → telemetry event on the stream (ingest, log append of the write group (the fsync is not waited for), event hub, WebSocket)"),
     ("telemetry_to_alarm", "telemetry event → alarm event (rules, actions, registry write, event hub, WebSocket)"),
     ("probe_publish_call", "probe: the publish call itself (counted in the latency)"),
     ("probe_parse", "probe: socket readable → event parsed (counted in the latency)"),
