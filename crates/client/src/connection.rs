@@ -2,7 +2,6 @@
 //! the keep-alive timer, all owned by the task that drives it.
 
 use std::collections::{HashSet, VecDeque};
-use std::hash::{BuildHasherDefault, Hasher};
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -61,34 +60,12 @@ pub struct Connection {
     keep_alive: Option<KeepAlive>,
     next_packet_id: PacketId,
     /// Packet ids of our QoS 1/2 messages not yet completed.
-    inflight: HashSet<u16, BuildHasherDefault<PacketIdHasher>>,
+    /// foldhash: SipHash was a good part of a QoS 1 publish's cost in a simulator of a
+    /// thousand devices, and these ids come from this client, not from an adversary.
+    inflight: HashSet<u16, foldhash::fast::RandomState>,
     inflight_limit: usize,
     /// Events that arrived while [`Connection::subscribe_and_wait`] waited for its answer.
     held_events: VecDeque<Event>,
-}
-
-/// Hashes a packet id by spreading its bits with one multiplication. Ids are handed out in
-/// sequence and come from this client, not from an adversary, so the default SipHash (a
-/// good part of a QoS 1 publish's cost in a simulator of a thousand devices) buys nothing.
-#[derive(Debug, Default)]
-struct PacketIdHasher(u64);
-
-impl Hasher for PacketIdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &byte in bytes {
-            self.0 = (self.0 << 8 | u64::from(byte)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        }
-    }
-
-    fn write_u16(&mut self, id: u16) {
-        // hashbrown picks the bucket from the low bits and a tag from the top seven; a
-        // multiplication by an odd constant makes both vary with sequential ids.
-        self.0 = u64::from(id).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    }
 }
 
 /// Keep-alive bookkeeping: a ping goes out after `interval` without writing, and the

@@ -7,7 +7,6 @@
 //! logged at debug level, and answered (MQTT 5: 0x99; HTTP: 400 naming the problem).
 
 use std::collections::{HashMap, HashSet};
-use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -27,35 +26,6 @@ const TYPICAL_FIELDS: usize = 8;
 /// Fewest bytes a line protocol point usually takes (`f=1.5,` with its share of the
 /// line's device and timestamp), to size a request's batch from its body.
 const LINE_PROTOCOL_BYTES_PER_POINT: usize = 16;
-
-/// A fast hash for the device names of one request (they come from the request and live
-/// as long as it: no flooding across requests, so SipHash's protection buys nothing).
-#[derive(Default)]
-struct NameHasher(u64);
-
-impl Hasher for NameHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        let mut chunks = bytes.chunks_exact(8);
-        for chunk in &mut chunks {
-            let mut word = [0u8; 8];
-            word.copy_from_slice(chunk);
-            self.mix(u64::from_le_bytes(word));
-        }
-        for &byte in chunks.remainder() {
-            self.mix(u64::from(byte));
-        }
-    }
-}
-
-impl NameHasher {
-    fn mix(&mut self, word: u64) {
-        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7C_C1_B7_27_22_0A_95);
-    }
-}
 
 /// Where a message came from, for counters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -374,7 +344,7 @@ impl Inner {
         // Each device once per request, in the order they first appear: a body usually
         // goes round its devices line after line, so checking at every change of device
         // would look most of them up many times.
-        let mut resolved: HashSet<&str, BuildHasherDefault<NameHasher>> = HashSet::default();
+        let mut resolved: HashSet<&str, foldhash::fast::RandomState> = HashSet::default();
         for device in batch.device_runs() {
             if !resolved.insert(device) {
                 continue;
