@@ -300,13 +300,32 @@ mod tests {
     use super::*;
     use fleetwire_store::{StoreConfig, Timestamp};
 
-    /// Records the value of the first point of every batch it is shown.
+    /// Records the value of the first point of every batch it is shown. The call for the
+    /// group of the first write waits (up to half a second) for another call to begin:
+    /// if nothing kept the writer threads in order, the other thread would hand its later
+    /// group over first.
     #[derive(Default)]
-    struct Recorder(Mutex<Vec<f64>>);
+    struct Recorder {
+        seen: Mutex<Vec<f64>>,
+        second_began: Mutex<bool>,
+        began: Condvar,
+    }
 
     impl Observer for Recorder {
         fn written(&self, batches: &[Arc<PointBatch>]) {
-            let mut seen = self.0.lock();
+            let first = batches.first().and_then(|batch| batch.iter().next());
+            if first.is_some_and(|point| point.value == 0.0) {
+                let mut second_began = self.second_began.lock();
+                if !*second_began {
+                    let _ = self
+                        .began
+                        .wait_for(&mut second_began, std::time::Duration::from_millis(500));
+                }
+            } else {
+                *self.second_began.lock() = true;
+                self.began.notify_all();
+            }
+            let mut seen = self.seen.lock();
             for batch in batches {
                 if let Some(point) = batch.iter().next() {
                     seen.push(point.value);
@@ -315,7 +334,9 @@ mod tests {
         }
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    // One runtime thread: spawned tasks first run in spawn order, so that is the order
+    // their writes are queued in; the two writer threads still race each other.
+    #[tokio::test]
     async fn the_observer_sees_batches_in_the_order_they_were_queued() {
         let directory =
             std::env::temp_dir().join(format!("fleetwire-writer-order-{}", std::process::id()));
@@ -330,53 +351,23 @@ mod tests {
         let writer =
             Arc::new(Writer::start(store, config, recorder.clone(), Arc::default()).unwrap());
         let count = 600;
-        // Queued in order: each write is queued when first polled, and join_all polls
-        // them in order.
-        let writes = (0..count).map(|index| {
+        let mut writes = tokio::task::JoinSet::new();
+        for index in 0..count {
             let writer = Arc::clone(&writer);
-            async move {
+            writes.spawn(async move {
                 let mut batch = PointBatch::default();
                 let at = Timestamp::from_millis(1_000 + index);
                 batch.push(Point::new("device", "value", at, index as f64));
                 writer.write(batch).await
-            }
-        });
-        for result in futures_join_all(writes).await {
-            result.unwrap();
+            });
+        }
+        while let Some(result) = writes.join_next().await {
+            result.unwrap().unwrap();
         }
         writer.stop();
-        let seen = recorder.0.lock().clone();
+        let seen = recorder.seen.lock().clone();
         let expected: Vec<f64> = (0..count).map(|index| index as f64).collect();
         assert_eq!(seen, expected);
         let _ = std::fs::remove_dir_all(&directory);
-    }
-
-    /// Polls every future in order until all are done (the writes' queueing order).
-    async fn futures_join_all<F: std::future::Future>(
-        futures: impl Iterator<Item = F>,
-    ) -> Vec<F::Output> {
-        let mut set = Vec::new();
-        for future in futures {
-            set.push(Box::pin(future));
-        }
-        let mut outputs: Vec<Option<F::Output>> = set.iter().map(|_| None).collect();
-        std::future::poll_fn(|context| {
-            let mut pending = false;
-            for (future, output) in set.iter_mut().zip(outputs.iter_mut()) {
-                if output.is_none() {
-                    match future.as_mut().poll(context) {
-                        std::task::Poll::Ready(value) => *output = Some(value),
-                        std::task::Poll::Pending => pending = true,
-                    }
-                }
-            }
-            if pending {
-                std::task::Poll::Pending
-            } else {
-                std::task::Poll::Ready(())
-            }
-        })
-        .await;
-        outputs.into_iter().flatten().collect()
     }
 }
