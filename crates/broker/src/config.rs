@@ -29,6 +29,10 @@ pub struct BrokerConfig {
     pub auth_failure_burst: u32,
     /// Failed logins per minute one source address may make after its burst.
     pub auth_failures_per_minute: u32,
+    /// The kernel's send buffer of each client socket (`SO_SNDBUF`, which Linux doubles);
+    /// `None` leaves it to the kernel's autotuning. Smaller buffers cap the memory a
+    /// client that stops reading can hold in the kernel.
+    pub socket_send_buffer: Option<usize>,
 }
 
 impl Default for BrokerConfig {
@@ -43,6 +47,7 @@ impl Default for BrokerConfig {
             sys_interval: Duration::from_secs(10),
             auth_failure_burst: 10,
             auth_failures_per_minute: 6,
+            socket_send_buffer: None,
         }
     }
 }

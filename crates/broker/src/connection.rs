@@ -2,8 +2,11 @@
 //!
 //! A running connection is two tasks over the two halves of its socket. The reader (this
 //! module's [`serve`]) decodes packets, applies them to the broker and its session, and
-//! queues its replies; the writer ([`write_loop`]) drains the session's queues into one
-//! buffer and writes it with one system call, so a burst of messages costs one `write`.
+//! answers them; the writer ([`write_loop`]) drains the session's queues into one buffer
+//! and writes it with one system call, so a burst of messages costs one `write`. The
+//! reader writes its own replies (acknowledgements) when the writer is idle, which spares
+//! a wake-up of the writer per read; otherwise, or when the socket is full, it queues
+//! them for the writer, and stops reading while too many wait there.
 //! The reader owns the will message and the keep-alive deadline; the session (shared)
 //! owns everything that must survive a reconnect.
 //!
@@ -41,6 +44,11 @@ const READ_CHUNK: usize = 16 * 1024;
 /// Bytes asked for while reading `CONNECT`, which is usually small: thousands of
 /// handshakes at once should not each hold a full read chunk.
 const CONNECT_CHUNK: usize = 512;
+/// Replies (acknowledgements) that may wait for the writer before the reader stops reading
+/// (a client publishing without reading what it is sent).
+const CONTROL_BACKLOG: usize = 256;
+/// How often a reader waiting for its writer looks whether the connection still stands.
+const BACKLOG_RECHECK: Duration = Duration::from_millis(100);
 /// The writer stops filling its buffer at this size and writes it.
 const WRITE_BATCH: usize = 64 * 1024;
 /// How long a closing connection waits for its writer to flush a final `DISCONNECT`.
@@ -175,6 +183,11 @@ async fn handshake(
 ) -> Option<Established> {
     if let Err(error) = stream.set_nodelay(true) {
         tracing::debug!(%peer, %error, "cannot disable Nagle's algorithm");
+    }
+    if let Some(size) = broker.config().socket_send_buffer {
+        if let Err(error) = socket2::SockRef::from(&stream).set_send_buffer_size(size) {
+            tracing::debug!(%peer, %error, "cannot set the socket's send buffer");
+        }
     }
     let (reader, mut writer) = stream.into_split();
     let mut buffer = BytesMut::new();
@@ -447,6 +460,8 @@ impl Established {
             congested: Congested::new(),
             ingest_batch: Vec::new(),
             ingest_acks: Vec::new(),
+            signals: Arc::clone(&signals),
+            direct_out: BytesMut::new(),
         };
         Established {
             connection,
@@ -500,8 +515,9 @@ impl Established {
         let generation = self.connection.generation;
         let is_parking = {
             let mut state = self.connection.session.state.lock();
-            let is_idle =
-                state.may_park(generation) && !self.signals.is_writing.load(Ordering::Relaxed);
+            let is_idle = state.may_park(generation)
+                && !self.signals.is_writing.load(Ordering::Relaxed)
+                && self.signals.unsent.lock().is_empty();
             state.is_parking = is_idle;
             is_idle
         };
@@ -823,6 +839,10 @@ struct Connection {
     ingest_batch: Vec<Inbound>,
     /// For each message of `ingest_batch`: where its acknowledgement waits in `outbox`.
     ingest_acks: Vec<Option<PendingAck>>,
+    /// The attachment's signals, shared with the writer.
+    signals: Arc<Signals>,
+    /// Acknowledgements this task writes itself (see [`Connection::write_outbox`]).
+    direct_out: BytesMut,
 }
 
 /// An acknowledgement held back until the platform has judged its message.
@@ -869,19 +889,20 @@ impl Connection {
                         // A SUBSCRIBE sends its SUBACK (and everything before it) at
                         // once: earlier messages must be judged first.
                         if matches!(packet, Packet::Subscribe(_)) {
-                            if let Err(closed) = self.settle_and_flush().await {
+                            if let Err(closed) = self.settle_and_flush(reader).await {
                                 return Stop::Closed(closed);
                             }
                         }
                         if let Err(closed) = self.handle(packet) {
-                            let closed = self.settle_and_flush().await.err().unwrap_or(closed);
+                            let closed =
+                                self.settle_and_flush(reader).await.err().unwrap_or(closed);
                             return Stop::Closed(closed);
                         }
                     }
                     Ok(None) => break,
                     Err(error) => {
                         let closed = self
-                            .settle_and_flush()
+                            .settle_and_flush(reader)
                             .await
                             .err()
                             .unwrap_or(Closed::Malformed(error));
@@ -889,7 +910,7 @@ impl Connection {
                     }
                 }
             }
-            if let Err(closed) = self.settle_and_flush().await {
+            if let Err(closed) = self.settle_and_flush(reader).await {
                 return Stop::Closed(closed);
             }
             if !self.congested.is_empty() {
@@ -980,15 +1001,41 @@ impl Connection {
     /// Hands the messages collected for the platform over, waits for its verdicts, fixes
     /// their acknowledgements accordingly, then sends the outbox. Fails only for a 3.1.1
     /// client whose message could not be stored (it is disconnected unacknowledged).
-    async fn settle_and_flush(&mut self) -> Result<(), Closed> {
+    async fn settle_and_flush(&mut self, reader: &OwnedReadHalf) -> Result<(), Closed> {
         let settled = if self.ingest_batch.is_empty() {
             Ok(())
         } else {
             // Boxed: its state would otherwise enlarge every idle connection's task.
             Box::pin(self.settle_ingest()).await
         };
-        self.flush_outbox();
+        if self.write_outbox(reader.as_ref()) {
+            Box::pin(self.wait_for_writer()).await;
+        }
         settled
+    }
+
+    /// Waits until the writer has sent most of the replies queued for it, so that a
+    /// client that publishes without reading its acknowledgements is slowed down by TCP
+    /// instead of growing the queue. Gives up when the connection is detached (taken
+    /// over, revoked: the read loop then sees its kick) or closing.
+    async fn wait_for_writer(&self) {
+        loop {
+            let drained = self.signals.drained.notified();
+            tokio::pin!(drained);
+            drained.as_mut().enable();
+            {
+                let state = self.session.state.lock();
+                if state.control.len() <= CONTROL_BACKLOG / 2
+                    || !state.is_attached(self.generation)
+                    || state.is_closing
+                    || state.is_revoked
+                {
+                    return;
+                }
+            }
+            // Also looks again now and then: a detach wakes the writer, not this task.
+            let _ = tokio::time::timeout(BACKLOG_RECHECK, drained).await;
+        }
     }
 
     async fn settle_ingest(&mut self) -> Result<(), Closed> {
@@ -1045,6 +1092,72 @@ impl Connection {
         if !self.outbox.is_empty() {
             self.session.send_control(self.outbox.drain(..));
         }
+    }
+
+    /// Sends the outbox like [`Connection::flush_outbox`], but writes it to the socket
+    /// from this task when the writer is idle with nothing queued before it: the usual
+    /// case of a publisher's acknowledgements, which then cost no wake-up of the writer.
+    /// Never waits: what the socket does not take at once is left to the writer, which
+    /// sends it before anything else. Returns whether the writer's queue is now longer
+    /// than [`CONTROL_BACKLOG`]: the reader should wait for it before reading more.
+    fn write_outbox(&mut self, socket: &TcpStream) -> bool {
+        if self.outbox.is_empty() {
+            return false;
+        }
+        {
+            let mut state = self.session.state.lock();
+            let is_writer_idle = state.control.is_empty()
+                && !self.signals.is_writing.load(Ordering::Relaxed)
+                && !state.is_closing
+                && state.is_attached(self.generation);
+            if !is_writer_idle {
+                state.control.extend(self.outbox.drain(..));
+                state.wake_writer();
+                return state.control.len() > CONTROL_BACKLOG;
+            }
+            self.signals
+                .is_reader_writing
+                .store(true, Ordering::Relaxed);
+        }
+        let mut out = std::mem::take(&mut self.direct_out);
+        for packet in self.outbox.drain(..) {
+            encode_or_log(&packet, self.version, &mut out);
+        }
+        let mut written = 0;
+        while written < out.len() {
+            match socket.try_write(&out[written..]) {
+                Ok(0) | Err(_) => break,
+                Ok(count) => written += count,
+            }
+        }
+        if written > 0 {
+            stats::add(&self.broker.stats().bytes_sent, written as u64);
+            self.session.progress.fetch_add(1, Ordering::Relaxed);
+        }
+        let has_rest = written < out.len();
+        {
+            let _state = self.session.state.lock();
+            if has_rest {
+                // Would block, or failed: the writer sends it (and finds the error).
+                self.signals
+                    .unsent
+                    .lock()
+                    .extend_from_slice(&out[written..]);
+            }
+            self.signals
+                .is_reader_writing
+                .store(false, Ordering::Relaxed);
+            let was_waiting = self
+                .signals
+                .is_writer_waiting
+                .swap(false, Ordering::Relaxed);
+            if has_rest || was_waiting {
+                self.signals.wake.notify_one();
+            }
+        }
+        out.clear();
+        self.direct_out = out;
+        false
     }
 
     fn handle(&mut self, packet: Packet) -> Result<(), Closed> {
@@ -1368,9 +1481,23 @@ async fn write_loop(writer: Writer) -> Option<OwnedWriteHalf> {
     loop {
         let step = {
             let mut state = session.state.lock();
+            if signals.is_reader_writing.load(Ordering::Relaxed) {
+                // The reader is writing its acknowledgements: it wakes this task after.
+                signals.is_writer_waiting.store(true, Ordering::Relaxed);
+                drop(state);
+                signals.wake.notified().await;
+                continue;
+            }
             if has_written {
                 // The client is reading: it is not (or no longer) a slow consumer.
                 state.is_slow = false;
+            }
+            {
+                let mut unsent = signals.unsent.lock();
+                if !unsent.is_empty() {
+                    out.extend_from_slice(&unsent);
+                    *unsent = BytesMut::new();
+                }
             }
             if !state.is_attached(generation) {
                 Step::Detached
@@ -1432,6 +1559,7 @@ async fn write_loop(writer: Writer) -> Option<OwnedWriteHalf> {
                 break;
             }
             signals.is_writing.store(false, Ordering::Relaxed);
+            signals.drained.notify_waiters();
             stats::add(&broker.stats().bytes_sent, out.len() as u64);
             session.progress.fetch_add(1, Ordering::Relaxed);
             for receipt in receipts.drain(..) {

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use fleetwire_mqtt_codec::{
     Packet, PacketId, Properties, ProtocolVersion, QoS, SubscriptionOptions, TopicFilter, TopicName,
 };
@@ -202,6 +202,19 @@ pub(crate) struct Signals {
     /// The writer holds drained bytes it has not finished writing: not idle, so the
     /// connection cannot park. Set under the session lock, cleared after the write.
     pub(crate) is_writing: AtomicBool,
+    /// The reader is writing its own acknowledgements straight to the socket (the writer
+    /// was idle): the writer must not write until it is released. Set and cleared under
+    /// the session lock.
+    pub(crate) is_reader_writing: AtomicBool,
+    /// The writer found the reader writing and waits for `wake`: the reader wakes it when
+    /// it is done. Set and cleared under the session lock.
+    pub(crate) is_writer_waiting: AtomicBool,
+    /// Notified after each write of the writer: a reader waiting for its backlog of
+    /// replies to shrink looks again.
+    pub(crate) drained: Notify,
+    /// What the reader could not write without waiting (the socket's buffer was full):
+    /// the writer sends it first, before anything it drains.
+    pub(crate) unsent: Mutex<BytesMut>,
 }
 
 impl Attachment {

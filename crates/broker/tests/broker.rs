@@ -714,3 +714,93 @@ async fn parked_subscriber_woken_by_a_flood_keeps_flow_control() {
     assert_eq!(received, FLOOD, "messages lost or out of order");
     assert_eq!(broker.stats_snapshot().messages_dropped, 0);
 }
+
+/// A publisher that sends far more than its socket can take acknowledgements for, and
+/// reads nothing meanwhile: its `PUBACK`s back up (the reader writes them while it can,
+/// the writer takes over once the socket is full, and the reader stops reading when too
+/// many wait), yet every one arrives, once, in order, as soon as it reads again, and
+/// the messages it published in between reach a subscriber intact.
+#[tokio::test]
+async fn a_publisher_that_does_not_read_gets_every_puback_in_order_later() {
+    use bytes::BytesMut;
+    use fleetwire_mqtt_codec::{decode, encode};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let (_broker, addr) = start(BrokerConfig {
+        // Small, so the broker's side of the socket fills after a few thousand acks.
+        socket_send_buffer: Some(4096),
+        ..anonymous()
+    })
+    .await;
+    // The subscriber reads all along, so flow control does not pause the publisher.
+    let mut subscriber = Client::connect(addr, "backlog-sub").await;
+    subscriber.subscribe("backlog/t", QoS::AtMostOnce).await;
+    let count: u32 = 60_000;
+    let receiving = tokio::spawn(async move {
+        for index in 0..count {
+            let message = subscriber.expect_publish().await;
+            assert_eq!(&message.payload[..], &index.to_be_bytes());
+        }
+        subscriber.expect_silence(SHORT).await;
+    });
+
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    // A small receive window, so the broker's socket fills after a few thousand acks.
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(addr).await.unwrap();
+    let mut publisher = Client::from_stream(stream, ProtocolVersion::V311);
+    publisher
+        .send(Packet::Connect(Box::new(support::connect_packet(
+            "backlog-pub",
+            ProtocolVersion::V311,
+            true,
+        ))))
+        .await;
+    assert!(matches!(publisher.recv().await, Some(Packet::ConnAck(_))));
+    let (mut reads, mut writes) = publisher.stream.into_split();
+
+    let packet_id = |index: u32| (index % 65_535 + 1) as u16;
+    let sending = tokio::spawn(async move {
+        let mut out = BytesMut::new();
+        for index in 0..count {
+            let message = support::publish(
+                "backlog/t",
+                &index.to_be_bytes(),
+                QoS::AtLeastOnce,
+                packet_id(index),
+                false,
+            );
+            encode(&Packet::Publish(message), ProtocolVersion::V311, &mut out).unwrap();
+            if out.len() > 16 * 1024 {
+                writes.write_all(&out).await.unwrap();
+                out.clear();
+            }
+        }
+        writes.write_all(&out).await.unwrap();
+        writes
+    });
+    // Let the broker's side of the socket fill up before anything is read.
+    tokio::time::sleep(SHORT).await;
+
+    let mut buffer = BytesMut::new();
+    let mut acknowledged = 0u32;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while acknowledged < count {
+        match decode(&mut buffer, ProtocolVersion::V311, 1 << 20).unwrap() {
+            Some(Packet::PubAck(ack)) => {
+                assert_eq!(ack.packet_id.get(), packet_id(acknowledged), "in order");
+                acknowledged += 1;
+            }
+            Some(other) => panic!("expected PUBACK, got {other:?}"),
+            None => {
+                let read = tokio::time::timeout_at(deadline, reads.read_buf(&mut buffer))
+                    .await
+                    .expect("every PUBACK within 30 s")
+                    .unwrap();
+                assert!(read > 0, "closed after {acknowledged} PUBACKs");
+            }
+        }
+    }
+    let _writes = sending.await.unwrap();
+    receiving.await.unwrap();
+}

@@ -383,6 +383,7 @@ impl RawConfig {
                 .context("mqtt.auth_failure_burst")?,
             auth_failures_per_minute: u32::try_from(mqtt.auth_failures_per_minute)
                 .context("mqtt.auth_failures_per_minute")?,
+            socket_send_buffer: None,
         };
         let store = self.storage.validate()?;
         let platform = self.platform_config()?;

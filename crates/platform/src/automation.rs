@@ -41,8 +41,10 @@ use crate::error::{Error, Result};
 use crate::events::Event;
 use crate::platform::Inner;
 
-/// Written batches (and rule changes) that may wait for the rules task.
-pub(crate) const RULES_QUEUE: usize = 256;
+/// Written groups (and rule changes) that may wait for the rules thread. A group is what
+/// one store write took (up to the writer's `max_write_points`), so this bounds the
+/// points held for the rules to a few million.
+pub(crate) const RULES_QUEUE: usize = 64;
 /// Transitions that may wait for the actions task.
 pub(crate) const ACTIONS_QUEUE: usize = 65_536;
 /// How long a command sent by a rule has to be answered.
@@ -50,8 +52,10 @@ const RULE_COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What the rules task is told.
 pub(crate) enum RulesInput {
-    /// Points were written.
-    Written(Arc<PointBatch>),
+    /// Points were written: one store write's batches, in the order they were queued
+    /// (one message per group rather than per batch: a wake-up of the rules thread per
+    /// store write, not per MQTT read).
+    Written(Vec<Arc<PointBatch>>),
     /// A rule was created or replaced (already validated).
     Upsert(Box<RuleDefinition>),
     /// A rule was deleted.
@@ -174,11 +178,11 @@ fn evaluate(
         };
         let mut notice = None;
         match message {
-            RulesInput::Written(batch) => {
+            RulesInput::Written(batches) => {
                 if engine.is_empty() {
                     continue;
                 }
-                for row in batch.rows() {
+                for row in batches.iter().flat_map(|batch| batch.rows()) {
                     let Some(device) = inner.directory.cached(row.device) else {
                         continue;
                     };

@@ -107,19 +107,13 @@ struct WrittenObserver {
 }
 
 impl Observer for WrittenObserver {
-    fn written(&self, batches: &[Arc<PointBatch>]) {
-        for batch in batches {
+    fn written(&self, batches: Vec<Arc<PointBatch>>) {
+        for batch in &batches {
             self.events.publish(Event::Telemetry(Arc::clone(batch)));
-            // Blocking on purpose (this is a writer thread): when rule evaluation falls
-            // behind, writes wait rather than alarms being skipped.
-            if self
-                .rules
-                .blocking_send(RulesInput::Written(Arc::clone(batch)))
-                .is_err()
-            {
-                return;
-            }
         }
+        // Blocking on purpose (this is a writer thread): when rule evaluation falls
+        // behind, writes wait rather than alarms being skipped.
+        let _ = self.rules.blocking_send(RulesInput::Written(batches));
     }
 }
 

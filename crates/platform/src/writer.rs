@@ -58,7 +58,7 @@ pub(crate) trait Observer: Send + Sync + 'static {
     /// Called on a writer thread once the batches are in the log (before their fsync and
     /// before their callers are answered); must not block for long (it holds up this
     /// thread's answers and next write).
-    fn written(&self, batches: &[Arc<PointBatch>]);
+    fn written(&self, batches: Vec<Arc<PointBatch>>);
 }
 
 /// Counters of the write path, read by `/metrics`.
@@ -247,7 +247,7 @@ impl Shared {
                     .iter()
                     .map(|request| Arc::clone(&request.batch))
                     .collect();
-                self.in_turn(ticket, || self.observer.written(&batches));
+                self.in_turn(ticket, || self.observer.written(batches));
             })
             .map(|()| points.len() as u64);
         drop(points);
@@ -312,7 +312,7 @@ mod tests {
     }
 
     impl Observer for Recorder {
-        fn written(&self, batches: &[Arc<PointBatch>]) {
+        fn written(&self, batches: Vec<Arc<PointBatch>>) {
             let first = batches.first().and_then(|batch| batch.iter().next());
             if first.is_some_and(|point| point.value == 0.0) {
                 let mut second_began = self.second_began.lock();
@@ -326,7 +326,7 @@ mod tests {
                 self.began.notify_all();
             }
             let mut seen = self.seen.lock();
-            for batch in batches {
+            for batch in &batches {
                 if let Some(point) = batch.iter().next() {
                     seen.push(point.value);
                 }

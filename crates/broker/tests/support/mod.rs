@@ -71,6 +71,15 @@ impl Client {
         }
     }
 
+    /// A client over a stream connected by the caller (to set socket options first).
+    pub fn from_stream(stream: TcpStream, version: ProtocolVersion) -> Client {
+        Client {
+            stream,
+            version,
+            buffer: BytesMut::new(),
+        }
+    }
+
     /// Connects and returns the client with the CONNACK.
     pub async fn connect_with(addr: SocketAddr, connect: Connect) -> (Client, Packet) {
         let mut client = Client::raw(addr, connect.protocol).await;
