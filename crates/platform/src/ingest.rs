@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use fleetwire_broker::{Inbound, Verdict};
 use fleetwire_formats::{Precision, parse_attributes, parse_line_protocol_each, parse_telemetry};
+use fleetwire_mqtt_codec::QoS;
 use fleetwire_registry::DeviceId;
 use fleetwire_store::Timestamp;
 use parking_lot::Mutex;
@@ -164,7 +165,10 @@ impl LastErrors {
 
 impl Inner {
     /// Judges the messages of one MQTT read: parses them, writes the telemetry of all of
-    /// them in one batch, and answers one verdict per message.
+    /// them in one batch, and answers one verdict per message. When every message with
+    /// telemetry came with QoS 0, which nobody acknowledges, the batch is only queued for
+    /// the writer (in order, after waiting for room): the connection reads on without
+    /// waiting for the disk, as a broker does for QoS 0.
     pub(crate) async fn ingest_mqtt(&self, batch: Vec<Inbound>) -> Vec<Verdict> {
         let received_at = Timestamp::now();
         let mut verdicts = vec![Verdict::Accepted; batch.len()];
@@ -203,8 +207,16 @@ impl Inner {
                 verdicts[index] = self.reject(topic.device(), Source::Mqtt, &error);
             }
         }
+        let is_unacknowledged = writes
+            .iter()
+            .all(|index| batch[*index].qos == QoS::AtMostOnce);
         if !points.is_empty() {
-            if let Err(error) = self.writer.write(points).await {
+            let written = if is_unacknowledged {
+                self.writer.submit(points).await
+            } else {
+                self.writer.write(points).await.map(|_| ())
+            };
+            if let Err(error) = written {
                 tracing::warn!(%error, messages = writes.len(), "MQTT telemetry not stored");
                 for index in &writes {
                     verdicts[*index] = Verdict::Failed;

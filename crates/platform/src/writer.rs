@@ -145,8 +145,29 @@ impl Writer {
     /// Queues `batch` and resolves once it is written (durable in `sync` durability), or
     /// with the store's error. Waits for room first when the queue is full.
     pub(crate) async fn write(&self, batch: PointBatch) -> Result<Arc<PointBatch>> {
+        let (batch, answered) = self.enqueue(batch).await?;
+        if let Some(answered) = answered {
+            answered.await.map_err(|_| Error::ShuttingDown)??;
+        }
+        Ok(batch)
+    }
+
+    /// Queues `batch` without waiting for it to be written: resolves once it is in the
+    /// queue (after waiting for room, like [`Writer::write`]). For data nobody is told
+    /// about (MQTT QoS 0): it is written in queue order all the same, and a failure is
+    /// logged and counted by the writer.
+    pub(crate) async fn submit(&self, batch: PointBatch) -> Result<()> {
+        self.enqueue(batch).await.map(|_| ())
+    }
+
+    /// Takes room for `batch` and queues it; the receiver of its answer (`None` for an
+    /// empty batch, which is not queued).
+    async fn enqueue(
+        &self,
+        batch: PointBatch,
+    ) -> Result<(Arc<PointBatch>, Option<oneshot::Receiver<Result<()>>>)> {
         if batch.is_empty() {
-            return Ok(Arc::new(batch));
+            return Ok((Arc::new(batch), None));
         }
         let wanted = batch
             .len()
@@ -170,8 +191,7 @@ impl Writer {
             });
         }
         self.shared.ready.notify_one();
-        answered.await.map_err(|_| Error::ShuttingDown)??;
-        Ok(batch)
+        Ok((batch, Some(answered)))
     }
 
     /// Writes what is queued, refuses new writes, and joins the threads.
