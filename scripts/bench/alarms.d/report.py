@@ -217,7 +217,8 @@ for label in labels:
         add(f"{title(label)}: {result['missing']} transitions had no alarm event within {10} s of the last probe message"
             + (f"; stream client errors: {detail}" if detail else "") + ".")
 add("")
-add("Where the time goes (same runs). The telemetry event leaves the event hub once its write group is durable; "
+add("Where the time goes (same runs). The telemetry event leaves the event hub once its write group is in the log "
+    "(before its fsync); "
     "the alarm event after the rules thread, the actions thread and the registry's write. The two are read by two "
     "WebSocket clients of the probe, so their difference is only indicative (it can even be negative).")
 add("")
