@@ -167,7 +167,11 @@ async fn session(
     // A random phase keeps devices that connected together from publishing together.
     let phase = config.interval.mul_f64(jitter.unit());
     let mut ticker = tokio::time::interval_at(Instant::now() + phase, config.interval);
-    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    // A device that was late (its task waited for a CPU) catches up, so the fleet offers
+    // the configured rate on average; with `Delay` every late tick pushed the schedule
+    // back for good, and a busy machine quietly got less load than asked for. A tick the
+    // in-flight window refuses is counted as an error, not retried.
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Burst);
     // One wait for the stop signal for the whole session: a new one per loop turn would
     // register with the shared channel (and unregister) on every message.
     let stopped = stopped(stop);
