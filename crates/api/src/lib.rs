@@ -82,6 +82,8 @@ pub(crate) struct App {
 /// One `Arc` to clone per request.
 pub(crate) type AppState = Arc<App>;
 
+pub use rules::rule_from_document;
+
 /// The HTTP routes, over a running broker and an open registry.
 pub fn router(state: ApiState) -> Router {
     let (router, document) = routes().split_for_parts();

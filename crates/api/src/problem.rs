@@ -23,6 +23,13 @@ pub(crate) struct Problem {
     position: Option<usize>,
 }
 
+impl Problem {
+    /// The sentence saying what went wrong.
+    pub(crate) fn detail(&self) -> &str {
+        &self.detail
+    }
+}
+
 /// What kind of problem: fixes the `type` URI and the `title`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {

@@ -264,6 +264,20 @@ impl RuleInput {
     }
 }
 
+/// A rule of the configuration file (`[[rules]]`): the document `POST /api/v1/rules`
+/// takes, with `id` required (so that every start replaces the rule instead of adding
+/// another). The error says what is wrong, as the API's 422 would. The expressions are
+/// checked when the rule is stored.
+pub fn rule_from_document(document: serde_json::Value) -> Result<(RuleId, RuleSpec), String> {
+    let input: RuleInput = serde_json::from_value(document).map_err(|error| error.to_string())?;
+    let (id, spec) = input
+        .into_spec()
+        .map_err(|problem| problem.detail().to_owned())?;
+    let id = id.ok_or_else(|| "id: required for a rule of the configuration file".to_owned())?;
+    let id = RuleId::new(id).map_err(|error| format!("id: {error}"))?;
+    Ok((id, spec))
+}
+
 /// The rule id of the path, validated.
 pub(crate) struct RulePath(RuleId);
 

@@ -12,6 +12,7 @@ use anyhow::{Context, bail};
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use fleetwire_broker::BrokerConfig;
+use fleetwire_registry::{RuleId, RuleSpec};
 use serde::{Deserialize, Serialize};
 
 use crate::cli::{LogFormat, ServeArgs};
@@ -32,6 +33,10 @@ pub(crate) struct RawConfig {
     storage: RawStorage,
     ingest: RawIngest,
     webhooks: RawWebhooks,
+    /// Rules created (or replaced, by id) at every start: the documents
+    /// `POST /api/v1/rules` takes, each with an `id`. Deleting one from the file does not
+    /// delete the stored rule.
+    rules: Vec<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -165,6 +170,7 @@ impl Default for RawConfig {
             storage: RawStorage::default(),
             ingest: RawIngest::default(),
             webhooks: RawWebhooks::default(),
+            rules: Vec::new(),
         }
     }
 }
@@ -209,6 +215,8 @@ pub(crate) struct Settings {
     pub(crate) store: fleetwire_store::StoreConfig,
     /// Ingest, rules, webhooks.
     pub(crate) platform: fleetwire_platform::PlatformConfig,
+    /// Rules of the configuration file, applied at start.
+    pub(crate) rules: Vec<(RuleId, RuleSpec)>,
 }
 
 impl Settings {
@@ -387,9 +395,20 @@ impl RawConfig {
         };
         let store = self.storage.validate()?;
         let platform = self.platform_config()?;
+        let mut rules: Vec<(RuleId, RuleSpec)> = Vec::with_capacity(self.rules.len());
+        for (index, document) in self.rules.into_iter().enumerate() {
+            let (id, spec) = fleetwire_api::rule_from_document(document).map_err(|error| {
+                anyhow::anyhow!("invalid configuration: rules[{index}]: {error}")
+            })?;
+            if rules.iter().any(|(other, _)| *other == id) {
+                bail!("invalid configuration: rules[{index}]: id {id:?} is used twice");
+            }
+            rules.push((id, spec));
+        }
         Ok(Settings {
             store,
             platform,
+            rules,
             data_dir: self.data_dir,
             admin_token: self.admin_token,
             mqtt_addr: self.mqtt.addr,

@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use fleetwire_broker::{Broker, Hooks};
-use fleetwire_platform::Platform;
-use fleetwire_registry::Registry;
+use fleetwire_platform::{Error as PlatformError, Platform};
+use fleetwire_registry::{Registry, RuleId, RuleSpec};
 use fleetwire_store::Store;
 use tokio::net::TcpListener;
 
@@ -80,6 +80,7 @@ async fn serve(settings: Settings, demo_devices: Option<usize>) -> anyhow::Resul
     tracing::info!(protocol = "http", addr = %http_addr, "listening");
 
     let platform = start_platform(&settings, registry.clone()).await?;
+    apply_configured_rules(&platform, &settings.rules).await?;
     let broker = Broker::with_hooks(
         settings.broker.clone(),
         Hooks {
@@ -140,6 +141,38 @@ async fn serve(settings: Settings, demo_devices: Option<usize>) -> anyhow::Resul
     // Every connection has closed: write the devices' last presence and close.
     registry.close().await;
     tracing::info!("stopped");
+    Ok(())
+}
+
+/// Creates the configuration file's rules, or replaces the stored rules of the same ids,
+/// before any device is served. A rule that cannot be stored (a bad expression) stops
+/// start-up, naming it.
+async fn apply_configured_rules(
+    platform: &Platform,
+    rules: &[(RuleId, RuleSpec)],
+) -> anyhow::Result<()> {
+    for (id, spec) in rules {
+        let applied = match platform.rule(id).await {
+            Ok(_) => platform.replace_rule(id, spec.clone()).await,
+            Err(PlatformError::NotFound { .. }) => {
+                match platform.create_rule(Some(id.clone()), spec.clone()).await {
+                    // Another node created it meanwhile (a shared registry).
+                    Err(PlatformError::Conflict(_)) => {
+                        platform.replace_rule(id, spec.clone()).await
+                    }
+                    other => other,
+                }
+            }
+            Err(error) => Err(error),
+        };
+        applied.with_context(|| format!("cannot apply the configuration file's rule {id}"))?;
+    }
+    if !rules.is_empty() {
+        tracing::info!(
+            rules = rules.len(),
+            "rules of the configuration file applied"
+        );
+    }
     Ok(())
 }
 

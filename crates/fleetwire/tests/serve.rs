@@ -422,3 +422,75 @@ fn demo_runs_registered_devices_that_log_in_send_telemetry_and_are_watched_by_ru
     assert!(output.contains("Dashboard: http://127.0.0.1:"), "{output}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn rules_of_the_config_file_are_created_and_replaced_at_start() {
+    let dir = temp_dir("config-rules");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("fleetwire.toml");
+    let token = "a-token-for-config-rules";
+    let rule = |threshold: u32| {
+        format!(
+            "[[rules]]\nid = \"overheat\"\nname = \"Overheating\"\n\
+             condition = \"temperature > {threshold}\"\nfor = \"10s\"\nseverity = \"high\"\n\
+             [rules.match]\ntype = \"thermostat\"\n\
+             [[rules.actions]]\ntype = \"alarm\"\n"
+        )
+    };
+    let run = |config: &str| {
+        std::fs::write(&file, config).unwrap();
+        let mut command = command(&dir);
+        command
+            .arg("--config")
+            .arg(&file)
+            .env("FLEETWIRE_ADMIN_TOKEN", token);
+        let server = start(command);
+        let stored = api_get(&server.http_addr, "/api/v1/rules/overheat", token);
+        let listed = api_get(&server.http_addr, "/api/v1/rules", token);
+        let (code, output) = server.terminate();
+        assert_eq!(code, Some(0), "{output}");
+        (stored, listed)
+    };
+
+    let (stored, _) = run(&rule(30));
+    assert_eq!(stored["name"], "Overheating");
+    assert_eq!(stored["condition"], "temperature > 30");
+    assert_eq!(stored["severity"], "high");
+    assert_eq!(stored["match"]["type"], "thermostat");
+
+    // The next start replaces the rule of the same id rather than adding another.
+    let (stored, listed) = run(&rule(35));
+    assert_eq!(stored["condition"], "temperature > 35");
+    let ids: Vec<&str> = listed["items"]
+        .as_array()
+        .unwrap_or_else(|| panic!("a page of rules: {listed}"))
+        .iter()
+        .filter_map(|rule| rule["id"].as_str())
+        .collect();
+    assert_eq!(ids, ["overheat"]);
+
+    // A rule that cannot be stored stops start-up, naming the rule; the stored one stays.
+    std::fs::write(&file, rule(35).replace("temperature > 35", "temperature >")).unwrap();
+    let (code, stderr) = run_to_failure(
+        command(&dir)
+            .arg("--config")
+            .arg(&file)
+            .env("FLEETWIRE_ADMIN_TOKEN", token),
+    );
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("overheat"), "{stderr}");
+    assert!(stderr.contains("condition"), "{stderr}");
+
+    // A rule without an id is refused before anything starts.
+    std::fs::write(&file, rule(35).replace("id = \"overheat\"\n", "")).unwrap();
+    let (code, stderr) = run_to_failure(command(&dir).arg("--config").arg(&file));
+    assert_eq!(code, Some(1));
+    assert!(
+        stderr.contains("rules[0]") && stderr.contains("id: required"),
+        "{stderr}"
+    );
+
+    let (stored, _) = run(&rule(35));
+    assert_eq!(stored["condition"], "temperature > 35");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
