@@ -7,7 +7,7 @@
 //! session, never the other way, and never across an `.await`. Routing, the hot path,
 //! takes only the subscription tree's read lock and, per target, that session's mutex.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -73,13 +73,63 @@ struct Shared {
     /// last. Locked alone, or before one session's mutex.
     devices: Mutex<HashMap<Arc<str>, DeviceConnections>>,
     subscriptions: RwLock<TopicTree<SubscriptionKey, Subscriber>>,
-    retained: RwLock<RetainedStore<Arc<Message>>>,
+    retained: RwLock<Retained>,
     stats: Stats,
     next_id: AtomicU64,
     /// Rotates the member chosen for each shared-subscription delivery.
     share_cursor: AtomicU64,
     started: Instant,
     shutdown: watch::Sender<bool>,
+}
+
+/// The retained messages, and when those with a 5.0 message expiry interval expire.
+#[derive(Default)]
+struct Retained {
+    store: RetainedStore<Arc<Message>>,
+    /// `(expiry, topic)` of every retained message that has an expiry, so that the sweep
+    /// finds them without walking the store. Holds no more entries than the store.
+    expiries: BTreeSet<(Instant, TopicName)>,
+}
+
+impl Retained {
+    fn insert(&mut self, message: Arc<Message>) {
+        let topic = message.topic.clone();
+        let expires_at = message.expires_at;
+        if let Some(previous) = self.store.insert(&topic, message) {
+            self.forget(&previous);
+        }
+        if let Some(at) = expires_at {
+            self.expiries.insert((at, topic));
+        }
+    }
+
+    fn remove(&mut self, topic: &TopicName) {
+        if let Some(previous) = self.store.remove(topic) {
+            self.forget(&previous);
+        }
+    }
+
+    fn forget(&mut self, message: &Message) {
+        if let Some(at) = message.expires_at {
+            self.expiries.remove(&(at, message.topic.clone()));
+        }
+    }
+
+    fn next_expiry(&self) -> Option<Instant> {
+        self.expiries.first().map(|(at, _)| *at)
+    }
+
+    /// Removes the messages expired at `now`; how many.
+    fn remove_expired(&mut self, now: Instant) -> usize {
+        let mut removed = 0;
+        while self.next_expiry().is_some_and(|at| at <= now) {
+            if let Some((_, topic)) = self.expiries.pop_first() {
+                self.store.remove(&topic);
+                removed += 1;
+            }
+        }
+        removed
+    }
 }
 
 /// A running broker. Cheap to clone: all clones share one state.
@@ -138,7 +188,7 @@ impl Broker {
                 sessions: Mutex::new(HashMap::new()),
                 devices: Mutex::new(HashMap::new()),
                 subscriptions: RwLock::new(TopicTree::default()),
-                retained: RwLock::new(RetainedStore::default()),
+                retained: RwLock::new(Retained::default()),
                 stats: Stats::default(),
                 next_id: AtomicU64::new(1),
                 share_cursor: AtomicU64::new(0),
@@ -249,7 +299,7 @@ impl Broker {
             malformed_packets: stats::get(&stats.malformed_packets),
             auth_failures: stats::get(&stats.auth_failures),
             subscriptions: self.shared.subscriptions.read().len() as u64,
-            retained_messages: self.shared.retained.read().len() as u64,
+            retained_messages: self.shared.retained.read().store.len() as u64,
         }
     }
 
@@ -482,6 +532,18 @@ impl Broker {
         }
     }
 
+    /// Removes retained messages whose 5.0 message expiry interval has passed, so that
+    /// they stop taking memory and counting in `$SYS/broker/retained messages/count`.
+    /// (Subscribers never receive one anyway: expiry is checked again at delivery.)
+    pub(crate) fn expire_retained(&self) {
+        let now = Instant::now();
+        let is_due = |retained: &Retained| retained.next_expiry().is_some_and(|at| at <= now);
+        if is_due(&self.shared.retained.read()) {
+            let removed = self.shared.retained.write().remove_expired(now);
+            tracing::debug!(removed, "expired retained messages removed");
+        }
+    }
+
     /// Adds the subscriptions of `subscribe` and returns one reason code per filter;
     /// retained messages that match are queued after the `SUBACK` (which the caller
     /// queues first).
@@ -529,15 +591,17 @@ impl Broker {
                 RetainHandling::Never => false,
             };
             if wants_retained && filter.share().is_none() {
-                let store = self.shared.retained.read();
-                store.for_each_match(filter, |_, message| {
-                    retained.push(Delivery {
-                        message: Arc::clone(message),
-                        qos: message.qos.min(options.qos),
-                        is_retained: true,
-                        subscription_ids: subscription_id.into_iter().collect(),
+                let retained_messages = self.shared.retained.read();
+                retained_messages
+                    .store
+                    .for_each_match(filter, |_, message| {
+                        retained.push(Delivery {
+                            message: Arc::clone(message),
+                            qos: message.qos.min(options.qos),
+                            is_retained: true,
+                            subscription_ids: subscription_id.into_iter().collect(),
+                        });
                     });
-                });
             }
         }
         (reasons, retained)
@@ -663,9 +727,7 @@ impl Broker {
                 self.shared.retained.write().remove(&message.topic);
             } else {
                 // Retained messages live long: keep them out of the read buffer.
-                let stored = message.for_storage();
-                let topic = stored.topic.clone();
-                self.shared.retained.write().insert(&topic, stored);
+                self.shared.retained.write().insert(message.for_storage());
             }
         }
         self.route(&message, congested)

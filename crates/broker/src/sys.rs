@@ -1,4 +1,5 @@
-//! Housekeeping: the `$SYS/broker/...` topics and the expiry of offline sessions.
+//! Housekeeping: the `$SYS/broker/...` topics, the expiry of offline sessions and of
+//! retained messages.
 //!
 //! Topic names follow Mosquitto's, so existing dashboards and scripts that read them
 //! keep working.
@@ -10,7 +11,7 @@ use fleetwire_mqtt_codec::{QoS, TopicName};
 
 use crate::broker::Broker;
 
-/// How often offline sessions are checked for expiry.
+/// How often offline sessions and retained messages are checked for expiry.
 const EXPIRY_SWEEP: Duration = Duration::from_secs(1);
 
 impl Broker {
@@ -28,7 +29,10 @@ impl Broker {
         while !*shutdown.borrow_and_update() {
             tokio::select! {
                 _ = shutdown.changed() => break,
-                _ = sweep.tick() => self.expire_sessions(),
+                _ = sweep.tick() => {
+                    self.expire_sessions();
+                    self.expire_retained();
+                }
                 _ = sys.tick(), if !sys_interval.is_zero() => self.publish_sys(),
             }
         }

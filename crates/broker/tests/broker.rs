@@ -439,6 +439,71 @@ async fn retained_messages_are_set_replaced_and_cleared() {
 }
 
 #[tokio::test]
+async fn v5_retained_messages_are_removed_once_their_expiry_interval_passes() {
+    // Without `$SYS` topics, which are retained too.
+    let config = BrokerConfig {
+        sys_interval: Duration::ZERO,
+        ..anonymous()
+    };
+    let (broker, addr) = start(config).await;
+    let (mut publisher, _) = Client::connect_with(
+        addr,
+        connect_packet("retain-expiry", ProtocolVersion::V5, true),
+    )
+    .await;
+    for (topic, interval, packet_id) in [
+        ("expiring/short", Some(1), 1),
+        ("expiring/long", Some(600), 2),
+        ("expiring/never", None, 3),
+    ] {
+        let mut message = support::publish(topic, b"x", QoS::AtLeastOnce, packet_id, true);
+        message.properties.message_expiry_interval = interval;
+        publisher.send(Packet::Publish(message)).await;
+        assert!(matches!(publisher.recv().await, Some(Packet::PubAck(_))));
+    }
+    assert_eq!(broker.stats_snapshot().retained_messages, 3);
+
+    // The housekeeping sweep runs every second; give it a few.
+    let deadline = tokio::time::Instant::now() + support::TIMEOUT;
+    while broker.stats_snapshot().retained_messages != 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the expired retained message is still stored: {:?}",
+            broker.stats_snapshot()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let mut late = Client::connect(addr, "retain-expiry-late").await;
+    late.subscribe("expiring/#", QoS::AtMostOnce).await;
+    let mut topics = vec![
+        late.expect_publish().await.topic.as_str().to_owned(),
+        late.expect_publish().await.topic.as_str().to_owned(),
+    ];
+    topics.sort();
+    assert_eq!(topics, ["expiring/long", "expiring/never"]);
+    late.expect_silence(SHORT).await;
+
+    // Replacing or clearing a message with an expiry leaves nothing behind to expire.
+    let mut replacement = support::publish("expiring/long", b"y", QoS::AtLeastOnce, 4, true);
+    replacement.properties.message_expiry_interval = Some(1);
+    publisher.send(Packet::Publish(replacement)).await;
+    assert!(matches!(publisher.recv().await, Some(Packet::PubAck(_))));
+    let clear = support::publish("expiring/never", b"", QoS::AtLeastOnce, 5, true);
+    publisher.send(Packet::Publish(clear)).await;
+    assert!(matches!(publisher.recv().await, Some(Packet::PubAck(_))));
+    let deadline = tokio::time::Instant::now() + support::TIMEOUT;
+    while broker.stats_snapshot().retained_messages != 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{:?}",
+            broker.stats_snapshot()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
 async fn anonymous_clients_are_refused_unless_allowed() {
     let (_broker, addr) = start(BrokerConfig::default()).await;
     let (mut v3, connack) =
