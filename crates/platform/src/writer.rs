@@ -10,6 +10,9 @@
 //! they are in the log, before the fsync: alarms do not wait for the disk, as a broker's
 //! rule engine would not, while devices are acknowledged only once their data is durable.
 //! (If that fsync then fails, the rules saw data whose writers got an error.)
+//! A group made only of submitted batches (MQTT QoS 0, nobody to acknowledge) is written
+//! without waiting for, or asking for, an fsync: the next acknowledged write's fsync
+//! covers it, or the log's own within 100 ms.
 //!
 //! The observer sees groups in the order they left the queue, whichever thread finished
 //! first: a device's messages reach the rules and the stream in the order it sent them.
@@ -76,7 +79,8 @@ pub struct WriterStats {
 
 struct Request {
     batch: Arc<PointBatch>,
-    answer: oneshot::Sender<Result<()>>,
+    /// `None` for a submitted batch: nobody waits for it to be durable.
+    answer: Option<oneshot::Sender<Result<()>>>,
     /// Released when the request is answered, making room in the queue.
     _permit: OwnedSemaphorePermit,
 }
@@ -145,7 +149,7 @@ impl Writer {
     /// Queues `batch` and resolves once it is written (durable in `sync` durability), or
     /// with the store's error. Waits for room first when the queue is full.
     pub(crate) async fn write(&self, batch: PointBatch) -> Result<Arc<PointBatch>> {
-        let (batch, answered) = self.enqueue(batch).await?;
+        let (batch, answered) = self.enqueue(batch, true).await?;
         if let Some(answered) = answered {
             answered.await.map_err(|_| Error::ShuttingDown)??;
         }
@@ -157,14 +161,15 @@ impl Writer {
     /// about (MQTT QoS 0): it is written in queue order all the same, and a failure is
     /// logged and counted by the writer.
     pub(crate) async fn submit(&self, batch: PointBatch) -> Result<()> {
-        self.enqueue(batch).await.map(|_| ())
+        self.enqueue(batch, false).await.map(|_| ())
     }
 
-    /// Takes room for `batch` and queues it; the receiver of its answer (`None` for an
-    /// empty batch, which is not queued).
+    /// Takes room for `batch` and queues it; the receiver of its answer when `is_answered`
+    /// (`None` otherwise, and for an empty batch, which is not queued).
     async fn enqueue(
         &self,
         batch: PointBatch,
+        is_answered: bool,
     ) -> Result<(Arc<PointBatch>, Option<oneshot::Receiver<Result<()>>>)> {
         if batch.is_empty() {
             return Ok((Arc::new(batch), None));
@@ -178,7 +183,12 @@ impl Writer {
             .await
             .map_err(|_| Error::ShuttingDown)?;
         let batch = Arc::new(batch);
-        let (answer, answered) = oneshot::channel();
+        let (answer, answered) = if is_answered {
+            let (answer, answered) = oneshot::channel();
+            (Some(answer), Some(answered))
+        } else {
+            (None, None)
+        };
         {
             let mut queue = self.shared.queue.lock();
             if queue.is_stopping {
@@ -191,7 +201,7 @@ impl Writer {
             });
         }
         self.shared.ready.notify_one();
-        Ok((batch, Some(answered)))
+        Ok((batch, answered))
     }
 
     /// Writes what is queued, refuses new writes, and joins the threads.
@@ -259,17 +269,21 @@ impl Shared {
             points.extend(request.batch.iter());
         }
         let mut is_observed = false;
-        let result = self
-            .store
-            .write_then(&points, || {
-                is_observed = true;
-                let batches: Vec<Arc<PointBatch>> = group
-                    .iter()
-                    .map(|request| Arc::clone(&request.batch))
-                    .collect();
-                self.in_turn(ticket, || self.observer.written(batches));
-            })
-            .map(|()| points.len() as u64);
+        let observe = || {
+            is_observed = true;
+            let batches: Vec<Arc<PointBatch>> = group
+                .iter()
+                .map(|request| Arc::clone(&request.batch))
+                .collect();
+            self.in_turn(ticket, || self.observer.written(batches));
+        };
+        let is_answered = group.iter().any(|request| request.answer.is_some());
+        let result = if is_answered {
+            self.store.write_then(&points, observe)
+        } else {
+            self.store.write_unacknowledged_then(&points, observe)
+        }
+        .map(|()| points.len() as u64);
         drop(points);
         let elapsed = started.elapsed().as_micros() as u64;
         self.stats.writes.fetch_add(1, Ordering::Relaxed);
@@ -279,8 +293,8 @@ impl Shared {
         match result {
             Ok(count) => {
                 self.stats.points.fetch_add(count, Ordering::Relaxed);
-                for request in group {
-                    let _ = request.answer.send(Ok(()));
+                for answer in group.into_iter().filter_map(|request| request.answer) {
+                    let _ = answer.send(Ok(()));
                 }
             }
             Err(error) => {
@@ -289,8 +303,8 @@ impl Shared {
                     .failed_requests
                     .fetch_add(group.len() as u64, Ordering::Relaxed);
                 let message = error.to_string();
-                for request in group {
-                    let _ = request.answer.send(Err(Error::Store(message.clone())));
+                for answer in group.into_iter().filter_map(|request| request.answer) {
+                    let _ = answer.send(Err(Error::Store(message.clone())));
                 }
                 if !is_observed {
                     // Refused before it reached the log: pass the turn on.

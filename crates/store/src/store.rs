@@ -239,7 +239,7 @@ impl Store {
     /// (`batch`). A point with the series and timestamp of an earlier one replaces it: the
     /// last write wins, in memory, on disk and after recovery.
     pub fn write(&self, points: &[Point<'_>]) -> Result<()> {
-        self.inner().write(points, || {})
+        self.inner().write(points, true, || {})
     }
 
     /// [`Store::write`], calling `appended` once the batch is in the log and visible to
@@ -247,7 +247,20 @@ impl Store {
     /// before that). Lets a caller act on data as soon as it is accepted, as a broker's
     /// rule engine would, while its writer is acknowledged only once durable.
     pub fn write_then(&self, points: &[Point<'_>], appended: impl FnOnce()) -> Result<()> {
-        self.inner().write(points, appended)
+        self.inner().write(points, true, appended)
+    }
+
+    /// [`Store::write_then`] for data nobody is acknowledged for (MQTT QoS 0): returns
+    /// once the batch is handed to the operating system, and does not make the log fsync
+    /// sooner than it would anyway. In `sync` durability such data is fsynced by the next
+    /// acknowledged write, or within 100 ms; a power cut can lose that window of it, as
+    /// `batch` durability would (a process crash loses nothing written).
+    pub fn write_unacknowledged_then(
+        &self,
+        points: &[Point<'_>],
+        appended: impl FnOnce(),
+    ) -> Result<()> {
+        self.inner().write(points, false, appended)
     }
 
     /// The newest point of every field of `device`, by field name (empty for an unknown
@@ -588,7 +601,12 @@ fn load_segments(directory: &Path, policy: CorruptSegmentPolicy) -> Result<Segme
 }
 
 impl Inner {
-    fn write(&self, points: &[Point<'_>], appended: impl FnOnce()) -> Result<()> {
+    fn write(
+        &self,
+        points: &[Point<'_>],
+        is_durable_wanted: bool,
+        appended: impl FnOnce(),
+    ) -> Result<()> {
         if self.is_closed.load(Ordering::Relaxed) {
             return Err(Error::Closed);
         }
@@ -642,7 +660,7 @@ impl Inner {
                 drop(catalog);
                 wal::encode_batch(&mut record, &new_series, &ids, points);
             }
-            let sequence = self.wal.append(&record)?;
+            let sequence = self.wal.append(&record, is_durable_wanted)?;
             let mut state = self.state.write();
             for (&id, point) in ids.iter().zip(points) {
                 let timestamp = point.timestamp.as_millis();
@@ -657,7 +675,7 @@ impl Inner {
             sequence
         };
         appended();
-        self.wal.wait(sequence)?;
+        self.wal.wait(sequence, is_durable_wanted)?;
         // Backpressure: when the background flush falls behind, writers flush themselves
         // rather than let the head grow without bound.
         let unflushed = {

@@ -12,6 +12,12 @@
 //! fsync. In `batch` mode writers return once their record is written to the operating
 //! system, and the thread fsyncs at most every `flush_interval`.
 //!
+//! **Unacknowledged records.** A record nobody will be told about (MQTT QoS 0 telemetry)
+//! is appended with `is_durable_wanted` false: in `sync` mode it neither waits for an
+//! fsync nor causes one. The next record that does want one covers it (an fsync covers
+//! the whole file), and otherwise the thread fsyncs it within
+//! [`UNACKNOWLEDGED_SYNC_INTERVAL`], as `batch` mode would.
+//!
 //! **Rotation.** A flush asks the log to move on to a new file; once the flushed head is
 //! in segments, every older file is deleted.
 //!
@@ -30,6 +36,10 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex};
 
 use crate::catalog::{sync_directory, truncate};
+
+/// In `sync` mode, the longest time records appended without wanting durability stay
+/// written but not fsynced (when no other record's fsync covers them first).
+pub(crate) const UNACKNOWLEDGED_SYNC_INTERVAL: Duration = Duration::from_millis(100);
 use crate::config::Durability;
 use crate::error::{Error, Result, io};
 use crate::record::{self, Cursor, Next};
@@ -243,6 +253,8 @@ struct Queue {
     written: u64,
     /// ... covered by an fsync.
     durable: u64,
+    /// The last record appended that must be fsynced before its writer returns.
+    durable_wanted: u64,
     file_number: u64,
     is_rotate_requested: bool,
     is_sync_requested: bool,
@@ -276,24 +288,31 @@ impl Wal {
     }
 
     /// Queues encoded records; returns the sequence number to [`wait`](Wal::wait) for.
-    pub(crate) fn append(&self, records: &[u8]) -> Result<u64> {
+    /// Without `is_durable_wanted` (data nobody is acknowledged for), the record does not
+    /// hasten the next fsync in `sync` mode, and waiting for it ends once it is written.
+    pub(crate) fn append(&self, records: &[u8], is_durable_wanted: bool) -> Result<u64> {
         let mut queue = self.shared.queue.lock();
         check(&queue)?;
         queue.buffer.extend_from_slice(records);
         queue.appended += 1;
         let sequence = queue.appended;
+        // (`batch` mode fsyncs on its own clock, whatever the record wants.)
+        if is_durable_wanted && self.shared.durability == Durability::Sync {
+            queue.durable_wanted = sequence;
+        }
         drop(queue);
         self.shared.work.notify_one();
         Ok(sequence)
     }
 
-    /// Waits until record `sequence` is durable (`sync`) or written (`batch`).
-    pub(crate) fn wait(&self, sequence: u64) -> Result<()> {
+    /// Waits until record `sequence` is durable (`sync`, when appended wanting durability)
+    /// or written (`batch`, or not wanting durability).
+    pub(crate) fn wait(&self, sequence: u64, is_durable_wanted: bool) -> Result<()> {
         let mut queue = self.shared.queue.lock();
         loop {
             let reached = match self.shared.durability {
-                Durability::Sync => queue.durable,
-                Durability::Batch { .. } => queue.written,
+                Durability::Sync if is_durable_wanted => queue.durable,
+                Durability::Sync | Durability::Batch { .. } => queue.written,
             };
             if reached >= sequence {
                 return Ok(());
@@ -400,15 +419,17 @@ fn create(directory: &Path, number: u64) -> Result<File> {
 /// The writer thread: takes the buffer, writes it, syncs as the durability mode says,
 /// reports progress; rotates and stops on request.
 fn run(shared: &Shared, mut file: File) {
+    // The longest a written record may wait for its fsync (in `sync` mode, only records
+    // nobody waits for wait at all).
     let interval = match shared.durability {
-        Durability::Sync => Duration::ZERO,
+        Durability::Sync => UNACKNOWLEDGED_SYNC_INTERVAL,
         Durability::Batch { flush_interval } => flush_interval,
     };
     let mut chunk = Vec::new();
     let mut last_sync = Instant::now();
     let mut is_dirty = false;
     loop {
-        let (sequence, is_rotate, is_sync, is_shutdown) = {
+        let (sequence, is_durable_wanted, is_rotate, is_sync, is_shutdown) = {
             let mut queue = shared.queue.lock();
             loop {
                 if !queue.buffer.is_empty()
@@ -434,6 +455,7 @@ fn run(shared: &Shared, mut file: File) {
             std::mem::swap(&mut chunk, &mut queue.buffer);
             (
                 queue.appended,
+                queue.durable_wanted > queue.durable,
                 queue.is_rotate_requested,
                 queue.is_sync_requested,
                 queue.is_shutdown,
@@ -445,7 +467,7 @@ fn run(shared: &Shared, mut file: File) {
                     .map_err(io("writing write-ahead log", &shared.directory))?;
                 is_dirty = true;
             }
-            let must_sync = interval.is_zero()
+            let must_sync = is_durable_wanted
                 || is_rotate
                 || is_sync
                 || is_shutdown
@@ -537,5 +559,47 @@ mod tests {
                 format!("point 2 {} {:x}", i64::MAX, (-0.0f64).to_bits()),
             ]
         );
+    }
+
+    fn progress(wal: &Wal) -> (u64, u64) {
+        let queue = wal.shared.queue.lock();
+        (queue.written, queue.durable)
+    }
+
+    #[test]
+    fn unacknowledged_records_are_fsynced_by_the_next_acknowledged_one_or_on_a_timer() {
+        let directory =
+            std::env::temp_dir().join(format!("fleetwire-wal-unacked-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&directory);
+        std::fs::create_dir_all(&directory).unwrap();
+        let wal = Wal::start(&directory, Durability::Sync, 1).unwrap();
+
+        // Covered by the fsync of a later record that wants one.
+        let unacknowledged = wal.append(b"first", false).unwrap();
+        wal.wait(unacknowledged, false).unwrap();
+        assert!(
+            progress(&wal).0 >= unacknowledged,
+            "written once waited for"
+        );
+        let acknowledged = wal.append(b"second", true).unwrap();
+        wal.wait(acknowledged, true).unwrap();
+        assert!(progress(&wal).1 >= acknowledged);
+
+        // Alone, it is fsynced within the interval all the same.
+        let alone = wal.append(b"third", false).unwrap();
+        wal.wait(alone, false).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while progress(&wal).1 < alone {
+            assert!(
+                Instant::now() < deadline,
+                "never fsynced: {:?}",
+                progress(&wal)
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        wal.shutdown().unwrap();
+        let bytes = std::fs::read(file_path(&directory, 1)).unwrap();
+        assert_eq!(bytes, b"firstsecondthird");
+        std::fs::remove_dir_all(&directory).unwrap();
     }
 }
