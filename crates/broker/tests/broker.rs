@@ -464,15 +464,7 @@ async fn v5_retained_messages_are_removed_once_their_expiry_interval_passes() {
     assert_eq!(broker.stats_snapshot().retained_messages, 3);
 
     // The housekeeping sweep runs every second; give it a few.
-    let deadline = tokio::time::Instant::now() + support::TIMEOUT;
-    while broker.stats_snapshot().retained_messages != 2 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the expired retained message is still stored: {:?}",
-            broker.stats_snapshot()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_retained_count(&broker, 2).await;
 
     let mut late = Client::connect(addr, "retain-expiry-late").await;
     late.subscribe("expiring/#", QoS::AtMostOnce).await;
@@ -484,7 +476,7 @@ async fn v5_retained_messages_are_removed_once_their_expiry_interval_passes() {
     assert_eq!(topics, ["expiring/long", "expiring/never"]);
     late.expect_silence(SHORT).await;
 
-    // Replacing or clearing a message with an expiry leaves nothing behind to expire.
+    // A replacement expires by its own interval; clearing removes at once.
     let mut replacement = support::publish("expiring/long", b"y", QoS::AtLeastOnce, 4, true);
     replacement.properties.message_expiry_interval = Some(1);
     publisher.send(Packet::Publish(replacement)).await;
@@ -492,11 +484,15 @@ async fn v5_retained_messages_are_removed_once_their_expiry_interval_passes() {
     let clear = support::publish("expiring/never", b"", QoS::AtLeastOnce, 5, true);
     publisher.send(Packet::Publish(clear)).await;
     assert!(matches!(publisher.recv().await, Some(Packet::PubAck(_))));
+    wait_for_retained_count(&broker, 0).await;
+}
+
+async fn wait_for_retained_count(broker: &Broker, count: u64) {
     let deadline = tokio::time::Instant::now() + support::TIMEOUT;
-    while broker.stats_snapshot().retained_messages != 0 {
+    while broker.stats_snapshot().retained_messages != count {
         assert!(
             tokio::time::Instant::now() < deadline,
-            "{:?}",
+            "retained messages are not {count}: {:?}",
             broker.stats_snapshot()
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
