@@ -403,6 +403,9 @@ impl RawConfig {
             if rules.iter().any(|(other, _)| *other == id) {
                 bail!("invalid configuration: rules[{index}]: id {id:?} is used twice");
             }
+            fleetwire_platform::Platform::validate_rule(Some(&id), &spec).map_err(|error| {
+                anyhow::anyhow!("invalid configuration: rules[{index}]: {error}")
+            })?;
             rules.push((id, spec));
         }
         Ok(Settings {

@@ -145,8 +145,8 @@ async fn serve(settings: Settings, demo_devices: Option<usize>) -> anyhow::Resul
 }
 
 /// Creates the configuration file's rules, or replaces the stored rules of the same ids,
-/// before any device is served. A rule that cannot be stored (a bad expression) stops
-/// start-up, naming it.
+/// before any device is served. They were checked with the rest of the configuration;
+/// one the registry cannot store stops start-up, naming it.
 async fn apply_configured_rules(
     platform: &Platform,
     rules: &[(RuleId, RuleSpec)],

@@ -478,8 +478,13 @@ fn rules_of_the_config_file_are_created_and_replaced_at_start() {
             .env("FLEETWIRE_ADMIN_TOKEN", token),
     );
     assert_eq!(code, Some(1));
-    assert!(stderr.contains("overheat"), "{stderr}");
+    assert!(
+        stderr.contains("rules[0]") && stderr.contains("overheat"),
+        "{stderr}"
+    );
     assert!(stderr.contains("condition"), "{stderr}");
+    // Checked before anything starts: nothing listened.
+    assert!(!stderr.contains("listening"), "{stderr}");
 
     // A rule without an id is refused before anything starts.
     std::fs::write(&file, rule(35).replace("id = \"overheat\"\n", "")).unwrap();

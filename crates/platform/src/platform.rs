@@ -423,8 +423,9 @@ impl Platform {
     // ---- rules ----
 
     /// Checks a rule (expressions, actions) without storing it; the error names the
-    /// expression and the position.
-    pub fn validate_rule(&self, id: Option<&RuleId>, spec: &RuleSpec) -> Result<()> {
+    /// expression and the position. Needs no running platform (the configuration file's
+    /// rules are checked before anything starts).
+    pub fn validate_rule(id: Option<&RuleId>, spec: &RuleSpec) -> Result<()> {
         validate_actions(&spec.actions)?;
         let rule = Rule {
             id: match id {
@@ -446,7 +447,7 @@ impl Platform {
 
     /// Creates a rule (validated first); it applies to the next message.
     pub async fn create_rule(&self, id: Option<RuleId>, spec: RuleSpec) -> Result<Rule> {
-        self.validate_rule(id.as_ref(), &spec)?;
+        Self::validate_rule(id.as_ref(), &spec)?;
         let rule = self.inner.registry.create_rule(id, spec).await?;
         self.apply_rule(&rule).await?;
         Ok(rule)
@@ -454,7 +455,7 @@ impl Platform {
 
     /// Replaces a rule. Its alarm states carry over when its expressions stay the same.
     pub async fn replace_rule(&self, id: &RuleId, spec: RuleSpec) -> Result<Rule> {
-        self.validate_rule(Some(id), &spec)?;
+        Self::validate_rule(Some(id), &spec)?;
         let rule = self.inner.registry.replace_rule(id, spec).await?;
         self.apply_rule(&rule).await?;
         Ok(rule)
