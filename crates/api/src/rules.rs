@@ -266,8 +266,8 @@ impl RuleInput {
 
 /// A rule of the configuration file (`[[rules]]`): the document `POST /api/v1/rules`
 /// takes, with `id` required (so that every start replaces the rule instead of adding
-/// another). The error says what is wrong, as the API's 422 would. The expressions are
-/// checked when the rule is stored.
+/// another). The error says what is wrong, as the API's 422 would. The expressions and
+/// actions are checked by `Platform::validate_rule`, as for the API.
 pub fn rule_from_document(document: serde_json::Value) -> Result<(RuleId, RuleSpec), String> {
     let input: RuleInput = serde_json::from_value(document).map_err(|error| error.to_string())?;
     let (id, spec) = input

@@ -152,18 +152,10 @@ async fn apply_configured_rules(
     rules: &[(RuleId, RuleSpec)],
 ) -> anyhow::Result<()> {
     for (id, spec) in rules {
-        let applied = match platform.rule(id).await {
-            Ok(_) => platform.replace_rule(id, spec.clone()).await,
-            Err(PlatformError::NotFound { .. }) => {
-                match platform.create_rule(Some(id.clone()), spec.clone()).await {
-                    // Another node created it meanwhile (a shared registry).
-                    Err(PlatformError::Conflict(_)) => {
-                        platform.replace_rule(id, spec.clone()).await
-                    }
-                    other => other,
-                }
-            }
-            Err(error) => Err(error),
+        let applied = match platform.create_rule(Some(id.clone()), spec.clone()).await {
+            // Stored already (an earlier start, or another node sharing the registry).
+            Err(PlatformError::Conflict(_)) => platform.replace_rule(id, spec.clone()).await,
+            other => other,
         };
         applied.with_context(|| format!("cannot apply the configuration file's rule {id}"))?;
     }
