@@ -36,14 +36,14 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex};
 
 use crate::catalog::{sync_directory, truncate};
-
-/// In `sync` mode, the longest time records appended without wanting durability stay
-/// written but not fsynced (when no other record's fsync covers them first).
-pub(crate) const UNACKNOWLEDGED_SYNC_INTERVAL: Duration = Duration::from_millis(100);
 use crate::config::Durability;
 use crate::error::{Error, Result, io};
 use crate::record::{self, Cursor, Next};
 use crate::types::{Point, SeriesId};
+
+/// In `sync` mode, the longest time records appended without wanting durability stay
+/// written but not fsynced (when no other record's fsync covers them first).
+const UNACKNOWLEDGED_SYNC_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Directory of the log files inside the store's directory.
 pub(crate) const DIRECTORY: &str = "wal";
