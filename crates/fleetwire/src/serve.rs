@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use anyhow::Context;
+use axum::serve::ListenerExt;
 use fleetwire_broker::{Broker, Hooks};
 use fleetwire_platform::{Error as PlatformError, Platform};
 use fleetwire_registry::{Registry, RuleId, RuleSpec};
@@ -103,6 +104,13 @@ async fn serve(settings: Settings, demo_devices: Option<usize>) -> anyhow::Resul
         };
         let stopping = broker.clone();
         async move {
+            // Without TCP_NODELAY a stream event written while the previous one is not yet
+            // acknowledged waits for the client's delayed ACK (up to 40 ms).
+            let http_listener = http_listener.tap_io(|stream| {
+                if let Err(error) = stream.set_nodelay(true) {
+                    tracing::debug!(%error, "cannot set TCP_NODELAY on an HTTP connection");
+                }
+            });
             axum::serve(
                 http_listener,
                 fleetwire_api::router(state).merge(fleetwire_dashboard::router()),
