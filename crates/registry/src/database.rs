@@ -40,8 +40,12 @@ impl Backend {
 /// How long a SQLite connection waits for another writer before giving up.
 const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How often a SQLite registry's write-ahead log is copied back into the database file
+/// (see [`checkpoint_periodically`]).
+pub(crate) const SQLITE_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
+
 /// Connects a pool to `url` and prepares every new connection (SQLite: WAL journal,
-/// `synchronous = NORMAL`, busy timeout, foreign keys).
+/// `synchronous = NORMAL`, busy timeout, foreign keys, no automatic checkpoints).
 pub(crate) async fn connect(url: &str, max_connections: u32) -> Result<(AnyPool, Backend)> {
     sqlx::any::install_default_drivers();
     let backend = Backend::of_url(url)?;
@@ -71,6 +75,10 @@ pub(crate) async fn connect(url: &str, max_connections: u32) -> Result<(AnyPool,
                         .await?;
                     connection.execute("PRAGMA journal_mode = WAL").await?;
                     connection.execute("PRAGMA synchronous = NORMAL").await?;
+                    // SQLite would otherwise checkpoint inside whichever commit crosses
+                    // 1,000 log pages, fsyncs included: an alarm write every second or so
+                    // took 5 ms instead of 0.2. `checkpoint_periodically` does it instead.
+                    connection.execute("PRAGMA wal_autocheckpoint = 0").await?;
                     connection.execute("PRAGMA foreign_keys = ON").await?;
                 }
                 Ok(())
@@ -83,6 +91,26 @@ pub(crate) async fn connect(url: &str, max_connections: u32) -> Result<(AnyPool,
             Backend::Postgres => "connecting to PostgreSQL",
         }))?;
     Ok((pool, backend))
+}
+
+/// Checkpoints a SQLite database every [`SQLITE_CHECKPOINT_INTERVAL`], off the commit
+/// path: a passive checkpoint runs on its own connection while others keep writing to the
+/// log. Runs until aborted; a failure is logged and retried at the next tick.
+pub(crate) async fn checkpoint_periodically(pool: AnyPool) {
+    let mut ticks = tokio::time::interval(SQLITE_CHECKPOINT_INTERVAL);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        if pool.is_closed() {
+            return;
+        }
+        if let Err(error) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .fetch_optional(&pool)
+            .await
+        {
+            tracing::warn!(%error, "checkpointing the registry database failed");
+        }
+    }
 }
 
 fn has_query_parameter(url: &str, name: &str) -> bool {

@@ -175,12 +175,17 @@ struct Inner {
     tokens: Tokens,
     presence: Arc<PresenceQueue>,
     presence_writer: Mutex<Option<JoinHandle<()>>>,
+    /// SQLite only: checkpoints the database's log (see `database::checkpoint_periodically`).
+    checkpointer: Option<JoinHandle<()>>,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
         // The last handle is gone: the writer writes what is queued and stops.
         self.presence.close();
+        if let Some(checkpointer) = &self.checkpointer {
+            checkpointer.abort();
+        }
     }
 }
 
@@ -228,6 +233,8 @@ impl Registry {
         let presence = PresenceQueue::new();
         let writer = runtime
             .spawn(Arc::clone(&presence).run_writer(pool.clone(), config.presence_flush_interval));
+        let checkpointer = (backend == Backend::Sqlite)
+            .then(|| runtime.spawn(database::checkpoint_periodically(pool.clone())));
         Ok(Registry {
             inner: Arc::new(Inner {
                 pool,
@@ -236,6 +243,7 @@ impl Registry {
                 tokens: Tokens::new(config.token_cache_ttl, config.token_cache_capacity),
                 presence,
                 presence_writer: Mutex::new(Some(writer)),
+                checkpointer,
             }),
         })
     }
@@ -264,6 +272,10 @@ impl Registry {
                 tracing::warn!(%error, "presence writer ended abnormally");
             }
         }
+        if let Some(checkpointer) = &self.inner.checkpointer {
+            checkpointer.abort();
+        }
+        // (Closing the last SQLite connection checkpoints what is left.)
         self.inner.pool.close().await;
     }
 

@@ -15,4 +15,5 @@ mod credentials;
 mod devices;
 mod presence;
 mod rules;
+mod sqlite;
 mod tokens;
