@@ -16,6 +16,7 @@
 
 use std::collections::HashSet;
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
@@ -132,9 +133,17 @@ pub(crate) async fn stream(
 ) -> Result<Response, Problem> {
     authorize(&app, &parts, query.token.as_deref()).await?;
     // Only the channels of the wanted kinds: a client of alarms is not woken by every
-    // telemetry write, nor dropped for falling behind them.
+    // telemetry write, nor dropped for falling behind them. A client of a few devices
+    // gets only the telemetry batches that hold them.
     let filter = query.filter;
-    let events = app.platform.events().subscribe(filter.kinds);
+    let hub = app.platform.events();
+    let events = match &filter.devices {
+        Some(devices) => {
+            let devices: Vec<Arc<str>> = devices.iter().map(|id| Arc::from(id.as_str())).collect();
+            hub.subscribe_to_devices(filter.kinds, &devices)
+        }
+        None => hub.subscribe(filter.kinds),
+    };
     Ok(upgrade.on_upgrade(move |socket| serve(socket, events, filter)))
 }
 

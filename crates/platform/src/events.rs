@@ -11,14 +11,25 @@
 //! [`PointBatch`]es themselves, shared, so a busy store costs one `Arc` per written batch,
 //! not one event per point; nothing is built when nobody listens.
 //!
+//! A subscriber that wants the telemetry of a few devices (a dashboard's device page)
+//! gets a telemetry channel of its own, fed only with the batches that hold one of its
+//! devices: it is not woken by every write of the whole fleet, and it is dropped for
+//! lagging only when it cannot keep up with its own devices. Batches are routed through
+//! an index by device, so the cost per written batch does not grow with the number of
+//! such subscribers.
+//!
 //! Order: a subscriber to both channels always takes waiting telemetry first, so an
 //! alarm never overtakes the telemetry that raised it (the telemetry is published when
 //! written, before the rules see it).
 
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use fleetwire_registry::{Alarm, Command};
 use fleetwire_store::Timestamp;
+use parking_lot::Mutex;
+use smallvec::SmallVec;
 use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::RecvError;
 
@@ -113,16 +124,107 @@ impl Default for EventKinds {
 /// Where events are published and subscribed to. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct EventHub {
+    /// Telemetry of every device.
     telemetry: broadcast::Sender<Event>,
     /// Presence, alarms and commands.
     changes: broadcast::Sender<Event>,
+    /// Telemetry of chosen devices, one channel per subscriber.
+    taps: Arc<DeviceTaps>,
 }
 
 impl Default for EventHub {
     fn default() -> EventHub {
         let (telemetry, _) = broadcast::channel(EVENT_BUFFER);
         let (changes, _) = broadcast::channel(EVENT_BUFFER);
-        EventHub { telemetry, changes }
+        EventHub {
+            telemetry,
+            changes,
+            taps: Arc::default(),
+        }
+    }
+}
+
+/// The subscribers to chosen devices' telemetry, and which of them wants each device.
+#[derive(Debug, Default)]
+struct DeviceTaps {
+    /// Whether there is any tap (read without the lock by every telemetry publish).
+    is_used: AtomicBool,
+    routes: Mutex<Routes>,
+}
+
+#[derive(Debug, Default)]
+struct Routes {
+    /// Each subscriber's channel; `None` once it is gone (the slot is reused).
+    taps: Vec<Option<broadcast::Sender<Event>>>,
+    /// Device → the indices in `taps` of the subscribers that want it.
+    by_device: HashMap<Arc<str>, SmallVec<[usize; 2]>, foldhash::fast::RandomState>,
+}
+
+impl DeviceTaps {
+    fn subscribe(&self, devices: &[Arc<str>]) -> broadcast::Receiver<Event> {
+        let (sender, receiver) = broadcast::channel(EVENT_BUFFER);
+        let mut routes = self.routes.lock();
+        let index = match routes.taps.iter().position(Option::is_none) {
+            Some(free) => {
+                routes.taps[free] = Some(sender);
+                free
+            }
+            None => {
+                routes.taps.push(Some(sender));
+                routes.taps.len() - 1
+            }
+        };
+        for device in devices {
+            let wanting = routes.by_device.entry(Arc::clone(device)).or_default();
+            if !wanting.contains(&index) {
+                wanting.push(index);
+            }
+        }
+        self.is_used.store(true, Ordering::Release);
+        receiver
+    }
+
+    /// Sends `batch` once to every subscriber that wants one of its devices; forgets the
+    /// subscribers that are gone.
+    fn publish(&self, batch: &Arc<PointBatch>) {
+        let mut routes = self.routes.lock();
+        let mut wanting: SmallVec<[usize; 4]> = SmallVec::new();
+        for device in batch.device_runs() {
+            if let Some(indices) = routes.by_device.get(device) {
+                for &index in indices {
+                    if !wanting.contains(&index) {
+                        wanting.push(index);
+                    }
+                }
+            }
+        }
+        let mut gone: SmallVec<[usize; 4]> = SmallVec::new();
+        for index in wanting {
+            if let Some(Some(sender)) = routes.taps.get(index) {
+                if sender.send(Event::Telemetry(Arc::clone(batch))).is_err() {
+                    gone.push(index);
+                }
+            }
+        }
+        if !gone.is_empty() {
+            routes.forget(&gone);
+            self.is_used
+                .store(routes.taps.iter().any(Option::is_some), Ordering::Release);
+        }
+    }
+}
+
+impl Routes {
+    fn forget(&mut self, gone: &[usize]) {
+        for &index in gone {
+            if let Some(slot) = self.taps.get_mut(index) {
+                *slot = None;
+            }
+        }
+        self.by_device.retain(|_, indices| {
+            indices.retain(|index| !gone.contains(index));
+            !indices.is_empty()
+        });
     }
 }
 
@@ -130,8 +232,13 @@ impl EventHub {
     /// Publishes an event to every current subscriber of its kind's channel; free when
     /// there are none.
     pub fn publish(&self, event: Event) {
-        let channel = match event {
-            Event::Telemetry(_) => &self.telemetry,
+        let channel = match &event {
+            Event::Telemetry(batch) => {
+                if self.taps.is_used.load(Ordering::Acquire) {
+                    self.taps.publish(batch);
+                }
+                &self.telemetry
+            }
             _ => &self.changes,
         };
         if channel.receiver_count() > 0 {
@@ -141,7 +248,9 @@ impl EventHub {
 
     /// Whether anybody listens (lets publishers skip building events).
     pub fn has_subscribers(&self) -> bool {
-        self.telemetry.receiver_count() > 0 || self.changes.receiver_count() > 0
+        self.telemetry.receiver_count() > 0
+            || self.changes.receiver_count() > 0
+            || self.taps.is_used.load(Ordering::Acquire)
     }
 
     /// A subscription to the events of `kinds` published from now on. It may also
@@ -150,6 +259,16 @@ impl EventHub {
     pub fn subscribe(&self, kinds: EventKinds) -> Subscription {
         Subscription {
             telemetry: kinds.telemetry.then(|| self.telemetry.subscribe()),
+            changes: kinds.wants_changes().then(|| self.changes.subscribe()),
+        }
+    }
+
+    /// Like [`subscribe`](EventHub::subscribe), but the telemetry is only the batches
+    /// holding a row of one of `devices` (the batch whole: it may hold other devices'
+    /// rows too). The subscriber lags only when it falls behind on those.
+    pub fn subscribe_to_devices(&self, kinds: EventKinds, devices: &[Arc<str>]) -> Subscription {
+        Subscription {
+            telemetry: kinds.telemetry.then(|| self.taps.subscribe(devices)),
             changes: kinds.wants_changes().then(|| self.changes.subscribe()),
         }
     }
@@ -230,6 +349,78 @@ mod tests {
             hub.publish(telemetry());
         }
         assert!(matches!(all.recv().await, Err(RecvError::Lagged(3))));
+    }
+
+    fn telemetry_of(devices: &[&str]) -> Event {
+        let mut batch = PointBatch::default();
+        for device in devices {
+            batch.push(fleetwire_store::Point::new(
+                device,
+                "t",
+                Timestamp::from_millis(1),
+                1.0,
+            ));
+        }
+        Event::Telemetry(Arc::new(batch))
+    }
+
+    fn devices_of(event: &Event) -> Vec<String> {
+        match event {
+            Event::Telemetry(batch) => batch.device_runs().map(str::to_owned).collect(),
+            other => panic!("expected telemetry, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn device_subscriber_gets_its_devices_batches_once_and_never_lags_behind_others() {
+        let hub = EventHub::default();
+        let mut pump = hub.subscribe_to_devices(
+            EventKinds {
+                telemetry: true,
+                ..EventKinds::NONE
+            },
+            &[Arc::from("pump-1"), Arc::from("pump-2")],
+        );
+        for _ in 0..EVENT_BUFFER * 2 {
+            hub.publish(telemetry_of(&["fan-1"]));
+        }
+        hub.publish(telemetry_of(&["fan-1", "pump-2", "pump-1"]));
+        hub.publish(telemetry_of(&["pump-1"]));
+        let first = pump
+            .recv()
+            .await
+            .expect("no lag: the fans are not its devices");
+        assert_eq!(devices_of(&first), ["fan-1", "pump-2", "pump-1"]);
+        let second = pump.recv().await.expect("the second batch");
+        assert_eq!(devices_of(&second), ["pump-1"]);
+    }
+
+    #[tokio::test]
+    async fn device_subscriber_that_falls_behind_on_its_devices_is_told() {
+        let hub = EventHub::default();
+        let mut pump = hub.subscribe_to_devices(EventKinds::ALL, &[Arc::from("pump-1")]);
+        for _ in 0..EVENT_BUFFER + 2 {
+            hub.publish(telemetry_of(&["pump-1"]));
+        }
+        assert!(matches!(pump.recv().await, Err(RecvError::Lagged(2))));
+    }
+
+    #[test]
+    fn a_device_subscriber_that_is_gone_is_forgotten() {
+        let hub = EventHub::default();
+        let kinds = EventKinds {
+            telemetry: true,
+            ..EventKinds::NONE
+        };
+        let first = hub.subscribe_to_devices(kinds, &[Arc::from("pump-1")]);
+        drop(first);
+        assert!(hub.has_subscribers(), "noticed at the next publish");
+        hub.publish(telemetry_of(&["pump-1"]));
+        assert!(!hub.has_subscribers());
+        assert!(hub.taps.routes.lock().by_device.is_empty());
+        // Its slot is reused.
+        let _second = hub.subscribe_to_devices(kinds, &[Arc::from("pump-2")]);
+        assert_eq!(hub.taps.routes.lock().taps.len(), 1);
     }
 
     #[test]
