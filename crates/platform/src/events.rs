@@ -16,7 +16,9 @@
 //! devices: it is not woken by every write of the whole fleet, and it is dropped for
 //! lagging only when it cannot keep up with its own devices. Batches are routed through
 //! an index by device, so the cost per written batch does not grow with the number of
-//! such subscribers.
+//! such subscribers; the index is read-locked per batch (both writer threads publish at
+//! once) and changed only when such a subscriber comes or goes (its subscription
+//! removes itself when dropped).
 //!
 //! Order: a subscriber to both channels always takes waiting telemetry first, so an
 //! alarm never overtakes the telemetry that raised it (the telemetry is published when
@@ -28,7 +30,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use fleetwire_registry::{Alarm, Command};
 use fleetwire_store::Timestamp;
-use parking_lot::Mutex;
+use parking_lot::RwLock;
 use smallvec::SmallVec;
 use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::RecvError;
@@ -149,7 +151,7 @@ impl Default for EventHub {
 struct DeviceTaps {
     /// Whether there is any tap (read without the lock by every telemetry publish).
     is_used: AtomicBool,
-    routes: Mutex<Routes>,
+    routes: RwLock<Routes>,
 }
 
 #[derive(Debug, Default)]
@@ -161,9 +163,11 @@ struct Routes {
 }
 
 impl DeviceTaps {
-    fn subscribe(&self, devices: &[Arc<str>]) -> broadcast::Receiver<Event> {
+    /// A channel of the batches holding one of `devices`, and its slot (for
+    /// [`unsubscribe`](DeviceTaps::unsubscribe)).
+    fn subscribe(&self, devices: &[Arc<str>]) -> (broadcast::Receiver<Event>, usize) {
         let (sender, receiver) = broadcast::channel(EVENT_BUFFER);
-        let mut routes = self.routes.lock();
+        let mut routes = self.routes.write();
         let index = match routes.taps.iter().position(Option::is_none) {
             Some(free) => {
                 routes.taps[free] = Some(sender);
@@ -181,13 +185,26 @@ impl DeviceTaps {
             }
         }
         self.is_used.store(true, Ordering::Release);
-        receiver
+        (receiver, index)
     }
 
-    /// Sends `batch` once to every subscriber that wants one of its devices; forgets the
-    /// subscribers that are gone.
+    /// Forgets the subscriber in slot `index` (the slot is reused).
+    fn unsubscribe(&self, index: usize) {
+        let mut routes = self.routes.write();
+        if let Some(slot) = routes.taps.get_mut(index) {
+            *slot = None;
+        }
+        routes.by_device.retain(|_, indices| {
+            indices.retain(|other| *other != index);
+            !indices.is_empty()
+        });
+        self.is_used
+            .store(routes.taps.iter().any(Option::is_some), Ordering::Release);
+    }
+
+    /// Sends `batch` once to every subscriber that wants one of its devices.
     fn publish(&self, batch: &Arc<PointBatch>) {
-        let mut routes = self.routes.lock();
+        let routes = self.routes.read();
         let mut wanting: SmallVec<[usize; 4]> = SmallVec::new();
         for device in batch.device_runs() {
             if let Some(indices) = routes.by_device.get(device) {
@@ -198,33 +215,25 @@ impl DeviceTaps {
                 }
             }
         }
-        let mut gone: SmallVec<[usize; 4]> = SmallVec::new();
         for index in wanting {
             if let Some(Some(sender)) = routes.taps.get(index) {
-                if sender.send(Event::Telemetry(Arc::clone(batch))).is_err() {
-                    gone.push(index);
-                }
+                // An error means the receiver is being dropped: its `Tap` unsubscribes.
+                let _ = sender.send(Event::Telemetry(Arc::clone(batch)));
             }
-        }
-        if !gone.is_empty() {
-            routes.forget(&gone);
-            self.is_used
-                .store(routes.taps.iter().any(Option::is_some), Ordering::Release);
         }
     }
 }
 
-impl Routes {
-    fn forget(&mut self, gone: &[usize]) {
-        for &index in gone {
-            if let Some(slot) = self.taps.get_mut(index) {
-                *slot = None;
-            }
-        }
-        self.by_device.retain(|_, indices| {
-            indices.retain(|index| !gone.contains(index));
-            !indices.is_empty()
-        });
+/// A subscription's place among the device taps; leaves it when dropped.
+#[derive(Debug)]
+struct Tap {
+    taps: Arc<DeviceTaps>,
+    index: usize,
+}
+
+impl Drop for Tap {
+    fn drop(&mut self) {
+        self.taps.unsubscribe(self.index);
     }
 }
 
@@ -260,6 +269,7 @@ impl EventHub {
         Subscription {
             telemetry: kinds.telemetry.then(|| self.telemetry.subscribe()),
             changes: kinds.wants_changes().then(|| self.changes.subscribe()),
+            _tap: None,
         }
     }
 
@@ -267,9 +277,20 @@ impl EventHub {
     /// holding a row of one of `devices` (the batch whole: it may hold other devices'
     /// rows too). The subscriber lags only when it falls behind on those.
     pub fn subscribe_to_devices(&self, kinds: EventKinds, devices: &[Arc<str>]) -> Subscription {
+        let (telemetry, tap) = if kinds.telemetry {
+            let (receiver, index) = self.taps.subscribe(devices);
+            let tap = Tap {
+                taps: Arc::clone(&self.taps),
+                index,
+            };
+            (Some(receiver), Some(tap))
+        } else {
+            (None, None)
+        };
         Subscription {
-            telemetry: kinds.telemetry.then(|| self.taps.subscribe(devices)),
+            telemetry,
             changes: kinds.wants_changes().then(|| self.changes.subscribe()),
+            _tap: tap,
         }
     }
 }
@@ -279,6 +300,8 @@ impl EventHub {
 pub struct Subscription {
     telemetry: Option<broadcast::Receiver<Event>>,
     changes: Option<broadcast::Receiver<Event>>,
+    /// For a subscription to chosen devices: its route, removed on drop (held, never read).
+    _tap: Option<Tap>,
 }
 
 impl Subscription {
@@ -413,14 +436,21 @@ mod tests {
             ..EventKinds::NONE
         };
         let first = hub.subscribe_to_devices(kinds, &[Arc::from("pump-1")]);
+        let other = hub.subscribe_to_devices(kinds, &[Arc::from("pump-1"), Arc::from("fan-1")]);
         drop(first);
-        assert!(hub.has_subscribers(), "noticed at the next publish");
-        hub.publish(telemetry_of(&["pump-1"]));
+        assert!(hub.has_subscribers());
+        drop(other);
+        // Forgotten at once, though no batch of its devices was published since.
         assert!(!hub.has_subscribers());
-        assert!(hub.taps.routes.lock().by_device.is_empty());
+        assert!(hub.taps.routes.read().by_device.is_empty());
         // Its slot is reused.
         let _second = hub.subscribe_to_devices(kinds, &[Arc::from("pump-2")]);
-        assert_eq!(hub.taps.routes.lock().taps.len(), 1);
+        assert_eq!(hub.taps.routes.read().taps.len(), 2);
+        assert_eq!(
+            hub.taps.routes.read().taps.iter().flatten().count(),
+            1,
+            "one slot in use"
+        );
     }
 
     #[test]
