@@ -26,6 +26,8 @@ pub(crate) struct RawConfig {
     /// The admin API token; `FLEETWIRE_ADMIN_TOKEN` sets it.
     #[serde(skip_serializing_if = "Option::is_none")]
     admin_token: Option<String>,
+    /// Threads of the async runtime (connections, HTTP); 0: twice the cores, at least 4.
+    worker_threads: u64,
     log: RawLog,
     mqtt: RawMqtt,
     http: RawHttp,
@@ -148,6 +150,7 @@ impl Default for RawConfig {
             data_dir: PathBuf::from("./fleetwire-data"),
             allow_anonymous: false,
             admin_token: None,
+            worker_threads: 0,
             log: RawLog {
                 format: LogFormat::Human,
                 level: "info".to_owned(),
@@ -205,6 +208,8 @@ pub(crate) struct LogSettings {
 pub(crate) struct Settings {
     pub(crate) data_dir: PathBuf,
     pub(crate) admin_token: Option<String>,
+    /// Threads of the async runtime.
+    pub(crate) worker_threads: usize,
     pub(crate) mqtt_addr: SocketAddr,
     pub(crate) http_addr: SocketAddr,
     pub(crate) broker: BrokerConfig,
@@ -377,6 +382,14 @@ impl RawConfig {
         if self.data_dir.as_os_str().is_empty() {
             bail!("invalid configuration: data_dir is empty");
         }
+        check_range("worker_threads", self.worker_threads, 0, 1024)?;
+        let worker_threads = match self.worker_threads {
+            // More threads than cores: the writer, rules and database threads preempt
+            // runtime threads under load, and the connections queued on a preempted
+            // thread then wait for it; with more, smaller queues the others go on.
+            0 => std::thread::available_parallelism().map_or(4, |cores| (2 * cores.get()).max(4)),
+            threads => threads as usize,
+        };
         let broker = BrokerConfig {
             allow_anonymous: self.allow_anonymous,
             max_packet_size: usize::try_from(mqtt.max_packet_size)
@@ -414,6 +427,7 @@ impl RawConfig {
             rules,
             data_dir: self.data_dir,
             admin_token: self.admin_token,
+            worker_threads,
             mqtt_addr: self.mqtt.addr,
             http_addr: self.http.addr,
             broker,

@@ -18,17 +18,18 @@ use crate::device_auth::RegistryAuthenticator;
 
 /// Runs the platform until a shutdown signal.
 pub(crate) fn run(settings: Settings) -> anyhow::Result<()> {
-    runtime()?.block_on(serve(settings, None))
+    runtime(settings.worker_threads)?.block_on(serve(settings, None))
 }
 
 /// Runs the platform for a first look: loopback, anonymous, `devices` simulated devices,
 /// with a tour printed.
 pub(crate) fn run_demo(settings: Settings, devices: usize) -> anyhow::Result<()> {
-    runtime()?.block_on(serve(settings, Some(devices)))
+    runtime(settings.worker_threads)?.block_on(serve(settings, Some(devices)))
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+fn runtime(worker_threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(worker_threads)
         .enable_all()
         .thread_name("fleetwire")
         .build()

@@ -250,6 +250,34 @@ fn bad_value_in_the_config_file_stops_start_up_naming_the_key() {
 }
 
 #[test]
+fn worker_threads_sets_the_runtime_size_and_is_checked() {
+    let dir = temp_dir("worker-threads");
+    let (code, stderr) = run_to_failure(command(&dir).env("FLEETWIRE_WORKER_THREADS", "5000"));
+    assert_eq!(code, Some(1));
+    assert!(
+        stderr.contains("worker_threads must be between 0 and 1024, got 5000"),
+        "{stderr}"
+    );
+    let mut with_40 = command(&dir);
+    with_40.env("FLEETWIRE_WORKER_THREADS", "40");
+    let server = start(with_40);
+    // The runtime's threads are named after the process, like its main thread; the
+    // default (twice the cores, at least 4) never comes near 40.
+    let tasks = std::fs::read_dir(format!("/proc/{}/task", server.child.id())).unwrap();
+    let named = tasks
+        .filter_map(Result::ok)
+        .filter(|task| {
+            std::fs::read_to_string(task.path().join("comm"))
+                .is_ok_and(|comm| comm.trim_end() == "fleetwire")
+        })
+        .count();
+    assert!(named > 40, "{named} threads named fleetwire");
+    let (code, _) = server.terminate();
+    assert_eq!(code, Some(0));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn a_webhook_ca_file_that_is_missing_or_not_pem_stops_start_up_naming_the_key() {
     let dir = temp_dir("bad-ca-file");
     std::fs::create_dir_all(&dir).unwrap();
