@@ -379,10 +379,7 @@ impl Wal {
                     is_newly_dirty = true;
                 }
             }
-            Err(error) => {
-                tracing::error!(%error, "write-ahead log failed; refusing further writes");
-                queue.failure = Some(error.to_string());
-            }
+            Err(error) => fail(&mut queue, &error),
         }
         drop(queue);
         self.shared.progress.notify_all();
@@ -468,6 +465,12 @@ fn check(queue: &Queue) -> Result<()> {
         return Err(Error::Closed);
     }
     Ok(())
+}
+
+/// Records a write or fsync failure: every later append and wait gets it.
+fn fail(queue: &mut Queue, error: &Error) {
+    tracing::error!(%error, "write-ahead log failed; refusing further writes");
+    queue.failure = Some(error.to_string());
 }
 
 fn create(directory: &Path, number: u64) -> Result<File> {
@@ -570,10 +573,7 @@ fn run(shared: &Shared) {
                     queue.is_sync_requested = false;
                 }
             }
-            Err(error) => {
-                tracing::error!(%error, "write-ahead log failed; refusing further writes");
-                queue.failure = Some(error.to_string());
-            }
+            Err(error) => fail(&mut queue, &error),
         }
         queue.file = Some(file);
         let is_done = queue.failure.is_some() || (is_shutdown && queue.buffer.is_empty());
@@ -631,6 +631,16 @@ mod tests {
         );
     }
 
+    /// An empty directory of its own and a `sync` log started in it (file 1).
+    fn fresh_wal(name: &str) -> (PathBuf, Wal) {
+        let directory =
+            std::env::temp_dir().join(format!("fleetwire-wal-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&directory);
+        std::fs::create_dir_all(&directory).unwrap();
+        let wal = Wal::start(&directory, Durability::Sync, 1).unwrap();
+        (directory, wal)
+    }
+
     fn progress(wal: &Wal) -> (u64, u64) {
         let queue = wal.shared.queue.lock();
         (queue.written, queue.durable)
@@ -638,11 +648,7 @@ mod tests {
 
     #[test]
     fn unacknowledged_records_are_fsynced_by_the_next_acknowledged_one_or_on_a_timer() {
-        let directory =
-            std::env::temp_dir().join(format!("fleetwire-wal-unacked-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&directory);
-        std::fs::create_dir_all(&directory).unwrap();
-        let wal = Wal::start(&directory, Durability::Sync, 1).unwrap();
+        let (directory, wal) = fresh_wal("unacked");
 
         // Covered by the fsync of a later record that wants one.
         let unacknowledged = wal.append(b"first", false).unwrap();
@@ -678,11 +684,7 @@ mod tests {
     /// order, and the files split where the rotations were asked for.
     #[test]
     fn concurrent_writers_and_rotations_lose_and_repeat_nothing() {
-        let directory =
-            std::env::temp_dir().join(format!("fleetwire-wal-concurrent-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&directory);
-        std::fs::create_dir_all(&directory).unwrap();
-        let wal = Wal::start(&directory, Durability::Sync, 1).unwrap();
+        let (directory, wal) = fresh_wal("concurrent");
         // Stands in for the store's ingest lock: appends and rotations are ordered by it.
         let ingest = Mutex::new(());
         const WRITERS: u32 = 4;
