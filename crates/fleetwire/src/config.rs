@@ -48,6 +48,9 @@ struct RawStorage {
     durability: String,
     /// In `batch` durability: the longest time between a write and its fsync.
     batch_flush_ms: u64,
+    /// Under steady load, the least time between two store writes, in microseconds (a
+    /// write finding the writer idle goes at once); 0 writes as often as it can.
+    write_linger_us: u64,
     /// Telemetry older than this is deleted, by whole days: `30d`, `12w`; empty keeps
     /// everything.
     retention: String,
@@ -80,6 +83,7 @@ impl Default for RawStorage {
         RawStorage {
             durability: "sync".to_owned(),
             batch_flush_ms: 100,
+            write_linger_us: 1_000,
             retention: String::new(),
         }
     }
@@ -495,6 +499,12 @@ impl RawConfig {
             1,
             100_000,
         )?;
+        check_range(
+            "storage.write_linger_us",
+            self.storage.write_linger_us,
+            0,
+            100_000,
+        )?;
         let webhooks = &self.webhooks;
         check_range("webhooks.timeout_ms", webhooks.timeout_ms, 10, 600_000)?;
         check_range("webhooks.attempts", webhooks.attempts, 1, 100)?;
@@ -538,6 +548,10 @@ impl RawConfig {
                 ..fleetwire_formats::Limits::default()
             },
             auto_register_devices: ingest.auto_register_devices,
+            writer: fleetwire_platform::WriterConfig {
+                linger: Duration::from_micros(self.storage.write_linger_us),
+                ..fleetwire_platform::WriterConfig::default()
+            },
             webhooks: fleetwire_platform::WebhookConfig {
                 timeout: Duration::from_millis(webhooks.timeout_ms),
                 attempts: webhooks.attempts as u32,
@@ -547,7 +561,6 @@ impl RawConfig {
                 roots,
                 ..fleetwire_platform::WebhookConfig::default()
             },
-            ..fleetwire_platform::PlatformConfig::default()
         })
     }
 }

@@ -246,6 +246,13 @@ fn bad_value_in_the_config_file_stops_start_up_naming_the_key() {
         stderr.contains("mqtt.max_inflight must be between 1 and 65535, got 0"),
         "{stderr}"
     );
+    std::fs::write(&file, "[storage]\nwrite_linger_us = 200000\n").unwrap();
+    let (code, stderr) = run_to_failure(command(&dir).arg("--config").arg(&file));
+    assert_eq!(code, Some(1));
+    assert!(
+        stderr.contains("storage.write_linger_us must be between 0 and 100000, got 200000"),
+        "{stderr}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

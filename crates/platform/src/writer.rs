@@ -2,11 +2,20 @@
 //! into the store.
 //!
 //! Requests wait in one bounded queue (bounded in points: a caller first takes permits
-//! for its points, so a flood waits at the door instead of growing memory). A few writer
-//! threads each take everything queued, up to a limit, write it with one
-//! [`Store::write`] (one log append, one fsync in `sync` durability, shared with the
-//! other writer thread's batch when they overlap) and answer every request of the group
-//! once it is durable. The observer (rules, live stream) is handed the batches as soon as
+//! for its points, so a flood waits at the door instead of growing memory). One writer
+//! thread at a time collects: it takes everything queued, up to a limit, and writes it
+//! with one [`Store::write`] (one log append, one fsync in `sync` durability); once the
+//! group is in the log and about to wait for its fsync, it hands collecting to another
+//! thread (whose fsync then overlaps its own) and answers every request of the group once
+//! it is durable. A group that waits for no fsync keeps its thread collecting: no
+//! hand-over, no wake-up of another thread.
+//!
+//! Under steady load the collector lingers: it takes the next group no sooner than
+//! [`WriterConfig::linger`] after the last, so a flood of small requests (a thousand
+//! devices each sending one message per read) becomes a few hundred writes a second
+//! instead of one per request, each of which would wake the writer, the rules and the
+//! stream. A request that finds the writer idle, or follows a group of one request, is
+//! taken at once: a lone message never waits for the linger. The observer (rules, live stream) is handed the batches as soon as
 //! they are in the log, before the fsync: alarms do not wait for the disk, as a broker's
 //! rule engine would not, while devices are acknowledged only once their data is durable.
 //! (If that fsync then fails, the rules saw data whose writers got an error.)
@@ -26,7 +35,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use fleetwire_store::{Point, Store};
 use parking_lot::{Condvar, Mutex};
@@ -44,6 +53,11 @@ pub struct WriterConfig {
     pub max_write_points: usize,
     /// Writer threads (two let one append while the other waits for its fsync).
     pub threads: usize,
+    /// Under steady load, the least time between taking one group and the next, so that
+    /// a flood of small requests is written in a few larger groups instead of one write
+    /// (and one wake-up of the writer and the rules) per request. A request that finds
+    /// the writer idle, or one after a group of one request, is taken at once.
+    pub linger: Duration,
 }
 
 impl Default for WriterConfig {
@@ -52,6 +66,7 @@ impl Default for WriterConfig {
             queue_points: 1 << 20,
             max_write_points: 64 * 1024,
             threads: 2,
+            linger: Duration::from_millis(1),
         }
     }
 }
@@ -89,15 +104,28 @@ struct Request {
 struct Queue {
     requests: VecDeque<Request>,
     is_stopping: bool,
+    /// Points in `requests`.
+    points: usize,
     /// Ticket of the next group taken from the queue.
     next_ticket: u64,
+    /// A thread is taking a group or writing it to the log: the others leave the queue
+    /// alone, so one thread writes group after group when nobody waits for an fsync.
+    is_collecting: bool,
+    /// Threads waiting on `ready` for work.
+    idle: usize,
+    /// When the latest group was taken, and whether it held more than one request (the
+    /// sign of steady load that makes the next group linger).
+    last_group: Option<(Instant, bool)>,
 }
 
 struct Shared {
     store: Store,
     config: WriterConfig,
     queue: Mutex<Queue>,
+    /// Signalled for idle threads: there is work and nobody collecting.
     ready: Condvar,
+    /// Signalled for a lingering collector: enough is queued, or the writer stops.
+    hurry: Condvar,
     room: Arc<Semaphore>,
     observer: Arc<dyn Observer>,
     /// Ticket of the group whose turn it is to be observed (or skipped, if it failed).
@@ -127,6 +155,7 @@ impl Writer {
             config,
             queue: Mutex::new(Queue::default()),
             ready: Condvar::new(),
+            hurry: Condvar::new(),
             observer,
             observed: Mutex::new(0),
             turn: Condvar::new(),
@@ -189,18 +218,23 @@ impl Writer {
         } else {
             (None, None)
         };
-        {
-            let mut queue = self.shared.queue.lock();
-            if queue.is_stopping {
-                return Err(Error::ShuttingDown);
-            }
-            queue.requests.push_back(Request {
-                batch: Arc::clone(&batch),
-                answer,
-                _permit: permit,
-            });
+        let mut queue = self.shared.queue.lock();
+        if queue.is_stopping {
+            return Err(Error::ShuttingDown);
         }
-        self.shared.ready.notify_one();
+        queue.points += batch.len();
+        queue.requests.push_back(Request {
+            batch: Arc::clone(&batch),
+            answer,
+            _permit: permit,
+        });
+        if !queue.is_collecting && queue.idle > 0 {
+            drop(queue);
+            self.shared.ready.notify_one();
+        } else if queue.points >= self.shared.config.max_write_points {
+            drop(queue);
+            self.shared.hurry.notify_one();
+        }
         Ok((batch, answered))
     }
 
@@ -209,6 +243,7 @@ impl Writer {
         self.shared.queue.lock().is_stopping = true;
         self.shared.room.close();
         self.shared.ready.notify_all();
+        self.shared.hurry.notify_all();
         let handles = std::mem::take(&mut *self.threads.lock());
         for handle in handles {
             if handle.join().is_err() {
@@ -226,36 +261,68 @@ impl Drop for Writer {
 
 impl Shared {
     fn run(&self) {
+        while let Some((ticket, group)) = self.take_group() {
+            self.write_group(ticket, group);
+        }
+    }
+
+    /// Waits until this thread may collect (work queued, nobody else collecting), lingers
+    /// under steady load, and takes the next group; `None` once stopped and drained.
+    fn take_group(&self) -> Option<(u64, Vec<Request>)> {
+        let mut queue = self.queue.lock();
         loop {
-            let group = {
-                let mut queue = self.queue.lock();
-                while queue.requests.is_empty() && !queue.is_stopping {
-                    self.ready.wait(&mut queue);
+            if queue.requests.is_empty() && queue.is_stopping {
+                return None;
+            }
+            if !queue.requests.is_empty() && !queue.is_collecting {
+                break;
+            }
+            queue.idle += 1;
+            self.ready.wait(&mut queue);
+            queue.idle -= 1;
+        }
+        queue.is_collecting = true;
+        if let Some((taken, true)) = queue.last_group {
+            let until = taken + self.config.linger;
+            while queue.points < self.config.max_write_points && !queue.is_stopping {
+                if self.hurry.wait_until(&mut queue, until).timed_out() {
+                    break;
                 }
-                if queue.requests.is_empty() {
-                    return;
-                }
-                let mut group = Vec::new();
-                let mut size = 0;
-                while let Some(front) = queue.requests.front() {
-                    if !group.is_empty() && size + front.batch.len() > self.config.max_write_points
-                    {
-                        break;
-                    }
-                    size += front.batch.len();
-                    if let Some(request) = queue.requests.pop_front() {
-                        group.push(request);
-                    }
-                }
-                if !queue.requests.is_empty() {
-                    // More than one write's worth: let the other thread start on it.
-                    self.ready.notify_one();
-                }
-                let ticket = queue.next_ticket;
-                queue.next_ticket += 1;
-                (ticket, group)
-            };
-            self.write_group(group.0, group.1);
+            }
+        }
+        let mut group = Vec::new();
+        let mut size = 0;
+        while let Some(front) = queue.requests.front() {
+            if !group.is_empty() && size + front.batch.len() > self.config.max_write_points {
+                break;
+            }
+            size += front.batch.len();
+            if let Some(request) = queue.requests.pop_front() {
+                group.push(request);
+            }
+        }
+        queue.points -= size;
+        queue.last_group = Some((Instant::now(), group.len() > 1));
+        let ticket = queue.next_ticket;
+        queue.next_ticket += 1;
+        Some((ticket, group))
+    }
+
+    /// Ends this thread's turn at collecting. `hand_over` when it is about to wait for an
+    /// fsync: an idle thread takes what is queued meanwhile. Otherwise this thread comes
+    /// straight back for it (waking the other would only swap them). While stopping, every
+    /// idle thread is woken: one that went back to sleep because this one was collecting
+    /// must see the queue drained and end, or `Writer::stop` would wait for it forever.
+    fn stop_collecting(&self, hand_over: bool) {
+        let mut queue = self.queue.lock();
+        queue.is_collecting = false;
+        let is_stopping = queue.is_stopping;
+        let wake = queue.idle > 0 && (is_stopping || (hand_over && !queue.requests.is_empty()));
+        drop(queue);
+        if is_stopping && wake {
+            self.ready.notify_all();
+        } else if wake {
+            self.ready.notify_one();
         }
     }
 
@@ -268,6 +335,7 @@ impl Shared {
         for request in &group {
             points.extend(request.batch.iter());
         }
+        let is_answered = group.iter().any(|request| request.answer.is_some());
         let mut is_observed = false;
         let observe = || {
             is_observed = true;
@@ -276,8 +344,10 @@ impl Shared {
                 .map(|request| Arc::clone(&request.batch))
                 .collect();
             self.in_turn(ticket, || self.observer.written(batches));
+            if is_answered {
+                self.stop_collecting(true);
+            }
         };
-        let is_answered = group.iter().any(|request| request.answer.is_some());
         let result = if is_answered {
             self.store.write_then(&points, observe)
         } else {
@@ -285,6 +355,9 @@ impl Shared {
         }
         .map(|()| points.len() as u64);
         drop(points);
+        if !(is_answered && is_observed) {
+            self.stop_collecting(false);
+        }
         let elapsed = started.elapsed().as_micros() as u64;
         self.stats.writes.fetch_add(1, Ordering::Relaxed);
         self.stats
@@ -403,5 +476,68 @@ mod tests {
         let expected: Vec<f64> = (0..count).map(|index| index as f64).collect();
         assert_eq!(seen, expected);
         let _ = std::fs::remove_dir_all(&directory);
+    }
+
+    fn lingering_writer(
+        name: &str,
+        linger: Duration,
+    ) -> (Arc<Writer>, Arc<WriterStats>, Arc<Recorder>) {
+        let directory =
+            std::env::temp_dir().join(format!("fleetwire-writer-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&directory);
+        let store = Store::open(&directory, StoreConfig::default()).unwrap();
+        let stats = Arc::new(WriterStats::default());
+        let recorder = Arc::new(Recorder::default());
+        let config = WriterConfig {
+            linger,
+            ..WriterConfig::default()
+        };
+        let writer = Writer::start(store, config, recorder.clone(), Arc::clone(&stats)).unwrap();
+        (Arc::new(writer), stats, recorder)
+    }
+
+    fn one_point(index: usize) -> PointBatch {
+        let mut batch = PointBatch::default();
+        let at = Timestamp::from_millis(1_000 + index as i64);
+        batch.push(Point::new("device", "value", at, 1.0 + index as f64));
+        batch
+    }
+
+    // A linger far longer than the test may take: a write that waited for it would time out.
+    #[tokio::test]
+    async fn a_write_alone_is_not_held_back() {
+        let (writer, stats, _) = lingering_writer("alone", Duration::from_secs(600));
+        for index in 0..3 {
+            let written = writer.write(one_point(index));
+            tokio::time::timeout(Duration::from_secs(30), written)
+                .await
+                .expect("a lone write waited for the linger")
+                .unwrap();
+        }
+        assert_eq!(stats.writes.load(Ordering::Relaxed), 3);
+        writer.stop();
+    }
+
+    // Requests a couple of milliseconds apart: without the linger each would find the
+    // writer idle and get a store write of its own; with it they share a few.
+    #[tokio::test]
+    async fn steady_requests_share_writes_and_lose_nothing() {
+        let (writer, stats, recorder) = lingering_writer("steady", Duration::from_millis(50));
+        let count = 100;
+        for index in 0..count {
+            // Two at a time, so every group after the first holds more than one request.
+            writer.submit(one_point(2 * index)).await.unwrap();
+            writer.submit(one_point(2 * index + 1)).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        writer.stop();
+        let writes = stats.writes.load(Ordering::Relaxed);
+        assert!(
+            writes <= 40,
+            "{writes} store writes for {count} pairs of requests"
+        );
+        let seen = recorder.seen.lock().clone();
+        let expected: Vec<f64> = (0..2 * count).map(|index| 1.0 + index as f64).collect();
+        assert_eq!(seen, expected);
     }
 }

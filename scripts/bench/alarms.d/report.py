@@ -72,6 +72,14 @@ def window(label: str) -> dict:
             {k: sum(v) / len(v) / seconds for k, v in waits.items()},
         )
 
+    def stolen():
+        # The `cpu` line of /proc/stat: user nice system idle iowait irq softirq steal ...
+        first, last = read(f"{label}.stat-before"), read(f"{label}.stat-after")
+        if not first or not last:
+            return None
+        ticks = [int(b) - int(a) for a, b in zip(first.split()[1:9], last.split()[1:9])]
+        return ticks[7] / sum(ticks) if sum(ticks) else None
+
     server_cpu, server_threads, server_waits = cpu("server")
     sim_cpu, _, _ = cpu("sim")
     return {
@@ -84,6 +92,7 @@ def window(label: str) -> dict:
         "server_threads": server_threads,
         "server_waits": server_waits,
         "sim_cpu": sim_cpu,
+        "stolen": stolen(),
         "load_before": read(f"{label}.load-before"),
         "load_after": read(f"{label}.load-after"),
     }
@@ -132,9 +141,13 @@ def devices_of(label: str) -> int:
     return int(label.split("-")[1])
 
 
-def nice_of(label: str) -> int:
-    """`loaded-1000-nice19` → 19 (the simulator's nice value)."""
-    return int(label.split("-")[2].removeprefix("nice"))
+def priority_of(label: str) -> str:
+    """`loaded-1000-nice19` → "simulator at nice 19"; `loaded-1000-idle` → SCHED_IDLE."""
+    priority = label.split("-")[2]
+    if priority == "idle":
+        return "simulator at SCHED_IDLE"
+    nice = int(priority.removeprefix("nice"))
+    return "simulator at the server's priority" if nice == 0 else f"simulator at nice {nice}"
 
 
 def background_rate(label: str) -> float:
@@ -146,9 +159,7 @@ def background_rate(label: str) -> float:
 def title(label: str) -> str:
     if label == "idle":
         return "no background load"
-    nice = nice_of(label)
-    priority = "simulator at the server's priority" if nice == 0 else f"simulator at nice {nice}"
-    return f"{devices_of(label):,} devices × {RATE // devices_of(label):,} msgs/s, {priority}"
+    return f"{devices_of(label):,} devices × {RATE // devices_of(label):,} msgs/s, {priority_of(label)}"
 
 
 RATE = int(env["RATE"])
@@ -161,7 +172,9 @@ add(
     "the load generator, the probe and the server share the machine's cores, so their CPU use is listed with every row. "
     "Devices would not take CPU from the server; the simulator standing in for them does, so it mostly runs at nice 19 "
     "(it gets the CPU the server and the probe leave, and the accepted rate shows it still sent the full load), "
-    "and once at the server's own priority (both compete for the two cores)."
+    "and once at the server's own priority (both compete for the two cores). "
+    "The machine is a virtual one: *stolen* is the share of its CPU time the host gave to other guests while this "
+    "probe ran (`steal` in `/proc/stat`), time the server was ready to run and could not."
 )
 add("")
 add("| machine | |")
@@ -206,12 +219,12 @@ add("```")
 add("")
 add("### Publish → alarm event on the stream")
 add("")
-add("| run | background load at the server | transitions measured | P50 ms | P99 ms | P99.9 ms | max ms | missing | server CPU | generator CPU | probe CPU | load average (start → end) |")
-add("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+add("| run | background load at the server | transitions measured | P50 ms | P99 ms | P99.9 ms | max ms | missing | server CPU | generator CPU | probe CPU | stolen | load average (start → end) |")
+add("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
 for label in labels:
     result, win = runs[label], windows.get(label)
     if not result or not win:
-        add(f"| {title(label)} | failed | | | | | | | | | | |")
+        add(f"| {title(label)} | failed | | | | | | | | | | | |")
         continue
     latency = result["latency"]
     background = "none" if label == "idle" else f"{background_rate(label):,.0f} msgs/s ({win['points_per_s']:,.0f} points/s), QoS {env['QOS']}"
@@ -219,7 +232,7 @@ for label in labels:
     add(
         f"| {title(label)} | {background} | {latency['count']:,} ({result['raises']:,} raised, {result['clears']:,} cleared) "
         f"| **{ms(latency['p50_ms'])}** | **{ms(latency['p99_ms'])}** | **{ms(latency['p999_ms'])}** | {ms(latency['max_ms'])} "
-        f"| {result['missing']} | {pct(win['server_cpu'])} | {pct(win['sim_cpu'])} | {pct(probe_cpu)} "
+        f"| {result['missing']} | {pct(win['server_cpu'])} | {pct(win['sim_cpu'])} | {pct(probe_cpu)} | {pct(win['stolen'])} "
         f"| {win['load_before']} → {win['load_after']} |"
     )
 for label in labels:
