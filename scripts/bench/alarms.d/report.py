@@ -172,6 +172,8 @@ add(
     "the load generator, the probe and the server share the machine's cores, so their CPU use is listed with every row. "
     "Devices would not take CPU from the server; the simulator standing in for them does, so it mostly runs at nice 19 "
     "(it gets the CPU the server and the probe leave, and the accepted rate shows it still sent the full load), "
+    "once at SCHED_IDLE (it runs only when no other thread wants a CPU, and a server thread that wakes takes the CPU "
+    "from it at once, where a nice 19 task may keep it for the rest of its slice), "
     "and once at the server's own priority (both compete for the two cores). "
     "The machine is a virtual one: *stolen* is the share of its CPU time the host gave to other guests while this "
     "probe ran (`steal` in `/proc/stat`), time the server was ready to run and could not."
