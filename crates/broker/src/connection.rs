@@ -25,7 +25,7 @@ use fleetwire_mqtt_codec::{
     ConnAck, DecodeError, Disconnect, Packet, PacketId, Properties, ProtocolVersion, PubAck,
     PubComp, PubRec, PubRel, Publish, QoS, ReasonCode, SubAck, UnsubAck, Will, decode, encode,
 };
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{Notify, watch};
@@ -800,8 +800,26 @@ async fn read_some(
         if buffer.capacity() - buffer.len() < chunk / 4 {
             buffer.reserve(chunk);
         }
-        match reader.try_read_buf(buffer) {
+        let room = buffer.capacity() - buffer.len();
+        let mut short = 0;
+        // A read that did not fill the room drained the socket: answering `WouldBlock`
+        // from the closure makes Tokio clear the readiness it saw, so the next
+        // `readable()` waits for the next event instead of a `recv` that finds nothing
+        // (one syscall saved per read, as Tokio's own `poll_read` does). Data that came
+        // after our `recv` raised a newer event, which the clearing leaves alone.
+        let read = reader.as_ref().try_io(Interest::READABLE, || {
+            let read = reader.try_read_buf(buffer)?;
+            if read > 0 && read < room {
+                short = read;
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            Ok(read)
+        });
+        match read {
             Ok(read) => return Ok(read),
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock && short > 0 => {
+                return Ok(short);
+            }
             Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
             Err(error) => return Err(error),
         }
