@@ -235,23 +235,23 @@ fn bad_value_in_the_config_file_stops_start_up_naming_the_key() {
     let dir = temp_dir("bad-file");
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("fleetwire.toml");
-    std::fs::write(&file, "[mqtt]\nmax_queued_messages = \"lots\"\n").unwrap();
-    let (code, stderr) = run_to_failure(command(&dir).arg("--config").arg(&file));
-    assert_eq!(code, Some(1));
-    assert!(stderr.contains("mqtt.max_queued_messages"), "{stderr}");
-    std::fs::write(&file, "[mqtt]\nmax_inflight = 0\n").unwrap();
-    let (code, stderr) = run_to_failure(command(&dir).arg("--config").arg(&file));
-    assert_eq!(code, Some(1));
-    assert!(
-        stderr.contains("mqtt.max_inflight must be between 1 and 65535, got 0"),
-        "{stderr}"
+    let refused = |toml: &str, expected: &str| {
+        std::fs::write(&file, toml).unwrap();
+        let (code, stderr) = run_to_failure(command(&dir).arg("--config").arg(&file));
+        assert_eq!(code, Some(1), "{toml}");
+        assert!(stderr.contains(expected), "{toml}: {stderr}");
+    };
+    refused(
+        "[mqtt]\nmax_queued_messages = \"lots\"\n",
+        "mqtt.max_queued_messages",
     );
-    std::fs::write(&file, "[storage]\nwrite_linger_us = 200000\n").unwrap();
-    let (code, stderr) = run_to_failure(command(&dir).arg("--config").arg(&file));
-    assert_eq!(code, Some(1));
-    assert!(
-        stderr.contains("storage.write_linger_us must be between 0 and 100000, got 200000"),
-        "{stderr}"
+    refused(
+        "[mqtt]\nmax_inflight = 0\n",
+        "mqtt.max_inflight must be between 1 and 65535, got 0",
+    );
+    refused(
+        "[storage]\nwrite_linger_us = 200000\n",
+        "storage.write_linger_us must be between 0 and 100000, got 200000",
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
