@@ -15,7 +15,9 @@
 //! devices each sending one message per read) becomes a few hundred writes a second
 //! instead of one per request, each of which would wake the writer, the rules and the
 //! stream. A request that finds the writer idle, or follows a group of one request, is
-//! taken at once: a lone message never waits for the linger. The observer (rules, live stream) is handed the batches as soon as
+//! taken at once: a lone message never waits for the linger.
+//!
+//! The observer (rules, live stream) is handed the batches as soon as
 //! they are in the log, before the fsync: alarms do not wait for the disk, as a broker's
 //! rule engine would not, while devices are acknowledged only once their data is durable.
 //! (If that fsync then fails, the rules saw data whose writers got an error.)
