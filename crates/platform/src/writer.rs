@@ -447,18 +447,12 @@ mod tests {
     // their writes are queued in; the two writer threads still race each other.
     #[tokio::test]
     async fn the_observer_sees_batches_in_the_order_they_were_queued() {
-        let directory =
-            std::env::temp_dir().join(format!("fleetwire-writer-order-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&directory);
-        let store = Store::open(&directory, StoreConfig::default()).unwrap();
-        let recorder = Arc::new(Recorder::default());
         let config = WriterConfig {
             // Small groups, so both threads write at once all the time.
             max_write_points: 3,
             ..WriterConfig::default()
         };
-        let writer =
-            Arc::new(Writer::start(store, config, recorder.clone(), Arc::default()).unwrap());
+        let (writer, _, recorder, directory) = started("order", config);
         let count = 600;
         let mut writes = tokio::task::JoinSet::new();
         for index in 0..count {
@@ -480,22 +474,31 @@ mod tests {
         let _ = std::fs::remove_dir_all(&directory);
     }
 
-    fn lingering_writer(
+    /// A writer over a fresh store in a directory of its own (removed by the test).
+    fn started(
         name: &str,
-        linger: Duration,
-    ) -> (Arc<Writer>, Arc<WriterStats>, Arc<Recorder>) {
+        config: WriterConfig,
+    ) -> (
+        Arc<Writer>,
+        Arc<WriterStats>,
+        Arc<Recorder>,
+        std::path::PathBuf,
+    ) {
         let directory =
             std::env::temp_dir().join(format!("fleetwire-writer-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&directory);
         let store = Store::open(&directory, StoreConfig::default()).unwrap();
         let stats = Arc::new(WriterStats::default());
         let recorder = Arc::new(Recorder::default());
-        let config = WriterConfig {
+        let writer = Writer::start(store, config, recorder.clone(), Arc::clone(&stats)).unwrap();
+        (Arc::new(writer), stats, recorder, directory)
+    }
+
+    fn lingering(linger: Duration) -> WriterConfig {
+        WriterConfig {
             linger,
             ..WriterConfig::default()
-        };
-        let writer = Writer::start(store, config, recorder.clone(), Arc::clone(&stats)).unwrap();
-        (Arc::new(writer), stats, recorder)
+        }
     }
 
     fn one_point(index: usize) -> PointBatch {
@@ -508,7 +511,7 @@ mod tests {
     // A linger far longer than the test may take: a write that waited for it would time out.
     #[tokio::test]
     async fn a_write_alone_is_not_held_back() {
-        let (writer, stats, _) = lingering_writer("alone", Duration::from_secs(600));
+        let (writer, stats, _, directory) = started("alone", lingering(Duration::from_secs(600)));
         for index in 0..3 {
             let written = writer.write(one_point(index));
             tokio::time::timeout(Duration::from_secs(30), written)
@@ -518,13 +521,15 @@ mod tests {
         }
         assert_eq!(stats.writes.load(Ordering::Relaxed), 3);
         writer.stop();
+        let _ = std::fs::remove_dir_all(&directory);
     }
 
     // Requests a couple of milliseconds apart: without the linger each would find the
     // writer idle and get a store write of its own; with it they share a few.
     #[tokio::test]
     async fn steady_requests_share_writes_and_lose_nothing() {
-        let (writer, stats, recorder) = lingering_writer("steady", Duration::from_millis(50));
+        let (writer, stats, recorder, directory) =
+            started("steady", lingering(Duration::from_millis(50)));
         let count = 100;
         for index in 0..count {
             // Two at a time, so every group after the first holds more than one request.
@@ -541,5 +546,6 @@ mod tests {
         let seen = recorder.seen.lock().clone();
         let expected: Vec<f64> = (0..2 * count).map(|index| 1.0 + index as f64).collect();
         assert_eq!(seen, expected);
+        let _ = std::fs::remove_dir_all(&directory);
     }
 }
