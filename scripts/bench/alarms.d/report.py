@@ -72,16 +72,22 @@ def window(label: str) -> dict:
             {k: sum(v) / len(v) / seconds for k, v in waits.items()},
         )
 
-    def stolen():
+    def machine():
         # The `cpu` line of /proc/stat: user nice system idle iowait irq softirq steal ...
+        # Returns the share of the CPU time the host took (steal) and the cores the whole
+        # machine kept busy (every process, interrupts and softirqs), per second.
         first, last = read(f"{label}.stat-before"), read(f"{label}.stat-after")
         if not first or not last:
-            return None
+            return None, None
         ticks = [int(b) - int(a) for a, b in zip(first.split()[1:9], last.split()[1:9])]
-        return ticks[7] / sum(ticks) if sum(ticks) else None
+        if not sum(ticks):
+            return None, None
+        busy = ticks[0] + ticks[1] + ticks[2] + ticks[5] + ticks[6]
+        return ticks[7] / sum(ticks), busy / os.sysconf("SC_CLK_TCK") / seconds
 
     server_cpu, server_threads, server_waits = cpu("server")
     sim_cpu, _, _ = cpu("sim")
+    stolen, busy = machine()
     return {
         "seconds": seconds,
         "accepted_per_s": accepted / seconds,
@@ -92,7 +98,8 @@ def window(label: str) -> dict:
         "server_threads": server_threads,
         "server_waits": server_waits,
         "sim_cpu": sim_cpu,
-        "stolen": stolen(),
+        "stolen": stolen,
+        "busy": busy,
         "load_before": read(f"{label}.load-before"),
         "load_after": read(f"{label}.load-after"),
     }
@@ -176,7 +183,10 @@ add(
     "from it at once, where a nice 19 task may keep it for the rest of its slice), "
     "and once at the server's own priority (both compete for the two cores). "
     "The machine is a virtual one: *stolen* is the share of its CPU time the host gave to other guests while this "
-    "probe ran (`steal` in `/proc/stat`), time the server was ready to run and could not."
+    "probe ran (`steal` in `/proc/stat`), time the server was ready to run and could not. "
+    "*Rest of the machine* is the CPU the machine kept busy (`/proc/stat`) beyond the server, the simulator and the "
+    "probe: other processes, and interrupt and softirq time the kernel counts apart from any process; "
+    "a large figure means something else competed for the cores during that row."
 )
 add("")
 add("| machine | |")
@@ -221,20 +231,23 @@ add("```")
 add("")
 add("### Publish → alarm event on the stream")
 add("")
-add("| run | background load at the server | transitions measured | P50 ms | P99 ms | P99.9 ms | max ms | missing | server CPU | generator CPU | probe CPU | stolen | load average (start → end) |")
-add("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+add("| run | background load at the server | transitions measured | P50 ms | P99 ms | P99.9 ms | max ms | missing | server CPU | generator CPU | probe CPU | rest of the machine | stolen | load average (start → end) |")
+add("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
 for label in labels:
     result, win = runs[label], windows.get(label)
     if not result or not win:
-        add(f"| {title(label)} | failed | | | | | | | | | | | |")
+        add(f"| {title(label)} | failed | | | | | | | | | | | | |")
         continue
     latency = result["latency"]
     background = "none" if label == "idle" else f"{background_rate(label):,.0f} msgs/s ({win['points_per_s']:,.0f} points/s), QoS {env['QOS']}"
     probe_cpu = result["probe_cpu_s"] / result["send_seconds"] if result["send_seconds"] else None
+    rest = None
+    if win["busy"] is not None and win["server_cpu"] is not None and probe_cpu is not None:
+        rest = max(0.0, win["busy"] - win["server_cpu"] - (win["sim_cpu"] or 0.0) - probe_cpu)
     add(
         f"| {title(label)} | {background} | {latency['count']:,} ({result['raises']:,} raised, {result['clears']:,} cleared) "
         f"| **{ms(latency['p50_ms'])}** | **{ms(latency['p99_ms'])}** | **{ms(latency['p999_ms'])}** | {ms(latency['max_ms'])} "
-        f"| {result['missing']} | {pct(win['server_cpu'])} | {pct(win['sim_cpu'])} | {pct(probe_cpu)} | {pct(win['stolen'])} "
+        f"| {result['missing']} | {pct(win['server_cpu'])} | {pct(win['sim_cpu'])} | {pct(probe_cpu)} | {pct(rest)} | {pct(win['stolen'])} "
         f"| {win['load_before']} → {win['load_after']} |"
     )
 for label in labels:
