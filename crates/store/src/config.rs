@@ -25,7 +25,7 @@ pub struct StoreConfig {
     pub compaction_fan_in: usize,
     /// What opening a store does with a segment that fails its checksums.
     pub on_corrupt_segment: CorruptSegmentPolicy,
-    /// How often the background thread looks at flush, compaction and retention.
+    /// How often the background threads look at flush, compaction and retention.
     pub maintenance_interval: Duration,
 }
 

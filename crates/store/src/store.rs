@@ -1,5 +1,5 @@
 //! The store: opening and recovery, the write path, queries across head and segments,
-//! flush, compaction, retention, and the background thread that runs them.
+//! flush, compaction, retention, and the background threads that run them.
 //!
 //! Who owns what:
 //! - `catalog` (read-write lock): series names and ids. Writers read it to resolve ids; a
@@ -11,9 +11,18 @@
 //!   segment set (copy-on-write behind an `Arc`) and the latest value of every series.
 //!   Queries hold it only to copy head points and clone the segment list; block reads
 //!   happen outside it.
-//! - `flush_lock` and `compaction_lock`: one flush, one segment-set rewrite at a time.
+//! - `flush_lock`: one flush at a time. `compaction_lock`: one compaction or retention
+//!   pass at a time. A flush never waits for a compaction: both read the segment set and
+//!   swap in a changed copy within one hold of `state`'s write lock, so neither loses the
+//!   other's change, and a flushed segment always has a higher sequence number than any
+//!   segment a running compaction took as input.
 //!
-//! Lock order: flush → compaction → ingest → catalog → state → the log's queue.
+//! Two background threads: `fleetwire-store` flushes full or old heads,
+//! `fleetwire-compact` compacts and applies retention. A compaction of many segments takes
+//! seconds; on the flushing thread it kept the head from being flushed, writers reached the
+//! backpressure limit and every write waited for it.
+//!
+//! Lock order: flush → ingest → catalog → state → the log's queue; compaction → state.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -35,7 +44,7 @@ use crate::wal::{self, Entry, Wal};
 
 /// Longest device id or field name, in bytes.
 pub const MAX_NAME_LEN: usize = 1024;
-/// How often the background thread applies retention.
+/// How often the compaction thread applies retention.
 const RETENTION_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Segments by partition (`start`, `duration`), each list ordered by sequence number.
@@ -44,18 +53,18 @@ type SegmentSet = BTreeMap<(i64, i64), Vec<Arc<Segment>>>;
 /// An embedded time-series store in one directory. Cheap to clone; every clone is the same
 /// store, usable from any thread.
 ///
-/// Dropping the last clone stops the background thread and syncs the write-ahead log;
+/// Dropping the last clone stops the background threads and syncs the write-ahead log;
 /// [`close`](Store::close) also flushes the head, so the next open replays nothing.
 #[derive(Debug, Clone)]
 pub struct Store {
     handle: Arc<Handle>,
 }
 
-/// Stops the background thread when the last `Store` clone goes away.
+/// Stops the background threads when the last `Store` clone goes away.
 #[derive(Debug)]
 struct Handle {
     inner: Arc<Inner>,
-    maintenance: Mutex<Option<JoinHandle<()>>>,
+    maintenance: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl Drop for Handle {
@@ -89,6 +98,7 @@ struct Inner {
 struct Signal {
     is_stopping: bool,
     is_flush_wanted: bool,
+    is_compaction_wanted: bool,
 }
 
 #[derive(Debug, Default)]
@@ -123,7 +133,7 @@ struct Frozen {
 impl Store {
     /// Opens the store in `directory`, creating it if needed: loads and verifies the
     /// segments, replays the write-ahead log into the head (cutting off a torn tail) and
-    /// starts the log writer and the background thread.
+    /// starts the log writer and the background threads.
     ///
     /// A damaged segment fails the open with [`Error::CorruptSegment`] naming the file, or
     /// is quarantined, as [`StoreConfig::on_corrupt_segment`] says. Bad files never panic.
@@ -212,20 +222,26 @@ impl Store {
             signal: Mutex::new(Signal::default()),
             wake: Condvar::new(),
         });
-        let thread_inner = Arc::clone(&inner);
-        let maintenance = std::thread::Builder::new()
-            .name("fleetwire-store".to_owned())
-            .spawn(move || thread_inner.maintain())
-            .map_err(io(
-                "starting the store's background thread",
-                &inner.directory,
-            ))?;
-        Ok(Store {
-            handle: Arc::new(Handle {
-                inner,
-                maintenance: Mutex::new(Some(maintenance)),
-            }),
-        })
+        let handle = Arc::new(Handle {
+            inner: Arc::clone(&inner),
+            maintenance: Mutex::new(Vec::new()),
+        });
+        // Dropping `handle` on an error stops whichever thread did start.
+        for (name, work) in [
+            ("fleetwire-store", Inner::flush_in_background as fn(&Inner)),
+            ("fleetwire-compact", Inner::compact_in_background),
+        ] {
+            let thread_inner = Arc::clone(&inner);
+            let thread = std::thread::Builder::new()
+                .name(name.to_owned())
+                .spawn(move || work(&thread_inner))
+                .map_err(io(
+                    "starting the store's background threads",
+                    &inner.directory,
+                ))?;
+            handle.maintenance.lock().push(thread);
+        }
+        Ok(Store { handle })
     }
 
     fn inner(&self) -> &Inner {
@@ -429,7 +445,7 @@ impl Store {
     }
 
     /// Merges the segments of every partition that has more than one into one, dropping
-    /// overwritten points. The background thread compacts by size tiers on its own; this is
+    /// overwritten points. The compaction thread compacts by size tiers on its own; this is
     /// the full version, for tests, benchmarks and maintenance windows.
     pub fn compact(&self) -> Result<()> {
         let inner = self.inner();
@@ -444,7 +460,7 @@ impl Store {
     }
 
     /// Deletes the partitions that ended more than the configured retention before `now`,
-    /// returning how many. The background thread calls this every minute with the wall
+    /// returning how many. The compaction thread calls this every minute with the wall
     /// clock; without retention configured it does nothing.
     pub fn enforce_retention(&self, now: Timestamp) -> Result<usize> {
         self.inner().enforce_retention(now)
@@ -670,7 +686,7 @@ impl Inner {
             if state.head.points() >= self.config.head_max_points {
                 drop(state);
                 self.signal.lock().is_flush_wanted = true;
-                self.wake.notify_one();
+                self.wake.notify_all();
             }
             sequence
         };
@@ -750,7 +766,6 @@ impl Inner {
             let written = self.write_segments(&frozen.head)?;
             let files = written.len();
             {
-                let _compaction = self.compaction_lock.lock();
                 let mut state = self.state.write();
                 let mut set = (*state.segments).clone();
                 for segment in written {
@@ -771,6 +786,8 @@ impl Inner {
                 elapsed_ms = started.elapsed().as_millis() as u64,
                 "flushed the head to segments"
             );
+            self.signal.lock().is_compaction_wanted = true;
+            self.wake.notify_all();
         }
         Ok(())
     }
@@ -878,6 +895,9 @@ impl Inner {
     fn compact_tiers(&self) -> Result<()> {
         let fan_in = self.config.compaction_fan_in;
         loop {
+            if self.signal.lock().is_stopping {
+                return Ok(());
+            }
             let _compaction = self.compaction_lock.lock();
             let set = Arc::clone(&self.state.read().segments);
             let candidate = set.values().find_map(|segments| {
@@ -948,21 +968,22 @@ impl Inner {
         Ok(partitions.len())
     }
 
-    /// The background thread: flushes a full or old head, compacts, applies retention.
-    fn maintain(&self) {
-        let mut last_retention: Option<Instant> = None;
-        loop {
-            {
-                let mut signal = self.signal.lock();
-                if !signal.is_stopping && !signal.is_flush_wanted {
-                    self.wake
-                        .wait_for(&mut signal, self.config.maintenance_interval);
-                }
-                if signal.is_stopping {
-                    return;
-                }
-                signal.is_flush_wanted = false;
-            }
+    /// Waits until `wanted` says there is work, the maintenance interval passes or the
+    /// store stops; clears the flag and returns false once stopping.
+    fn wait_for_work(&self, wanted: fn(&mut Signal) -> &mut bool) -> bool {
+        let mut signal = self.signal.lock();
+        if !signal.is_stopping && !*wanted(&mut signal) {
+            self.wake
+                .wait_for(&mut signal, self.config.maintenance_interval);
+        }
+        *wanted(&mut signal) = false;
+        !signal.is_stopping
+    }
+
+    /// The `fleetwire-store` thread: flushes a full or old head (and a frozen one left by
+    /// a failed flush).
+    fn flush_in_background(&self) {
+        while self.wait_for_work(|signal| &mut signal.is_flush_wanted) {
             let (points, since, has_frozen) = {
                 let state = self.state.read();
                 (
@@ -977,6 +998,14 @@ impl Inner {
                     tracing::error!(%error, "flushing the head failed; the data stays in the write-ahead log, retrying");
                 }
             }
+        }
+    }
+
+    /// The `fleetwire-compact` thread: compacts after each flush (and every maintenance
+    /// interval), applies retention every minute.
+    fn compact_in_background(&self) {
+        let mut last_retention: Option<Instant> = None;
+        while self.wait_for_work(|signal| &mut signal.is_compaction_wanted) {
             if let Err(error) = self.compact_tiers() {
                 tracing::error!(%error, "compaction failed");
             }
@@ -991,12 +1020,12 @@ impl Inner {
         }
     }
 
-    fn stop_maintenance(&self, thread: &Mutex<Option<JoinHandle<()>>>) {
+    fn stop_maintenance(&self, threads: &Mutex<Vec<JoinHandle<()>>>) {
         self.signal.lock().is_stopping = true;
         self.wake.notify_all();
-        if let Some(thread) = thread.lock().take() {
+        for thread in threads.lock().drain(..) {
             if thread.join().is_err() {
-                tracing::error!("the store's background thread panicked");
+                tracing::error!("a background thread of the store panicked");
             }
         }
     }
@@ -1007,4 +1036,93 @@ impl Inner {
 #[inline]
 fn same_name(a: &str, b: &str) -> bool {
     (a.as_ptr() == b.as_ptr() && a.len() == b.len()) || a == b
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A store in a fresh directory under the system's temporary one; the directory is
+    /// removed when the returned guard drops.
+    struct Opened {
+        store: Option<Store>,
+        directory: PathBuf,
+    }
+
+    impl Drop for Opened {
+        fn drop(&mut self) {
+            drop(self.store.take());
+            let _ = std::fs::remove_dir_all(&self.directory);
+        }
+    }
+
+    fn opened(name: &str, config: StoreConfig) -> Opened {
+        let directory = std::env::temp_dir().join(format!(
+            "fleetwire-store-unit-{name}-{}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&directory);
+        let store = Store::open(&directory, config).unwrap();
+        Opened {
+            store: Some(store),
+            directory,
+        }
+    }
+
+    fn write_points(store: &Store, from: i64, count: i64) {
+        let points: Vec<Point<'_>> = (from..from + count)
+            .map(|index| Point {
+                device: "d",
+                field: "t",
+                timestamp: Timestamp::from_millis(index),
+                value: index as f64,
+            })
+            .collect();
+        store.write(&points).unwrap();
+    }
+
+    /// Polls `done` for up to ten seconds.
+    fn within_seconds(done: impl Fn() -> bool) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !done() {
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        true
+    }
+
+    #[test]
+    fn a_running_compaction_holds_back_neither_flushes_nor_writes() {
+        let config = StoreConfig {
+            head_max_points: 100,
+            maintenance_interval: Duration::from_millis(10),
+            ..StoreConfig::default()
+        };
+        let opened = opened("compaction-vs-flush", config);
+        let store = opened.store.clone().unwrap();
+        // Stands for a compaction of many segments, which takes seconds.
+        let compaction = store.inner().compaction_lock.lock();
+
+        // The background flush goes on.
+        write_points(&store, 0, 150);
+        assert!(
+            within_seconds(|| store.stats().segment_points == 150),
+            "the head was not flushed while a compaction ran: {:?}",
+            store.stats()
+        );
+
+        // So does a writer past the backpressure limit, which flushes itself.
+        let (sent, written) = std::sync::mpsc::channel();
+        let writer = store.clone();
+        std::thread::spawn(move || {
+            write_points(&writer, 1000, 500);
+            let _ = sent.send(writer.stats());
+        });
+        let stats = written.recv_timeout(Duration::from_secs(10));
+        drop(compaction);
+        let stats = stats.expect("a write waited for a compaction");
+        assert_eq!(stats.segment_points + stats.head_points, 650);
+    }
 }

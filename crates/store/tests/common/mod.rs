@@ -60,10 +60,12 @@ pub(crate) fn files_with_extension(directory: &Path, extension: &str) -> Vec<Pat
     files
 }
 
-/// Settings for tests: no background flush surprises.
+/// Settings for tests: no background flush or compaction surprises (the compaction thread
+/// starts after every flush; a test that wants it sets a small fan-in).
 pub(crate) fn config() -> StoreConfig {
     StoreConfig {
         head_max_age: std::time::Duration::from_secs(3600),
+        compaction_fan_in: usize::MAX,
         ..StoreConfig::default()
     }
 }
