@@ -241,6 +241,37 @@ def test_data_rules_and_alarms_carry_on_across_a_restart(tmp_path, uid):
         _stop(second)
 
 
+def test_the_last_ingest_error_survives_a_restart(tmp_path, uid):
+    """A device's last rejected payload is kept in the registry, not only in memory: after
+    a restart the device still says what was wrong, until a newer rejection replaces it."""
+    env = {"FLEETWIRE_ADMIN_TOKEN": ADMIN_TOKEN}
+    device = f"garbled-{uid}"
+    first = _start_fleetwire(tmp_path, anonymous=True, env=env)
+    try:
+        api = Api(first, ADMIN_TOKEN)
+        api.create_device(device)
+        response = api.post(
+            f"/api/v1/devices/{device}/telemetry", data=b'{"t": "warm"}', headers={"Content-Type": "application/json"}
+        )
+        assert response.status == 400
+        before = api.device(device)["last_ingest_error"]
+        assert before["source"] == "http" and before["message"] == response.body["detail"], before
+    finally:
+        _stop(first)
+
+    second = _start_fleetwire(tmp_path, anonymous=True, env=env)
+    try:
+        api = Api(second, ADMIN_TOKEN)
+        assert api.device(device)["last_ingest_error"] == before
+        listed = [item for item in api.ok("GET", "/api/v1/devices?limit=1000")["items"] if item["id"] == device]
+        assert listed[0]["last_ingest_error"] == before
+        api.post(f"/api/v1/devices/{device}/telemetry", data=b"{}", headers={"Content-Type": "application/json"})
+        after = api.device(device)["last_ingest_error"]
+        assert after["at"] >= before["at"] and after["message"] != before["message"], after
+    finally:
+        _stop(second)
+
+
 def test_pending_commands_keep_their_deadlines_across_a_restart(tmp_path, uid):
     """A command to an offline device, sent before a restart, is still delivered when the
     device comes back before its deadline; one due during the restart expires."""

@@ -48,8 +48,8 @@ pub(crate) struct DeviceBody {
     attributes: serde_json::Map<String, serde_json::Value>,
     /// Whether it has MQTT credentials (see `POST /api/v1/devices/{id}/credentials`).
     has_credentials: bool,
-    /// The last payload of this device that was rejected, and why; `null` when none
-    /// (since the server started).
+    /// The last payload of this device that was rejected, and why; `null` when none.
+    /// Kept across restarts (written to the registry within a moment of the rejection).
     last_ingest_error: Option<IngestErrorBody>,
 }
 
@@ -60,34 +60,39 @@ pub(crate) struct IngestErrorBody {
     /// When (RFC 3339).
     at: String,
     /// `mqtt`, `http` or `line_protocol`.
-    source: &'static str,
+    source: String,
     /// Why, as the sender was told.
     #[schema(example = "field \"status\": expected a number or boolean, got a string")]
     message: String,
 }
 
 impl DeviceBody {
-    /// The device, with its last ingest error from the platform.
+    /// The device, with its last ingest error: the platform's, which is the newest this
+    /// node knows, or else (after a restart, or from another node) the registry's.
     pub(crate) fn new(device: Device, app: &crate::App) -> DeviceBody {
-        let last_ingest_error = app
-            .platform
-            .last_ingest_error(device.id.as_str())
-            .map(|error| IngestErrorBody {
-                at: rfc3339(error.at.as_millis()),
-                source: error.source.as_str(),
-                message: error.message,
-            });
-        DeviceBody {
-            last_ingest_error,
-            ..DeviceBody::from(device)
+        let stored_at = device.last_ingest_error.as_ref().map(|stored| stored.at);
+        let mut body = DeviceBody::from(device);
+        if let Some(recent) = app.platform.last_ingest_error(&body.id) {
+            if stored_at.is_none_or(|stored_at| stored_at <= recent.at.as_millis()) {
+                body.last_ingest_error = Some(IngestErrorBody {
+                    at: rfc3339(recent.at.as_millis()),
+                    source: recent.source.as_str().to_owned(),
+                    message: recent.message,
+                });
+            }
         }
+        body
     }
 }
 
 impl From<Device> for DeviceBody {
     fn from(device: Device) -> DeviceBody {
         DeviceBody {
-            last_ingest_error: None,
+            last_ingest_error: device.last_ingest_error.map(|stored| IngestErrorBody {
+                at: rfc3339(stored.at),
+                source: stored.source,
+                message: stored.message,
+            }),
             id: device.id.as_str().to_owned(),
             name: device.name,
             device_type: device.device_type,

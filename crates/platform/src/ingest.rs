@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use fleetwire_broker::{Inbound, Verdict};
 use fleetwire_formats::{Precision, parse_attributes, parse_line_protocol_each, parse_telemetry};
 use fleetwire_mqtt_codec::QoS;
-use fleetwire_registry::DeviceId;
+use fleetwire_registry::{DeviceId, IngestErrorRecord};
 use fleetwire_store::Timestamp;
 use parking_lot::Mutex;
 use smallvec::SmallVec;
@@ -140,22 +140,41 @@ impl<'a> DeviceTopic<'a> {
 /// The last ingest error of every device that had one.
 #[derive(Debug, Default)]
 pub(crate) struct LastErrors {
-    by_device: Mutex<HashMap<Arc<str>, IngestError>>,
+    /// Each device's last error, and when one was last handed to the registry.
+    by_device: Mutex<HashMap<Arc<str>, (IngestError, Timestamp)>>,
 }
 
+/// A device's errors go to the registry at most this often: a fleet flooding bad payloads
+/// costs a row update per device and second, not per message.
+const STORE_ERROR_EVERY_MS: i64 = 1000;
+
 impl LastErrors {
-    fn record(&self, device: &str, error: IngestError) {
+    /// Keeps `error` as the device's last; whether it should also be stored.
+    fn record(&self, device: &str, error: IngestError) -> bool {
+        let at = error.at;
         let mut by_device = self.by_device.lock();
         match by_device.get_mut(device) {
-            Some(slot) => *slot = error,
+            Some((slot, stored_at)) => {
+                *slot = error;
+                let is_due =
+                    at.as_millis().saturating_sub(stored_at.as_millis()) >= STORE_ERROR_EVERY_MS;
+                if is_due {
+                    *stored_at = at;
+                }
+                is_due
+            }
             None => {
-                by_device.insert(Arc::from(device), error);
+                by_device.insert(Arc::from(device), (error, at));
+                true
             }
         }
     }
 
     pub(crate) fn get(&self, device: &str) -> Option<IngestError> {
-        self.by_device.lock().get(device).cloned()
+        self.by_device
+            .lock()
+            .get(device)
+            .map(|(error, _)| error.clone())
     }
 
     pub(crate) fn forget(&self, device: &str) {
@@ -300,14 +319,22 @@ impl Inner {
         if self.directory.cached(device).is_none() {
             return Verdict::Invalid;
         }
-        self.last_errors.record(
-            device,
-            IngestError {
-                at: Timestamp::now(),
-                source,
-                message: error.to_string(),
-            },
-        );
+        let error = IngestError {
+            at: Timestamp::now(),
+            source,
+            message: error.to_string(),
+        };
+        let record = IngestErrorRecord {
+            at: error.at.as_millis(),
+            source: source.as_str().to_owned(),
+            message: error.message.clone(),
+        };
+        // Also in the registry (queued, written in batches), so it outlives a restart.
+        if self.last_errors.record(device, error) {
+            if let Ok(id) = DeviceId::new(device) {
+                self.registry.record_ingest_error(&id, record);
+            }
+        }
         Verdict::Invalid
     }
 
@@ -414,7 +441,31 @@ impl Inner {
 
 #[cfg(test)]
 mod tests {
-    use super::DeviceTopic;
+    use super::{DeviceTopic, IngestError, LastErrors, Source, Timestamp};
+
+    #[test]
+    fn a_device_s_errors_are_stored_at_most_once_a_second_and_the_newest_is_kept() {
+        let errors = LastErrors::default();
+        let error = |at: i64, message: &str| IngestError {
+            at: Timestamp::from_millis(at),
+            source: Source::Mqtt,
+            message: message.to_owned(),
+        };
+        let stored: Vec<bool> = [
+            (10_000, "a"),
+            (10_400, "b"),
+            (10_999, "c"),
+            (11_000, "d"),
+            (11_500, "e"),
+        ]
+        .into_iter()
+        .map(|(at, message)| errors.record("d1", error(at, message)))
+        .collect();
+        assert_eq!(stored, [true, false, false, true, false]);
+        assert_eq!(errors.get("d1"), Some(error(11_500, "e")));
+        // Each device on its own.
+        assert!(errors.record("d2", error(11_600, "f")));
+    }
 
     #[test]
     fn device_topics_are_recognised_and_nothing_else() {

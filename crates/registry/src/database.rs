@@ -2,7 +2,8 @@
 //! every query is written once, in SQL both accept (`$1` parameters, `BIGINT` for integers,
 //! `TEXT` for strings and JSON, no `BOOLEAN` because the `Any` driver cannot read SQLite's).
 //! Migrations are versioned, applied at open, each in its own transaction: 1 made devices,
-//! labels and API tokens, 2 rules, alarms and commands.
+//! labels and API tokens, 2 rules, alarms and commands, 3 the last ingest error of each
+//! device.
 
 use std::time::Duration;
 
@@ -240,6 +241,16 @@ const MIGRATIONS: &[Migration] = &[
             // The expiry sweep and the next deadline look only at unfinished commands.
             "CREATE INDEX commands_unfinished_expiry ON commands (expires_at)
             WHERE status IN ('pending', 'delivered')",
+        ],
+    },
+    Migration {
+        version: 3,
+        description: "the last ingest error of each device",
+        statements: &[
+            // All three set together, or all NULL (never rejected).
+            "ALTER TABLE devices ADD COLUMN last_ingest_error_at BIGINT",
+            "ALTER TABLE devices ADD COLUMN last_ingest_error_source TEXT",
+            "ALTER TABLE devices ADD COLUMN last_ingest_error TEXT",
         ],
     },
 ];

@@ -10,7 +10,10 @@ use sqlx::{Any, Row as _, Transaction};
 
 use crate::error::{database, is_unique_violation};
 use crate::types::MAX_LABELS;
-use crate::{Device, DeviceFilter, DeviceId, DevicePatch, Error, Labels, NewDevice, Page, Result};
+use crate::{
+    Device, DeviceFilter, DeviceId, DevicePatch, Error, IngestErrorRecord, Labels, NewDevice, Page,
+    Result,
+};
 
 /// Largest page.
 const MAX_PAGE: u32 = 1000;
@@ -21,7 +24,8 @@ const MERGE_ATTEMPTS: usize = 32;
 
 /// The columns `device_from_row` reads, in its order.
 const DEVICE_COLUMNS: &str = "d.id, d.name, d.device_type, d.labels, d.created_at, d.online, \
-     d.last_seen, d.attributes, CAST(CASE WHEN d.secret_hash IS NULL THEN 0 ELSE 1 END AS BIGINT)";
+     d.last_seen, d.attributes, CAST(CASE WHEN d.secret_hash IS NULL THEN 0 ELSE 1 END AS BIGINT), \
+     d.last_ingest_error_at, d.last_ingest_error_source, d.last_ingest_error";
 
 fn device_from_row(row: &AnyRow) -> Result<Device> {
     let id: String = row.try_get(0).map_err(database("reading a device"))?;
@@ -47,6 +51,17 @@ fn device_from_row(row: &AnyRow) -> Result<Device> {
             ))
         })?,
         has_credentials: row.try_get::<i64, _>(8).map_err(database(context()))? != 0,
+        last_ingest_error: match row
+            .try_get::<Option<i64>, _>(9)
+            .map_err(database(context()))?
+        {
+            Some(at) => Some(IngestErrorRecord {
+                at,
+                source: row.try_get(10).map_err(database(context()))?,
+                message: row.try_get(11).map_err(database(context()))?,
+            }),
+            None => None,
+        },
         id: DeviceId::new(id.clone())
             .map_err(|error| Error::Database(format!("{}: stored id: {error}", context())))?,
     };
@@ -83,6 +98,7 @@ pub(crate) async fn create(pool: &AnyPool, new: NewDevice, now: i64) -> Result<D
             last_seen: None,
             attributes: serde_json::Map::new(),
             has_credentials: false,
+            last_ingest_error: None,
         };
         match insert(pool, &device).await {
             Ok(()) => return Ok(device),

@@ -111,9 +111,9 @@ pub struct RegistryStats {
 }
 pub use types::{
     Alarm, AlarmFilter, AlarmId, AlarmStatus, ApiToken, CLEARED_BY_RULE, Command, CommandId,
-    CommandStatus, Device, DeviceFilter, DeviceId, DevicePatch, Labels, NewAlarm, NewCommand,
-    NewDevice, NewToken, Page, Role, Rule, RuleAction, RuleId, RuleMatch, RuleSpec, Severity,
-    TimestampMs, TokenId,
+    CommandStatus, Device, DeviceFilter, DeviceId, DevicePatch, IngestErrorRecord, Labels,
+    NewAlarm, NewCommand, NewDevice, NewToken, Page, Role, Rule, RuleAction, RuleId, RuleMatch,
+    RuleSpec, Severity, TimestampMs, TokenId,
 };
 
 use std::path::Path;
@@ -360,7 +360,14 @@ impl Registry {
         self.inner.presence.record(id, online, at);
     }
 
-    /// Waits until every presence update recorded so far is written.
+    /// Records the last rejected payload of a device. Never waits for the database: like
+    /// presence, errors are queued (only the newest per device) and written in batches,
+    /// so a flood of bad messages costs one row update per device and batch.
+    pub fn record_ingest_error(&self, id: &DeviceId, error: IngestErrorRecord) {
+        self.inner.presence.record_ingest_error(id, error);
+    }
+
+    /// Waits until every presence update and ingest error recorded so far is written.
     pub async fn flush_presence(&self) -> Result<()> {
         self.inner.presence.flush().await
     }

@@ -1,13 +1,14 @@
-//! Presence (online, last seen): recorded without waiting, written in batches by one
-//! background task.
+//! Presence (online, last seen) and the last ingest error of each device: recorded without
+//! waiting, written in batches by one background task.
 //!
-//! Who owns what: `PresenceQueue::state` (a mutex) holds the latest unwritten presence of
-//! each device, so a device that reconnects ten times between two writes costs one row
-//! update, and memory is bounded by the number of devices. The writer task owns the
-//! database side: it wakes on `wake`, lets a batch gather for up to the flush interval
-//! (less when someone waits in `flush` or the batch is large), writes it in one
-//! transaction and publishes, through the `written` watch channel, the sequence number of
-//! the last update it wrote. `flush` waits on that channel.
+//! Who owns what: `PresenceQueue::state` (a mutex) holds the latest unwritten presence and
+//! ingest error of each device, so a device that reconnects ten times, or sends a thousand
+//! bad payloads, between two writes costs one row update, and memory is bounded by the
+//! number of devices. The writer task owns the database side: it wakes on `wake`, lets a
+//! batch gather for up to the flush interval (less when someone waits in `flush` or the
+//! batch is large), writes it in one transaction and publishes, through the `written`
+//! watch channel, the sequence number of the last update it wrote. `flush` waits on that
+//! channel.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -18,7 +19,7 @@ use sqlx::AnyPool;
 use tokio::sync::{Notify, watch};
 
 use crate::error::database;
-use crate::{DeviceId, Error, Result, TimestampMs};
+use crate::{DeviceId, Error, IngestErrorRecord, Result, TimestampMs};
 
 /// A batch this large is written without waiting for the flush interval.
 const LARGE_BATCH: usize = 1000;
@@ -35,14 +36,31 @@ pub(crate) struct PresenceQueue {
 
 #[derive(Default)]
 struct State {
-    /// Latest unwritten presence per device.
-    pending: HashMap<DeviceId, Presence>,
+    /// Latest unwritten updates per device.
+    pending: HashMap<DeviceId, Pending>,
     /// Number of updates recorded so far: the sequence number of the latest one.
     recorded: u64,
     /// Someone waits in `flush`: write now rather than at the end of the interval.
     is_flush_requested: bool,
     /// The registry is closing: write what is left, then stop.
     is_closed: bool,
+}
+
+/// What is waiting to be written for one device; at least one of the two is set.
+#[derive(Default)]
+struct Pending {
+    presence: Option<Presence>,
+    ingest_error: Option<IngestErrorRecord>,
+}
+
+impl Pending {
+    /// Keeps what is newer here, takes the rest from `older` (a batch that failed).
+    fn or_older(&mut self, older: Pending) {
+        self.presence = self.presence.or(older.presence);
+        if self.ingest_error.is_none() {
+            self.ingest_error = older.ingest_error;
+        }
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -70,6 +88,22 @@ impl PresenceQueue {
     }
 
     pub(crate) fn record(&self, id: &DeviceId, online: bool, at: TimestampMs) {
+        self.update(id, |pending| {
+            pending.presence = Some(Presence { online, at });
+        });
+    }
+
+    pub(crate) fn record_ingest_error(&self, id: &DeviceId, mut error: IngestErrorRecord) {
+        let max = IngestErrorRecord::MAX_MESSAGE_CHARS;
+        if let Some((cut, _)) = error.message.char_indices().nth(max) {
+            error.message.truncate(cut);
+            error.message.pop();
+            error.message.push('…');
+        }
+        self.update(id, |pending| pending.ingest_error = Some(error));
+    }
+
+    fn update(&self, id: &DeviceId, change: impl FnOnce(&mut Pending)) {
         let should_wake = {
             let mut state = self.state.lock();
             if state.is_closed {
@@ -77,7 +111,7 @@ impl PresenceQueue {
             }
             state.recorded += 1;
             let was_empty = state.pending.is_empty();
-            state.pending.insert(id.clone(), Presence { online, at });
+            change(state.pending.entry(id.clone()).or_default());
             // The writer only needs waking to start a batch or to cut a large one short.
             was_empty || state.pending.len() == LARGE_BATCH
         };
@@ -165,9 +199,9 @@ impl PresenceQueue {
                 Err(error) => {
                     tracing::warn!(%error, devices = batch.len(), "writing presence failed; will retry");
                     let mut state = self.state.lock();
-                    for (id, presence) in batch {
+                    for (id, older) in batch {
                         // A newer update of the same device, recorded meanwhile, wins.
-                        state.pending.entry(id).or_insert(presence);
+                        state.pending.entry(id).or_default().or_older(older);
                     }
                     Some(error.to_string())
                 }
@@ -189,20 +223,37 @@ impl PresenceQueue {
     }
 }
 
-async fn write(pool: &AnyPool, batch: &HashMap<DeviceId, Presence>) -> Result<()> {
+async fn write(pool: &AnyPool, batch: &HashMap<DeviceId, Pending>) -> Result<()> {
     let updates: Vec<_> = batch.iter().collect();
     for chunk in updates.chunks(ROWS_PER_TRANSACTION) {
-        let context = "writing presence";
+        let context = "writing presence and ingest errors";
         let mut transaction = pool.begin().await.map_err(database(context))?;
-        for (id, presence) in chunk {
-            // Unknown devices match no row: presence of unregistered clients is ignored.
-            sqlx::query("UPDATE devices SET online = $1, last_seen = $2 WHERE id = $3")
-                .bind(i64::from(presence.online))
-                .bind(presence.at)
+        // Unknown devices match no row: updates of unregistered clients are ignored.
+        for (id, pending) in chunk {
+            if let Some(presence) = pending.presence {
+                sqlx::query("UPDATE devices SET online = $1, last_seen = $2 WHERE id = $3")
+                    .bind(i64::from(presence.online))
+                    .bind(presence.at)
+                    .bind(id.as_str())
+                    .execute(&mut *transaction)
+                    .await
+                    .map_err(database(context))?;
+            }
+            if let Some(error) = &pending.ingest_error {
+                // Another node may have written a newer one meanwhile.
+                sqlx::query(
+                    "UPDATE devices SET last_ingest_error_at = $1, last_ingest_error_source = $2, \
+                     last_ingest_error = $3 \
+                     WHERE id = $4 AND (last_ingest_error_at IS NULL OR last_ingest_error_at <= $1)",
+                )
+                .bind(error.at)
+                .bind(error.source.as_str())
+                .bind(error.message.as_str())
                 .bind(id.as_str())
                 .execute(&mut *transaction)
                 .await
                 .map_err(database(context))?;
+            }
         }
         transaction.commit().await.map_err(database(context))?;
     }

@@ -107,6 +107,27 @@ pub struct Device {
     pub attributes: serde_json::Map<String, serde_json::Value>,
     /// Whether the device has credentials.
     pub has_credentials: bool,
+    /// The last payload of the device that ingest rejected, as last written (ingest
+    /// errors are written in batches, like presence).
+    pub last_ingest_error: Option<IngestErrorRecord>,
+}
+
+/// A rejected payload of a device, and why: what `Registry::record_ingest_error` keeps
+/// per device, so it survives restarts and is seen by every node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IngestErrorRecord {
+    /// When it was rejected.
+    pub at: TimestampMs,
+    /// Where it came from (`mqtt`, `http`, `line_protocol`).
+    pub source: String,
+    /// Why, as the sender was told (at most [`IngestErrorRecord::MAX_MESSAGE_CHARS`]
+    /// characters are kept).
+    pub message: String,
+}
+
+impl IngestErrorRecord {
+    /// Longest message kept; a longer one is cut and ends with `…`.
+    pub const MAX_MESSAGE_CHARS: usize = 1000;
 }
 
 /// What `create_device` needs.

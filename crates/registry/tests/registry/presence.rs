@@ -1,8 +1,9 @@
-//! Presence: queued without waiting, written in batches, flushed on demand.
+//! Presence and last ingest errors: queued without waiting, written in batches, flushed on
+//! demand.
 
 use std::time::Duration;
 
-use fleetwire_registry::{DeviceFilter, DeviceId, NewDevice};
+use fleetwire_registry::{DeviceFilter, DeviceId, IngestErrorRecord, NewDevice};
 
 use crate::backend::{TestRegistry, on_both_backends};
 
@@ -13,6 +14,8 @@ on_both_backends!(
     presence_is_written_without_a_flush,
     large_backlog_is_written_completely,
     device_counts_follow_presence,
+    ingest_errors_are_stored_and_survive_a_restart,
+    an_older_ingest_error_does_not_replace_a_newer_one,
 );
 
 async fn create(test: &TestRegistry, name: &str) -> DeviceId {
@@ -132,4 +135,78 @@ async fn device_counts_follow_presence(test: TestRegistry) {
     assert_eq!(registry.count_devices().await.unwrap(), (3, 1));
     registry.delete_device(&first).await.unwrap();
     assert_eq!(registry.count_devices().await.unwrap(), (2, 0));
+}
+
+fn ingest_error(at: i64, message: &str) -> IngestErrorRecord {
+    IngestErrorRecord {
+        at,
+        source: "mqtt".to_owned(),
+        message: message.to_owned(),
+    }
+}
+
+async fn ingest_errors_are_stored_and_survive_a_restart(test: TestRegistry) {
+    let id = create(&test, "garbler").await;
+    assert_eq!(
+        test.registry.device(&id).await.unwrap().last_ingest_error,
+        None
+    );
+    test.registry.record_presence(&id, true, 1_000);
+    test.registry
+        .record_ingest_error(&id, ingest_error(1_500, "payload: expected JSON"));
+    test.registry
+        .record_ingest_error(&id, ingest_error(2_000, "field \"t\": expected a number"));
+    // An unknown device's error goes nowhere and does not fail the batch.
+    test.registry.record_ingest_error(
+        &DeviceId::new("stranger").unwrap(),
+        ingest_error(2_000, "nobody"),
+    );
+    test.registry.flush_presence().await.unwrap();
+    let device = test.registry.device(&id).await.unwrap();
+    assert!(device.online, "presence and the error share a batch");
+    assert_eq!(
+        device.last_ingest_error,
+        Some(ingest_error(2_000, "field \"t\": expected a number"))
+    );
+
+    // A long message is cut, on a character boundary.
+    let long = "é".repeat(IngestErrorRecord::MAX_MESSAGE_CHARS + 5);
+    test.registry
+        .record_ingest_error(&id, ingest_error(3_000, &long));
+    test.registry.flush_presence().await.unwrap();
+    let stored = test
+        .registry
+        .device(&id)
+        .await
+        .unwrap()
+        .last_ingest_error
+        .unwrap();
+    assert_eq!(
+        stored.message.chars().count(),
+        IngestErrorRecord::MAX_MESSAGE_CHARS
+    );
+    assert!(stored.message.ends_with("é…"));
+
+    test.registry.close().await;
+    let reopened = test.open_again().await;
+    assert_eq!(
+        reopened.device(&id).await.unwrap().last_ingest_error,
+        Some(stored)
+    );
+    reopened.close().await;
+}
+
+async fn an_older_ingest_error_does_not_replace_a_newer_one(test: TestRegistry) {
+    // Two nodes write the same device's errors: each batch keeps the newest.
+    let id = create(&test, "shared").await;
+    test.registry
+        .record_ingest_error(&id, ingest_error(5_000, "newer"));
+    test.registry.flush_presence().await.unwrap();
+    test.registry
+        .record_ingest_error(&id, ingest_error(4_000, "older, written later"));
+    test.registry.flush_presence().await.unwrap();
+    assert_eq!(
+        test.registry.device(&id).await.unwrap().last_ingest_error,
+        Some(ingest_error(5_000, "newer"))
+    );
 }
