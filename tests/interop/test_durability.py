@@ -7,6 +7,7 @@ whose PUBACK (or HTTP 200) arrived before the kill must be there, exactly."""
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -190,19 +191,27 @@ def test_every_acknowledged_point_survives_kill_9(tmp_path, uid, record_property
         _stop(second)
 
 
+@contextlib.contextmanager
+def _serving(tmp_path):
+    """`fleetwire serve` on the data directory in `tmp_path` (anonymous, the suite's admin
+    token) and an API client of it; stopped cleanly on exit."""
+    server = _start_fleetwire(tmp_path, anonymous=True, env={"FLEETWIRE_ADMIN_TOKEN": ADMIN_TOKEN})
+    try:
+        yield server, Api(server, ADMIN_TOKEN)
+    finally:
+        _stop(server)
+
+
 def test_data_rules_and_alarms_carry_on_across_a_restart(tmp_path, uid):
     """Stopped cleanly (the store flushes its head to segments) and started again on the
     same data directory: queries merge what was written before (now in segments) with what
     is written after, also inside the same time range; rules still watch, and an alarm
     raised before is cleared by its rule after."""
-    env = {"FLEETWIRE_ADMIN_TOKEN": ADMIN_TOKEN}
     device = f"restart-{uid}"
     before = [(BASE_MS + 1000 * index, index * 0.5 - 40) for index in range(300)]
     after = [(BASE_MS + 300_000 + 700 * index, 100 - index * 0.25) for index in range(200)]
     after += [(BASE_MS + 500 + 1000 * index, index * 1.5) for index in range(50)]  # between older points
-    first = _start_fleetwire(tmp_path, anonymous=True, env=env)
-    try:
-        api = Api(first, ADMIN_TOKEN)
+    with _serving(tmp_path) as (_, api):
         api.create_device(device)
         for chunk in range(0, len(before), 100):
             api.write(device, [{"ts": ts, "x": value} for ts, value in before[chunk : chunk + 100]])
@@ -212,12 +221,8 @@ def test_data_rules_and_alarms_carry_on_across_a_restart(tmp_path, uid):
         })  # fmt: skip
         api.write(device, {"ts": BASE_MS, "t": 40})
         alarm = wait_until(lambda: api.alarms(rule=hot["id"], status="active"), "alarm raised")[0]
-    finally:
-        _stop(first)
 
-    second = _start_fleetwire(tmp_path, anonymous=True, env=env)
-    try:
-        api = Api(second, ADMIN_TOKEN)
+    with _serving(tmp_path) as (_, api):
         api.write(device, [{"ts": ts, "x": value} for ts, value in after])
         everything = sorted(before + after)
         window = {"from": BASE_MS, "to": BASE_MS + 600_000}
@@ -237,18 +242,13 @@ def test_data_rules_and_alarms_carry_on_across_a_restart(tmp_path, uid):
         )
         assert cleared["clear_values"] == {"t": 15.0}
         assert len(api.alarms(rule=hot["id"])) == 1
-    finally:
-        _stop(second)
 
 
 def test_the_last_ingest_error_survives_a_restart(tmp_path, uid):
     """A device's last rejected payload is kept in the registry, not only in memory: after
     a restart the device still says what was wrong, until a newer rejection replaces it."""
-    env = {"FLEETWIRE_ADMIN_TOKEN": ADMIN_TOKEN}
     device = f"garbled-{uid}"
-    first = _start_fleetwire(tmp_path, anonymous=True, env=env)
-    try:
-        api = Api(first, ADMIN_TOKEN)
+    with _serving(tmp_path) as (_, api):
         api.create_device(device)
         response = api.post(
             f"/api/v1/devices/{device}/telemetry", data=b'{"t": "warm"}', headers={"Content-Type": "application/json"}
@@ -256,39 +256,26 @@ def test_the_last_ingest_error_survives_a_restart(tmp_path, uid):
         assert response.status == 400
         before = api.device(device)["last_ingest_error"]
         assert before["source"] == "http" and before["message"] == response.body["detail"], before
-    finally:
-        _stop(first)
 
-    second = _start_fleetwire(tmp_path, anonymous=True, env=env)
-    try:
-        api = Api(second, ADMIN_TOKEN)
+    with _serving(tmp_path) as (_, api):
         assert api.device(device)["last_ingest_error"] == before
         listed = [item for item in api.ok("GET", "/api/v1/devices?limit=1000")["items"] if item["id"] == device]
         assert listed[0]["last_ingest_error"] == before
         api.post(f"/api/v1/devices/{device}/telemetry", data=b"{}", headers={"Content-Type": "application/json"})
         after = api.device(device)["last_ingest_error"]
         assert after["at"] >= before["at"] and after["message"] != before["message"], after
-    finally:
-        _stop(second)
 
 
 def test_pending_commands_keep_their_deadlines_across_a_restart(tmp_path, uid):
     """A command to an offline device, sent before a restart, is still delivered when the
     device comes back before its deadline; one due during the restart expires."""
-    env = {"FLEETWIRE_ADMIN_TOKEN": ADMIN_TOKEN}
     sleeper = f"sleeper-{uid}"
-    first = _start_fleetwire(tmp_path, anonymous=True, env=env)
-    try:
-        api = Api(first, ADMIN_TOKEN)
+    with _serving(tmp_path) as (_, api):
         api.create_device(sleeper)
         waiting = api.send_command(sleeper, "update", timeout_s=60)
         due = api.send_command(sleeper, "soon", timeout_s=1)
-    finally:
-        _stop(first)
 
-    second = _start_fleetwire(tmp_path, anonymous=True, env=env)
-    try:
-        api = Api(second, ADMIN_TOKEN)
+    with _serving(tmp_path) as (second, api):
         wait_until(lambda: api.command(sleeper, due["id"])["status"] == "expired", "the due command expired", 5)
         assert api.command(sleeper, waiting["id"])["status"] == "pending"
         peer = Peer(second, sleeper)
@@ -301,5 +288,3 @@ def test_pending_commands_keep_their_deadlines_across_a_restart(tmp_path, uid):
             wait_until(lambda: api.command(sleeper, waiting["id"])["status"] == "delivered", "delivered")
         finally:
             peer.close()
-    finally:
-        _stop(second)
