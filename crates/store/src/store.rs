@@ -832,7 +832,9 @@ impl Inner {
     }
 
     /// Merges `inputs` (one partition, consecutive by sequence number) into one segment and
-    /// swaps it in. The caller holds the compaction lock.
+    /// swaps it in. The caller holds the compaction lock. Gives up, changing nothing, when
+    /// the store starts stopping: a merge of many segments takes seconds, and shutting
+    /// down should not wait for it (the next start compacts again).
     fn compact_segments(&self, inputs: &[Arc<Segment>]) -> Result<()> {
         let (Some(first), Some(last)) = (inputs.first(), inputs.last()) else {
             return Ok(());
@@ -853,6 +855,13 @@ impl Inner {
             inputs.iter().flat_map(|segment| segment.series()).collect();
         let mut builder = Builder::new(info);
         for id in series {
+            if self.signal.lock().is_stopping {
+                tracing::debug!(
+                    inputs = inputs.len(),
+                    "compaction abandoned: the store is stopping"
+                );
+                return Ok(());
+            }
             let mut runs = Vec::with_capacity(inputs.len());
             for segment in inputs {
                 let mut run: Run = (Vec::new(), Vec::new());
@@ -1091,6 +1100,53 @@ mod tests {
             std::thread::sleep(Duration::from_millis(5));
         }
         true
+    }
+
+    #[test]
+    fn a_compaction_gives_up_without_a_trace_when_the_store_stops() {
+        let config = StoreConfig {
+            compaction_fan_in: usize::MAX,
+            ..StoreConfig::default()
+        };
+        let opened = opened("compaction-stops", config);
+        let store = opened.store.clone().unwrap();
+        for batch in 0..2 {
+            write_points(&store, batch * 100, 100);
+            store.flush().unwrap();
+        }
+        let inputs: Vec<Arc<Segment>> = store
+            .inner()
+            .state
+            .read()
+            .segments
+            .values()
+            .flatten()
+            .cloned()
+            .collect();
+        assert_eq!(inputs.len(), 2);
+        let files = || {
+            std::fs::read_dir(&store.inner().segment_directory)
+                .unwrap()
+                .count()
+        };
+        let files_before = files();
+
+        store.inner().signal.lock().is_stopping = true;
+        store.inner().compact_segments(&inputs).unwrap();
+        assert_eq!(store.stats().segments, 2);
+        assert_eq!(files(), files_before, "no output file left behind");
+        assert_eq!(
+            store
+                .range(
+                    "d",
+                    "t",
+                    Timestamp::from_millis(0),
+                    Timestamp::from_millis(200)
+                )
+                .unwrap()
+                .len(),
+            200
+        );
     }
 
     #[test]
