@@ -44,7 +44,7 @@ def mine(*device_ids: str):
 
 def test_telemetry_events_carry_device_time_and_fields(api, devices, streams, uid):
     device = f"tele-{uid}"
-    stream = streams({"devices": device})
+    stream = streams({"devices": device, "kinds": "telemetry"})
     peer = devices(device)
     rows = [
         {"ts": BASE_MS + 1, "temperature": 21.5, "ok": True},

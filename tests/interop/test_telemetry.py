@@ -235,6 +235,26 @@ def test_mqtt_qos_0_telemetry_is_stored_too(api, devices, uid):
     assert points == {"v": [(BASE_MS + index, float(index)) for index in range(10)]}
 
 
+def test_an_anonymous_client_publishing_as_a_device_makes_it_present(api, devices, uid):
+    """Development mode: a client without credentials that publishes as a device counts as
+    that device's connection once its data is taken, so the device shows online while it
+    sends and offline once it leaves, as a device that logs in does."""
+    device = f"anon-{uid}"
+    peer = devices(f"client-of-{uid}")
+    # A rejected first message (the device is then not even registered) changes nothing.
+    peer.publish(f"devices/{device}/telemetry", b"{not json", qos=1)
+    peer.publish(f"devices/{device}/telemetry", json.dumps({"t": 1}), qos=1)
+    wait_until(lambda: api.device(device)["online"], "device online")
+    # Only the first device a client publishes as counts.
+    peer.publish(f"devices/other-{uid}/telemetry", json.dumps({"t": 2}), qos=1)
+    peer.disconnect()
+    device_body = wait_until(
+        lambda: (lambda got: got if not got["online"] else None)(api.device(device)), "device offline"
+    )
+    assert device_body["last_seen"] is not None
+    assert api.device(f"other-{uid}")["last_seen"] is None
+
+
 def test_mqtt_wrong_device_in_the_flat_form_is_refused(api, devices, uid):
     device = f"flat-{uid}"
     peer = devices(device, protocol=V5)

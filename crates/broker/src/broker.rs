@@ -72,6 +72,10 @@ struct Shared {
     /// revoking a device reaches all of them and presence changes only on the first and
     /// last. Locked alone, or before one session's mutex.
     devices: Mutex<HashMap<Arc<str>, DeviceConnections>>,
+    /// Anonymous connections (development mode) that publish as a device: generation →
+    /// device, so that they count as its connections for presence until they close.
+    /// Locked alone.
+    anonymous_devices: Mutex<HashMap<u64, Arc<str>>>,
     subscriptions: RwLock<TopicTree<SubscriptionKey, Subscriber>>,
     retained: RwLock<Retained>,
     stats: Stats,
@@ -187,6 +191,7 @@ impl Broker {
                 failed_logins,
                 sessions: Mutex::new(HashMap::new()),
                 devices: Mutex::new(HashMap::new()),
+                anonymous_devices: Mutex::new(HashMap::new()),
                 subscriptions: RwLock::new(TopicTree::default()),
                 retained: RwLock::new(Retained::default()),
                 stats: Stats::default(),
@@ -250,6 +255,35 @@ impl Broker {
     /// Whether `device` has at least one open connection.
     pub fn is_device_connected(&self, device: &str) -> bool {
         self.shared.devices.lock().contains_key(device)
+    }
+
+    /// An anonymous connection published as `device` and the platform took it: from now
+    /// until it closes it counts as one of the device's connections (presence, and the
+    /// device's revocation reaches it). Only its first device counts; later calls do
+    /// nothing.
+    pub(crate) fn anonymous_publisher_is(
+        &self,
+        device: &Arc<str>,
+        session: &Arc<Session>,
+        generation: u64,
+    ) {
+        {
+            let mut anonymous = self.shared.anonymous_devices.lock();
+            if anonymous.contains_key(&generation) {
+                return;
+            }
+            anonymous.insert(generation, Arc::clone(device));
+        }
+        self.add_device_connection(device, session, generation);
+    }
+
+    /// The device the anonymous connection `generation` publishes as, if any.
+    pub(crate) fn anonymous_device(&self, generation: u64) -> Option<Arc<str>> {
+        self.shared
+            .anonymous_devices
+            .lock()
+            .get(&generation)
+            .cloned()
     }
 
     /// Remembers the connection of a device; the first one makes it present.
@@ -443,6 +477,11 @@ impl Broker {
             .fetch_sub(1, Ordering::Relaxed);
         if let Some(device) = access.device() {
             self.remove_device_connection(device, generation);
+        } else {
+            let anonymous = self.shared.anonymous_devices.lock().remove(&generation);
+            if let Some(device) = anonymous {
+                self.remove_device_connection(&device, generation);
+            }
         }
         let is_persistent = {
             let mut state = session.state.lock();

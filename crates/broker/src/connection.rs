@@ -447,6 +447,11 @@ impl Established {
             is_resending,
         }));
         let config = broker.config();
+        // A parked connection comes back here: it keeps the device it published as.
+        let anonymous_device = match access {
+            Access::Full => broker.anonymous_device(generation),
+            Access::Device(_) => None,
+        };
         let connection = Connection {
             max_packet_size: config.max_packet_size,
             slow_consumer_grace: config.slow_consumer_grace,
@@ -454,6 +459,7 @@ impl Established {
             session,
             generation,
             access,
+            anonymous_device,
             version,
             session_expiry_at_connect,
             outbox: Vec::new(),
@@ -844,6 +850,8 @@ struct Connection {
     generation: u64,
     /// What this client may publish and subscribe to.
     access: Access,
+    /// The device an anonymous client published as first (see `settle_ingest`).
+    anonymous_device: Option<Arc<str>>,
     version: ProtocolVersion,
     max_packet_size: usize,
     session_expiry_at_connect: u32,
@@ -861,6 +869,12 @@ struct Connection {
     signals: Arc<Signals>,
     /// Acknowledgements this task writes itself (see [`Connection::write_outbox`]).
     direct_out: BytesMut,
+}
+
+/// The device of a `devices/{id}/...` topic.
+fn device_of_topic(topic: &str) -> Option<&str> {
+    let (device, _) = topic.strip_prefix("devices/")?.split_once('/')?;
+    (!device.is_empty()).then_some(device)
 }
 
 /// An acknowledgement held back until the platform has judged its message.
@@ -1064,7 +1078,23 @@ impl Connection {
         };
         let batch = std::mem::take(&mut self.ingest_batch);
         let count = batch.len();
+        // An anonymous client publishing as a device is that device's connection, once
+        // the platform took a message of it (so the device is registered).
+        let anonymous_device = match (&self.access, &self.anonymous_device) {
+            (Access::Full, None) => batch.iter().enumerate().find_map(|(index, inbound)| {
+                device_of_topic(inbound.topic.as_str())
+                    .map(|device| (index, Arc::<str>::from(device)))
+            }),
+            _ => None,
+        };
         let verdicts = ingest.ingest(batch).await;
+        if let Some((index, device)) = anonymous_device {
+            if matches!(verdicts.get(index), Some(Verdict::Accepted)) {
+                self.broker
+                    .anonymous_publisher_is(&device, &self.session, self.generation);
+                self.anonymous_device = Some(device);
+            }
+        }
         let acks = std::mem::take(&mut self.ingest_acks);
         let mut failed: Vec<usize> = Vec::new();
         for (index, ack) in acks.into_iter().enumerate() {
