@@ -149,23 +149,30 @@ pub(crate) struct LastErrors {
 const STORE_ERROR_EVERY_MS: i64 = 1000;
 
 impl LastErrors {
-    /// Keeps `error` as the device's last; whether it should also be stored.
-    fn record(&self, device: &str, error: IngestError) -> bool {
+    /// Keeps `error` as the device's last; what to store in the registry, when it is due.
+    fn record(&self, device: &str, error: IngestError) -> Option<IngestErrorRecord> {
         let at = error.at;
+        let to_store = |error: &IngestError| IngestErrorRecord {
+            at: at.as_millis(),
+            source: error.source.as_str().to_owned(),
+            message: error.message.clone(),
+        };
         let mut by_device = self.by_device.lock();
         match by_device.get_mut(device) {
             Some((slot, stored_at)) => {
-                *slot = error;
                 let is_due =
                     at.as_millis().saturating_sub(stored_at.as_millis()) >= STORE_ERROR_EVERY_MS;
-                if is_due {
+                let stored = is_due.then(|| {
                     *stored_at = at;
-                }
-                is_due
+                    to_store(&error)
+                });
+                *slot = error;
+                stored
             }
             None => {
+                let stored = to_store(&error);
                 by_device.insert(Arc::from(device), (error, at));
-                true
+                Some(stored)
             }
         }
     }
@@ -324,15 +331,10 @@ impl Inner {
             source,
             message: error.to_string(),
         };
-        let record = IngestErrorRecord {
-            at: error.at.as_millis(),
-            source: source.as_str().to_owned(),
-            message: error.message.clone(),
-        };
         // Also in the registry (queued, written in batches), so it outlives a restart.
-        if self.last_errors.record(device, error) {
+        if let Some(stored) = self.last_errors.record(device, error) {
             if let Ok(id) = DeviceId::new(device) {
-                self.registry.record_ingest_error(&id, record);
+                self.registry.record_ingest_error(&id, stored);
             }
         }
         Verdict::Invalid
@@ -459,12 +461,16 @@ mod tests {
             (11_500, "e"),
         ]
         .into_iter()
-        .map(|(at, message)| errors.record("d1", error(at, message)))
+        .map(|(at, message)| errors.record("d1", error(at, message)).is_some())
         .collect();
         assert_eq!(stored, [true, false, false, true, false]);
         assert_eq!(errors.get("d1"), Some(error(11_500, "e")));
         // Each device on its own.
-        assert!(errors.record("d2", error(11_600, "f")));
+        let stored = errors.record("d2", error(11_600, "f")).unwrap();
+        assert_eq!(
+            (stored.at, stored.source.as_str(), stored.message.as_str()),
+            (11_600, "mqtt", "f")
+        );
     }
 
     #[test]
