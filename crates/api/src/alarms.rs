@@ -6,14 +6,14 @@ use std::collections::BTreeMap;
 
 use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
-use fleetwire_registry::{Alarm, AlarmFilter, AlarmId, AlarmStatus, DeviceId, RuleId, Severity};
+use fleetwire_model::{Alarm, AlarmFilter, AlarmId, AlarmStatus, DeviceId, RuleId, Severity};
+use fleetwire_time::rfc3339;
 use serde::Serialize;
 
 use crate::AppState;
 use crate::auth::{Authorized, Operator, Viewer};
 use crate::params::parse_limit;
 use crate::problem::Problem;
-use crate::timestamp::rfc3339;
 
 /// An alarm, as the API shows it.
 #[derive(Debug, Serialize, utoipa::ToSchema)]

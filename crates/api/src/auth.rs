@@ -8,7 +8,7 @@ use std::marker::PhantomData;
 use axum::extract::FromRequestParts;
 use axum::http::header;
 use axum::http::request::Parts;
-use fleetwire_registry::{ApiToken, Role};
+use fleetwire_model::{ApiToken, Role};
 
 use crate::AppState;
 use crate::problem::Problem;

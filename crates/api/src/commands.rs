@@ -8,8 +8,9 @@ use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use fleetwire_model::{Command, CommandId, DeviceId};
 use fleetwire_platform::{CommandRequest, DEFAULT_COMMAND_TIMEOUT};
-use fleetwire_registry::{Command, CommandId, DeviceId};
+use fleetwire_time::rfc3339;
 use serde::{Deserialize, Serialize};
 
 use crate::AppState;
@@ -17,7 +18,6 @@ use crate::auth::{Authorized, Operator, Viewer};
 use crate::devices::DevicePath;
 use crate::params::Pagination;
 use crate::problem::{Json, Problem};
-use crate::timestamp::rfc3339;
 
 /// What `POST .../commands` takes.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]

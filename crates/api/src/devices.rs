@@ -7,13 +7,14 @@ use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use fleetwire_registry::{Device, DeviceFilter, DeviceId, DevicePatch, Error, NewDevice};
+use fleetwire_model::{Device, DeviceFilter, DeviceId, DevicePatch, NewDevice};
+use fleetwire_registry::Error;
+use fleetwire_time::rfc3339;
 use serde::{Deserialize, Serialize};
 
 use crate::AppState;
 use crate::auth::{Authorized, Operator, Viewer};
 use crate::problem::{Json, Problem};
-use crate::timestamp::rfc3339;
 
 /// Largest page a listing returns.
 const MAX_LIMIT: u32 = 1000;

@@ -17,7 +17,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use fleetwire_formats::Precision;
-use fleetwire_registry::Role;
+use fleetwire_model::Role;
 
 use crate::AppState;
 use crate::problem::{Problem, RawBody};

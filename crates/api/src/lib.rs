@@ -35,7 +35,6 @@ mod problem;
 mod rules;
 mod stream;
 mod telemetry;
-mod timestamp;
 mod tokens;
 
 use std::sync::Arc;

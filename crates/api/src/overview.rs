@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use axum::extract::State;
-use fleetwire_registry::{AlarmStatus, Severity};
+use fleetwire_model::{AlarmStatus, Severity};
 use serde::Serialize;
 
 use crate::AppState;

@@ -235,7 +235,7 @@ impl From<Error> for Problem {
             Error::InvalidCursor => Problem::bad_request(
                 "invalid cursor: pass the next_cursor of a previous page unchanged",
             ),
-            Error::Database(_) | Error::Internal(_) => {
+            Error::Database { .. } | Error::Internal(_) => {
                 tracing::error!(%error, "registry failed");
                 Problem::internal()
             }
@@ -245,6 +245,12 @@ impl From<Error> for Problem {
                 Problem::internal()
             }
         }
+    }
+}
+
+impl From<fleetwire_model::Error> for Problem {
+    fn from(error: fleetwire_model::Error) -> Problem {
+        Problem::new(Kind::ValidationFailed, error.to_string())
     }
 }
 

@@ -8,14 +8,14 @@ use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use fleetwire_registry::{DeviceId, Rule, RuleAction, RuleId, RuleMatch, RuleSpec, Severity};
+use fleetwire_model::{DeviceId, Rule, RuleAction, RuleId, RuleMatch, RuleSpec, Severity};
+use fleetwire_time::rfc3339;
 use serde::{Deserialize, Serialize};
 
 use crate::AppState;
 use crate::auth::{Authorized, Operator, Viewer};
 use crate::params::{Pagination, parse_duration};
 use crate::problem::{Json, Problem};
-use crate::timestamp::rfc3339;
 
 /// Which devices a rule watches; every part given must hold, none given means every
 /// device.

@@ -23,8 +23,8 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgr
 use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::response::Response;
+use fleetwire_model::Role;
 use fleetwire_platform::{Event, EventKinds, Subscription};
-use fleetwire_registry::Role;
 use futures_util::{SinkExt as _, StreamExt as _};
 use tokio::sync::broadcast::error::RecvError;
 

@@ -10,7 +10,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
-use fleetwire_registry::DeviceId;
+use fleetwire_model::DeviceId;
 use fleetwire_store::{Aggregation, Timestamp};
 use serde::Serialize;
 

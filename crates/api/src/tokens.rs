@@ -4,13 +4,13 @@ use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use fleetwire_registry::{ApiToken, NewToken, Role, TokenId};
+use fleetwire_model::{ApiToken, NewToken, Role, TokenId};
+use fleetwire_time::rfc3339;
 use serde::{Deserialize, Serialize};
 
 use crate::AppState;
 use crate::auth::{Admin, Authorized};
 use crate::problem::{Json, Problem};
-use crate::timestamp::rfc3339;
 
 /// What a token may do.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, utoipa::ToSchema)]

@@ -16,8 +16,9 @@ use fleetwire_api::ApiState;
 use fleetwire_broker::{
     Access, Authenticator, BoxFuture, Broker, BrokerConfig, Credentials, Denial, Hooks,
 };
+use fleetwire_model::DeviceId;
 use fleetwire_platform::{Platform, PlatformConfig};
-use fleetwire_registry::{DeviceId, Registry};
+use fleetwire_registry::Registry;
 use fleetwire_store::{Store, StoreConfig};
 use serde_json::{Value, json};
 use ureq::http;

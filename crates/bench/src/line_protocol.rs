@@ -24,7 +24,7 @@ use std::net::SocketAddr;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use tokio::sync::mpsc;
@@ -543,9 +543,7 @@ pub async fn run(
         first_error: Mutex::new(None),
     });
 
-    let start_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |since| since.as_millis() as i64);
+    let start_ms = fleetwire_time::Timestamp::now().as_millis();
     // Whole reading steps, so timestamps in seconds stay exact.
     let step_ms = config.step.as_millis() as i64;
     let start_ms = start_ms - start_ms.rem_euclid(step_ms.max(1));

@@ -12,7 +12,7 @@ use anyhow::{Context, bail};
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use fleetwire_broker::BrokerConfig;
-use fleetwire_registry::{RuleId, RuleSpec};
+use fleetwire_model::{RuleId, RuleSpec};
 use serde::{Deserialize, Serialize};
 
 use crate::cli::{LogFormat, ServeArgs};

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use fleetwire_broker::Broker;
+use fleetwire_model::{DeviceId, NewDevice, RuleAction, RuleId, RuleMatch, RuleSpec, Severity};
 use fleetwire_platform::Platform;
-use fleetwire_registry::{DeviceId, NewDevice, RuleAction, RuleId, RuleMatch, RuleSpec, Severity};
 use fleetwire_sim::{DeviceCredential, Devices, SimConfig, Simulator};
 
 /// Sites the demo devices are spread over (the `site` label).

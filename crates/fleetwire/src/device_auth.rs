@@ -5,11 +5,11 @@
 //! Glue only: the broker knows nothing of the registry, the registry nothing of MQTT.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use fleetwire_broker::{Access, Authenticator, BoxFuture, Credentials, Denial};
+use fleetwire_model::DeviceId;
 use fleetwire_platform::Platform;
-use fleetwire_registry::{DeviceId, Registry};
+use fleetwire_registry::Registry;
 
 /// Checks device credentials against the registry.
 pub(crate) struct RegistryAuthenticator {
@@ -56,9 +56,5 @@ impl Authenticator for RegistryAuthenticator {
 }
 
 fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| {
-            i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX)
-        })
+    fleetwire_time::Timestamp::now().as_millis()
 }

@@ -6,8 +6,9 @@ use std::sync::Arc;
 use anyhow::Context;
 use axum::serve::ListenerExt;
 use fleetwire_broker::{Broker, Hooks};
+use fleetwire_model::{RuleId, RuleSpec};
 use fleetwire_platform::{Error as PlatformError, Platform};
-use fleetwire_registry::{Registry, RuleId, RuleSpec};
+use fleetwire_registry::Registry;
 use fleetwire_store::Store;
 use tokio::net::TcpListener;
 

@@ -3,9 +3,7 @@
 
 use std::fmt;
 
-use fleetwire_store::Timestamp;
-
-const DAY_MS: i64 = 86_400_000;
+use fleetwire_time::{DAY_MS, Timestamp, civil_from_days};
 
 /// 3000-01-01T00:00:00Z in milliseconds since the epoch.
 const YEAR_3000_MS: i64 = 32_503_680_000_000;
@@ -85,26 +83,6 @@ impl fmt::Display for Date {
         }
         Ok(())
     }
-}
-
-/// The proleptic Gregorian (year, month, day) of `days` since 1970-01-01 (Howard
-/// Hinnant's `civil_from_days`).
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let shifted = days + 719_468;
-    let era = shifted.div_euclid(146_097);
-    let day_of_era = shifted.rem_euclid(146_097);
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let month_index = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
-    let month = if month_index < 10 {
-        month_index + 3
-    } else {
-        month_index - 9
-    };
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
-    (year, month, day)
 }
 
 #[cfg(test)]

@@ -26,11 +26,9 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
+use fleetwire_model::{AlarmId, DeviceId, NewAlarm, Rule, RuleAction, RuleId};
 use fleetwire_mqtt_codec::{QoS, TopicName};
-use fleetwire_registry::{AlarmId, DeviceId, NewAlarm, Rule, RuleAction, RuleId};
-use fleetwire_rules::{
-    Action, DeviceInfo, DeviceSelector, Engine, RuleDefinition, Transition, TransitionKind,
-};
+use fleetwire_rules::{Engine, RuleDefinition, Transition, TransitionKind};
 use fleetwire_store::Timestamp;
 use smallvec::SmallVec;
 use tokio::sync::{mpsc, oneshot};
@@ -74,52 +72,9 @@ pub(crate) enum RulesInput {
     },
 }
 
-/// A rule's definition as the engine takes it, from the registry's stored form.
-pub(crate) fn definition(rule: &Rule) -> Result<RuleDefinition> {
-    let spec = &rule.spec;
-    let severity = match spec.severity {
-        fleetwire_registry::Severity::Low => fleetwire_rules::Severity::Low,
-        fleetwire_registry::Severity::Medium => fleetwire_rules::Severity::Medium,
-        fleetwire_registry::Severity::High => fleetwire_rules::Severity::High,
-        fleetwire_registry::Severity::Critical => fleetwire_rules::Severity::Critical,
-    };
-    let actions = spec
-        .actions
-        .iter()
-        .map(|action| match action {
-            RuleAction::Alarm => Action::Alarm,
-            RuleAction::Webhook { url } => Action::Webhook { url: url.clone() },
-            RuleAction::Republish { topic } => Action::Republish {
-                topic: topic.clone(),
-            },
-            RuleAction::Command { name, params } => Action::Command {
-                name: name.clone(),
-                params: params.to_string(),
-            },
-        })
-        .collect();
-    Ok(RuleDefinition {
-        id: fleetwire_rules::RuleId::new(rule.id.as_str())
-            .map_err(|error| Error::Invalid(error.to_string()))?,
-        name: spec.name.clone(),
-        selector: DeviceSelector {
-            devices: spec
-                .matcher
-                .devices
-                .iter()
-                .map(|id| id.as_str().to_owned())
-                .collect(),
-            device_type: spec.matcher.device_type.clone(),
-            labels: spec.matcher.labels.clone(),
-        },
-        condition: spec.condition.clone(),
-        for_duration: spec
-            .for_ms
-            .map(|millis| Duration::from_millis(millis.max(0) as u64)),
-        clear: spec.clear.clone(),
-        severity,
-        actions,
-    })
+/// A rule's definition as the engine takes it.
+pub(crate) fn definition(rule: &Rule) -> RuleDefinition {
+    RuleDefinition::new(rule.id.clone(), &rule.spec)
 }
 
 /// What the actions task is told, in the order the rules task decided it.
@@ -188,11 +143,7 @@ fn evaluate(
                     };
                     let fields: SmallVec<[(&str, f64); 16]> = row.fields().collect();
                     engine.evaluate(
-                        &DeviceInfo {
-                            id: &device.id,
-                            device_type: &device.device_type,
-                            labels: &device.labels,
-                        },
+                        &device,
                         row.timestamp.as_millis(),
                         &fields,
                         &mut transitions,
@@ -417,7 +368,7 @@ async fn clear_open_alarm(
     device: &DeviceId,
     cached: Option<AlarmId>,
     values: Vec<(String, f64)>,
-) -> Result<Option<Arc<fleetwire_registry::Alarm>>> {
+) -> Result<Option<Arc<fleetwire_model::Alarm>>> {
     if let Some(id) = cached {
         match clear_alarm(inner, &id, "rule", values.clone()).await {
             Ok(cleared) => return Ok(Some(cleared)),
@@ -438,7 +389,7 @@ pub(crate) async fn clear_alarm(
     id: &AlarmId,
     by: &str,
     values: Vec<(String, f64)>,
-) -> Result<Arc<fleetwire_registry::Alarm>> {
+) -> Result<Arc<fleetwire_model::Alarm>> {
     let alarm = Arc::new(
         inner
             .registry
@@ -454,7 +405,7 @@ fn alarm_document(
     rule: &Rule,
     transition: &Transition,
     values: &[(String, f64)],
-    alarm: Option<&fleetwire_registry::Alarm>,
+    alarm: Option<&fleetwire_model::Alarm>,
 ) -> serde_json::Value {
     let values: serde_json::Map<String, serde_json::Value> = values
         .iter()

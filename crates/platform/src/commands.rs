@@ -21,8 +21,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use fleetwire_formats::{CommandStatus as ResponseStatus, parse_command_response};
+use fleetwire_model::{Command, CommandId, DeviceId, NewCommand};
 use fleetwire_mqtt_codec::{QoS, TopicName};
-use fleetwire_registry::{Command, CommandId, DeviceId, NewCommand};
 use fleetwire_store::Timestamp;
 use parking_lot::Mutex;
 use tokio::sync::{Notify, mpsc};

@@ -6,31 +6,11 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use fleetwire_registry::{Device, DeviceId, Labels, NewDevice, Registry};
+use fleetwire_model::{Device, DeviceId, DeviceInfo, NewDevice};
+use fleetwire_registry::Registry;
 use parking_lot::RwLock;
 
 use crate::error::{Error, Result};
-
-/// A device as rules and ingest see it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct DeviceInfo {
-    /// Its id.
-    pub id: Arc<str>,
-    /// Its type (empty when not given).
-    pub device_type: String,
-    /// Its labels.
-    pub labels: Labels,
-}
-
-impl DeviceInfo {
-    fn of(device: &Device) -> DeviceInfo {
-        DeviceInfo {
-            id: Arc::from(device.id.as_str()),
-            device_type: device.device_type.clone(),
-            labels: device.labels.clone(),
-        }
-    }
-}
 
 /// The cache of known devices in front of the registry.
 pub(crate) struct Directory {
@@ -96,10 +76,10 @@ impl Directory {
 
     /// Remembers (or refreshes) what the registry says of a device.
     pub(crate) fn remember(&self, device: &Device) -> Arc<DeviceInfo> {
-        let info = Arc::new(DeviceInfo::of(device));
+        let info = Arc::new(DeviceInfo::from(device));
         self.known
             .write()
-            .insert(Arc::clone(&info.id), Arc::clone(&info));
+            .insert(Arc::from(info.id.as_str()), Arc::clone(&info));
         info
     }
 

@@ -64,6 +64,15 @@ impl From<fleetwire_registry::Error> for Error {
     }
 }
 
+impl From<fleetwire_model::Error> for Error {
+    fn from(error: fleetwire_model::Error) -> Error {
+        match error {
+            fleetwire_model::Error::Invalid(message) => Error::Invalid(message),
+            other => Error::Invalid(other.to_string()),
+        }
+    }
+}
+
 impl From<fleetwire_store::Error> for Error {
     fn from(error: fleetwire_store::Error) -> Error {
         match error {

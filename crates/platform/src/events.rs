@@ -28,7 +28,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use fleetwire_registry::{Alarm, Command};
+use fleetwire_model::{Alarm, Command};
 use fleetwire_store::Timestamp;
 use parking_lot::RwLock;
 use smallvec::SmallVec;

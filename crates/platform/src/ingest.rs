@@ -12,8 +12,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use fleetwire_broker::{Inbound, Verdict};
 use fleetwire_formats::{Precision, parse_attributes, parse_line_protocol_each, parse_telemetry};
+use fleetwire_model::{DeviceId, IngestErrorRecord};
 use fleetwire_mqtt_codec::QoS;
-use fleetwire_registry::{DeviceId, IngestErrorRecord};
 use fleetwire_store::Timestamp;
 use parking_lot::Mutex;
 use smallvec::SmallVec;
@@ -298,9 +298,7 @@ impl Inner {
     ) -> Result<()> {
         let info = self.directory.resolve(device, may_register).await?;
         let attributes = parse_attributes(payload)?;
-        let id = DeviceId::new(&*info.id)
-            .map_err(|error| Error::InvalidDevice(format!("device id {device:?}: {error}")))?;
-        self.registry.merge_attributes(&id, attributes).await?;
+        self.registry.merge_attributes(&info.id, attributes).await?;
         Ok(())
     }
 

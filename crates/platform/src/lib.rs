@@ -54,9 +54,9 @@ mod writer;
 
 pub use batch::{PointBatch, Row};
 pub use commands::CommandRequest;
-pub use directory::DeviceInfo;
 pub use error::{Error, Result};
 pub use events::{EVENT_BUFFER, Event, EventHub, EventKinds, Subscription};
+pub use fleetwire_model::DeviceInfo;
 pub use ingest::{IngestError, IngestStats, Source, WriteReport};
 pub use platform::{
     DEFAULT_COMMAND_TIMEOUT, IngestRates, Platform, PlatformConfig, PlatformStats, SourceCounts,

@@ -19,10 +19,10 @@ use std::time::Duration;
 
 use fleetwire_broker::{BoxFuture, Broker, Inbound, Ingest, Verdict};
 use fleetwire_formats::{Limits, Precision};
-use fleetwire_registry::{
-    Alarm, AlarmFilter, AlarmId, Command, CommandId, Device, DeviceId, Page, Registry, Rule,
-    RuleAction, RuleId, RuleSpec,
+use fleetwire_model::{
+    Alarm, AlarmFilter, AlarmId, Command, CommandId, Device, DeviceId, Page, Rule, RuleId, RuleSpec,
 };
+use fleetwire_registry::Registry;
 use fleetwire_rules::Engine;
 use fleetwire_store::{Stats as StoreStats, Store, Timestamp};
 use parking_lot::Mutex;
@@ -173,11 +173,7 @@ impl Platform {
             if !rule.spec.enabled {
                 continue;
             }
-            match automation::definition(&rule).and_then(|definition| {
-                engine
-                    .insert(definition)
-                    .map_err(|error| Error::Invalid(error.to_string()))
-            }) {
+            match engine.insert(automation::definition(&rule)) {
                 Ok(_) => {}
                 Err(error) => tracing::error!(rule = %rule.id, %error, "stored rule skipped"),
             }
@@ -426,7 +422,7 @@ impl Platform {
     /// expression and the position. Needs no running platform (the configuration file's
     /// rules are checked before anything starts).
     pub fn validate_rule(id: Option<&RuleId>, spec: &RuleSpec) -> Result<()> {
-        validate_actions(&spec.actions)?;
+        spec.check()?;
         let rule = Rule {
             id: match id {
                 Some(id) => id.clone(),
@@ -436,8 +432,7 @@ impl Platform {
             created_at: 0,
             updated_at: 0,
         };
-        let definition = automation::definition(&rule)?;
-        definition
+        automation::definition(&rule)
             .validate()
             .map_err(|error| Error::InvalidExpression {
                 position: error.position(),
@@ -463,7 +458,7 @@ impl Platform {
 
     async fn apply_rule(&self, rule: &Rule) -> Result<()> {
         let input = if rule.spec.enabled {
-            RulesInput::Upsert(Box::new(automation::definition(rule)?))
+            RulesInput::Upsert(Box::new(automation::definition(rule)))
         } else {
             RulesInput::Remove(rule.id.clone())
         };
@@ -562,64 +557,6 @@ impl Platform {
             .list_commands(device, limit, cursor)
             .await?)
     }
-}
-
-/// Webhook URLs must be HTTP or HTTPS (certificates checked against the Web PKI's roots),
-/// republish topics valid topic names, command names safe in a topic.
-fn validate_actions(actions: &[RuleAction]) -> Result<()> {
-    for (index, action) in actions.iter().enumerate() {
-        let position = index + 1;
-        match action {
-            RuleAction::Alarm => {}
-            RuleAction::Webhook { url } => {
-                let (scheme, rest) = ["http://", "https://"]
-                    .into_iter()
-                    .find_map(|scheme| url.strip_prefix(scheme).map(|rest| (scheme, rest)))
-                    .ok_or_else(|| {
-                        Error::Invalid(format!(
-                            "action {position}: webhook url: expected http(s)://HOST[:PORT]/PATH, got {url:?}"
-                        ))
-                    })?;
-                if rest.is_empty() || rest.starts_with('/') {
-                    return Err(Error::Invalid(format!(
-                        "action {position}: webhook url: expected a host after {scheme}, got {url:?}"
-                    )));
-                }
-            }
-            RuleAction::Republish { topic } => {
-                let example = topic.replace("{device}", "d");
-                let is_valid = !example.is_empty()
-                    && !example.contains(['+', '#', '\0'])
-                    && !example.starts_with('$')
-                    && example.len() <= 1024;
-                if !is_valid {
-                    return Err(Error::Invalid(format!(
-                        "action {position}: republish topic: expected a topic name without \
-                         wildcards or a leading $ ({{device}} is replaced by the device id), got {topic:?}"
-                    )));
-                }
-            }
-            RuleAction::Command { name, params } => {
-                let is_valid_name = !name.is_empty()
-                    && name.len() <= 128
-                    && name
-                        .bytes()
-                        .all(|byte| byte.is_ascii_alphanumeric() || b"_.-".contains(&byte));
-                if !is_valid_name {
-                    return Err(Error::Invalid(format!(
-                        "action {position}: command name: expected 1-128 characters of \
-                         [A-Za-z0-9_.-], got {name:?}"
-                    )));
-                }
-                if !(params.is_object() || params.is_null()) {
-                    return Err(Error::Invalid(format!(
-                        "action {position}: command params: expected an object, got {params}"
-                    )));
-                }
-            }
-        }
-    }
-    Ok(())
 }
 
 /// The platform as the broker's [`Ingest`].

@@ -10,7 +10,8 @@
 
 use std::time::{Duration, Instant};
 
-use fleetwire_registry::{DeviceFilter, DeviceId, Labels, NewDevice, Registry};
+use fleetwire_model::{DeviceFilter, DeviceId, Labels, NewDevice};
+use fleetwire_registry::Registry;
 
 const PAGE: u32 = 100;
 const RUNS: usize = 50;

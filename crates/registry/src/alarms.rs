@@ -12,11 +12,12 @@ use sqlx::{AnyPool, Row as _};
 
 use crate::error::{database, is_foreign_key_violation};
 use crate::pagination::{self, Parameter};
-use crate::types::{check_actor, check_alarm_values};
-use crate::{
-    Alarm, AlarmFilter, AlarmId, AlarmStatus, DeviceId, Error, NewAlarm, Page, Result, RuleId,
-    Severity, TimestampMs,
+use crate::{Error, Result};
+use fleetwire_model::{
+    Alarm, AlarmFilter, AlarmId, AlarmStatus, DeviceId, NewAlarm, Page, RuleId, Severity,
 };
+use fleetwire_model::{check_actor, check_alarm_values};
+use fleetwire_time::TimestampMs;
 
 /// The columns `alarm_from_row` reads, in its order.
 const ALARM_COLUMNS: &str = "id, rule_id, rule_name, device_id, severity, status, \
@@ -30,8 +31,9 @@ const RAISE_ATTEMPTS: usize = 8;
 fn alarm_from_row(row: &AnyRow) -> Result<Alarm> {
     let id: String = row.try_get(0).map_err(database("reading an alarm"))?;
     let context = format!("reading alarm {id:?}");
-    let stored =
-        |what: &str, error: String| Error::Database(format!("{context}: stored {what}: {error}"));
+    let stored = |what: &str, error: String| {
+        Error::Inconsistent(format!("{context}: stored {what}: {error}"))
+    };
     let rule_id: String = row.try_get(1).map_err(database(&context))?;
     let device_id: String = row.try_get(3).map_err(database(&context))?;
     let severity: String = row.try_get(4).map_err(database(&context))?;
@@ -86,7 +88,7 @@ fn is_cleared(id: &AlarmId) -> Error {
 
 /// Generated alarm ids: `alm-` and 16 hex digits (64 random bits).
 fn generated_id() -> Result<AlarmId> {
-    AlarmId::new(format!("alm-{}", crate::random::hex::<8>()?))
+    Ok(AlarmId::new(format!("alm-{}", crate::random::hex::<8>()?))?)
 }
 
 pub(crate) async fn raise(pool: &AnyPool, new: NewAlarm, at: TimestampMs) -> Result<(Alarm, bool)> {
@@ -143,7 +145,7 @@ pub(crate) async fn raise(pool: &AnyPool, new: NewAlarm, at: TimestampMs) -> Res
             return Ok((open, false));
         }
     }
-    Err(Error::Database(format!(
+    Err(Error::Inconsistent(format!(
         "{context}: gave up after {RAISE_ATTEMPTS} attempts lost to concurrent changes"
     )))
 }
@@ -224,7 +226,7 @@ pub(crate) async fn acknowledge(
     match alarm.status {
         AlarmStatus::Acknowledged => Ok(alarm),
         AlarmStatus::Cleared => Err(is_cleared(id)),
-        AlarmStatus::Active => Err(Error::Database(format!(
+        AlarmStatus::Active => Err(Error::Inconsistent(format!(
             "acknowledging alarm {:?}: it is active yet the update matched nothing",
             id.as_str()
         ))),
@@ -351,7 +353,9 @@ pub(crate) async fn counts(pool: &AnyPool) -> Result<Vec<(Severity, AlarmStatus,
             let severity: String = row.try_get(0).map_err(database(context))?;
             let status: String = row.try_get(1).map_err(database(context))?;
             let count: i64 = row.try_get(2).map_err(database(context))?;
-            let stored = |error: Error| Error::Database(format!("{context}: stored {error}"));
+            let stored = |error: fleetwire_model::Error| {
+                Error::Inconsistent(format!("{context}: stored {error}"))
+            };
             Ok((
                 Severity::parse(&severity).map_err(stored)?,
                 AlarmStatus::parse(&status).map_err(stored)?,

@@ -13,10 +13,10 @@ use sqlx::{AnyPool, Row as _};
 
 use crate::error::{database, is_foreign_key_violation, is_unique_violation};
 use crate::pagination::{self, Parameter};
-use crate::types::bounded_json;
-use crate::{
-    Command, CommandId, CommandStatus, DeviceId, Error, NewCommand, Page, Result, TimestampMs,
-};
+use crate::{Error, Result};
+use fleetwire_model::bounded_json;
+use fleetwire_model::{Command, CommandId, CommandStatus, DeviceId, NewCommand, Page};
+use fleetwire_time::TimestampMs;
 
 /// The columns `command_from_row` reads, in its order.
 const COMMAND_COLUMNS: &str = "id, device_id, name, params, status, result, created_at, \
@@ -29,8 +29,9 @@ const UNFINISHED: &str = "status IN ('pending', 'delivered')";
 fn command_from_row(row: &AnyRow) -> Result<Command> {
     let id: String = row.try_get(0).map_err(database("reading a command"))?;
     let context = format!("reading command {id:?}");
-    let stored =
-        |what: &str, error: String| Error::Database(format!("{context}: stored {what}: {error}"));
+    let stored = |what: &str, error: String| {
+        Error::Inconsistent(format!("{context}: stored {what}: {error}"))
+    };
     let device_id: String = row.try_get(1).map_err(database(&context))?;
     let params: String = row.try_get(3).map_err(database(&context))?;
     let status: String = row.try_get(4).map_err(database(&context))?;
@@ -65,7 +66,10 @@ fn not_found(id: &CommandId) -> Error {
 
 /// Generated command ids: `cmd-` and 16 hex digits (64 random bits).
 fn generated_id() -> Result<CommandId> {
-    CommandId::new(format!("cmd-{}", crate::random::hex::<8>()?))
+    Ok(CommandId::new(format!(
+        "cmd-{}",
+        crate::random::hex::<8>()?
+    ))?)
 }
 
 pub(crate) async fn create(pool: &AnyPool, new: NewCommand, at: TimestampMs) -> Result<Command> {

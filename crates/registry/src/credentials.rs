@@ -28,7 +28,8 @@ use subtle::ConstantTimeEq as _;
 use tokio::sync::{OnceCell, Semaphore};
 
 use crate::error::database;
-use crate::{DeviceId, Error, Result, random};
+use crate::{Error, Result, random};
+use fleetwire_model::DeviceId;
 
 type Tag = [u8; 32];
 

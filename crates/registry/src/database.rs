@@ -273,7 +273,7 @@ pub(crate) async fn migrate(pool: &AnyPool) -> Result<()> {
     let applied = applied_versions(pool).await?;
     let latest = MIGRATIONS.last().map_or(0, |migration| migration.version);
     if let Some(newer) = applied.iter().find(|version| **version > latest) {
-        return Err(Error::Database(format!(
+        return Err(Error::Inconsistent(format!(
             "schema version {newer} is newer than this build understands (up to {latest}): \
              expected a database written by this Fleetwire version or an older one"
         )));

@@ -9,10 +9,10 @@ use sqlx::any::AnyRow;
 use sqlx::{Any, Row as _, Transaction};
 
 use crate::error::{database, is_unique_violation};
-use crate::types::MAX_LABELS;
-use crate::{
-    Device, DeviceFilter, DeviceId, DevicePatch, Error, IngestErrorRecord, Labels, NewDevice, Page,
-    Result,
+use crate::{Error, Result};
+use fleetwire_model::MAX_LABELS;
+use fleetwire_model::{
+    Device, DeviceFilter, DeviceId, DevicePatch, IngestErrorRecord, Labels, NewDevice, Page,
 };
 
 /// Largest page.
@@ -36,7 +36,7 @@ fn device_from_row(row: &AnyRow) -> Result<Device> {
         name: row.try_get(1).map_err(database(context()))?,
         device_type: row.try_get(2).map_err(database(context()))?,
         labels: serde_json::from_str(&labels).map_err(|error| {
-            Error::Database(format!(
+            Error::Inconsistent(format!(
                 "{}: stored labels: expected a JSON object of strings, {error}",
                 context()
             ))
@@ -45,7 +45,7 @@ fn device_from_row(row: &AnyRow) -> Result<Device> {
         online: row.try_get::<i64, _>(5).map_err(database(context()))? != 0,
         last_seen: row.try_get(6).map_err(database(context()))?,
         attributes: serde_json::from_str(&attributes).map_err(|error| {
-            Error::Database(format!(
+            Error::Inconsistent(format!(
                 "{}: stored attributes: expected a JSON object, {error}",
                 context()
             ))
@@ -63,7 +63,7 @@ fn device_from_row(row: &AnyRow) -> Result<Device> {
             None => None,
         },
         id: DeviceId::new(id.clone())
-            .map_err(|error| Error::Database(format!("{}: stored id: {error}", context())))?,
+            .map_err(|error| Error::Inconsistent(format!("{}: stored id: {error}", context())))?,
     };
     Ok(device)
 }
@@ -75,7 +75,10 @@ fn labels_json(labels: &Labels) -> Result<String> {
 
 /// Generated device ids: `dev-` and 16 hex digits (64 random bits).
 fn generated_id() -> Result<DeviceId> {
-    DeviceId::new(format!("dev-{}", crate::random::hex::<8>()?))
+    Ok(DeviceId::new(format!(
+        "dev-{}",
+        crate::random::hex::<8>()?
+    ))?)
 }
 
 pub(crate) async fn create(pool: &AnyPool, new: NewDevice, now: i64) -> Result<Device> {
@@ -400,7 +403,7 @@ pub(crate) async fn merge_attributes(
         };
         let mut merged: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&stored)
             .map_err(|error| {
-                Error::Database(format!(
+                Error::Inconsistent(format!(
                     "{context}: stored attributes: expected a JSON object, {error}"
                 ))
             })?;
@@ -433,7 +436,7 @@ pub(crate) async fn merge_attributes(
             return Ok(());
         }
     }
-    Err(Error::Database(format!(
+    Err(Error::Inconsistent(format!(
         "{context}: gave up after {MERGE_ATTEMPTS} attempts lost to concurrent merges"
     )))
 }

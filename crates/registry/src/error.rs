@@ -38,18 +38,60 @@ pub enum Error {
     /// A pagination cursor this registry did not issue.
     #[error("invalid cursor")]
     InvalidCursor,
-    /// The database failed; the message says during which operation.
+    /// A query failed; `context` says during which operation.
+    #[error("registry database: {context}: {source}")]
+    Database {
+        /// What the registry was doing.
+        context: String,
+        /// The database's error.
+        #[source]
+        source: sqlx::Error,
+    },
+    /// What the database holds cannot be used: a stored value that does not read back, a
+    /// schema newer than this build, an update that lost every race; the message says
+    /// which.
     #[error("registry database: {0}")]
-    Database(String),
+    Inconsistent(String),
+    /// The data dir cannot be prepared.
+    #[error("registry data dir: {context}: {source}")]
+    DataDir {
+        /// What the registry was doing, and where.
+        context: String,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A background write (presence, ingest errors) that this call waited for failed.
+    #[error("registry: {context}: {source}")]
+    Background {
+        /// Which writer.
+        context: &'static str,
+        /// Its error, shared by everyone who waited for that write.
+        #[source]
+        source: std::sync::Arc<Error>,
+    },
     /// Something inside the process failed: the operating system's random source, the
     /// password hasher or the presence writer. Not caused by the caller's input.
     #[error("registry internal error: {0}")]
     Internal(String),
 }
 
+impl From<fleetwire_model::Error> for Error {
+    fn from(error: fleetwire_model::Error) -> Error {
+        match error {
+            fleetwire_model::Error::Invalid(message) => Error::Invalid(message),
+            // A kind of refusal added to the model later: still the caller's input.
+            other => Error::Invalid(other.to_string()),
+        }
+    }
+}
+
 /// Wraps a database error with what the registry was doing.
 pub(crate) fn database(context: impl std::fmt::Display) -> impl FnOnce(sqlx::Error) -> Error {
-    move |error| Error::Database(format!("{context}: {error}"))
+    move |source| Error::Database {
+        context: context.to_string(),
+        source,
+    }
 }
 
 /// Whether a database error is a violated unique constraint (a taken primary key).

@@ -4,10 +4,11 @@
 //! through the same code.
 //!
 //! ```no_run
-//! use fleetwire_registry::{
-//!     AlarmFilter, DeviceFilter, DeviceId, NewAlarm, NewCommand, NewDevice, Registry,
-//!     RuleAction, RuleMatch, RuleSpec, Severity,
+//! use fleetwire_model::{
+//!     AlarmFilter, DeviceFilter, DeviceId, NewAlarm, NewCommand, NewDevice, RuleAction,
+//!     RuleMatch, RuleSpec, Severity,
 //! };
+//! use fleetwire_registry::Registry;
 //!
 //! # async fn example() -> fleetwire_registry::Result<()> {
 //! let registry = Registry::open_in_dir(std::path::Path::new("./fleetwire-data")).await?;
@@ -97,7 +98,6 @@ mod presence;
 mod random;
 mod rules;
 mod tokens;
-mod types;
 
 pub use error::{Error, Result};
 
@@ -109,17 +109,17 @@ pub struct RegistryStats {
     /// Logins answered by the verified-secret cache.
     pub secret_cache_hits: u64,
 }
-pub use types::{
-    Alarm, AlarmFilter, AlarmId, AlarmStatus, ApiToken, CLEARED_BY_RULE, Command, CommandId,
-    CommandStatus, Device, DeviceFilter, DeviceId, DevicePatch, IngestErrorRecord, Labels,
-    NewAlarm, NewCommand, NewDevice, NewToken, Page, Role, Rule, RuleAction, RuleId, RuleMatch,
-    RuleSpec, Severity, TimestampMs, TokenId,
-};
 
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use fleetwire_model::{
+    Alarm, AlarmFilter, AlarmId, AlarmStatus, ApiToken, Command, CommandId, Device, DeviceFilter,
+    DeviceId, DevicePatch, IngestErrorRecord, NewAlarm, NewCommand, NewDevice, NewToken, Page,
+    Rule, RuleId, RuleSpec, Severity, TokenId,
+};
+use fleetwire_time::TimestampMs;
 use parking_lot::Mutex;
 use sqlx::AnyPool;
 use tokio::task::JoinHandle;
@@ -191,11 +191,7 @@ impl Drop for Inner {
 
 /// Now, in milliseconds since the Unix epoch.
 pub(crate) fn now_ms() -> TimestampMs {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |since| {
-            TimestampMs::try_from(since.as_millis()).unwrap_or(TimestampMs::MAX)
-        })
+    fleetwire_time::Timestamp::now().as_millis()
 }
 
 impl Registry {
@@ -586,15 +582,15 @@ impl Registry {
 
 /// `sqlite://` URL of `<data_dir>/registry.db`, creating the directory when missing.
 fn sqlite_url_in_dir(data_dir: &Path) -> Result<String> {
-    std::fs::create_dir_all(data_dir).map_err(|error| {
-        Error::Database(format!("creating data dir {}: {error}", data_dir.display()))
+    std::fs::create_dir_all(data_dir).map_err(|source| Error::DataDir {
+        context: format!("creating {}", data_dir.display()),
+        source,
     })?;
-    let path = std::path::absolute(data_dir.join("registry.db")).map_err(|error| {
-        Error::Database(format!(
-            "resolving data dir {}: {error}",
-            data_dir.display()
-        ))
-    })?;
+    let path =
+        std::path::absolute(data_dir.join("registry.db")).map_err(|source| Error::DataDir {
+            context: format!("resolving {}", data_dir.display()),
+            source,
+        })?;
     let Some(path) = path.to_str() else {
         return Err(Error::Invalid(format!(
             "data dir {}: expected a UTF-8 path",

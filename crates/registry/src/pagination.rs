@@ -8,7 +8,8 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
-use crate::{Error, Result, TimestampMs};
+use crate::{Error, Result};
+use fleetwire_time::TimestampMs;
 
 /// Largest page.
 pub(crate) const MAX_PAGE: u32 = 1000;
@@ -30,7 +31,10 @@ pub(crate) fn encode_id(id: &str) -> String {
 }
 
 /// The id in a cursor of `encode_id`; `parse` checks its syntax.
-pub(crate) fn decode_id<T>(cursor: &str, parse: impl FnOnce(String) -> Result<T>) -> Result<T> {
+pub(crate) fn decode_id<T, E>(
+    cursor: &str,
+    parse: impl FnOnce(String) -> Result<T, E>,
+) -> Result<T> {
     let bytes = URL_SAFE_NO_PAD
         .decode(cursor)
         .map_err(|_| Error::InvalidCursor)?;
@@ -44,11 +48,11 @@ pub(crate) fn encode_time_id(created_at: TimestampMs, id: &str) -> String {
 }
 
 /// The creation time and id in a cursor of `encode_time_id`; `parse` checks the id.
-pub(crate) fn decode_time_id<T>(
+pub(crate) fn decode_time_id<T, E>(
     cursor: &str,
-    parse: impl FnOnce(String) -> Result<T>,
+    parse: impl FnOnce(String) -> Result<T, E>,
 ) -> Result<(TimestampMs, T)> {
-    let text = decode_id(cursor, Ok)?;
+    let text = decode_id(cursor, Ok::<String, Error>)?;
     let (created_at, id) = text.split_once(':').ok_or(Error::InvalidCursor)?;
     let created_at = created_at.parse().map_err(|_| Error::InvalidCursor)?;
     let id = parse(id.to_owned()).map_err(|_| Error::InvalidCursor)?;
@@ -61,7 +65,7 @@ pub(crate) fn page<T>(
     mut items: Vec<T>,
     limit: u32,
     cursor_of: impl FnOnce(&T) -> String,
-) -> crate::Page<T> {
+) -> fleetwire_model::Page<T> {
     let limit = limit as usize;
     let next_cursor = if items.len() > limit {
         items.truncate(limit);
@@ -69,7 +73,7 @@ pub(crate) fn page<T>(
     } else {
         None
     };
-    crate::Page { items, next_cursor }
+    fleetwire_model::Page { items, next_cursor }
 }
 
 /// A query parameter of a listing built at run time: text or an integer.

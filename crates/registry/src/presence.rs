@@ -19,7 +19,9 @@ use sqlx::AnyPool;
 use tokio::sync::{Notify, watch};
 
 use crate::error::database;
-use crate::{DeviceId, Error, IngestErrorRecord, Result, TimestampMs};
+use crate::{Error, Result};
+use fleetwire_model::{DeviceId, IngestErrorRecord};
+use fleetwire_time::TimestampMs;
 
 /// A batch this large is written without waiting for the flush interval.
 const LARGE_BATCH: usize = 1000;
@@ -75,7 +77,7 @@ struct Written {
     /// Every update up to this sequence number has been written, or attempted.
     sequence: u64,
     /// Why the latest attempt failed (its updates are queued again).
-    error: Option<String>,
+    error: Option<Arc<Error>>,
 }
 
 impl PresenceQueue {
@@ -142,7 +144,10 @@ impl PresenceQueue {
             .await
             .map_err(|_| Error::Internal("presence writer stopped".to_owned()))?;
         match &written.error {
-            Some(error) => Err(Error::Database(error.clone())),
+            Some(error) => Err(Error::Background {
+                context: "writing presence",
+                source: Arc::clone(error),
+            }),
             None => Ok(()),
         }
     }
@@ -203,7 +208,7 @@ impl PresenceQueue {
                         // A newer update of the same device, recorded meanwhile, wins.
                         state.pending.entry(id).or_default().or_older(older);
                     }
-                    Some(error.to_string())
+                    Some(Arc::new(error))
                 }
             };
             let has_failed = error.is_some();

@@ -9,10 +9,11 @@ use sqlx::{AnyPool, Row as _};
 
 use crate::error::{database, is_unique_violation};
 use crate::pagination::{self, Parameter};
-use crate::{
-    DeviceId, Error, Labels, Page, Result, Rule, RuleAction, RuleId, RuleMatch, RuleSpec, Severity,
-    TimestampMs,
+use crate::{Error, Result};
+use fleetwire_model::{
+    DeviceId, Labels, Page, Rule, RuleAction, RuleId, RuleMatch, RuleSpec, Severity,
 };
+use fleetwire_time::TimestampMs;
 
 /// The columns `rule_from_row` reads, in its order.
 const RULE_COLUMNS: &str = "id, name, matcher, condition_expression, for_ms, clear_expression, \
@@ -21,8 +22,9 @@ const RULE_COLUMNS: &str = "id, name, matcher, condition_expression, for_ms, cle
 fn rule_from_row(row: &AnyRow) -> Result<Rule> {
     let id: String = row.try_get(0).map_err(database("reading a rule"))?;
     let context = format!("reading rule {id:?}");
-    let stored =
-        |what: &str, error: String| Error::Database(format!("{context}: stored {what}: {error}"));
+    let stored = |what: &str, error: String| {
+        Error::Inconsistent(format!("{context}: stored {what}: {error}"))
+    };
     let matcher: String = row.try_get(2).map_err(database(&context))?;
     let severity: String = row.try_get(6).map_err(database(&context))?;
     let actions: String = row.try_get(7).map_err(database(&context))?;
@@ -149,7 +151,7 @@ fn decode_action(action: &Map<String, Value>) -> Result<RuleAction, String> {
 
 /// Generated rule ids: `rule-` and 16 hex digits (64 random bits).
 fn generated_id() -> Result<RuleId> {
-    RuleId::new(format!("rule-{}", crate::random::hex::<8>()?))
+    Ok(RuleId::new(format!("rule-{}", crate::random::hex::<8>()?))?)
 }
 
 pub(crate) async fn create(

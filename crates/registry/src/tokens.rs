@@ -20,8 +20,9 @@ use sqlx::any::AnyRow;
 use subtle::ConstantTimeEq as _;
 
 use crate::error::database;
-use crate::types::{BOOTSTRAP_TOKEN_NAME, check_text};
-use crate::{ApiToken, Error, NewToken, Result, Role, TokenId, random};
+use crate::{Error, Result, random};
+use fleetwire_model::{ApiToken, NewToken, Role, TokenId};
+use fleetwire_model::{BOOTSTRAP_TOKEN_NAME, check_text};
 
 /// Created tokens start with this, so people (and secret scanners) recognise them.
 const TOKEN_PREFIX: &str = "fwt_";
@@ -53,7 +54,7 @@ fn token_from_row(row: &AnyRow) -> Result<ApiToken> {
     Ok(ApiToken {
         name: row.try_get(1).map_err(database(context()))?,
         role: Role::parse(&role)
-            .map_err(|error| Error::Database(format!("{}: stored role: {error}", context())))?,
+            .map_err(|error| Error::Inconsistent(format!("{}: stored role: {error}", context())))?,
         created_at: row.try_get(3).map_err(database(context()))?,
         id: TokenId(id),
     })

@@ -18,10 +18,8 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput};
-use fleetwire_rules::{
-    Action, DeviceInfo, DeviceSelector, Engine, Expression, FieldTable, RuleDefinition, RuleId,
-    Severity,
-};
+use fleetwire_model::{DeviceId, DeviceInfo, RuleId, RuleMatch};
+use fleetwire_rules::{Engine, Expression, FieldTable, RuleDefinition};
 
 const TYPICAL: &str = "temperature > 30 and humidity < 80 or abs(delta(pressure)) > 5";
 const START_MS: i64 = 1_767_225_600_000;
@@ -29,7 +27,7 @@ const SITES: [&str; 4] = ["north", "south", "east", "west"];
 const TYPES: [&str; 3] = ["sensor", "gateway", "meter"];
 
 /// Rule `index` of a varied set: plain thresholds, logic, functions, `for`, `clear`.
-fn definition(index: usize, selector: DeviceSelector) -> RuleDefinition {
+fn definition(index: usize, selector: RuleMatch) -> RuleDefinition {
     let n = index as f64;
     let t = 24.0 + (index % 7) as f64;
     let (condition, clear, for_seconds) = match index % 10 {
@@ -81,14 +79,11 @@ fn definition(index: usize, selector: DeviceSelector) -> RuleDefinition {
         ),
     };
     RuleDefinition {
-        id: RuleId::new(format!("rule-{index}")).expect("non-empty id"),
-        name: format!("rule {index}"),
+        id: RuleId::new(format!("rule-{index}")).expect("a plain-name id"),
         selector,
         condition,
         for_duration: for_seconds.map(Duration::from_secs),
         clear,
-        severity: Severity::Medium,
-        actions: vec![Action::Alarm],
     }
 }
 
@@ -163,14 +158,13 @@ fn compile(criterion: &mut Criterion) {
 fn evaluate(criterion: &mut Criterion) {
     let mut group = criterion.benchmark_group("evaluate");
 
-    let mut engine =
-        Engine::new((0..100).map(|index| definition(index, DeviceSelector::default())))
-            .expect("rules compile");
+    let mut engine = Engine::new((0..100).map(|index| definition(index, RuleMatch::default())))
+        .expect("rules compile");
     let labels = BTreeMap::from([("site".to_owned(), "north".to_owned())]);
     let device = DeviceInfo {
-        id: "sensor-1",
-        device_type: "sensor",
-        labels: &labels,
+        id: DeviceId::new("sensor-1").expect("a plain-name id"),
+        device_type: "sensor".to_owned(),
+        labels,
     };
     let mut sensor = Sensor::new(1);
     let mut transitions = Vec::new();
@@ -185,38 +179,38 @@ fn evaluate(criterion: &mut Criterion) {
     });
 
     // The fleet: 1,000 devices, rules by nothing, type, site label, or a list of 10 ids.
-    let ids: Vec<String> = (0..1000)
-        .map(|index| format!("device-{index:04}"))
+    let ids: Vec<DeviceId> = (0..1000)
+        .map(|index| DeviceId::new(format!("device-{index:04}")).expect("a plain-name id"))
         .collect();
     let labels: Vec<BTreeMap<String, String>> = (0..1000)
         .map(|index| BTreeMap::from([("site".to_owned(), SITES[index % 4].to_owned())]))
         .collect();
-    let devices: Vec<DeviceInfo<'_>> = (0..1000)
+    let devices: Vec<DeviceInfo> = (0..1000)
         .map(|index| DeviceInfo {
-            id: &ids[index],
-            device_type: TYPES[index % 3],
-            labels: &labels[index],
+            id: ids[index].clone(),
+            device_type: TYPES[index % 3].to_owned(),
+            labels: labels[index].clone(),
         })
         .collect();
     let rules = (0..100).map(|index| {
         let selector = match index % 4 {
-            0 => DeviceSelector::default(),
-            1 => DeviceSelector {
+            0 => RuleMatch::default(),
+            1 => RuleMatch {
                 device_type: Some(TYPES[index % 3].to_owned()),
-                ..DeviceSelector::default()
+                ..RuleMatch::default()
             },
-            2 => DeviceSelector {
+            2 => RuleMatch {
                 labels: BTreeMap::from([(
                     "site".to_owned(),
                     SITES[index % 4 / 2 + index % 3].to_owned(),
                 )]),
-                ..DeviceSelector::default()
+                ..RuleMatch::default()
             },
-            _ => DeviceSelector {
+            _ => RuleMatch {
                 devices: (0..10)
                     .map(|offset| ids[(index * 37 + offset * 101) % 1000].clone())
                     .collect(),
-                ..DeviceSelector::default()
+                ..RuleMatch::default()
             },
         };
         definition(index, selector)

@@ -8,7 +8,9 @@ use std::sync::Arc;
 
 use crate::error::Error;
 use crate::expr::{FieldId, FieldTable, Sample, Samples};
-use crate::rule::{CompiledRule, DeviceInfo, RuleDefinition, RuleId};
+use fleetwire_model::{DeviceInfo, RuleId};
+
+use crate::rule::{CompiledRule, RuleDefinition};
 
 /// Where one rule stands for one device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -298,7 +300,7 @@ impl Engine {
     /// rule change, and for transitions.
     pub fn evaluate(
         &mut self,
-        device: &DeviceInfo<'_>,
+        device: &DeviceInfo,
         timestamp_ms: i64,
         fields: &[(&str, f64)],
         out: &mut Vec<Transition>,
@@ -310,10 +312,10 @@ impl Engine {
             devices,
             ..
         } = self;
-        let state = match devices.get_mut(device.id) {
+        let state = match devices.get_mut(device.id.as_str()) {
             Some(state) => state,
             None => devices
-                .entry(Arc::from(device.id))
+                .entry(Arc::from(device.id.as_str()))
                 .or_insert_with_key(|id| DeviceState::new(Arc::clone(id))),
         };
         let now = state.clock.max(timestamp_ms);
@@ -360,7 +362,7 @@ impl Engine {
     /// device's next message, if the rule no longer matches it).
     pub fn mark_active(&mut self, rule: &str, device: &str) -> Result<(), Error> {
         let Some(index) = self.index_of(rule) else {
-            return Err(Error::UnknownRule(RuleId::new(rule)?));
+            return Err(Error::UnknownRule(rule.to_owned()));
         };
         let entry = &self.rules[index];
         let state = self
@@ -438,7 +440,7 @@ impl DeviceState {
     fn rebind(
         &mut self,
         rules: &[RuleEntry],
-        device: &DeviceInfo<'_>,
+        device: &DeviceInfo,
         now: i64,
         table: &FieldTable,
         out: &mut Vec<Transition>,

@@ -4,7 +4,7 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use crate::rule::RuleId;
+use fleetwire_model::RuleId;
 
 /// Result of rule engine operations.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -114,8 +114,8 @@ impl fmt::Display for ExpressionPart {
 }
 
 /// What the rule engine refuses. Every variant is the caller's input at fault: the API
-/// answers 422 for [`Error::Expression`] (with [`Error::position`]), 400 for a bad id or
-/// severity, 409 for a duplicate and 404 for an unknown rule.
+/// answers 422 for [`Error::Expression`] (with [`Error::position`]), 409 for a duplicate
+/// and 404 for an unknown rule.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -129,18 +129,12 @@ pub enum Error {
         /// Where and why.
         source: ExprError,
     },
-    /// A rule id is empty.
-    #[error("invalid rule id: expected 1 or more characters, found \"\"")]
-    EmptyRuleId,
-    /// A severity name is not one of the four.
-    #[error("invalid severity: expected one of low, medium, high, critical, found {0:?}")]
-    UnknownSeverity(String),
     /// Two definitions given to [`Engine::new`](crate::Engine::new) share an id.
     #[error("rule \"{0}\" is defined twice")]
     DuplicateRule(RuleId),
     /// No rule has this id.
     #[error("rule \"{0}\" not found")]
-    UnknownRule(RuleId),
+    UnknownRule(String),
 }
 
 impl Error {

@@ -1,10 +1,10 @@
 //! Fleetwire's rule engine: conditions over device telemetry, with durations and
 //! hysteresis, deciding when an alarm is raised and when it clears.
 //!
-//! A rule ([`RuleDefinition`]) selects devices (by id, type, labels), holds a condition
-//! such as `temperature > 30 and humidity < 80` in a small expression language (see
-//! [`Expression`] for the syntax, the types and what "unknown" means), optionally a `for`
-//! duration and a `clear` expression, a severity and actions. The [`Engine`] compiles each
+//! A rule ([`RuleDefinition`], the engine's part of the model's `RuleSpec`) selects
+//! devices (by id, type, labels), holds a condition such as `temperature > 30 and
+//! humidity < 80` in a small expression language (see [`Expression`] for the syntax, the
+//! types and what "unknown" means), optionally a `for` duration and a `clear` expression. The [`Engine`] compiles each
 //! rule once, keeps the latest samples of every device and the state of every (rule,
 //! device) pair, and on each message reports the [`Transition`]s: alarm raised, alarm
 //! cleared. Executing the actions (opening the alarm, calling the webhook, sending the
@@ -20,28 +20,23 @@
 //! ```
 //!
 //! The crate is pure and synchronous: no I/O, no clock (time is the data's timestamps), no
-//! JSON. Evaluation does not allocate except to report a transition.
+//! JSON. Its only domain vocabulary is the model's (rule ids, device matches and facts). Evaluation does not allocate except to report a transition.
 //!
 //! ```
 //! use std::time::Duration;
-//! use fleetwire_rules::{
-//!     DeviceInfo, DeviceSelector, Engine, RuleDefinition, RuleId, Severity, TransitionKind,
-//!     Action,
-//! };
+//! use fleetwire_model::{DeviceId, DeviceInfo, RuleId, RuleMatch};
+//! use fleetwire_rules::{Engine, RuleDefinition, TransitionKind};
 //!
-//! # fn main() -> Result<(), fleetwire_rules::Error> {
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let overheat = RuleDefinition {
 //!     id: RuleId::new("overheat")?,
-//!     name: "Overheating".to_owned(),
-//!     selector: DeviceSelector::default(), // every device
+//!     selector: RuleMatch::default(), // every device
 //!     condition: "temperature > 30".to_owned(),
 //!     for_duration: Some(Duration::from_secs(10)),
 //!     clear: Some("temperature < 28".to_owned()),
-//!     severity: Severity::High,
-//!     actions: vec![Action::Alarm],
 //! };
 //! let mut engine = Engine::new([overheat])?;
-//! let device = DeviceInfo::new("sensor-1");
+//! let device = DeviceInfo::new(DeviceId::new("sensor-1")?);
 //! let mut transitions = Vec::new();
 //!
 //! let start = 1_700_000_000_000;
@@ -81,4 +76,4 @@ pub use expr::{
     Expression, FieldId, FieldTable, MAX_DEPTH, MAX_EXPRESSION_LEN, Sample, Samples, Value,
     ValueType,
 };
-pub use rule::{Action, DeviceInfo, DeviceSelector, RuleDefinition, RuleId, Severity};
+pub use rule::RuleDefinition;

@@ -10,7 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{Fleet, at, change, rule, rule_clear};
-use fleetwire_rules::{FieldValue, RuleDefinition, RuleId, Transition, TransitionKind};
+use fleetwire_model::RuleId;
+use fleetwire_rules::{FieldValue, RuleDefinition, Transition, TransitionKind};
 
 const RAISED: TransitionKind = TransitionKind::Raised;
 const CLEARED: TransitionKind = TransitionKind::Cleared;

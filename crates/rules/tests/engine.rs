@@ -8,13 +8,15 @@ mod common;
 
 use std::time::Duration;
 
+use common::ids;
 use common::{Fleet, at, change, rule, rule_clear, rule_for};
-use fleetwire_rules::{DeviceSelector, RuleDefinition, RuleState, Severity, TransitionKind};
+use fleetwire_model::RuleMatch;
+use fleetwire_rules::{RuleDefinition, RuleState, TransitionKind};
 
 const RAISED: TransitionKind = TransitionKind::Raised;
 const CLEARED: TransitionKind = TransitionKind::Cleared;
 
-fn selected(id: &str, selector: DeviceSelector) -> RuleDefinition {
+fn selected(id: &str, selector: RuleMatch) -> RuleDefinition {
     RuleDefinition {
         selector,
         ..rule(id, "temperature > 30")
@@ -31,32 +33,32 @@ fn labels(pairs: &[(&str, &str)]) -> std::collections::BTreeMap<String, String> 
 #[test]
 fn a_rule_watches_the_devices_its_selector_picks() {
     let mut fleet = Fleet::new([
-        selected("all", DeviceSelector::default()),
+        selected("all", RuleMatch::default()),
         selected(
             "by-id",
-            DeviceSelector {
-                devices: vec!["a".into(), "c".into()],
+            RuleMatch {
+                devices: ids(&["a", "c"]),
                 ..Default::default()
             },
         ),
         selected(
             "by-type",
-            DeviceSelector {
+            RuleMatch {
                 device_type: Some("sensor".into()),
                 ..Default::default()
             },
         ),
         selected(
             "by-label",
-            DeviceSelector {
+            RuleMatch {
                 labels: labels(&[("site", "north")]),
                 ..Default::default()
             },
         ),
         selected(
             "by-everything",
-            DeviceSelector {
-                devices: vec!["a".into(), "b".into()],
+            RuleMatch {
+                devices: ids(&["a", "b"]),
                 device_type: Some("sensor".into()),
                 labels: labels(&[("site", "north"), ("floor", "2")]),
             },
@@ -91,7 +93,7 @@ fn a_rule_watches_the_devices_its_selector_picks() {
 
 #[test]
 fn a_relabelled_device_is_matched_again() {
-    let selector = DeviceSelector {
+    let selector = RuleMatch {
         labels: labels(&[("site", "north")]),
         ..Default::default()
     };
@@ -162,12 +164,16 @@ fn a_replaced_rule_keeps_its_raised_alarms_and_its_pending_start_if_its_logic_is
     ]);
     fleet.changes("m", at(0.0), &[("temperature", 31.0)]);
 
-    // Only the severity changes: the pending condition keeps its start.
-    let louder = RuleDefinition {
-        severity: Severity::Critical,
+    // Only the selector changes (to one that still picks the device): the pending
+    // condition keeps its start.
+    let narrower = RuleDefinition {
+        selector: RuleMatch {
+            devices: ids(&["m", "n"]),
+            ..RuleMatch::default()
+        },
         ..rule_for("slow", "temperature > 30", 10)
     };
-    fleet.engine.insert(louder).unwrap();
+    fleet.engine.insert(narrower).unwrap();
     // A new condition: the raised alarm stays raised, to be cleared by the new logic.
     fleet
         .engine
@@ -184,8 +190,8 @@ fn a_replaced_rule_keeps_its_raised_alarms_and_its_pending_start_if_its_logic_is
         [change("fast", "m", CLEARED)]
     );
     assert_eq!(
-        fleet.engine.rule("slow").unwrap().severity,
-        Severity::Critical
+        fleet.engine.rule("slow").unwrap().selector.devices,
+        ids(&["m", "n"])
     );
 }
 
@@ -209,8 +215,8 @@ fn a_rule_whose_selector_no_longer_picks_a_device_clears_its_alarm_there() {
     let mut fleet = Fleet::new([rule("hot", "temperature > 30")]);
     fleet.changes("a", at(0.0), &[("temperature", 31.0)]);
     fleet.changes("b", at(0.0), &[("temperature", 31.0)]);
-    let only_b = DeviceSelector {
-        devices: vec!["b".into()],
+    let only_b = RuleMatch {
+        devices: ids(&["b"]),
         ..Default::default()
     };
     fleet.engine.insert(selected("hot", only_b)).unwrap();
@@ -322,8 +328,8 @@ fn an_alarm_open_before_a_restart_clears_by_the_rule_and_is_not_raised_twice() {
 
 #[test]
 fn an_open_alarm_of_a_rule_that_no_longer_picks_the_device_clears_at_its_next_message() {
-    let only_b = DeviceSelector {
-        devices: vec!["b".into()],
+    let only_b = RuleMatch {
+        devices: ids(&["b"]),
         ..Default::default()
     };
     let mut fleet = Fleet::new([selected("hot", only_b)]);

@@ -7,7 +7,7 @@
 mod common;
 
 use common::{condition_error, rule, rule_clear};
-use fleetwire_rules::{Engine, Error, Expression, ExpressionPart, FieldTable, RuleId, Severity};
+use fleetwire_rules::{Engine, Error, Expression, ExpressionPart, FieldTable};
 use proptest::prelude::*;
 
 /// Compiles each source as a condition and lists every mismatch at once.
@@ -410,17 +410,9 @@ fn a_rejected_rule_leaves_the_engine_unchanged() {
     );
 }
 
+/// Rule ids and severities are the model's, checked there (`fleetwire-model`).
 #[test]
-fn ids_severities_and_duplicates_are_checked() {
-    assert_eq!(
-        RuleId::new("").unwrap_err().to_string(),
-        r#"invalid rule id: expected 1 or more characters, found """#
-    );
-    assert_eq!("high".parse::<Severity>().unwrap(), Severity::High);
-    assert_eq!(
-        "urgent".parse::<Severity>().unwrap_err().to_string(),
-        r#"invalid severity: expected one of low, medium, high, critical, found "urgent""#
-    );
+fn duplicates_and_unknown_rules_are_refused() {
     let error = Engine::new([rule("a", "x > 1"), rule("a", "y > 1")]).unwrap_err();
     assert_eq!(error.to_string(), r#"rule "a" is defined twice"#);
     let mut engine = Engine::default();

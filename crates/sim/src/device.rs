@@ -3,7 +3,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use fleetwire_client::{ClientError, ConnectOptions, Connection, Event};
@@ -267,11 +267,7 @@ impl AckTimer {
 }
 
 fn unix_millis() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |since| {
-            i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
-        })
+    fleetwire_time::Timestamp::now().as_millis()
 }
 
 /// Completes when the simulation stops (or its controller is gone).

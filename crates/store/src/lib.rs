@@ -75,5 +75,8 @@ mod wal;
 
 pub use config::{CorruptSegmentPolicy, Durability, StoreConfig};
 pub use error::{Error, Result};
+/// Instants in the store's API (points, samples, ranges) are the platform's one timestamp
+/// type, re-exported so that users of the store need not name its crate.
+pub use fleetwire_time::Timestamp;
 pub use store::{MAX_NAME_LEN, Store};
-pub use types::{Aggregation, Point, Sample, SeriesId, Stats, Timestamp};
+pub use types::{Aggregation, Point, Sample, SeriesId, Stats};

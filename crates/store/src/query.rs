@@ -4,7 +4,8 @@
 use std::collections::BTreeMap;
 
 use crate::block::Summary;
-use crate::types::{Aggregation, Sample, Timestamp};
+use crate::types::{Aggregation, Sample};
+use fleetwire_time::Timestamp;
 
 /// Sorted points of one source, oldest source first when several are merged.
 pub(crate) type Run = (Vec<i64>, Vec<f64>);

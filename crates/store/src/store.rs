@@ -39,8 +39,9 @@ use crate::error::{Error, Result, io};
 use crate::head::Head;
 use crate::query::{self, Run, Windows};
 use crate::segment::{self, Builder, Segment, SegmentInfo};
-use crate::types::{Aggregation, Point, Sample, SeriesId, Stats, Timestamp};
+use crate::types::{Aggregation, Point, Sample, SeriesId, Stats};
 use crate::wal::{self, Entry, Wal};
+use fleetwire_time::Timestamp;
 
 /// Longest device id or field name, in bytes.
 pub const MAX_NAME_LEN: usize = 1024;

@@ -2,47 +2,10 @@
 
 use std::fmt;
 use std::str::FromStr;
-use std::time::{SystemTime, UNIX_EPOCH};
+
+use fleetwire_time::Timestamp;
 
 use crate::error::Error;
-
-/// Milliseconds since the Unix epoch. Any `i64` is accepted, including times before 1970.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-pub struct Timestamp(i64);
-
-impl Timestamp {
-    /// The timestamp `millis` milliseconds after the Unix epoch.
-    pub const fn from_millis(millis: i64) -> Timestamp {
-        Timestamp(millis)
-    }
-
-    /// Milliseconds since the Unix epoch.
-    pub const fn as_millis(self) -> i64 {
-        self.0
-    }
-
-    /// The current wall-clock time (0 if the clock is before 1970).
-    pub fn now() -> Timestamp {
-        let millis = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |elapsed| {
-                i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX)
-            });
-        Timestamp(millis)
-    }
-}
-
-impl From<i64> for Timestamp {
-    fn from(millis: i64) -> Timestamp {
-        Timestamp(millis)
-    }
-}
-
-impl fmt::Display for Timestamp {
-    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(formatter, "{}ms", self.0)
-    }
-}
 
 /// The compact number a series (device, field) is interned to. Ids are dense, start at 0,
 /// are given in order of first write and never change: they are what the write-ahead log

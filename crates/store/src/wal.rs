@@ -591,7 +591,7 @@ fn run(shared: &Shared) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::types::Timestamp;
+    use fleetwire_time::Timestamp;
 
     #[test]
     fn batches_decode_to_the_entries_they_encode() {

@@ -3,10 +3,11 @@
 
 use std::collections::BTreeSet;
 
-use fleetwire_registry::{
-    Alarm, AlarmFilter, AlarmId, AlarmStatus, CLEARED_BY_RULE, DeviceId, Error, NewAlarm,
-    NewDevice, Registry, RuleId, Severity,
+use fleetwire_model::{
+    Alarm, AlarmFilter, AlarmId, AlarmStatus, CLEARED_BY_RULE, DeviceId, NewAlarm, NewDevice,
+    RuleId, Severity,
 };
+use fleetwire_registry::{Error, Registry};
 
 use crate::backend::{TestRegistry, on_both_backends};
 

@@ -1,9 +1,8 @@
 //! Commands: pending → delivered → succeeded | failed, expiry at the deadline, final states
 //! staying final, ownership by a device, listing per device.
 
-use fleetwire_registry::{
-    Command, CommandId, CommandStatus, DeviceId, Error, NewCommand, NewDevice, Registry,
-};
+use fleetwire_model::{Command, CommandId, CommandStatus, DeviceId, NewCommand, NewDevice};
+use fleetwire_registry::{Error, Registry};
 use serde_json::json;
 
 use crate::backend::{TestRegistry, on_both_backends};

@@ -1,6 +1,6 @@
 //! Device credentials: issue, verify, rotate, delete; the verified-secret cache.
 
-use fleetwire_registry::{DeviceId, NewDevice};
+use fleetwire_model::{DeviceId, NewDevice};
 
 use crate::backend::{TestRegistry, on_both_backends};
 

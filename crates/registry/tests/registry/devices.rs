@@ -3,7 +3,8 @@
 
 use std::collections::BTreeSet;
 
-use fleetwire_registry::{DeviceFilter, DeviceId, DevicePatch, Error, Labels, NewDevice, Registry};
+use fleetwire_model::{DeviceFilter, DeviceId, DevicePatch, Labels, NewDevice};
+use fleetwire_registry::{Error, Registry};
 
 use crate::backend::{TestRegistry, on_both_backends};
 
@@ -573,7 +574,7 @@ async fn prefix_lists_exactly_the_ids_starting_with_it(test: TestRegistry) {
         };
         async move { registry.list_devices(&filter).await }
     };
-    let ids = |page: &fleetwire_registry::Page<fleetwire_registry::Device>| -> Vec<String> {
+    let ids = |page: &fleetwire_model::Page<fleetwire_model::Device>| -> Vec<String> {
         page.items
             .iter()
             .map(|device| device.id.to_string())

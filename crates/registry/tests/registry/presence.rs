@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use fleetwire_registry::{DeviceFilter, DeviceId, IngestErrorRecord, NewDevice};
+use fleetwire_model::{DeviceFilter, DeviceId, IngestErrorRecord, NewDevice};
 
 use crate::backend::{TestRegistry, on_both_backends};
 

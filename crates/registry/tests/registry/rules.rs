@@ -1,8 +1,9 @@
 //! Rules: create, read, replace, delete, validation, taken ids, listing in pages.
 
-use fleetwire_registry::{
-    DeviceId, Error, NewAlarm, NewDevice, RuleAction, RuleId, RuleMatch, RuleSpec, Severity,
+use fleetwire_model::{
+    DeviceId, NewAlarm, NewDevice, RuleAction, RuleId, RuleMatch, RuleSpec, Severity,
 };
+use fleetwire_registry::Error;
 use serde_json::json;
 
 use crate::backend::{TestRegistry, on_both_backends};

@@ -2,7 +2,8 @@
 
 use std::time::{Duration, Instant};
 
-use fleetwire_registry::{DeviceId, NewDevice, Registry};
+use fleetwire_model::{DeviceId, NewDevice};
+use fleetwire_registry::Registry;
 
 use crate::backend::TempDir;
 

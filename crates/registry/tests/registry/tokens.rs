@@ -1,6 +1,7 @@
 //! API tokens: create, list, revoke, authenticate, the bootstrap token.
 
-use fleetwire_registry::{Error, NewToken, Registry, Role, TokenId};
+use fleetwire_model::{NewToken, Role, TokenId};
+use fleetwire_registry::{Error, Registry};
 
 use crate::backend::{TestRegistry, on_both_backends};
 
@@ -95,7 +96,7 @@ async fn unknown_bearers_are_refused(test: TestRegistry) {
     }
 }
 
-async fn bootstrap_tokens(registry: &Registry) -> Vec<fleetwire_registry::ApiToken> {
+async fn bootstrap_tokens(registry: &Registry) -> Vec<fleetwire_model::ApiToken> {
     let tokens = registry.list_tokens().await.unwrap();
     tokens
         .into_iter()

@@ -7,10 +7,10 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
+use fleetwire_model::{DeviceId, DeviceInfo, RuleId, RuleMatch};
 use fleetwire_rules::{
-    Action, DeviceInfo, DeviceSelector, Engine, ExprError, Expression, FieldId, FieldTable,
-    RuleDefinition, RuleId, RuleState, Sample, Samples, Severity, Transition, TransitionKind,
-    Value,
+    Engine, ExprError, Expression, FieldId, FieldTable, RuleDefinition, RuleState, Sample, Samples,
+    Transition, TransitionKind, Value,
 };
 
 /// Samples for one expression: each named field has a latest sample and maybe a previous
@@ -62,13 +62,10 @@ pub(crate) fn condition_error(source: &str) -> Option<(String, usize)> {
 pub(crate) fn rule(id: &str, condition: &str) -> RuleDefinition {
     RuleDefinition {
         id: RuleId::new(id).unwrap(),
-        name: id.to_owned(),
-        selector: DeviceSelector::default(),
+        selector: RuleMatch::default(),
         condition: condition.to_owned(),
         for_duration: None,
         clear: None,
-        severity: Severity::Medium,
-        actions: vec![Action::Alarm],
     }
 }
 
@@ -86,6 +83,11 @@ pub(crate) fn rule_clear(id: &str, condition: &str, clear: &str) -> RuleDefiniti
         clear: Some(clear.to_owned()),
         ..rule(id, condition)
     }
+}
+
+/// Device ids, for rule matches.
+pub(crate) fn ids(ids: &[&str]) -> Vec<DeviceId> {
+    ids.iter().map(|id| DeviceId::new(*id).unwrap()).collect()
 }
 
 /// Seconds after an arbitrary start, in milliseconds since the epoch.
@@ -128,9 +130,9 @@ impl Fleet {
         let empty = (String::new(), BTreeMap::new());
         let (device_type, labels) = self.devices.get(device).unwrap_or(&empty);
         let info = DeviceInfo {
-            id: device,
-            device_type,
-            labels,
+            id: DeviceId::new(device).unwrap(),
+            device_type: device_type.clone(),
+            labels: labels.clone(),
         };
         let mut out = Vec::new();
         self.engine.evaluate(&info, timestamp_ms, fields, &mut out);
