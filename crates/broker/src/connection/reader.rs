@@ -285,7 +285,7 @@ impl Reader {
         }
     }
 
-    /// Sends the outbox like [`Connection::flush_outbox`], but writes it to the socket
+    /// Sends the outbox like [`Reader::flush_outbox`], but writes it to the socket
     /// from this task when the writer is idle with nothing queued before it: the usual
     /// case of a publisher's acknowledgements, which then cost no wake-up of the writer.
     /// Never waits: what the socket does not take at once is left to the writer, which
