@@ -384,7 +384,7 @@ pub(crate) async fn delete_device(
 ) -> Result<StatusCode, Problem> {
     app.registry.delete_device(&id).await?;
     app.platform.device_deleted(&id).await;
-    let connections = app.broker.disconnect_device(id.as_str());
+    let connections = app.broker.disconnect_user(id.as_str());
     tracing::info!(device = %id, by = %caller.token.name, connections, "device deleted");
     Ok(StatusCode::NO_CONTENT)
 }
@@ -409,7 +409,7 @@ pub(crate) async fn issue_credentials(
     DevicePath(id): DevicePath,
 ) -> Result<Response, Problem> {
     let password = app.registry.issue_credentials(&id).await?;
-    let connections = app.broker.disconnect_device(id.as_str());
+    let connections = app.broker.disconnect_user(id.as_str());
     tracing::info!(
         device = %id,
         by = %caller.token.name,

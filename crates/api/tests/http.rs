@@ -98,7 +98,7 @@ impl Authenticator for DeviceLogins {
                 return Err(Denial::BadCredentials);
             };
             match self.0.verify_device_secret(&device, password).await {
-                Ok(true) => Ok(Access::Device(Arc::from(device.as_str()))),
+                Ok(true) => Ok(fleetwire_platform::device_access(&device)),
                 _ => Err(Denial::BadCredentials),
             }
         })
@@ -128,18 +128,16 @@ fn start() -> Server {
         let platform = Platform::start(store, registry.clone(), PlatformConfig::default())
             .await
             .unwrap();
-        let broker = Broker::with_hooks(
-            BrokerConfig::default(),
-            Hooks {
-                authenticator: Some(Arc::new(DeviceLogins(registry.clone()))),
-                ingest: Some(platform.mqtt_ingest()),
-            },
-        );
+        let broker = Broker::new(BrokerConfig::default());
         platform.attach_broker(broker.clone());
+        let hooks = Hooks {
+            authenticator: Some(Arc::new(DeviceLogins(registry.clone()))),
+            ingest: Some(platform.mqtt_ingest()),
+        };
         let mqtt = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let mqtt_addr = mqtt.local_addr().unwrap();
         // The listener runs as long as the runtime; the handle is not needed.
-        let _running = broker.spawn(mqtt).unwrap();
+        let _running = broker.spawn(mqtt, hooks).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let router = fleetwire_api::router(ApiState {

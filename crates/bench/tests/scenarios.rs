@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use fleetwire_bench::{Bench, BenchConfig, Report, Scenario};
-use fleetwire_broker::{Broker, BrokerConfig};
+use fleetwire_broker::{Broker, BrokerConfig, Hooks};
 use fleetwire_mqtt_codec::{ProtocolVersion, QoS};
 use tokio::net::TcpListener;
 
@@ -18,7 +18,10 @@ async fn start_broker() -> SocketAddr {
         allow_anonymous: true,
         ..BrokerConfig::default()
     });
-    broker.spawn(listener).unwrap().local_addr()
+    broker
+        .spawn(listener, Hooks::default())
+        .unwrap()
+        .local_addr()
 }
 
 fn small(scenario: Scenario, target: SocketAddr) -> BenchConfig {

@@ -1,11 +1,11 @@
 //! Who may connect, and what a connected client may do.
 //!
-//! The broker does not know where credentials live: it asks an [`Authenticator`] (the
-//! registry, wired in by the binary) and gets back an [`Access`]. Access rules are the
-//! platform's topic contract, enforced here for every `PUBLISH`, `SUBSCRIBE` and will:
-//! a device publishes only under `devices/{id}/` and subscribes only to
-//! `devices/{id}/commands/#`. Failed logins are rate-limited per source address before
-//! the authenticator is asked, so guessing costs the guesser, not the broker.
+//! The broker does not know where credentials live: it asks the [`Authenticator`] of the
+//! listener's hooks and gets back an [`Access`]: everything, or a user's access control
+//! list, the topic filters it may publish to and subscribe within. The broker enforces
+//! that list for every `PUBLISH`, `SUBSCRIBE` and will, and knows nothing of what the
+//! filters mean to whoever made them. Failed logins are rate-limited per source address
+//! before the authenticator is asked, so guessing costs the guesser, not the broker.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -14,55 +14,90 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
-use fleetwire_mqtt_codec::{ReasonCode, TopicFilter};
+use fleetwire_mqtt_codec::{ReasonCode, TopicFilter, TopicName};
 use parking_lot::Mutex;
 
 /// What a connected client may do.
+///
+/// One pointer wide: it is kept by every connection, parked ones included.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Access {
-    /// Everything: anonymous clients when `allow_anonymous` is set, and brokers run
-    /// without an authenticator.
+    /// Everything: anonymous clients when `allow_anonymous` is set, and clients of a
+    /// listener without an authenticator.
     Full,
-    /// A device: publish to `devices/{id}/...`, subscribe to `devices/{id}/commands/#`.
-    Device(Arc<str>),
+    /// A logged-in user, limited to its access control list.
+    User(Arc<UserAccess>),
+}
+
+/// A user's name and access control list: the topic filters it may publish to and
+/// those it may subscribe within.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserAccess {
+    name: Arc<str>,
+    publish: Box<[TopicFilter]>,
+    subscribe: Box<[TopicFilter]>,
+}
+
+impl UserAccess {
+    /// The MQTT user name.
+    pub fn name(&self) -> &Arc<str> {
+        &self.name
+    }
+
+    /// The filters of the topics the user may publish to.
+    pub fn publish(&self) -> &[TopicFilter] {
+        &self.publish
+    }
+
+    /// The filters the user may subscribe within.
+    pub fn subscribe(&self) -> &[TopicFilter] {
+        &self.subscribe
+    }
 }
 
 impl Access {
-    /// The device this access belongs to, if any.
-    pub fn device(&self) -> Option<&str> {
+    /// The access of user `name`: it may publish to topics that one of `publish`
+    /// matches, and subscribe to filters within one of `subscribe` (see
+    /// [`TopicFilter::is_within`]). No filters, no rights.
+    pub fn user(
+        name: impl Into<Arc<str>>,
+        publish: impl IntoIterator<Item = TopicFilter>,
+        subscribe: impl IntoIterator<Item = TopicFilter>,
+    ) -> Access {
+        Access::User(Arc::new(UserAccess {
+            name: name.into(),
+            publish: publish.into_iter().collect(),
+            subscribe: subscribe.into_iter().collect(),
+        }))
+    }
+
+    /// The user this access belongs to, if any.
+    pub fn user_name(&self) -> Option<&Arc<str>> {
         match self {
             Access::Full => None,
-            Access::Device(id) => Some(id),
+            Access::User(user) => Some(&user.name),
         }
     }
 
-    /// Whether a `PUBLISH` (or will) to `topic` is allowed.
-    pub fn may_publish(&self, topic: &str) -> bool {
+    /// Whether a `PUBLISH` (or will) to `topic` is allowed: one of the user's publish
+    /// filters matches it.
+    pub fn may_publish(&self, topic: &TopicName) -> bool {
         match self {
             Access::Full => true,
-            Access::Device(id) => topic
-                .strip_prefix("devices/")
-                .and_then(|rest| rest.strip_prefix(&**id))
-                .is_some_and(|rest| rest.starts_with('/')),
+            Access::User(user) => user.publish.iter().any(|filter| filter.matches(topic)),
         }
     }
 
-    /// Whether a subscription to `filter` is allowed: every topic it can match must lie
-    /// under `devices/{id}/commands`. Shared subscriptions are judged by their filter.
+    /// Whether a subscription to `filter` is allowed: every topic it can match is
+    /// matched by one of the user's subscribe filters. Shared subscriptions are judged
+    /// by the filter they match.
     pub fn may_subscribe(&self, filter: &TopicFilter) -> bool {
         match self {
             Access::Full => true,
-            Access::Device(id) => {
-                let filter = match filter.share() {
-                    Some((_, inner)) => inner,
-                    None => filter.as_str(),
-                };
-                filter
-                    .strip_prefix("devices/")
-                    .and_then(|rest| rest.strip_prefix(&**id))
-                    .and_then(|rest| rest.strip_prefix("/commands"))
-                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
-            }
+            Access::User(user) => user
+                .subscribe
+                .iter()
+                .any(|allowed| filter.is_within(allowed)),
         }
     }
 }
@@ -72,9 +107,9 @@ impl Access {
 pub struct Credentials<'a> {
     /// The client identifier (may be empty).
     pub client_id: &'a str,
-    /// User name; for devices, the device id.
+    /// The MQTT user name.
     pub username: Option<&'a str>,
-    /// Password; for devices, the device secret. Never log it.
+    /// The password. Never log it.
     pub password: Option<&'a [u8]>,
     /// Where the connection comes from.
     pub peer: SocketAddr,
@@ -104,7 +139,7 @@ impl Denial {
 /// A boxed future, as trait methods return them.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// Decides who may connect, and hears when devices come and go.
+/// Decides who may connect, and hears when users come and go.
 pub trait Authenticator: Send + Sync + 'static {
     /// Checks the credentials of a `CONNECT` that carries a user name (clients without
     /// one are anonymous, and only `allow_anonymous` admits them).
@@ -113,9 +148,11 @@ pub trait Authenticator: Send + Sync + 'static {
         credentials: Credentials<'a>,
     ) -> BoxFuture<'a, Result<Access, Denial>>;
 
-    /// A device's first connection opened (`online`) or its last one closed.
-    /// Called from the connection's task: must not block.
-    fn presence(&self, device: &str, online: bool);
+    /// A user's first connection opened (`online`) or its last one closed. Anonymous
+    /// connections count as the user an [`Ingest`](crate::Ingest) names for them
+    /// ([`Settled::acting_as`](crate::Settled::acting_as)). Called from the connection's
+    /// task: must not block.
+    fn presence(&self, user: &str, online: bool);
 }
 
 /// Token buckets of failed logins per source address: each address may fail `burst`
@@ -184,25 +221,39 @@ impl FailureLimiter {
 mod tests {
     use super::*;
 
-    fn device(id: &str) -> Access {
-        Access::Device(Arc::from(id))
+    fn filters(texts: &[&str]) -> Vec<TopicFilter> {
+        texts
+            .iter()
+            .map(|text| TopicFilter::new(*text).unwrap())
+            .collect()
+    }
+
+    /// An access as the platform builds them from its topic contract: user `d1`
+    /// publishes under its own prefix and subscribes to its own commands.
+    fn access_of_d1() -> Access {
+        Access::user(
+            "d1",
+            filters(&["devices/d1/+/#"]),
+            filters(&["devices/d1/commands/#"]),
+        )
     }
 
     #[test]
-    fn devices_publish_only_under_their_own_prefix() {
-        let access = device("d1");
-        assert!(access.may_publish("devices/d1/telemetry"));
-        assert!(access.may_publish("devices/d1/commands/reboot/response"));
-        assert!(!access.may_publish("devices/d1"));
-        assert!(!access.may_publish("devices/d10/telemetry"));
-        assert!(!access.may_publish("devices/d2/telemetry"));
-        assert!(!access.may_publish("other/d1/telemetry"));
-        assert!(Access::Full.may_publish("anything/at/all"));
+    fn an_access_built_from_filters_publishes_only_where_they_match() {
+        let access = access_of_d1();
+        let allowed = |topic: &str| access.may_publish(&TopicName::new(topic).unwrap());
+        assert!(allowed("devices/d1/telemetry"));
+        assert!(allowed("devices/d1/commands/reboot/response"));
+        assert!(!allowed("devices/d1"));
+        assert!(!allowed("devices/d10/telemetry"));
+        assert!(!allowed("devices/d2/telemetry"));
+        assert!(!allowed("other/d1/telemetry"));
+        assert!(Access::Full.may_publish(&TopicName::new("anything/at/all").unwrap()));
     }
 
     #[test]
-    fn devices_subscribe_only_to_their_own_commands() {
-        let access = device("d1");
+    fn an_access_built_from_filters_subscribes_only_within_them() {
+        let access = access_of_d1();
         let allowed = |filter: &str| access.may_subscribe(&TopicFilter::new(filter).unwrap());
         assert!(allowed("devices/d1/commands/#"));
         assert!(allowed("devices/d1/commands"));
@@ -215,6 +266,11 @@ mod tests {
         assert!(!allowed("devices/d10/commands/#"));
         assert!(!allowed("#"));
         assert!(!allowed("$share/g/#"));
+    }
+
+    #[test]
+    fn an_access_stays_one_pointer_wide() {
+        assert_eq!(size_of::<Access>(), size_of::<usize>());
     }
 
     #[test]

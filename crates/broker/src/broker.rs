@@ -22,10 +22,10 @@ use parking_lot::{Mutex, RwLock};
 use smallvec::SmallVec;
 use tokio::sync::watch;
 
-use crate::auth::{Access, Authenticator, FailureLimiter};
+use crate::auth::{Access, FailureLimiter};
 use crate::compact;
 use crate::config::BrokerConfig;
-use crate::ingest::{Hooks, Ingest};
+use crate::ingest::Hooks;
 use crate::session::{
     Attachment, ClientId, Delivery, Link, Message, Queued, Receipt, Session, SessionId, Signals,
     expiry_from_interval,
@@ -57,25 +57,21 @@ pub(crate) struct Attached {
     pub(crate) assigned_client_id: Option<String>,
 }
 
-/// The sessions a device's connections are attached to, with their generations.
-type DeviceConnections = SmallVec<[(Arc<Session>, u64); 1]>;
+/// The sessions a user's connections are attached to, with their generations.
+type UserConnections = SmallVec<[(Arc<Session>, u64); 1]>;
 
 struct Shared {
     config: BrokerConfig,
-    /// Checks credentials; `None` admits only anonymous clients (`allow_anonymous`).
-    authenticator: Option<Arc<dyn Authenticator>>,
-    /// Takes the messages of the topics the platform consumes.
-    ingest: Option<Arc<dyn Ingest>>,
     failed_logins: FailureLimiter,
     sessions: Mutex<HashMap<ClientId, Arc<Session>>>,
-    /// The connections (session and generation) each connected device holds, so that
-    /// revoking a device reaches all of them and presence changes only on the first and
-    /// last. Locked alone, or before one session's mutex.
-    devices: Mutex<HashMap<Arc<str>, DeviceConnections>>,
-    /// Anonymous connections (development mode) that publish as a device: generation →
-    /// device, so that they count as its connections for presence until they close.
-    /// Locked alone.
-    anonymous_devices: Mutex<HashMap<u64, Arc<str>>>,
+    /// The connections (session and generation) each connected user holds, so that
+    /// disconnecting a user reaches all of them and presence changes only on the first
+    /// and last. Locked alone, or before one session's mutex.
+    users: Mutex<HashMap<Arc<str>, UserConnections>>,
+    /// Anonymous connections (development mode) acting as a user (named by the ingest,
+    /// [`crate::Settled::acting_as`]): generation → user, so that they count as its
+    /// connections until they close. Locked alone.
+    acting_users: Mutex<HashMap<u64, Arc<str>>>,
     subscriptions: RwLock<TopicTree<SubscriptionKey, Subscriber>>,
     retained: RwLock<Retained>,
     stats: Stats,
@@ -151,47 +147,20 @@ impl std::fmt::Debug for Broker {
 }
 
 impl Broker {
-    /// A broker with no sessions, subscriptions or retained messages, and no
-    /// authenticator: only anonymous clients are admitted, when `allow_anonymous` is set.
+    /// A broker with no sessions, subscriptions or retained messages. It serves clients
+    /// once given a listener and the [`Hooks`] its connections call into
+    /// ([`Broker::spawn`], [`Broker::serve`]); until then it can already publish.
     pub fn new(config: BrokerConfig) -> Broker {
-        Broker::with_hooks(config, Hooks::default())
-    }
-
-    /// A broker that admits clients presenting a user name when `authenticator` accepts
-    /// them, with the access it grants (and anonymous clients when `allow_anonymous`).
-    pub fn with_authenticator(
-        config: BrokerConfig,
-        authenticator: Arc<dyn Authenticator>,
-    ) -> Broker {
-        Broker::with_hooks(
-            config,
-            Hooks {
-                authenticator: Some(authenticator),
-                ingest: None,
-            },
-        )
-    }
-
-    /// A broker calling into `hooks`: the authenticator (see
-    /// [`with_authenticator`](Broker::with_authenticator)) and the platform's ingest,
-    /// which receives the messages of the topics it wants before they are acknowledged.
-    pub fn with_hooks(config: BrokerConfig, hooks: Hooks) -> Broker {
-        let Hooks {
-            authenticator,
-            ingest,
-        } = hooks;
         let (shutdown, _) = watch::channel(false);
         let failed_logins =
             FailureLimiter::new(config.auth_failure_burst, config.auth_failures_per_minute);
         Broker {
             shared: Arc::new(Shared {
                 config,
-                authenticator,
-                ingest,
                 failed_logins,
                 sessions: Mutex::new(HashMap::new()),
-                devices: Mutex::new(HashMap::new()),
-                anonymous_devices: Mutex::new(HashMap::new()),
+                users: Mutex::new(HashMap::new()),
+                acting_users: Mutex::new(HashMap::new()),
                 subscriptions: RwLock::new(TopicTree::default()),
                 retained: RwLock::new(Retained::default()),
                 stats: Stats::default(),
@@ -212,27 +181,19 @@ impl Broker {
         &self.shared.stats
     }
 
-    pub(crate) fn authenticator(&self) -> Option<&dyn Authenticator> {
-        self.shared.authenticator.as_deref()
-    }
-
-    pub(crate) fn ingest(&self) -> Option<&Arc<dyn Ingest>> {
-        self.shared.ingest.as_ref()
-    }
-
     pub(crate) fn failed_logins(&self) -> &FailureLimiter {
         &self.shared.failed_logins
     }
 
-    /// Closes every connection of `device` (its credentials were reissued or it was
-    /// deleted); 5.0 clients are told "administrative action". Returns how many
-    /// connections were closed.
-    pub fn disconnect_device(&self, device: &str) -> usize {
+    /// Closes every connection of user `name` (for instance: its credentials changed,
+    /// or it was removed); 5.0 clients are told "administrative action" (`DISCONNECT`
+    /// 0x98). Returns how many connections were closed.
+    pub fn disconnect_user(&self, name: &str) -> usize {
         let connections = self
             .shared
-            .devices
+            .users
             .lock()
-            .get(device)
+            .get(name)
             .cloned()
             .unwrap_or_default();
         let mut closed = 0;
@@ -247,74 +208,77 @@ impl Broker {
             }
         }
         if closed > 0 {
-            tracing::info!(device, connections = closed, "disconnecting device");
+            tracing::info!(user = name, connections = closed, "disconnecting user");
         }
         closed
     }
 
-    /// Whether `device` has at least one open connection.
-    pub fn is_device_connected(&self, device: &str) -> bool {
-        self.shared.devices.lock().contains_key(device)
+    /// Whether user `name` has at least one open connection.
+    pub fn is_user_connected(&self, name: &str) -> bool {
+        self.shared.users.lock().contains_key(name)
     }
 
-    /// An anonymous connection published as `device` and the platform took it: from now
-    /// until it closes it counts as one of the device's connections (presence, and the
-    /// device's revocation reaches it). Only its first device counts; later calls do
-    /// nothing.
-    pub(crate) fn anonymous_publisher_is(
+    /// The anonymous connection `generation` acts as `user` (its ingest said so): from
+    /// now until it closes it counts as one of the user's connections (presence, and
+    /// [`Broker::disconnect_user`] reaches it). Only its first user counts; later calls
+    /// do nothing.
+    pub(crate) fn act_as(
         &self,
-        device: &Arc<str>,
+        user: &Arc<str>,
         session: &Arc<Session>,
         generation: u64,
+        hooks: &Hooks,
     ) {
         {
-            let mut anonymous = self.shared.anonymous_devices.lock();
-            if anonymous.contains_key(&generation) {
+            let mut acting = self.shared.acting_users.lock();
+            if acting.contains_key(&generation) {
                 return;
             }
-            anonymous.insert(generation, Arc::clone(device));
+            acting.insert(generation, Arc::clone(user));
         }
-        self.add_device_connection(device, session, generation);
+        self.add_user_connection(user, session, generation, hooks);
     }
 
-    /// The device the anonymous connection `generation` publishes as, if any.
-    pub(crate) fn anonymous_device(&self, generation: u64) -> Option<Arc<str>> {
-        self.shared
-            .anonymous_devices
-            .lock()
-            .get(&generation)
-            .cloned()
+    /// Whether the anonymous connection `generation` acts as a user.
+    pub(crate) fn is_acting_as_user(&self, generation: u64) -> bool {
+        self.shared.acting_users.lock().contains_key(&generation)
     }
 
-    /// Remembers the connection of a device; the first one makes it present.
-    fn add_device_connection(&self, device: &Arc<str>, session: &Arc<Session>, generation: u64) {
+    /// Remembers the connection of a user; the first one makes it present.
+    fn add_user_connection(
+        &self,
+        user: &Arc<str>,
+        session: &Arc<Session>,
+        generation: u64,
+        hooks: &Hooks,
+    ) {
         let is_first = {
-            let mut devices = self.shared.devices.lock();
-            let connections = devices.entry(Arc::clone(device)).or_default();
+            let mut users = self.shared.users.lock();
+            let connections = users.entry(Arc::clone(user)).or_default();
             connections.push((Arc::clone(session), generation));
             connections.len() == 1
         };
-        if let (true, Some(authenticator)) = (is_first, self.authenticator()) {
-            authenticator.presence(device, true);
+        if let (true, Some(authenticator)) = (is_first, hooks.authenticator.as_deref()) {
+            authenticator.presence(user, true);
         }
     }
 
-    /// Forgets the connection of a device; the last one makes it absent.
-    fn remove_device_connection(&self, device: &str, generation: u64) {
+    /// Forgets the connection of a user; the last one makes it absent.
+    fn remove_user_connection(&self, user: &str, generation: u64, hooks: &Hooks) {
         let is_last = {
-            let mut devices = self.shared.devices.lock();
-            let Some(connections) = devices.get_mut(device) else {
+            let mut users = self.shared.users.lock();
+            let Some(connections) = users.get_mut(user) else {
                 return;
             };
             connections.retain(|(_, held)| *held != generation);
             let is_last = connections.is_empty();
             if is_last {
-                devices.remove(device);
+                users.remove(user);
             }
             is_last
         };
-        if let (true, Some(authenticator)) = (is_last, self.authenticator()) {
-            authenticator.presence(device, false);
+        if let (true, Some(authenticator)) = (is_last, hooks.authenticator.as_deref()) {
+            authenticator.presence(user, false);
         }
     }
 
@@ -374,6 +338,7 @@ impl Broker {
         connect: &Connect,
         access: &Access,
         signals: Arc<Signals>,
+        hooks: &Hooks,
     ) -> Result<Attached, ReasonCode> {
         let version = connect.protocol;
         let mut assigned_client_id = None;
@@ -405,9 +370,9 @@ impl Broker {
         let (session, is_session_present) = {
             let mut sessions = self.shared.sessions.lock();
             let existing = sessions.get(&client_id).cloned();
-            if let (Some(existing), Some(device)) = (&existing, access.device()) {
-                // A device may not take over (or read) another identity's session.
-                if existing.owner.as_deref() != Some(device) {
+            if let (Some(existing), Some(user)) = (&existing, access.user_name()) {
+                // A user may not take over (or read) another identity's session.
+                if existing.owner.as_ref() != Some(user) {
                     return Err(ReasonCode::CLIENT_IDENTIFIER_NOT_VALID);
                 }
             }
@@ -424,7 +389,7 @@ impl Broker {
                     let session = Arc::new(Session::new(
                         SessionId(self.next_id()),
                         client_id.clone(),
-                        access.device().map(Arc::from),
+                        access.user_name().cloned(),
                         u32::try_from(self.shared.config.max_queued_messages).unwrap_or(u32::MAX),
                     ));
                     sessions.insert(client_id, Arc::clone(&session));
@@ -456,8 +421,8 @@ impl Broker {
             state.is_parking = false;
             state.attachment = Some(attachment);
         }
-        if let Access::Device(device) = access {
-            self.add_device_connection(device, &session, generation);
+        if let Some(user) = access.user_name() {
+            self.add_user_connection(user, &session, generation, hooks);
         }
         stats::add(&self.shared.stats.clients_connected, 1);
         Ok(Attached {
@@ -470,17 +435,23 @@ impl Broker {
 
     /// Detaches the connection `generation` from `session`; ends the session unless it is
     /// persistent. Does nothing if another connection took the session over.
-    pub(crate) fn detach(&self, session: &Arc<Session>, generation: u64, access: &Access) {
+    pub(crate) fn detach(
+        &self,
+        session: &Arc<Session>,
+        generation: u64,
+        access: &Access,
+        hooks: &Hooks,
+    ) {
         self.shared
             .stats
             .clients_connected
             .fetch_sub(1, Ordering::Relaxed);
-        if let Some(device) = access.device() {
-            self.remove_device_connection(device, generation);
+        if let Some(user) = access.user_name() {
+            self.remove_user_connection(user, generation, hooks);
         } else {
-            let anonymous = self.shared.anonymous_devices.lock().remove(&generation);
-            if let Some(device) = anonymous {
-                self.remove_device_connection(&device, generation);
+            let acting = self.shared.acting_users.lock().remove(&generation);
+            if let Some(user) = acting {
+                self.remove_user_connection(&user, generation, hooks);
             }
         }
         let is_persistent = {
@@ -730,7 +701,7 @@ impl Broker {
         self.accept(message, &mut Congested::new())
     }
 
-    /// Publishes a message from the platform (a command to a device) and calls
+    /// Publishes a message from outside MQTT (the platform's commands) and calls
     /// `on_delivered` once, when the first receiving client has it: when it acknowledges
     /// the message (`PUBACK` or `PUBREC`), or when a QoS 0 delivery is written to it.
     /// Copies still queued when `expires_in` has passed are dropped, never sent (5.0

@@ -3,16 +3,19 @@
 //! offline queues, and `$SYS` statistics.
 //!
 //! The broker speaks MQTT through [`fleetwire_mqtt_codec`] and indexes subscriptions
-//! with [`fleetwire_topics`]; it knows nothing of devices, storage or HTTP. See
-//! `ARCHITECTURE.md` for who owns which state.
+//! with [`fleetwire_topics`]; it knows nothing of storage, HTTP or what topics mean. A
+//! listener is served with [`Hooks`]: an [`Authenticator`] that admits users and gives
+//! each an [`Access`] (topic filters it may publish to and subscribe within), and an
+//! [`Ingest`] whose per-connection [`Collector`] takes the messages it consumes before
+//! they are acknowledged. See `ARCHITECTURE.md` for who owns which state.
 //!
 //! ```no_run
-//! use fleetwire_broker::{Broker, BrokerConfig};
+//! use fleetwire_broker::{Broker, BrokerConfig, Hooks};
 //!
 //! # async fn run() -> std::io::Result<()> {
 //! let broker = Broker::new(BrokerConfig { allow_anonymous: true, ..BrokerConfig::default() });
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:1883").await?;
-//! let running = broker.spawn(listener)?;
+//! let running = broker.spawn(listener, Hooks::default())?;
 //! println!("MQTT on {}", running.local_addr());
 //! // ... until it is time to stop:
 //! broker.shutdown();
@@ -32,10 +35,10 @@ mod session;
 mod stats;
 mod sys;
 
-pub use auth::{Access, Authenticator, BoxFuture, Credentials, Denial};
+pub use auth::{Access, Authenticator, BoxFuture, Credentials, Denial, UserAccess};
 pub use broker::Broker;
 pub use config::BrokerConfig;
-pub use ingest::{Hooks, Inbound, Ingest, Verdict};
+pub use ingest::{Collector, Hooks, Inbound, Ingest, Settled, Verdict};
 pub use listener::Running;
 pub use session::{ClientId, SessionId};
 pub use stats::StatsSnapshot;

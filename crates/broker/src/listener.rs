@@ -1,4 +1,5 @@
-//! Accepting TCP connections and handing each to its own task; keeping the parked ones.
+//! Accepting TCP connections and handing each to its own task, with the listener's
+//! [`Hooks`]; keeping the parked ones.
 
 use std::io;
 use std::net::SocketAddr;
@@ -11,6 +12,7 @@ use tokio::time::Instant;
 
 use crate::broker::Broker;
 use crate::connection;
+use crate::ingest::Hooks;
 use crate::park::{Lot, Parked};
 
 /// How long shutdown waits for connections to close before dropping them.
@@ -40,13 +42,13 @@ impl Running {
 }
 
 impl Broker {
-    /// Serves `listener` ([`Broker::serve`]) and runs [`Broker::run_housekeeping`] in
-    /// background tasks until [`Broker::shutdown`].
-    pub fn spawn(&self, listener: TcpListener) -> io::Result<Running> {
+    /// Serves `listener` with `hooks` ([`Broker::serve`]) and runs
+    /// [`Broker::run_housekeeping`] in background tasks until [`Broker::shutdown`].
+    pub fn spawn(&self, listener: TcpListener, hooks: Hooks) -> io::Result<Running> {
         let local_addr = listener.local_addr()?;
         let server = tokio::spawn({
             let broker = self.clone();
-            async move { broker.serve(listener).await }
+            async move { broker.serve(listener, hooks).await }
         });
         let housekeeping = tokio::spawn({
             let broker = self.clone();
@@ -60,12 +62,15 @@ impl Broker {
     }
 
     /// Accepts MQTT connections on `listener` until [`Broker::shutdown`], then waits
-    /// (briefly) for the open connections to close.
+    /// (briefly) for the open connections to close. Every connection calls into `hooks`:
+    /// their authenticator admits its client and hears of its user's presence, their
+    /// ingest collects its messages.
     ///
     /// This task also keeps the listener's parked connections ([`crate::park`]): it
     /// answers their pings, resumes them when they have work, and closes them when their
     /// keep-alive expires. Every connection task, new or resumed, runs in its task set.
-    pub async fn serve(&self, listener: TcpListener) -> io::Result<()> {
+    pub async fn serve(&self, listener: TcpListener, hooks: Hooks) -> io::Result<()> {
+        let hooks = Arc::new(hooks);
         let (lot, mut poller) = Lot::new()?;
         let _closing = CloseOnDrop(Arc::clone(&lot));
         let mut shutdown = self.shutdown_signal();
@@ -87,6 +92,7 @@ impl Broker {
                 Event::Accepted(Ok((stream, peer))) => {
                     connections.spawn(connection::serve(
                         self.clone(),
+                        Arc::clone(&hooks),
                         stream,
                         peer,
                         Arc::clone(&lot),
@@ -111,12 +117,12 @@ impl Broker {
                     keep_alive.as_mut().reset(next);
                 }
             }
-            self.resume_parked(&lot, &mut resume, &mut connections);
+            self.resume_parked(&lot, &hooks, &mut resume, &mut connections);
             while connections.try_join_next().is_some() {}
         }
         // Parked connections are resumed to close: 5.0 clients are told why.
         lot.close(&mut resume);
-        self.resume_parked(&lot, &mut resume, &mut connections);
+        self.resume_parked(&lot, &hooks, &mut resume, &mut connections);
         drop(listener);
         let open = connections.len();
         if open > 0 {
@@ -142,6 +148,7 @@ impl Broker {
     fn resume_parked(
         &self,
         lot: &Arc<Lot>,
+        hooks: &Arc<Hooks>,
         resume: &mut Vec<Parked>,
         connections: &mut JoinSet<()>,
     ) {
@@ -150,7 +157,12 @@ impl Broker {
             self.stats()
                 .clients_parked
                 .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-            connections.spawn(connection::resume(self.clone(), parked, Arc::clone(lot)));
+            connections.spawn(connection::resume(
+                self.clone(),
+                Arc::clone(hooks),
+                parked,
+                Arc::clone(lot),
+            ));
         }
     }
 }

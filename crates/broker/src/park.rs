@@ -1,13 +1,13 @@
 //! Parked connections: idle clients held by their listener, without tasks of their own.
 //!
 //! An attached connection runs two tasks (reader and writer) over a socket registered
-//! with tokio, which costs about 3 KB even when nothing happens; most devices say nothing
-//! for minutes at a time. So a connection with nothing to read or write (right after
-//! `CONNECT`, or after [`PARK_AFTER`] of silence) hands its socket and the few fields it
-//! needs to resume ([`Parked`], about 80 bytes) to its listener's [`Lot`], and its tasks
-//! end. The lot watches the parked sockets with an epoll instance of its own (mio, no
-//! allocation per socket) and keeps their keep-alive deadlines in one heap, served by one
-//! timer in the listener's task.
+//! with tokio, which costs about 3 KB even when nothing happens; most clients of an IoT
+//! fleet say nothing for minutes at a time. So a connection with nothing to read or
+//! write (right after `CONNECT`, or after [`PARK_AFTER`] of silence) hands its socket
+//! and what it needs to resume ([`Parked`], 64 bytes) to its listener's [`Lot`], and its
+//! tasks end. The lot watches the parked sockets with an epoll instance of its own (mio,
+//! no allocation per socket) and keeps their keep-alive deadlines in one heap, served by
+//! one timer in the listener's task.
 //!
 //! The listener resumes a parked connection (spawns its tasks again) when its socket has
 //! anything but `PINGREQ` to read (pings are answered in place), when its keep-alive
@@ -32,8 +32,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::auth::Access;
-use crate::session::Session;
+use crate::connection::Connection;
 use crate::stats::{self, Stats};
 
 /// How long an attached connection stays silent (nothing read, nothing to write) before
@@ -47,73 +46,32 @@ const PINGRESP: [u8; 2] = [0xD0, 0x00];
 /// Pings read in one go from a parked socket; more means a confused client: resume it.
 const MAX_PINGS: usize = 8;
 
-/// What a parked connection keeps: enough to rebuild its reader and writer. The same
-/// fields travel with a tokio socket (`S = TcpStream`) on the way in and out of the lot.
+/// A parked connection: its socket and what the connection keeps for its whole life,
+/// moved here whole from the running reader and back. The same pair travels with a tokio
+/// socket (`S = TcpStream`) on the way in and out of the lot.
 #[derive(Debug)]
 pub(crate) struct Parked<S = std::net::TcpStream> {
     /// The socket; a parked one is non-blocking and watched by the lot, not by tokio.
     pub(crate) stream: S,
-    pub(crate) session: Arc<Session>,
-    pub(crate) generation: u64,
-    pub(crate) access: Access,
-    pub(crate) will: Option<Box<fleetwire_mqtt_codec::Will>>,
-    /// When the last packet came: the keep-alive counts from here.
-    pub(crate) last_read: Instant,
-    pub(crate) keep_alive: u16,
-    pub(crate) session_expiry_at_connect: u32,
-    pub(crate) version: fleetwire_mqtt_codec::ProtocolVersion,
+    pub(crate) connection: Connection,
 }
 
 impl<S> Parked<S> {
-    /// When the keep-alive expires (MQTT-3.1.2-24: one and a half times the keep-alive
-    /// without a packet); `None` without keep-alive.
+    /// When the keep-alive expires; `None` without keep-alive.
     pub(crate) fn deadline(&self) -> Option<Instant> {
-        keep_alive_limit(self.keep_alive).map(|limit| self.last_read + limit)
+        self.connection.deadline()
     }
 
     /// The same connection over another kind of socket. If `convert` fails the socket is
-    /// gone, and the rest comes back (to close the connection).
+    /// gone, and the connection comes back (to be closed).
     pub(crate) fn convert<T>(
         self,
         convert: impl FnOnce(S) -> io::Result<T>,
-    ) -> Result<Parked<T>, (io::Error, Parked<()>)> {
-        let Parked {
-            stream,
-            session,
-            generation,
-            access,
-            will,
-            last_read,
-            keep_alive,
-            session_expiry_at_connect,
-            version,
-        } = self;
+    ) -> Result<Parked<T>, (io::Error, Connection)> {
+        let Parked { stream, connection } = self;
         match convert(stream) {
-            Ok(stream) => Ok(Parked {
-                stream,
-                session,
-                generation,
-                access,
-                will,
-                last_read,
-                keep_alive,
-                session_expiry_at_connect,
-                version,
-            }),
-            Err(error) => Err((
-                error,
-                Parked {
-                    stream: (),
-                    session,
-                    generation,
-                    access,
-                    will,
-                    last_read,
-                    keep_alive,
-                    session_expiry_at_connect,
-                    version,
-                },
-            )),
+            Ok(stream) => Ok(Parked { stream, connection }),
+            Err(error) => Err((error, connection)),
         }
     }
 }
@@ -463,7 +421,7 @@ fn answer_pings(parked: &mut Parked, stats: &Stats) -> io::Result<bool> {
         let _ = parked.stream.shutdown(std::net::Shutdown::Both);
         return Ok(false);
     }
-    parked.last_read = Instant::now();
+    parked.connection.last_read = Instant::now();
     stats::add(&stats.bytes_received, count as u64);
     stats::add(&stats.bytes_sent, count as u64);
     Ok(true)
@@ -472,6 +430,7 @@ fn answer_pings(parked: &mut Parked, stats: &Stats) -> io::Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::session::Session;
 
     /// What an idle connection costs is mostly these two allocations (plus the session
     /// table's entry and the lot's slot): keep them from growing unnoticed.
@@ -479,7 +438,7 @@ mod tests {
     #[cfg(target_pointer_width = "64")]
     fn a_parked_connection_and_its_session_stay_small() {
         assert!(
-            size_of::<Parked>() <= 72,
+            size_of::<Parked>() <= 64,
             "Parked is {} bytes",
             size_of::<Parked>()
         );

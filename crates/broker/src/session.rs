@@ -195,7 +195,7 @@ pub(crate) enum Link {
 /// What the session's side uses to reach a running connection.
 #[derive(Debug, Default)]
 pub(crate) struct Signals {
-    /// Wakes the reader to close it (takeover, credentials revoked, write failed).
+    /// Wakes the reader to close it (takeover, user disconnected, write failed).
     pub(crate) kick: Notify,
     /// Wakes the writer: something is queued, or it must stop.
     pub(crate) wake: Notify,
@@ -267,8 +267,8 @@ pub(crate) struct SessionState {
     pub(crate) has_waiters: bool,
     /// The client did not keep up within the grace period: publishers no longer wait.
     pub(crate) is_slow: bool,
-    /// The attached connection is being closed because its device's credentials were
-    /// revoked (set before its reader is kicked).
+    /// The attached connection is being closed because its user was disconnected
+    /// ([`crate::Broker::disconnect_user`]; set before its reader is kicked).
     pub(crate) is_revoked: bool,
     /// The reader asks the (idle) writer to stop and hand its socket half back, so that
     /// the connection can park.
@@ -280,7 +280,7 @@ pub(crate) struct SessionState {
 pub(crate) struct Session {
     pub(crate) id: SessionId,
     pub(crate) client_id: ClientId,
-    /// The device that created the session; only it may resume the session.
+    /// The user that created the session; only it may resume the session.
     pub(crate) owner: Option<Arc<str>>,
     pub(crate) state: Mutex<SessionState>,
     /// Signals publishers paused by flow control that the queue has room again.

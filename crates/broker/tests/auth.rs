@@ -1,6 +1,7 @@
 //! Authentication, topic ACLs, presence and revocation, over real sockets. The
-//! authenticator here is a fixed table of device passwords; the registry-backed one is
-//! tested end to end through the binary.
+//! authenticator here is a fixed table of passwords, whose users get the access the
+//! platform gives its devices (their own `devices/{id}/...` topics); the registry-backed
+//! one is tested end to end through the binary.
 
 #![allow(clippy::unwrap_used)]
 
@@ -12,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fleetwire_broker::{
-    Access, Authenticator, BoxFuture, Broker, BrokerConfig, Credentials, Denial,
+    Access, Authenticator, BoxFuture, Broker, BrokerConfig, Credentials, Denial, Hooks,
 };
 use fleetwire_mqtt_codec::{
     Packet, PacketId, Properties, ProtocolVersion, QoS, ReasonCode, Subscribe, SubscriptionOptions,
@@ -23,7 +24,7 @@ use support::*;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
-/// Devices and their passwords; reports presence changes on a channel.
+/// Users and their passwords; reports presence changes on a channel.
 struct Table {
     passwords: HashMap<&'static str, &'static [u8]>,
     presence: Mutex<mpsc::UnboundedSender<(String, bool)>>,
@@ -38,16 +39,27 @@ impl Authenticator for Table {
             let username = credentials.username.unwrap_or_default();
             match self.passwords.get(username) {
                 Some(password) if credentials.password == Some(*password) => {
-                    Ok(Access::Device(Arc::from(username)))
+                    Ok(device_access(username))
                 }
                 _ => Err(Denial::BadCredentials),
             }
         })
     }
 
-    fn presence(&self, device: &str, online: bool) {
-        let _ = self.presence.lock().send((device.to_owned(), online));
+    fn presence(&self, user: &str, online: bool) {
+        let _ = self.presence.lock().send((user.to_owned(), online));
     }
+}
+
+/// What the platform lets device `id` do: publish under `devices/{id}/`, subscribe to
+/// its commands.
+fn device_access(id: &str) -> Access {
+    let filter = |text: String| TopicFilter::new(text).unwrap();
+    Access::user(
+        id,
+        [filter(format!("devices/{id}/+/#"))],
+        [filter(format!("devices/{id}/commands/#"))],
+    )
 }
 
 async fn start_with_devices(
@@ -58,9 +70,13 @@ async fn start_with_devices(
         passwords: HashMap::from([("d1", &b"secret-1"[..]), ("d2", &b"secret-2"[..])]),
         presence: Mutex::new(sender),
     };
-    let broker = Broker::with_authenticator(config, Arc::new(table));
+    let broker = Broker::new(config);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = broker.spawn(listener).unwrap().local_addr();
+    let hooks = Hooks {
+        authenticator: Some(Arc::new(table)),
+        ingest: None,
+    };
+    let addr = broker.spawn(listener, hooks).unwrap().local_addr();
     (broker, addr, receiver)
 }
 
@@ -224,7 +240,7 @@ async fn a_will_outside_the_devices_topics_is_refused_at_connect() {
 }
 
 #[tokio::test]
-async fn a_device_cannot_take_over_another_devices_session() {
+async fn a_user_cannot_take_over_another_users_session() {
     let (_broker, addr, _presence) = start_with_devices(BrokerConfig::default()).await;
     let mut d1 = device(addr, "d1", b"secret-1", ProtocolVersion::V5).await;
     let (_, connack) =
@@ -237,7 +253,7 @@ async fn a_device_cannot_take_over_another_devices_session() {
 }
 
 #[tokio::test]
-async fn presence_follows_the_first_and_last_connection_of_a_device() {
+async fn presence_follows_the_first_and_last_connection_of_a_user() {
     let (broker, addr, mut presence) = start_with_devices(BrokerConfig::default()).await;
     let first = device(addr, "d1", b"secret-1", ProtocolVersion::V311).await;
     assert_eq!(presence.recv().await, Some(("d1".to_owned(), true)));
@@ -248,7 +264,7 @@ async fn presence_follows_the_first_and_last_connection_of_a_device() {
     )
     .await;
     assert_eq!(connack_code(&connack), ReasonCode::SUCCESS);
-    assert!(broker.is_device_connected("d1"));
+    assert!(broker.is_user_connected("d1"));
     drop(first);
     // Still connected through `extra`: no presence change yet.
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -260,11 +276,11 @@ async fn presence_follows_the_first_and_last_connection_of_a_device() {
             .unwrap(),
         Some(("d1".to_owned(), false))
     );
-    assert!(!broker.is_device_connected("d1"));
+    assert!(!broker.is_user_connected("d1"));
 }
 
 #[tokio::test]
-async fn revoking_a_device_closes_its_connections_with_administrative_action() {
+async fn disconnecting_a_user_closes_its_connections_with_administrative_action() {
     let (broker, addr, _presence) = start_with_devices(BrokerConfig::default()).await;
     let mut v5 = device(addr, "d1", b"secret-1", ProtocolVersion::V5).await;
     let (mut v3, connack) = Client::connect_with(
@@ -275,7 +291,7 @@ async fn revoking_a_device_closes_its_connections_with_administrative_action() {
     assert_eq!(connack_code(&connack), ReasonCode::SUCCESS);
     let mut bystander = device(addr, "d2", b"secret-2", ProtocolVersion::V5).await;
 
-    assert_eq!(broker.disconnect_device("d1"), 2);
+    assert_eq!(broker.disconnect_user("d1"), 2);
     let farewell = v5.expect_closed().await;
     assert!(
         matches!(farewell.as_slice(), [Packet::Disconnect(d)] if d.reason == ReasonCode::ADMINISTRATIVE_ACTION),
@@ -283,5 +299,5 @@ async fn revoking_a_device_closes_its_connections_with_administrative_action() {
     );
     assert!(v3.expect_closed().await.is_empty());
     bystander.expect_silence(Duration::from_millis(100)).await;
-    assert_eq!(broker.disconnect_device("d1"), 0);
+    assert_eq!(broker.disconnect_user("d1"), 0);
 }

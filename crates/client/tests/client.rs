@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use fleetwire_broker::{Broker, BrokerConfig};
+use fleetwire_broker::{Broker, BrokerConfig, Hooks};
 use fleetwire_client::{
     ClientError, ConnectOptions, Connection, Event, Message, Progress, PublishTemplate,
 };
@@ -20,7 +20,10 @@ async fn start_broker(allow_anonymous: bool) -> SocketAddr {
         allow_anonymous,
         ..BrokerConfig::default()
     });
-    broker.spawn(listener).unwrap().local_addr()
+    broker
+        .spawn(listener, Hooks::default())
+        .unwrap()
+        .local_addr()
 }
 
 async fn connect(addr: SocketAddr, client_id: &str, version: ProtocolVersion) -> Connection {

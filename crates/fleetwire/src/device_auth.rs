@@ -1,14 +1,12 @@
 //! The registry as the broker's authenticator: MQTT user name = device id, password =
-//! the device secret; devices get device access, and their presence is recorded (and
-//! published on the platform's live stream).
+//! the device secret; devices get the platform's device access (their own topics), and
+//! their presence is recorded (and published on the platform's live stream).
 //!
 //! Glue only: the broker knows nothing of the registry, the registry nothing of MQTT.
 
-use std::sync::Arc;
-
 use fleetwire_broker::{Access, Authenticator, BoxFuture, Credentials, Denial};
 use fleetwire_model::DeviceId;
-use fleetwire_platform::Platform;
+use fleetwire_platform::{Platform, device_access};
 use fleetwire_registry::Registry;
 
 /// Checks device credentials against the registry.
@@ -37,7 +35,7 @@ impl Authenticator for RegistryAuthenticator {
                 return Err(Denial::BadCredentials);
             };
             match self.registry.verify_device_secret(&device, password).await {
-                Ok(true) => Ok(Access::Device(Arc::from(device.as_str()))),
+                Ok(true) => Ok(device_access(&device)),
                 Ok(false) => Err(Denial::BadCredentials),
                 Err(error) => {
                     tracing::error!(%device, %error, "cannot check device credentials");

@@ -84,19 +84,17 @@ async fn serve(settings: Settings, demo_devices: Option<usize>) -> anyhow::Resul
 
     let platform = start_platform(&settings, registry.clone()).await?;
     apply_configured_rules(&platform, &settings.rules).await?;
-    let broker = Broker::with_hooks(
-        settings.broker.clone(),
-        Hooks {
-            authenticator: Some(Arc::new(RegistryAuthenticator::new(
-                registry.clone(),
-                platform.clone(),
-            ))),
-            ingest: Some(platform.mqtt_ingest()),
-        },
-    );
+    let broker = Broker::new(settings.broker.clone());
     platform.attach_broker(broker.clone());
+    let hooks = Hooks {
+        authenticator: Some(Arc::new(RegistryAuthenticator::new(
+            registry.clone(),
+            platform.clone(),
+        ))),
+        ingest: Some(platform.mqtt_ingest()),
+    };
     let running = broker
-        .spawn(listener)
+        .spawn(listener, hooks)
         .context("cannot start the MQTT listener")?;
     let http = tokio::spawn({
         let state = fleetwire_api::ApiState {

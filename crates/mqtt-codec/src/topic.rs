@@ -172,6 +172,54 @@ impl TopicFilter {
             }
         }
     }
+
+    /// Whether every topic this filter can match is also matched by `other`: a
+    /// subscription to this filter stays within what `other` allows. Shared
+    /// subscriptions are compared by the filters they match (their `$share/{group}/`
+    /// prefixes are ignored). Exact, for any two filters: `#` also matches its parent
+    /// level, `+` exactly one (possibly empty) level, and a filter starting with a
+    /// wildcard matches no topic starting with `$`.
+    pub fn is_within(&self, other: &TopicFilter) -> bool {
+        let (pattern, allowed) = (self.pattern(), other.pattern());
+        // Topics starting with `$` are never matched by a leading wildcard.
+        if pattern.starts_with('$') && allowed.starts_with(['+', '#']) {
+            return false;
+        }
+        let mut levels = pattern.split('/');
+        let mut allowed_levels = allowed.split('/');
+        // Whether the levels compared so far spell the empty text, which is no topic: a
+        // `#` there cannot match its parent level, so it matches what `+/#` matches.
+        let mut is_prefix_empty = true;
+        let mut is_first_level = true;
+        loop {
+            let level = levels.next();
+            match (level, allowed_levels.next()) {
+                // Whatever is left here, the allowed `#` matches it (nothing included).
+                (_, Some("#")) => return true,
+                (Some("#"), Some("+")) if is_prefix_empty => {
+                    return allowed_levels.next() == Some("#");
+                }
+                // This `#` matches topics of any depth here; only a `#` covers them all.
+                (Some("#"), _) => return false,
+                // A `+` matches every level, which only another wildcard covers.
+                (Some("+"), Some(allowed)) => {
+                    if allowed != "+" {
+                        return false;
+                    }
+                }
+                (Some(level), Some(allowed)) => {
+                    if allowed != "+" && allowed != level {
+                        return false;
+                    }
+                }
+                (None, None) => return true,
+                (None, Some(_)) | (Some(_), None) => return false,
+            }
+            // Only an empty first level leaves the prefix empty.
+            is_prefix_empty = is_first_level && level == Some("");
+            is_first_level = false;
+        }
+    }
 }
 
 impl std::fmt::Display for TopicFilter {
@@ -219,6 +267,120 @@ mod tests {
             let filter = TopicFilter::new(filter).expect("valid filter");
             let topic = TopicName::new(topic).expect("valid topic");
             assert_eq!(filter.matches(&topic), expected, "{filter} vs {topic}");
+        }
+    }
+
+    #[test]
+    fn a_filter_is_within_another_when_every_topic_it_matches_is_matched_by_it() {
+        let cases = [
+            // Equal filters, and literals inside wildcards.
+            ("a/b", "a/b", true),
+            ("a/b", "a/+", true),
+            ("a/b", "a/#", true),
+            ("a/b/c", "a/#", true),
+            ("a/b", "#", true),
+            ("a/b", "+/+", true),
+            ("a/b", "a/c", false),
+            ("a/b", "a", false),
+            ("a", "a/b", false),
+            ("a/b", "a/b/c", false),
+            // `#` also matches its parent level.
+            ("a", "a/#", true),
+            ("a/#", "a/#", true),
+            ("a/#", "a/+", false),
+            ("a/#", "a", false),
+            ("a/#", "a/b/#", false),
+            ("a/b/#", "a/#", true),
+            ("a/b/#", "a/+/#", true),
+            ("#", "#", true),
+            // Topics have at least one level: a leading `#` matches what `+/#` matches.
+            ("#", "+/#", true),
+            ("#", "+/+/#", false),
+            ("/#", "/+/#", true),
+            ("a/#", "a/+/#", false),
+            // `+` is one level, possibly empty.
+            ("a/+", "a/+", true),
+            ("a/+", "a/#", true),
+            ("a/+", "a/b", false),
+            ("a/+", "a/", false),
+            ("a/", "a/+", true),
+            ("a//b", "a/+/b", true),
+            ("a/+/c", "a/+/+", true),
+            ("a/+/+", "a/+/c", false),
+            ("a/+", "a", false),
+            ("a", "a/+", false),
+            ("+", "#", true),
+            ("+/+", "+/#", true),
+            ("+/#", "+/+", false),
+            // Topics starting with `$` are not matched by a leading wildcard.
+            ("$SYS/broker", "#", false),
+            ("$SYS/broker", "+/broker", false),
+            ("$SYS/broker", "$SYS/#", true),
+            ("$SYS/#", "#", false),
+            ("+/broker", "#", true),
+            // Shared subscriptions are judged by the filter they match.
+            ("$share/g/a/b", "a/#", true),
+            ("$share/g/a/#", "a/#", true),
+            ("$share/g/#", "a/#", false),
+            ("a/b", "$share/g/a/+", true),
+        ];
+        for (filter, allowed, expected) in cases {
+            let filter = TopicFilter::new(filter).expect("valid filter");
+            let allowed = TopicFilter::new(allowed).expect("valid filter");
+            assert_eq!(
+                filter.is_within(&allowed),
+                expected,
+                "{filter} within {allowed}"
+            );
+        }
+    }
+
+    /// Every sequence of up to `depth` levels drawn from `alphabet`, joined by `/`.
+    fn level_sequences(alphabet: &[&str], depth: usize) -> Vec<String> {
+        let mut all: Vec<String> = Vec::new();
+        let mut previous: Vec<String> = vec![String::new()];
+        for length in 1..=depth {
+            let mut next = Vec::new();
+            for prefix in &previous {
+                for level in alphabet {
+                    next.push(if length == 1 {
+                        (*level).to_owned()
+                    } else {
+                        format!("{prefix}/{level}")
+                    });
+                }
+            }
+            all.extend(next.iter().cloned());
+            previous = next;
+        }
+        all
+    }
+
+    #[test]
+    fn being_within_agrees_with_matching_on_every_small_filter() {
+        // Filters of up to three levels; topics one level deeper, with a level no filter
+        // names, so that every filter that is not within another has a witness here.
+        let filters: Vec<TopicFilter> = level_sequences(&["a", "", "$s", "+", "#"], 3)
+            .into_iter()
+            .filter_map(|text| TopicFilter::new(text).ok())
+            .collect();
+        let topics: Vec<TopicName> = level_sequences(&["a", "", "$s", "c"], 4)
+            .into_iter()
+            .filter_map(|text| TopicName::new(text).ok())
+            .collect();
+        for filter in &filters {
+            let matched: Vec<&TopicName> = topics
+                .iter()
+                .filter(|topic| filter.matches(topic))
+                .collect();
+            for allowed in &filters {
+                let is_covered = matched.iter().all(|topic| allowed.matches(topic));
+                assert_eq!(
+                    filter.is_within(allowed),
+                    is_covered,
+                    "{filter} within {allowed}"
+                );
+            }
         }
     }
 

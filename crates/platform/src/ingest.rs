@@ -10,10 +10,11 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use fleetwire_broker::{Inbound, Verdict};
+use bytes::Bytes;
+use fleetwire_broker::{Access, Inbound, Settled, Verdict};
 use fleetwire_formats::{Precision, parse_attributes, parse_line_protocol_each, parse_telemetry};
 use fleetwire_model::{DeviceId, IngestErrorRecord};
-use fleetwire_mqtt_codec::QoS;
+use fleetwire_mqtt_codec::{QoS, TopicFilter, TopicName};
 use fleetwire_store::Timestamp;
 use parking_lot::Mutex;
 use smallvec::SmallVec;
@@ -21,6 +22,7 @@ use smallvec::SmallVec;
 use crate::batch::PointBatch;
 use crate::error::{Error, Result};
 use crate::platform::Inner;
+use fleetwire_model::DeviceInfo;
 
 /// Fields of a typical device message, to size batches before parsing.
 const TYPICAL_FIELDS: usize = 8;
@@ -137,6 +139,109 @@ impl<'a> DeviceTopic<'a> {
     }
 }
 
+/// What a device may do over MQTT, the other half of the topic contract: publish to its
+/// own `devices/{id}/...` topics (not to `devices/{id}` itself), subscribe within its own
+/// `devices/{id}/commands/#`. The broker's authenticator gives this access to a device
+/// that logs in.
+pub fn device_access(device: &DeviceId) -> Access {
+    // A device id is plain text (no wildcards, no `/`): both filters are valid. Were one
+    // not, the device would just not have that right.
+    let filter = |text: String| TopicFilter::new(text).ok();
+    Access::user(
+        device.as_str(),
+        filter(format!("devices/{device}/+/#")),
+        filter(format!("devices/{device}/commands/#")),
+    )
+}
+
+/// A [`DeviceTopic`] that owns its text: the topic it was parsed from and where the
+/// parse found the parts, so that a message's topic is parsed once, when the broker
+/// offers it, and read back by slicing.
+#[derive(Debug, Clone)]
+pub(crate) struct ParsedTopic {
+    topic: TopicName,
+    parts: Parts,
+}
+
+/// Byte ranges in a topic (topics are at most 65,535 bytes).
+type Span = (u16, u16);
+
+#[derive(Debug, Clone, Copy)]
+enum Parts {
+    Telemetry { device: Span },
+    Attributes { device: Span },
+    CommandResponse { device: Span, command: Span },
+}
+
+impl ParsedTopic {
+    /// The platform topic `topic` is, if any (see [`DeviceTopic::parse`]).
+    pub(crate) fn parse(topic: &TopicName) -> Option<ParsedTopic> {
+        let text = topic.as_str();
+        let span = |part: &str| -> Option<Span> {
+            let start = (part.as_ptr() as usize).checked_sub(text.as_ptr() as usize)?;
+            let end = start.checked_add(part.len())?;
+            Some((u16::try_from(start).ok()?, u16::try_from(end).ok()?))
+        };
+        let parts = match DeviceTopic::parse(text)? {
+            DeviceTopic::Telemetry(device) => Parts::Telemetry {
+                device: span(device)?,
+            },
+            DeviceTopic::Attributes(device) => Parts::Attributes {
+                device: span(device)?,
+            },
+            DeviceTopic::CommandResponse { device, command } => Parts::CommandResponse {
+                device: span(device)?,
+                command: span(command)?,
+            },
+        };
+        Some(ParsedTopic {
+            topic: topic.clone(),
+            parts,
+        })
+    }
+
+    /// The parsed topic.
+    pub(crate) fn get(&self) -> DeviceTopic<'_> {
+        let text = self.topic.as_str();
+        // The spans come from parsing this very text: they always lie on its boundaries.
+        let part = |(start, end): Span| {
+            text.get(usize::from(start)..usize::from(end))
+                .unwrap_or_default()
+        };
+        match self.parts {
+            Parts::Telemetry { device } => DeviceTopic::Telemetry(part(device)),
+            Parts::Attributes { device } => DeviceTopic::Attributes(part(device)),
+            Parts::CommandResponse { device, command } => DeviceTopic::CommandResponse {
+                device: part(device),
+                command: part(command),
+            },
+        }
+    }
+}
+
+/// A device message the broker offered and the platform kept for the connection's next
+/// settlement: its topic parsed once, its payload shared with the broker's read buffer.
+#[derive(Debug)]
+pub(crate) struct DeviceMessage {
+    topic: ParsedTopic,
+    payload: Bytes,
+    qos: QoS,
+    /// Sent by an anonymous client (development mode), which may bring new devices.
+    is_anonymous: bool,
+}
+
+impl DeviceMessage {
+    /// Keeps `message` when its topic is one the platform consumes.
+    pub(crate) fn keep(message: Inbound<'_>) -> Option<DeviceMessage> {
+        Some(DeviceMessage {
+            topic: ParsedTopic::parse(message.topic)?,
+            payload: message.payload.clone(),
+            qos: message.qos,
+            is_anonymous: message.user.is_none(),
+        })
+    }
+}
+
 /// The last ingest error of every device that had one.
 #[derive(Debug, Default)]
 pub(crate) struct LastErrors {
@@ -190,24 +295,30 @@ impl LastErrors {
 }
 
 impl Inner {
-    /// Judges the messages of one MQTT read: parses them, writes the telemetry of all of
-    /// them in one batch, and answers one verdict per message. When every message with
-    /// telemetry came with QoS 0, which nobody acknowledges, the batch is only queued for
-    /// the writer (in order, after waiting for room): the connection reads on without
-    /// waiting for the disk, as a broker does for QoS 0.
-    pub(crate) async fn ingest_mqtt(&self, batch: Vec<Inbound>) -> Vec<Verdict> {
+    /// Judges the messages of one MQTT read: parses their payloads, writes the telemetry
+    /// of all of them in one batch, and answers one verdict per message. When every
+    /// message with telemetry came with QoS 0, which nobody acknowledges, the batch is
+    /// only queued for the writer (in order, after waiting for room): the connection reads
+    /// on without waiting for the disk, as a broker does for QoS 0.
+    ///
+    /// For an anonymous client (development mode) the answer also names the device of
+    /// its first accepted message: the broker then counts the client as one of that
+    /// device's connections (presence, disconnection).
+    pub(crate) async fn ingest_mqtt(&self, batch: Vec<DeviceMessage>) -> Settled {
         let received_at = Timestamp::now();
         let mut verdicts = vec![Verdict::Accepted; batch.len()];
         // Most reads carry one message of a few fields: size for that, grow for more.
         let mut points = PointBatch::with_capacity(batch.len() * TYPICAL_FIELDS);
         let mut writes: SmallVec<[usize; 8]> = SmallVec::new();
+        // The first message of an anonymous client taken so far, with its device: of
+        // telemetry (accepted only once written) and of anything else.
+        let mut first_telemetry: Option<(usize, Arc<str>)> = None;
+        let mut first_other: Option<(usize, Arc<str>)> = None;
         for (index, message) in batch.iter().enumerate() {
-            let Some(topic) = DeviceTopic::parse(message.topic.as_str()) else {
-                continue;
-            };
+            let topic = message.topic.get();
             // Anonymous clients (development mode) may bring devices the registry does
             // not know yet; authenticated ones exist by definition.
-            let may_register = message.device.is_none() && self.config.auto_register_devices;
+            let may_register = message.is_anonymous && self.config.auto_register_devices;
             let outcome = match topic {
                 DeviceTopic::Telemetry(device) => self
                     .prepare_telemetry(
@@ -218,19 +329,36 @@ impl Inner {
                         &mut points,
                     )
                     .await
-                    .map(|_| writes.push(index)),
-                DeviceTopic::Attributes(device) => {
-                    self.merge_attributes(device, &message.payload, may_register)
-                        .await
-                }
-                DeviceTopic::CommandResponse { device, command } => {
-                    self.commands
-                        .respond(self, device, command, &message.payload)
-                        .await
-                }
+                    .map(|(_, info)| {
+                        writes.push(index);
+                        Some(info)
+                    }),
+                DeviceTopic::Attributes(device) => self
+                    .merge_attributes(device, &message.payload, may_register)
+                    .await
+                    .map(Some),
+                DeviceTopic::CommandResponse { device, command } => self
+                    .commands
+                    .respond(self, device, command, &message.payload)
+                    .await
+                    .map(|()| None),
             };
-            if let Err(error) = outcome {
-                verdicts[index] = self.reject(topic.device(), Source::Mqtt, &error);
+            match outcome {
+                Ok(info) if message.is_anonymous => {
+                    let first = match topic {
+                        DeviceTopic::Telemetry(_) => &mut first_telemetry,
+                        _ => &mut first_other,
+                    };
+                    if first.is_none() {
+                        let device = info.map_or_else(
+                            || Arc::from(topic.device()),
+                            |info| Arc::from(info.id.as_str()),
+                        );
+                        *first = Some((index, device));
+                    }
+                }
+                Ok(_) => {}
+                Err(error) => verdicts[index] = self.reject(topic.device(), Source::Mqtt, &error),
             }
         }
         let is_unacknowledged = writes
@@ -247,6 +375,7 @@ impl Inner {
                 for index in &writes {
                     verdicts[*index] = Verdict::Failed;
                 }
+                first_telemetry = None;
             }
         }
         let accepted = verdicts
@@ -261,11 +390,20 @@ impl Inner {
             .count();
         self.ingest_stats
             .count(&self.ingest_stats.failed, Source::Mqtt, failed as u64);
-        verdicts
+        let acting_as = first_telemetry
+            .into_iter()
+            .chain(first_other)
+            .min_by_key(|(index, _)| *index)
+            .map(|(_, device)| device);
+        Settled {
+            verdicts,
+            acting_as,
+        }
     }
 
     /// Parses one telemetry payload of `device`, checks the device, and appends the
-    /// points to `into` (nothing when it fails); the number of points appended.
+    /// points to `into` (nothing when it fails); the number of points appended, and the
+    /// device.
     async fn prepare_telemetry(
         &self,
         device: &str,
@@ -273,9 +411,9 @@ impl Inner {
         received_at: Timestamp,
         may_register: bool,
         into: &mut PointBatch,
-    ) -> Result<usize> {
+    ) -> Result<(usize, Arc<DeviceInfo>)> {
         // The device first, so that a registered device's bad payload is recorded on it.
-        self.directory.resolve(device, may_register).await?;
+        let info = self.directory.resolve(device, may_register).await?;
         let telemetry = parse_telemetry(payload, received_at, &self.config.limits)?;
         if let Some(claimed) = &telemetry.device_id {
             if claimed != device {
@@ -287,19 +425,20 @@ impl Inner {
         // Appended straight into the caller's batch: the points of one MQTT read (or one
         // HTTP body) are copied once, from the payload into the batch that is written.
         into.extend(telemetry.points(device));
-        Ok(telemetry.fields.len())
+        Ok((telemetry.fields.len(), info))
     }
 
+    /// Merges an attributes payload into what `device` reported before; the device.
     async fn merge_attributes(
         &self,
         device: &str,
         payload: &[u8],
         may_register: bool,
-    ) -> Result<()> {
+    ) -> Result<Arc<DeviceInfo>> {
         let info = self.directory.resolve(device, may_register).await?;
         let attributes = parse_attributes(payload)?;
         self.registry.merge_attributes(&info.id, attributes).await?;
-        Ok(())
+        Ok(info)
     }
 
     /// Counts and records a rejected message; the verdict to answer.
@@ -342,7 +481,7 @@ impl Inner {
     pub(crate) async fn ingest_json(&self, device: &DeviceId, body: &[u8]) -> Result<WriteReport> {
         let result = async {
             let mut batch = PointBatch::with_capacity(TYPICAL_FIELDS);
-            let points = self
+            let (points, _) = self
                 .prepare_telemetry(device.as_str(), body, Timestamp::now(), false, &mut batch)
                 .await?;
             self.writer.write(batch).await?;
@@ -441,7 +580,13 @@ impl Inner {
 
 #[cfg(test)]
 mod tests {
-    use super::{DeviceTopic, IngestError, LastErrors, Source, Timestamp};
+    use fleetwire_broker::Access;
+    use fleetwire_model::DeviceId;
+    use fleetwire_mqtt_codec::{TopicFilter, TopicName};
+
+    use super::{
+        DeviceTopic, IngestError, LastErrors, ParsedTopic, Source, Timestamp, device_access,
+    };
 
     #[test]
     fn a_device_s_errors_are_stored_at_most_once_a_second_and_the_newest_is_kept() {
@@ -493,6 +638,26 @@ mod tests {
         ];
         for (topic, expected) in table {
             assert_eq!(DeviceTopic::parse(topic), expected, "{topic}");
+            // Parsed once and kept, it reads back the same.
+            let kept = ParsedTopic::parse(&TopicName::new(topic).unwrap());
+            assert_eq!(kept.as_ref().map(ParsedTopic::get), expected, "{topic}");
         }
+    }
+
+    #[test]
+    fn a_device_publishes_to_its_own_topics_and_subscribes_to_its_own_commands() {
+        let access = device_access(&DeviceId::new("d1").unwrap());
+        assert_eq!(access.user_name().map(|name| &**name), Some("d1"));
+        let published = ["devices/d1/telemetry", "devices/d1", "devices/d2/telemetry"]
+            .map(|topic| access.may_publish(&TopicName::new(topic).unwrap()));
+        assert_eq!(published, [true, false, false]);
+        let subscribed = [
+            "devices/d1/commands/#",
+            "devices/d1/#",
+            "devices/d2/commands/#",
+        ]
+        .map(|filter| access.may_subscribe(&TopicFilter::new(filter).unwrap()));
+        assert_eq!(subscribed, [true, false, false]);
+        assert_ne!(access, Access::Full);
     }
 }

@@ -29,13 +29,15 @@
 //! let store = Store::open(data.join("telemetry"), StoreConfig::default())?;
 //! let registry = Registry::open_in_dir(data).await?;
 //! let platform = Platform::start(store, registry, PlatformConfig::default()).await?;
+//! let broker = fleetwire_broker::Broker::new(Default::default());
+//! platform.attach_broker(broker.clone());
 //! let hooks = fleetwire_broker::Hooks {
 //!     ingest: Some(platform.mqtt_ingest()),
 //!     ..Default::default()
 //! };
-//! let broker = fleetwire_broker::Broker::with_hooks(Default::default(), hooks);
-//! platform.attach_broker(broker.clone());
-//! // ... serve MQTT and HTTP; at the end:
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:1883").await?;
+//! let _running = broker.spawn(listener, hooks)?;
+//! // ... serve HTTP; at the end:
 //! platform.shutdown().await;
 //! # Ok(())
 //! # }
@@ -57,7 +59,7 @@ pub use commands::CommandRequest;
 pub use error::{Error, Result};
 pub use events::{EVENT_BUFFER, Event, EventHub, EventKinds, Subscription};
 pub use fleetwire_model::DeviceInfo;
-pub use ingest::{IngestError, IngestStats, Source, WriteReport};
+pub use ingest::{IngestError, IngestStats, Source, WriteReport, device_access};
 pub use platform::{
     DEFAULT_COMMAND_TIMEOUT, IngestRates, Platform, PlatformConfig, PlatformStats, SourceCounts,
 };

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use fleetwire_broker::{BoxFuture, Broker, Inbound, Ingest, Verdict};
+use fleetwire_broker::{BoxFuture, Broker, Collector, Inbound, Ingest, Settled};
 use fleetwire_formats::{Limits, Precision};
 use fleetwire_model::{
     Alarm, AlarmFilter, AlarmId, Command, CommandId, Device, DeviceId, Page, Rule, RuleId, RuleSpec,
@@ -35,7 +35,7 @@ use crate::commands::{self, CommandRequest, Commands};
 use crate::directory::Directory;
 use crate::error::{Error, Result};
 use crate::events::{Event, EventHub};
-use crate::ingest::{DeviceTopic, IngestError, IngestStats, LastErrors, WriteReport};
+use crate::ingest::{DeviceMessage, IngestError, IngestStats, LastErrors, WriteReport};
 use crate::webhook::{WebhookConfig, WebhookStats, Webhooks};
 use crate::writer::{Observer, Writer, WriterConfig, WriterStats};
 
@@ -238,7 +238,7 @@ impl Platform {
     }
 
     /// Lets the platform publish through `broker` (commands, republish actions). The
-    /// broker is built with [`Platform::mqtt_ingest`] as its ingest, so it comes second.
+    /// broker serves its listener with [`Platform::mqtt_ingest`] as its ingest.
     pub fn attach_broker(&self, broker: Broker) {
         *self.inner.broker.lock() = Some(broker);
     }
@@ -565,12 +565,33 @@ struct MqttIngest {
 }
 
 impl Ingest for MqttIngest {
-    fn wants(&self, topic: &str) -> bool {
-        DeviceTopic::parse(topic).is_some()
+    fn collector(&self) -> Box<dyn Collector> {
+        Box::new(MqttCollector {
+            inner: Arc::clone(&self.inner),
+            kept: Vec::new(),
+        })
+    }
+}
+
+/// The device messages of one MQTT connection, kept (topics parsed) until the broker
+/// settles them.
+struct MqttCollector {
+    inner: Arc<Inner>,
+    kept: Vec<DeviceMessage>,
+}
+
+impl Collector for MqttCollector {
+    fn offer(&mut self, message: Inbound<'_>) -> bool {
+        let Some(message) = DeviceMessage::keep(message) else {
+            return false;
+        };
+        self.kept.push(message);
+        true
     }
 
-    fn ingest(&self, batch: Vec<Inbound>) -> BoxFuture<'static, Vec<Verdict>> {
+    fn settle(&mut self) -> BoxFuture<'static, Settled> {
         let inner = Arc::clone(&self.inner);
+        let batch = std::mem::take(&mut self.kept);
         Box::pin(async move { inner.ingest_mqtt(batch).await })
     }
 }

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use fleetwire_broker::{Broker, BrokerConfig};
+use fleetwire_broker::{Broker, BrokerConfig, Hooks};
 use fleetwire_client::{ConnectOptions, Connection, Event};
 use fleetwire_mqtt_codec::{ProtocolVersion, QoS, TopicFilter};
 use fleetwire_sim::{Backoff, DeviceCredential, Devices, SimConfig, SimCounters, Simulator};
@@ -24,7 +24,10 @@ async fn start_broker(allow_anonymous: bool) -> SocketAddr {
         allow_anonymous,
         ..BrokerConfig::default()
     });
-    broker.spawn(listener).unwrap().local_addr()
+    broker
+        .spawn(listener, Hooks::default())
+        .unwrap()
+        .local_addr()
 }
 
 async fn telemetry_subscriber(addr: SocketAddr) -> Connection {

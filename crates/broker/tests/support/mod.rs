@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use fleetwire_broker::{Broker, BrokerConfig};
+use fleetwire_broker::{Broker, BrokerConfig, Hooks};
 use fleetwire_mqtt_codec::{
     Connect, Packet, PacketId, Properties, ProtocolVersion, Publish, QoS, Subscribe,
     SubscriptionOptions, TopicFilter, TopicName, Will, decode, encode,
@@ -17,11 +17,16 @@ use tokio::net::{TcpListener, TcpStream};
 
 pub const TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Starts a broker on a free loopback port.
+/// Starts a broker on a free loopback port, without hooks.
 pub async fn start(config: BrokerConfig) -> (Broker, SocketAddr) {
+    start_with_hooks(config, Hooks::default()).await
+}
+
+/// Starts a broker on a free loopback port, serving it with `hooks`.
+pub async fn start_with_hooks(config: BrokerConfig, hooks: Hooks) -> (Broker, SocketAddr) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let broker = Broker::new(config);
-    let addr = broker.spawn(listener).unwrap().local_addr();
+    let addr = broker.spawn(listener, hooks).unwrap().local_addr();
     (broker, addr)
 }
 

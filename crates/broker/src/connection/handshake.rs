@@ -1,0 +1,318 @@
+//! The start of a connection: reading `CONNECT` (within the connect timeout, in small
+//! reads), admitting the client (authentication through the listener's hooks, the
+//! failed-login limiter, the will's ACL check), attaching its session and answering
+//! `CONNACK`. A client with nothing more to say parks at once, in the same step.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use fleetwire_mqtt_codec::{
+    ConnAck, Connect, DecodeError, Packet, PacketType, Properties, ProtocolVersion, ReasonCode,
+    decode, encode,
+};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::time::Instant;
+
+use super::{Connection, Established, encode_or_log, park, reactivate, read_some};
+use crate::auth::{Access, Credentials, Denial};
+use crate::broker::Broker;
+use crate::ingest::Hooks;
+use crate::park::{Lot, Parked};
+use crate::session::Signals;
+use crate::stats;
+
+/// Bytes asked for while reading `CONNECT`, which is usually small: thousands of
+/// handshakes at once should not each hold a full read chunk.
+const CONNECT_CHUNK: usize = 512;
+
+/// Reads and answers `CONNECT` and attaches the session; then parks the connection if
+/// the client has nothing more to say and nothing waits for it, or starts its tasks.
+/// `None` when the connection was refused, closed or parked.
+pub(super) async fn handshake(
+    broker: Broker,
+    hooks: Arc<Hooks>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    lot: Arc<Lot>,
+) -> Option<Established> {
+    if let Err(error) = stream.set_nodelay(true) {
+        tracing::debug!(%peer, %error, "cannot disable Nagle's algorithm");
+    }
+    if let Some(size) = broker.config().socket_send_buffer {
+        if let Err(error) = socket2::SockRef::from(&stream).set_send_buffer_size(size) {
+            tracing::debug!(%peer, %error, "cannot set the socket's send buffer");
+        }
+    }
+    let (reader, mut writer) = stream.into_split();
+    let mut buffer = BytesMut::new();
+    let config = broker.config().clone();
+
+    let first = tokio::time::timeout(
+        config.connect_timeout,
+        read_connect(&broker, &reader, &mut buffer, config.max_packet_size),
+    )
+    .await;
+    let connect = match first {
+        Err(_) => {
+            tracing::debug!(%peer, "closing: no CONNECT within {:?}", config.connect_timeout);
+            return None;
+        }
+        Ok(Ok(Some(connect))) => connect,
+        Ok(Ok(None)) => return None,
+        Ok(Err(error)) => {
+            stats::add(&broker.stats().malformed_packets, 1);
+            tracing::debug!(%peer, %error, "closing: invalid CONNECT");
+            if let ConnectError::Decode(DecodeError::UnsupportedProtocolLevel(_)) = error {
+                // MQTT-3.1.2-2: answer an unknown level with return code 1, in 3.1.1 form.
+                let refusal = connack(false, ReasonCode::UNSUPPORTED_PROTOCOL_VERSION);
+                let _ = write_packet(&mut writer, &refusal, ProtocolVersion::V311).await;
+            }
+            return None;
+        }
+    };
+    let version = connect.protocol;
+
+    let access = match admit(&broker, &hooks, &connect, peer).await {
+        Ok(access) => access,
+        Err(code) => {
+            tracing::debug!(%peer, client_id = %connect.client_id, code = code.0, "refusing connection");
+            let _ = write_packet(&mut writer, &connack(false, code), version).await;
+            return None;
+        }
+    };
+
+    let attached = match broker.attach(&connect, &access, Arc::new(Signals::default()), &hooks) {
+        Ok(attached) => attached,
+        Err(code) => {
+            tracing::debug!(%peer, client_id = %connect.client_id, code = code.0, "refusing connection");
+            let _ = write_packet(&mut writer, &connack(false, code), version).await;
+            return None;
+        }
+    };
+    let session = attached.session;
+    let generation = attached.generation;
+    tracing::debug!(
+        %peer, client_id = %session.client_id, ?version,
+        session_present = attached.is_session_present, "client connected"
+    );
+
+    // CONNACK is written here, before the writer exists. A client with nothing more to
+    // say parks right away: its CONNACK goes out on the parked socket in the same step,
+    // with no `.await` in between, so that a broker short of CPU never holds more
+    // half-finished connections than the handshakes it is reading.
+    let mut acknowledgement = ConnAck {
+        session_present: attached.is_session_present,
+        code: ReasonCode::SUCCESS,
+        properties: Properties::default(),
+    };
+    if version.is_v5() {
+        acknowledgement.properties.assigned_client_identifier = attached.assigned_client_id;
+        acknowledgement.properties.maximum_packet_size = u32::try_from(config.max_packet_size).ok();
+    }
+    let mut out = BytesMut::new();
+    let is_encoded = encode_or_log(&Packet::ConnAck(acknowledgement), version, &mut out);
+
+    // Keep only what the connection needs; the rest of CONNECT (and the read buffer its
+    // fields point into) is freed now. The will is copied out of that buffer for the
+    // same reason: it lives as long as the connection.
+    let Connect {
+        keep_alive,
+        will,
+        properties,
+        ..
+    } = *connect;
+    let will = will.map(|will| Box::new(crate::compact::will(will)));
+    let is_resending = attached.is_session_present && !session.state.lock().inflight.is_empty();
+    let may_park = is_encoded
+        && buffer.is_empty()
+        && !is_resending
+        && session.state.lock().may_park(generation);
+    if !may_park && !out.is_empty() {
+        match writer.write_all(&out).await {
+            Ok(()) => stats::add(&broker.stats().bytes_sent, out.len() as u64),
+            // The reader finds the socket broken and closes the connection as usual.
+            Err(error) => tracing::debug!(%peer, %error, "writing CONNACK failed"),
+        }
+    }
+    let connection = Connection {
+        session,
+        generation,
+        access,
+        will,
+        last_read: Instant::now(),
+        keep_alive,
+        session_expiry_at_connect: properties.session_expiry_interval.unwrap_or(0),
+        version,
+    };
+    let stream = match reader.reunite(writer) {
+        Ok(stream) => stream,
+        Err(halves) => {
+            // Cannot happen: both halves come from this stream.
+            tracing::warn!(%peer, "cannot rejoin the halves of a socket");
+            drop(halves);
+            connection.abandon(&broker, &hooks);
+            return None;
+        }
+    };
+    let connection = Parked { stream, connection };
+    if !may_park {
+        return Some(Established::activate(
+            broker,
+            hooks,
+            connection,
+            lot,
+            peer,
+            is_resending,
+        ));
+    }
+    let parked = match connection.convert(TcpStream::into_std) {
+        Ok(parked) => Box::new(parked),
+        Err((error, connection)) => {
+            tracing::debug!(%peer, %error, "connection lost");
+            connection.abandon(&broker, &hooks);
+            return None;
+        }
+    };
+    // A fresh socket's send buffer is empty: a CONNACK goes in one non-blocking write.
+    if let Err(error) = std::io::Write::write_all(&mut &parked.stream, &out) {
+        tracing::debug!(%peer, %error, "writing CONNACK failed");
+        let _ = parked.stream.shutdown(std::net::Shutdown::Both);
+        parked.connection.abandon(&broker, &hooks);
+        return None;
+    }
+    stats::add(&broker.stats().bytes_sent, out.len() as u64);
+    drop(out);
+    match park(parked, &lot, &broker) {
+        Ok(()) => None,
+        Err(parked) => reactivate(broker, hooks, *parked, lot, Some(peer)),
+    }
+}
+
+/// Decides whether a `CONNECT` is admitted, and with which access; the reason code of
+/// the refusal otherwise. Clients with a user name are checked by the authenticator
+/// (when the listener's hooks have one), anonymous ones admitted only with
+/// `allow_anonymous`.
+async fn admit(
+    broker: &Broker,
+    hooks: &Hooks,
+    connect: &Connect,
+    peer: SocketAddr,
+) -> Result<Access, ReasonCode> {
+    if connect.protocol.is_v5() && connect.properties.authentication_method.is_some() {
+        return Err(ReasonCode::BAD_AUTHENTICATION_METHOD);
+    }
+    let allow_anonymous = broker.config().allow_anonymous;
+    let access = match (connect.username.as_deref(), hooks.authenticator.as_deref()) {
+        (None, _) | (Some(_), None) if allow_anonymous => Access::Full,
+        (None, _) => {
+            stats::add(&broker.stats().auth_failures, 1);
+            return Err(ReasonCode::NOT_AUTHORIZED);
+        }
+        (Some(_), None) => {
+            stats::add(&broker.stats().auth_failures, 1);
+            return Err(ReasonCode::BAD_USER_NAME_OR_PASSWORD);
+        }
+        (Some(username), Some(authenticator)) => {
+            let limiter = broker.failed_logins();
+            let username = Truncated(username);
+            if !limiter.is_allowed(peer.ip()) {
+                stats::add(&broker.stats().auth_failures, 1);
+                tracing::warn!(%peer, %username, "login refused: too many failed logins from this address");
+                return Err(ReasonCode::CONNECTION_RATE_EXCEEDED);
+            }
+            let credentials = Credentials {
+                client_id: &connect.client_id,
+                username: Some(username.0),
+                password: connect.password.as_deref(),
+                peer,
+            };
+            match authenticator.authenticate(credentials).await {
+                Ok(access) => access,
+                Err(Denial::Unavailable) => {
+                    tracing::warn!(%peer, %username, "login refused: the credential store is unavailable");
+                    return Err(ReasonCode::SERVER_UNAVAILABLE);
+                }
+                Err(denial) => {
+                    limiter.record_failure(peer.ip());
+                    stats::add(&broker.stats().auth_failures, 1);
+                    tracing::warn!(%peer, %username, ?denial, "login failed");
+                    return Err(denial.reason_code());
+                }
+            }
+        }
+    };
+    if let Some(will) = &connect.will {
+        if !access.may_publish(&will.topic) {
+            return Err(ReasonCode::NOT_AUTHORIZED);
+        }
+    }
+    Ok(access)
+}
+
+/// Shows at most 128 characters of client-chosen text in logs.
+struct Truncated<'a>(&'a str);
+
+impl std::fmt::Display for Truncated<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0.char_indices().nth(128) {
+            Some((end, _)) => write!(f, "{}...", &self.0[..end]),
+            None => f.write_str(self.0),
+        }
+    }
+}
+
+fn connack(session_present: bool, code: ReasonCode) -> Packet {
+    Packet::ConnAck(ConnAck {
+        session_present,
+        code,
+        properties: Properties::default(),
+    })
+}
+
+#[derive(Debug, thiserror::Error)]
+enum ConnectError {
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    #[error("first packet is {0:?}, expected CONNECT")]
+    NotConnect(PacketType),
+    #[error("reading CONNECT failed: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// Reads the first packet, which must be `CONNECT`. `Ok(None)` when the peer closed.
+async fn read_connect(
+    broker: &Broker,
+    reader: &OwnedReadHalf,
+    buffer: &mut BytesMut,
+    max_packet_size: usize,
+) -> Result<Option<Box<Connect>>, ConnectError> {
+    loop {
+        // The version argument is not used for CONNECT, which carries its own.
+        match decode(buffer, ProtocolVersion::V311, max_packet_size)? {
+            Some(Packet::Connect(connect)) => return Ok(Some(connect)),
+            Some(other) => return Err(ConnectError::NotConnect(other.packet_type())),
+            None => {}
+        }
+        let read = read_some(reader, buffer, CONNECT_CHUNK).await?;
+        if read == 0 {
+            return Ok(None);
+        }
+        stats::add(&broker.stats().bytes_received, read as u64);
+    }
+}
+
+/// Writes one packet (a refusing `CONNACK`) and closes the socket.
+async fn write_packet(
+    writer: &mut OwnedWriteHalf,
+    packet: &Packet,
+    version: ProtocolVersion,
+) -> io::Result<()> {
+    let mut out = BytesMut::new();
+    encode(packet, version, &mut out).map_err(io::Error::other)?;
+    writer.write_all(&out).await?;
+    writer.shutdown().await
+}

@@ -1,0 +1,658 @@
+//! The reader task of a running connection: it owns the connection's lasting state
+//! ([`Connection`]) and the replies of the current read (the read half and the buffer
+//! are lent by its caller). It decodes what it reads, applies each packet to the broker
+//! and the session (routing, acknowledgements, subscriptions), offers allowed messages to
+//! the ingest ([`Settlement`]) and, at the end of each read, waits for the ingest's
+//! verdicts before it answers. Flow control lives here too: the reader stops reading
+//! while a subscriber's queue is congested, or while too many of its replies wait for
+//! the writer. When the writer is idle it writes its replies itself.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use fleetwire_mqtt_codec::{
+    Packet, PacketId, Properties, PubAck, PubComp, PubRec, PubRel, Publish, QoS, ReasonCode,
+    SubAck, UnsubAck, decode,
+};
+use tokio::net::TcpStream;
+use tokio::net::tcp::OwnedReadHalf;
+use tokio::sync::{Notify, watch};
+use tokio::time::Instant;
+
+use super::settlement::Settlement;
+use super::{Closed, Connection, encode_or_log, read_some};
+use crate::broker::{Broker, Congested};
+use crate::ingest::Hooks;
+use crate::park::{PARK_AFTER, keep_alive_limit};
+use crate::session::{Awaiting, Session, Signals};
+use crate::stats;
+
+/// Bytes the reader asks the socket for at least, per read.
+const READ_CHUNK: usize = 16 * 1024;
+/// Replies (acknowledgements) that may wait for the writer before the reader stops reading
+/// (a client publishing without reading what it is sent).
+const CONTROL_BACKLOG: usize = 256;
+/// How often a reader waiting for its writer looks whether the connection still stands.
+const BACKLOG_RECHECK: Duration = Duration::from_millis(100);
+
+/// Why the read loop stopped.
+pub(super) enum Stop {
+    Closed(Closed),
+    /// Nothing was read or written for `PARK_AFTER`: park, if the session agrees.
+    Idle,
+}
+
+/// The reader's state for one running connection: the connection's lasting state, and
+/// what one read's packets produce until it is answered (replies, messages for the
+/// ingest, congested subscribers).
+pub(super) struct Reader {
+    broker: Broker,
+    /// The listener's hooks: presence goes to their authenticator.
+    hooks: Arc<Hooks>,
+    /// What the connection keeps while parked too.
+    connection: Connection,
+    /// The messages offered to the ingest, waiting for its verdicts.
+    settlement: Settlement,
+    max_packet_size: usize,
+    /// Replies collected while decoding one read's worth of packets, handed to the
+    /// writer together (one lock, one wake-up).
+    outbox: Vec<Packet>,
+    /// Subscribers whose queues asked this publisher to pause (flow control).
+    congested: Congested,
+    slow_consumer_grace: Duration,
+    /// The attachment's signals, shared with the writer.
+    signals: Arc<Signals>,
+    /// Acknowledgements this task writes itself (see [`Reader::write_outbox`]).
+    direct_out: BytesMut,
+}
+
+impl Reader {
+    /// The reader of an attached connection (new, or back from the lot), with a fresh
+    /// collector from the hooks' ingest.
+    pub(super) fn new(
+        broker: Broker,
+        hooks: Arc<Hooks>,
+        connection: Connection,
+        signals: Arc<Signals>,
+    ) -> Reader {
+        let config = broker.config();
+        Reader {
+            max_packet_size: config.max_packet_size,
+            slow_consumer_grace: config.slow_consumer_grace,
+            settlement: Settlement::new(&broker, &hooks, &connection),
+            broker,
+            hooks,
+            connection,
+            outbox: Vec::new(),
+            congested: Congested::new(),
+            signals,
+            direct_out: BytesMut::new(),
+        }
+    }
+
+    /// The connection's lasting state.
+    pub(super) fn connection(&self) -> &Connection {
+        &self.connection
+    }
+
+    /// The broker the connection belongs to.
+    pub(super) fn broker(&self) -> &Broker {
+        &self.broker
+    }
+
+    /// The broker, the hooks and the lasting state, to park or close the connection.
+    pub(super) fn into_parts(self) -> (Broker, Arc<Hooks>, Connection) {
+        (self.broker, self.hooks, self.connection)
+    }
+
+    /// Serves the attached connection until it closes or has been idle for
+    /// [`PARK_AFTER`].
+    pub(super) async fn read_loop(
+        &mut self,
+        reader: &OwnedReadHalf,
+        buffer: &mut BytesMut,
+        kick: &Notify,
+        idle_since: &mut Instant,
+    ) -> Stop {
+        // One timer for the keep-alive and for parking, checked when it fires (reads
+        // only note the time).
+        let keep_alive = keep_alive_limit(self.connection.keep_alive);
+        let due = |last_read: Instant, idle_since: Instant| {
+            let park_at = idle_since + PARK_AFTER;
+            keep_alive.map_or(park_at, |limit| park_at.min(last_read + limit))
+        };
+        let timer = tokio::time::sleep_until(due(self.connection.last_read, *idle_since));
+        tokio::pin!(timer);
+        // Written messages count as activity: a subscriber that only receives is busy.
+        let mut progress = self.connection.session.progress.load(Ordering::Relaxed);
+        let kicked = kick.notified();
+        tokio::pin!(kicked);
+        let mut shutdown: watch::Receiver<bool> = self.broker.shutdown_signal();
+        if *shutdown.borrow_and_update() {
+            return Stop::Closed(Closed::Shutdown);
+        }
+        loop {
+            // Stop decoding as soon as a subscriber is congested, so this publisher adds
+            // at most one message per pause to a full queue.
+            while self.congested.is_empty() {
+                match decode(buffer, self.connection.version, self.max_packet_size) {
+                    Ok(Some(packet)) => {
+                        // A SUBSCRIBE sends its SUBACK (and everything before it) at
+                        // once: earlier messages must be judged first.
+                        if matches!(packet, Packet::Subscribe(_)) {
+                            if let Err(closed) = self.settle_and_flush(reader).await {
+                                return Stop::Closed(closed);
+                            }
+                        }
+                        if let Err(closed) = self.handle(packet) {
+                            let closed =
+                                self.settle_and_flush(reader).await.err().unwrap_or(closed);
+                            return Stop::Closed(closed);
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(error) => {
+                        let closed = self
+                            .settle_and_flush(reader)
+                            .await
+                            .err()
+                            .unwrap_or(Closed::Malformed(error));
+                        return Stop::Closed(closed);
+                    }
+                }
+            }
+            if let Err(closed) = self.settle_and_flush(reader).await {
+                return Stop::Closed(closed);
+            }
+            if !self.congested.is_empty() {
+                // Not reading lets TCP slow the publisher down to what subscribers take.
+                // Boxed: its timers would otherwise enlarge every idle connection's task.
+                Box::pin(self.wait_for_subscribers()).await;
+                continue;
+            }
+            tokio::select! {
+                biased;
+                () = &mut kicked => return Stop::Closed(self.kicked_reason()),
+                _ = shutdown.changed() => return Stop::Closed(Closed::Shutdown),
+                () = &mut timer => {
+                    let now = Instant::now();
+                    if keep_alive.is_some_and(|limit| now >= self.connection.last_read + limit) {
+                        return Stop::Closed(Closed::KeepAliveExpired);
+                    }
+                    let written = self.connection.session.progress.load(Ordering::Relaxed);
+                    if written != progress {
+                        progress = written;
+                        *idle_since = now;
+                    }
+                    if now >= *idle_since + PARK_AFTER {
+                        if buffer.is_empty() {
+                            return Stop::Idle;
+                        }
+                        // Half a packet came: wait for the rest (or the keep-alive).
+                        *idle_since = now;
+                    }
+                    timer.as_mut().reset(due(self.connection.last_read, *idle_since));
+                }
+                read = read_some(reader, buffer, READ_CHUNK) => match read {
+                    Ok(0) => return Stop::Closed(Closed::EndOfStream),
+                    Ok(count) => {
+                        stats::add(&self.broker.stats().bytes_received, count as u64);
+                        self.connection.last_read = Instant::now();
+                        *idle_since = self.connection.last_read;
+                    }
+                    Err(error) => return Stop::Closed(Closed::Io(error)),
+                },
+            }
+        }
+    }
+
+    /// Pauses until every congested subscriber has room again. A subscriber whose
+    /// connection completes no write for a whole grace period is marked slow (it stopped
+    /// reading), and this publisher goes on without it; one that is reading, however
+    /// slowly, is waited for.
+    async fn wait_for_subscribers(&mut self) {
+        let congested = std::mem::take(&mut self.congested);
+        for session in &congested {
+            let mut progress = session.progress.load(Ordering::Relaxed);
+            let mut deadline = Instant::now() + self.slow_consumer_grace;
+            loop {
+                let relieved = session.space.notified();
+                tokio::pin!(relieved);
+                // Registered before checking, so a drain in between is not missed.
+                relieved.as_mut().enable();
+                if !session.register_waiter() {
+                    break;
+                }
+                if tokio::time::timeout_at(deadline, relieved).await.is_err() {
+                    let now = session.progress.load(Ordering::Relaxed);
+                    if now == progress {
+                        session.mark_slow();
+                        break;
+                    }
+                    progress = now;
+                    deadline = Instant::now() + self.slow_consumer_grace;
+                }
+            }
+        }
+        self.congested = congested;
+        self.congested.clear();
+    }
+
+    /// Why the reader was kicked: its user was disconnected
+    /// ([`Broker::disconnect_user`]), or another connection took the session (or the
+    /// writer failed, in which case the reason is not sent).
+    fn kicked_reason(&self) -> Closed {
+        let state = self.connection.session.state.lock();
+        if state.is_attached(self.connection.generation) && state.is_revoked {
+            Closed::Revoked
+        } else {
+            Closed::TakenOver
+        }
+    }
+
+    /// Hands the messages collected for the ingest over, waits for its verdicts, fixes
+    /// their acknowledgements accordingly, then sends the outbox. Fails only for a 3.1.1
+    /// client whose message could not be stored (it is disconnected unacknowledged).
+    async fn settle_and_flush(&mut self, reader: &OwnedReadHalf) -> Result<(), Closed> {
+        let settled = if !self.settlement.is_waiting() {
+            Ok(())
+        } else {
+            // Boxed: its state would otherwise enlarge every idle connection's task.
+            let settled = self.settlement.settle(
+                &self.broker,
+                &self.hooks,
+                &self.connection,
+                &mut self.outbox,
+            );
+            Box::pin(settled).await
+        };
+        if self.write_outbox(reader.as_ref()) {
+            let waited = wait_for_writer(
+                &self.signals,
+                &self.connection.session,
+                self.connection.generation,
+            );
+            Box::pin(waited).await;
+        }
+        settled
+    }
+
+    fn flush_outbox(&mut self) {
+        if !self.outbox.is_empty() {
+            self.connection.session.send_control(self.outbox.drain(..));
+        }
+    }
+
+    /// Sends the outbox like [`Reader::flush_outbox`], but writes it to the socket
+    /// from this task when the writer is idle with nothing queued before it: the usual
+    /// case of a publisher's acknowledgements, which then cost no wake-up of the writer.
+    /// Never waits: what the socket does not take at once is left to the writer, which
+    /// sends it before anything else. Returns whether the writer's queue is now longer
+    /// than [`CONTROL_BACKLOG`]: the reader should wait for it before reading more.
+    fn write_outbox(&mut self, socket: &TcpStream) -> bool {
+        if self.outbox.is_empty() {
+            return false;
+        }
+        {
+            let mut state = self.connection.session.state.lock();
+            let is_writer_idle = state.control.is_empty()
+                && !self.signals.is_writing.load(Ordering::Relaxed)
+                && !state.is_closing
+                && state.is_attached(self.connection.generation);
+            if !is_writer_idle {
+                state.control.extend(self.outbox.drain(..));
+                state.wake_writer();
+                return state.control.len() > CONTROL_BACKLOG;
+            }
+            self.signals
+                .is_reader_writing
+                .store(true, Ordering::Relaxed);
+        }
+        let mut out = std::mem::take(&mut self.direct_out);
+        for packet in self.outbox.drain(..) {
+            encode_or_log(&packet, self.connection.version, &mut out);
+        }
+        let mut written = 0;
+        while written < out.len() {
+            match socket.try_write(&out[written..]) {
+                Ok(0) | Err(_) => break,
+                Ok(count) => written += count,
+            }
+        }
+        if written > 0 {
+            stats::add(&self.broker.stats().bytes_sent, written as u64);
+            self.connection
+                .session
+                .progress
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        let has_rest = written < out.len();
+        {
+            let _state = self.connection.session.state.lock();
+            if has_rest {
+                // Would block, or failed: the writer sends it (and finds the error).
+                self.signals
+                    .unsent
+                    .lock()
+                    .extend_from_slice(&out[written..]);
+            }
+            self.signals
+                .is_reader_writing
+                .store(false, Ordering::Relaxed);
+            let was_waiting = self
+                .signals
+                .is_writer_waiting
+                .swap(false, Ordering::Relaxed);
+            if has_rest || was_waiting {
+                self.signals.wake.notify_one();
+            }
+        }
+        out.clear();
+        self.direct_out = out;
+        false
+    }
+
+    fn handle(&mut self, packet: Packet) -> Result<(), Closed> {
+        match packet {
+            Packet::Publish(publish) => self.handle_publish(publish),
+            Packet::PubAck(ack) => {
+                self.acknowledge(ack.packet_id, Awaiting::PubAck, true);
+                Ok(())
+            }
+            Packet::PubRec(rec) => {
+                // A refusing PUBREC (5.0 code >= 0x80) ends the exchange: no PUBREL.
+                let is_refused = rec.reason.is_error();
+                let found = self.acknowledge(rec.packet_id, Awaiting::PubRec, is_refused);
+                if !is_refused {
+                    let mut release = PubRel::new(rec.packet_id);
+                    if !found && self.connection.version.is_v5() {
+                        release.reason = ReasonCode::PACKET_IDENTIFIER_NOT_FOUND;
+                    }
+                    self.outbox.push(Packet::PubRel(release));
+                }
+                Ok(())
+            }
+            Packet::PubComp(comp) => {
+                self.acknowledge(comp.packet_id, Awaiting::PubComp, true);
+                Ok(())
+            }
+            Packet::PubRel(release) => {
+                let found = {
+                    let mut state = self.connection.session.state.lock();
+                    let position = state
+                        .incoming_qos2
+                        .iter()
+                        .position(|id| *id == release.packet_id);
+                    position
+                        .map(|index| state.incoming_qos2.swap_remove(index))
+                        .is_some()
+                };
+                let mut complete = PubComp::new(release.packet_id);
+                if !found && self.connection.version.is_v5() {
+                    complete.reason = ReasonCode::PACKET_IDENTIFIER_NOT_FOUND;
+                }
+                self.outbox.push(Packet::PubComp(complete));
+                Ok(())
+            }
+            Packet::Subscribe(subscribe) => {
+                if subscribe
+                    .filters
+                    .iter()
+                    .any(|(filter, options)| filter.share().is_some() && options.no_local)
+                {
+                    return Err(Closed::ProtocolViolation {
+                        reason: ReasonCode::PROTOCOL_ERROR,
+                        detail: "no-local on a shared subscription (MQTT-3.8.3-4)",
+                    });
+                }
+                let (reasons, retained) = self.broker.subscribe(
+                    &self.connection.session,
+                    &subscribe,
+                    &self.connection.access,
+                );
+                self.outbox.push(Packet::SubAck(SubAck {
+                    packet_id: subscribe.packet_id,
+                    reasons,
+                    properties: Properties::default(),
+                }));
+                // The SUBACK goes out before any retained message it causes.
+                self.flush_outbox();
+                for delivery in retained {
+                    // Retained messages for its own subscription never pause a client.
+                    let _ = self
+                        .connection
+                        .session
+                        .deliver(delivery, self.broker.stats());
+                }
+                Ok(())
+            }
+            Packet::Unsubscribe(unsubscribe) => {
+                let existed = self
+                    .broker
+                    .unsubscribe(&self.connection.session, &unsubscribe);
+                let reasons = if self.connection.version.is_v5() {
+                    existed
+                        .into_iter()
+                        .map(|existed| {
+                            if existed {
+                                ReasonCode::SUCCESS
+                            } else {
+                                ReasonCode::NO_SUBSCRIPTION_EXISTED
+                            }
+                        })
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+                self.outbox.push(Packet::UnsubAck(UnsubAck {
+                    packet_id: unsubscribe.packet_id,
+                    reasons,
+                    properties: Properties::default(),
+                }));
+                Ok(())
+            }
+            Packet::PingReq => {
+                self.outbox.push(Packet::PingResp);
+                Ok(())
+            }
+            Packet::Disconnect(disconnect) => {
+                if let Some(interval) = disconnect.properties.session_expiry_interval {
+                    if self.connection.session_expiry_at_connect == 0 && interval != 0 {
+                        return Err(Closed::ProtocolViolation {
+                            reason: ReasonCode::PROTOCOL_ERROR,
+                            detail: "session expiry set at DISCONNECT after 0 at CONNECT (MQTT-3.14.2-2)",
+                        });
+                    }
+                    self.broker.set_session_expiry(
+                        &self.connection.session,
+                        self.connection.generation,
+                        interval,
+                    );
+                }
+                Err(Closed::Disconnect(disconnect.reason))
+            }
+            Packet::Connect(_) => Err(Closed::ProtocolViolation {
+                reason: ReasonCode::PROTOCOL_ERROR,
+                detail: "second CONNECT (MQTT-3.1.0-2)",
+            }),
+            Packet::Auth(_) => Err(Closed::ProtocolViolation {
+                reason: ReasonCode::PROTOCOL_ERROR,
+                detail: "AUTH without an authentication method",
+            }),
+            Packet::ConnAck(_) | Packet::SubAck(_) | Packet::UnsubAck(_) | Packet::PingResp => {
+                Err(Closed::ProtocolViolation {
+                    reason: ReasonCode::PROTOCOL_ERROR,
+                    detail: "packet that only a server sends",
+                })
+            }
+        }
+    }
+
+    fn handle_publish(&mut self, publish: Publish) -> Result<(), Closed> {
+        stats::add(&self.broker.stats().messages_received, 1);
+        if publish.properties.topic_alias.is_some() {
+            // CONNACK announced no topic aliases (maximum 0).
+            return Err(Closed::ProtocolViolation {
+                reason: ReasonCode::TOPIC_ALIAS_INVALID,
+                detail: "topic alias used, but the topic alias maximum is 0",
+            });
+        }
+        if publish.topic.is_empty() {
+            return Err(Closed::ProtocolViolation {
+                reason: ReasonCode::TOPIC_NAME_INVALID,
+                detail: "PUBLISH with an empty topic",
+            });
+        }
+        let is_denied = publish.topic.as_str().starts_with("$SYS")
+            || !self.connection.access.may_publish(&publish.topic);
+        let qos = publish.qos;
+        let packet_id = publish.packet_id;
+        match (qos, packet_id) {
+            (QoS::AtMostOnce, _) => {
+                if !is_denied {
+                    self.offer(&publish, None);
+                    self.broker
+                        .publish(publish, self.connection.session.id, &mut self.congested);
+                }
+            }
+            (QoS::AtLeastOnce, Some(packet_id)) => {
+                let is_ingested = !is_denied && self.offer(&publish, Some(packet_id));
+                let delivered = if is_denied {
+                    0
+                } else {
+                    self.broker
+                        .publish(publish, self.connection.session.id, &mut self.congested)
+                };
+                let reason = self.publish_reason(is_denied, delivered + usize::from(is_ingested));
+                self.outbox.push(Packet::PubAck(PubAck {
+                    packet_id,
+                    reason,
+                    properties: Properties::default(),
+                }));
+            }
+            (QoS::ExactlyOnce, Some(packet_id)) => {
+                let is_duplicate = self
+                    .connection
+                    .session
+                    .state
+                    .lock()
+                    .incoming_qos2
+                    .contains(&packet_id);
+                let mut delivered = 1;
+                if !is_duplicate && !is_denied {
+                    let is_ingested = self.offer(&publish, Some(packet_id));
+                    delivered = self.broker.publish(
+                        publish,
+                        self.connection.session.id,
+                        &mut self.congested,
+                    ) + usize::from(is_ingested);
+                    self.connection
+                        .session
+                        .state
+                        .lock()
+                        .incoming_qos2
+                        .push(packet_id);
+                }
+                let reason = self.publish_reason(is_denied, delivered);
+                self.outbox.push(Packet::PubRec(PubRec {
+                    packet_id,
+                    reason,
+                    properties: Properties::default(),
+                }));
+            }
+            (_, None) => {
+                return Err(Closed::ProtocolViolation {
+                    reason: ReasonCode::PROTOCOL_ERROR,
+                    detail: "QoS 1/2 PUBLISH without a packet id",
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Offers a message to the ingest; whether it kept it. A kept message's
+    /// acknowledgement (pushed next into the outbox, for QoS 1/2) waits for the verdict.
+    fn offer(&mut self, publish: &Publish, packet_id: Option<PacketId>) -> bool {
+        let user = self.connection.access.user_name();
+        let acknowledgement = packet_id.map(|packet_id| (packet_id, self.outbox.len()));
+        self.settlement.offer(publish, user, acknowledgement)
+    }
+
+    fn publish_reason(&self, is_denied: bool, delivered: usize) -> ReasonCode {
+        if !self.connection.version.is_v5() {
+            ReasonCode::SUCCESS
+        } else if is_denied {
+            ReasonCode::NOT_AUTHORIZED
+        } else if delivered == 0 {
+            ReasonCode::NO_MATCHING_SUBSCRIBERS
+        } else {
+            ReasonCode::SUCCESS
+        }
+    }
+
+    /// Handles the acknowledgement the in-flight message `packet_id` was awaiting; whether
+    /// it was found. `is_final` ends the exchange (`PUBACK`, `PUBCOMP`, a refusing
+    /// `PUBREC`); otherwise a `PUBREC` moves it on to awaiting `PUBCOMP`.
+    fn acknowledge(&self, packet_id: PacketId, awaiting: Awaiting, is_final: bool) -> bool {
+        let receipt = {
+            let mut state = self.connection.session.state.lock();
+            let Some(position) = state
+                .inflight
+                .iter()
+                .position(|entry| entry.packet_id == packet_id && entry.awaiting == awaiting)
+            else {
+                return false;
+            };
+            // The client has the message once it answers PUBACK or PUBREC.
+            let receipt = match awaiting {
+                Awaiting::PubAck | Awaiting::PubRec => state
+                    .inflight
+                    .get(position)
+                    .and_then(|entry| entry.delivery.message.receipt.clone()),
+                Awaiting::PubComp => None,
+            };
+            if is_final {
+                state.inflight.remove(position);
+                if !state.pending.is_empty() {
+                    state.wake_writer();
+                }
+            } else if let Some(entry) = state.inflight.get_mut(position) {
+                entry.awaiting = Awaiting::PubComp;
+            }
+            receipt
+        };
+        // Outside the session lock: the callback belongs to the message's publisher.
+        if let Some(receipt) = receipt {
+            receipt.fire();
+        }
+        true
+    }
+}
+
+/// old allocation usually lives on anyway, in payloads still being delivered.)
+/// Waits until the writer has sent most of the replies queued for it, so that a client
+/// that publishes without reading its acknowledgements is slowed down by TCP instead of
+/// growing the queue. Gives up when the connection is detached (taken over, revoked: the
+/// read loop then sees its kick) or closing. (Not a method: a `&Reader` held across an
+/// `.await` would need the ingest's collector to be `Sync`.)
+async fn wait_for_writer(signals: &Signals, session: &Session, generation: u64) {
+    loop {
+        let drained = signals.drained.notified();
+        tokio::pin!(drained);
+        drained.as_mut().enable();
+        {
+            let state = session.state.lock();
+            if state.control.len() <= CONTROL_BACKLOG / 2
+                || !state.is_attached(generation)
+                || state.is_closing
+                || state.is_revoked
+            {
+                return;
+            }
+        }
+        // Also looks again now and then: a detach wakes the writer, not this task.
+        let _ = tokio::time::timeout(BACKLOG_RECHECK, drained).await;
+    }
+}

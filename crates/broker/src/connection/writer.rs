@@ -1,0 +1,302 @@
+//! The writer task of a running connection: it owns the socket's write half, drains
+//! the session's queues (control packets first, then in-flight resends, then pending
+//! messages while the in-flight window has room) into one buffer of up to
+//! [`WRITE_BATCH`] bytes, and writes it with one call. It stops when the connection
+//! closes, is taken over (telling a 5.0 client `DISCONNECT 0x8E`), or parks (handing its
+//! half of the socket back to the reader).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use bytes::BytesMut;
+use fleetwire_mqtt_codec::{
+    Disconnect, Packet, PacketId, Properties, ProtocolVersion, PubRel, Publish, QoS, ReasonCode,
+};
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::task::JoinHandle;
+
+use super::encode_or_log;
+use crate::broker::Broker;
+use crate::session::{Awaiting, Delivery, Inflight, Receipt, Session, SessionState, Signals};
+use crate::stats;
+
+/// The writer stops filling its buffer at this size and writes it.
+const WRITE_BATCH: usize = 64 * 1024;
+
+/// What the writer task needs: the session it drains and how to reach its reader.
+pub(super) struct Writer {
+    pub(super) broker: Broker,
+    pub(super) session: Arc<Session>,
+    pub(super) generation: u64,
+    pub(super) socket: OwnedWriteHalf,
+    /// `wake` is notified when something is queued or the writer must stop; `kick`
+    /// stops the reader when a write fails.
+    pub(super) signals: Arc<Signals>,
+    pub(super) version: ProtocolVersion,
+    /// Resend in-flight messages first (a resumed session).
+    pub(super) is_resending: bool,
+}
+
+impl Writer {
+    /// Starts the writer task. It gives its half of the socket back only when it stops
+    /// for the reader to park the connection.
+    pub(super) fn spawn(self) -> JoinHandle<Option<OwnedWriteHalf>> {
+        tokio::spawn(write_loop(self))
+    }
+}
+
+/// What the writer does after looking at the session.
+enum Step {
+    /// Write what was drained; then stop if the connection is closing, or wait for more
+    /// unless more is ready.
+    Write { is_closing: bool, has_more: bool },
+    /// Another connection took the session.
+    Detached,
+    /// The reader parks the connection: hand the socket half back.
+    Park,
+}
+
+/// Drains the session onto the socket until the connection closes, is taken over, or
+/// parks; gives its half of the socket back only in the last case.
+async fn write_loop(writer: Writer) -> Option<OwnedWriteHalf> {
+    let Writer {
+        broker,
+        session,
+        generation,
+        mut socket,
+        signals,
+        version,
+        mut is_resending,
+    } = writer;
+    // Grows while there is work; released whenever the writer goes idle.
+    let mut out = BytesMut::new();
+    let mut has_written = false;
+    let mut receipts: Vec<Arc<Receipt>> = Vec::new();
+    loop {
+        let step = {
+            let mut state = session.state.lock();
+            if signals.is_reader_writing.load(Ordering::Relaxed) {
+                // The reader is writing its acknowledgements: it wakes this task after.
+                signals.is_writer_waiting.store(true, Ordering::Relaxed);
+                drop(state);
+                signals.wake.notified().await;
+                continue;
+            }
+            if has_written {
+                // The client is reading: it is not (or no longer) a slow consumer.
+                state.is_slow = false;
+            }
+            {
+                let mut unsent = signals.unsent.lock();
+                if !unsent.is_empty() {
+                    out.extend_from_slice(&unsent);
+                    *unsent = BytesMut::new();
+                }
+            }
+            if !state.is_attached(generation) {
+                Step::Detached
+            } else if state.is_parking {
+                Step::Park
+            } else {
+                let drained = drain(&mut state, &mut out, &mut is_resending);
+                if drained.published > 0 {
+                    stats::add(&broker.stats().messages_sent, drained.published as u64);
+                }
+                if drained.dropped > 0 {
+                    stats::add(&broker.stats().messages_dropped, drained.dropped as u64);
+                }
+                if state.take_relief() {
+                    session.space.notify_waiters();
+                }
+                if !drained.has_more {
+                    state.release_idle_queues();
+                }
+                if !out.is_empty() {
+                    // Under the lock, so a reader deciding to park sees it.
+                    signals.is_writing.store(true, Ordering::Relaxed);
+                }
+                receipts = drained.receipts;
+                Step::Write {
+                    is_closing: state.is_closing,
+                    has_more: drained.has_more,
+                }
+            }
+        };
+        let (is_closing, has_more) = match step {
+            Step::Write {
+                is_closing,
+                has_more,
+            } => (is_closing, has_more),
+            Step::Park => return Some(socket),
+            Step::Detached => {
+                // Another connection took the session (this connection's reader always
+                // flushes and joins the writer before it detaches): tell a 5.0 client
+                // why. The packet is dropped before the write, so it takes no room in
+                // this task.
+                let is_encoded = version.is_v5() && {
+                    let farewell = Packet::Disconnect(Disconnect {
+                        reason: ReasonCode::SESSION_TAKEN_OVER,
+                        properties: Properties::default(),
+                    });
+                    encode_or_log(&farewell, version, &mut out)
+                };
+                if is_encoded {
+                    let _ = socket.write_all(&out).await;
+                }
+                break;
+            }
+        };
+        if !out.is_empty() {
+            if let Err(error) = socket.write_all(&out).await {
+                tracing::debug!(client_id = %session.client_id, %error, "write failed");
+                signals.kick.notify_one();
+                break;
+            }
+            signals.is_writing.store(false, Ordering::Relaxed);
+            signals.drained.notify_waiters();
+            stats::add(&broker.stats().bytes_sent, out.len() as u64);
+            session.progress.fetch_add(1, Ordering::Relaxed);
+            for receipt in receipts.drain(..) {
+                receipt.fire();
+            }
+            out.clear();
+            has_written = true;
+        } else {
+            has_written = false;
+        }
+        if is_closing {
+            break;
+        }
+        if !has_more {
+            out = BytesMut::new();
+            signals.wake.notified().await;
+        }
+    }
+    let _ = socket.shutdown().await;
+    None
+}
+
+struct Drained {
+    published: usize,
+    dropped: usize,
+    has_more: bool,
+    /// Tracked QoS 0 messages in this batch: delivered once it is written.
+    receipts: Vec<Arc<Receipt>>,
+}
+
+/// Encodes queued control packets, then (once after a reconnect) the in-flight messages
+/// with DUP set, then pending messages while the in-flight window has room, up to
+/// [`WRITE_BATCH`] bytes.
+fn drain(state: &mut SessionState, out: &mut BytesMut, is_resending: &mut bool) -> Drained {
+    let version = state.version;
+    while let Some(packet) = state.control.pop_front() {
+        encode_or_log(&packet, version, out);
+    }
+    if std::mem::take(is_resending) {
+        for entry in &state.inflight {
+            let packet = match entry.awaiting {
+                Awaiting::PubAck | Awaiting::PubRec => {
+                    publish_packet(&entry.delivery, Some(entry.packet_id), true, version)
+                }
+                Awaiting::PubComp => Packet::PubRel(PubRel::new(entry.packet_id)),
+            };
+            encode_or_log(&packet, version, out);
+        }
+    }
+    let mut drained = Drained {
+        published: 0,
+        dropped: 0,
+        has_more: false,
+        receipts: Vec::new(),
+    };
+    let now = std::time::Instant::now();
+    while out.len() < WRITE_BATCH {
+        let Some(front) = state.pending.front() else {
+            break;
+        };
+        if front.message.is_expired(now) {
+            // Past its expiry while queued (MQTT-3.3.2-5): never sent.
+            state.pending.pop_front();
+            drained.dropped += 1;
+            continue;
+        }
+        let is_qos0 = front.qos == QoS::AtMostOnce;
+        if !is_qos0 && state.inflight.len() >= state.inflight_limit as usize {
+            break;
+        }
+        let Some(delivery) = state.pending.pop_front() else {
+            break;
+        };
+        let packet_id = (!is_qos0).then(|| state.allocate_packet_id());
+        let start = out.len();
+        if !encode_or_log(
+            &publish_packet(&delivery, packet_id, false, version),
+            version,
+            out,
+        ) {
+            drained.dropped += 1;
+            continue;
+        }
+        if let Some(limit) = state.client_max_packet_size {
+            // MQTT-3.1.2-25: a packet larger than the client accepts is discarded.
+            if (out.len() - start) as u64 > u64::from(limit) {
+                out.truncate(start);
+                drained.dropped += 1;
+                continue;
+            }
+        }
+        drained.published += 1;
+        if let (None, Some(receipt)) = (packet_id, &delivery.message.receipt) {
+            drained.receipts.push(Arc::clone(receipt));
+        }
+        if let Some(packet_id) = packet_id {
+            let awaiting = if delivery.qos == QoS::AtLeastOnce {
+                Awaiting::PubAck
+            } else {
+                Awaiting::PubRec
+            };
+            state.inflight.push_back(Inflight {
+                packet_id,
+                delivery,
+                awaiting,
+            });
+        }
+    }
+    drained.has_more = !state.control.is_empty()
+        || state.pending.front().is_some_and(|front| {
+            front.qos == QoS::AtMostOnce || state.inflight.len() < state.inflight_limit as usize
+        });
+    drained
+}
+
+fn publish_packet(
+    delivery: &Delivery,
+    packet_id: Option<PacketId>,
+    dup: bool,
+    version: ProtocolVersion,
+) -> Packet {
+    let message = &delivery.message;
+    let properties = if version.is_v5()
+        && !(message.properties.is_empty()
+            && delivery.subscription_ids.is_empty()
+            && message.expires_at.is_none())
+    {
+        let mut properties = message.properties.clone();
+        properties.subscription_identifiers = delivery.subscription_ids.clone();
+        // The receiver is told what is left of the interval (MQTT-3.3.2-6).
+        properties.message_expiry_interval = message.remaining_expiry(std::time::Instant::now());
+        properties
+    } else {
+        Properties::default()
+    };
+    Packet::Publish(Publish {
+        dup,
+        qos: delivery.qos,
+        retain: delivery.is_retained,
+        topic: message.topic.clone(),
+        packet_id,
+        payload: message.payload.clone(),
+        properties,
+    })
+}
