@@ -6,6 +6,7 @@
 use utoipa::OpenApi;
 use utoipa::openapi::content::ContentBuilder;
 use utoipa::openapi::response::{Response, ResponseBuilder};
+use utoipa::openapi::schema::{AdditionalProperties, Schema};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::{Ref, RefOr};
 
@@ -101,9 +102,19 @@ fn problem_response(description: &str) -> Response {
 }
 
 /// Completes the document the router collected: every `/api/v1` operation needs the
-/// bearer token and may answer 401, 403 or 500.
+/// bearer token and may answer 401, 403 or 500; rule actions refuse unknown fields.
 pub(crate) fn finish(document: &mut utoipa::openapi::OpenApi) {
     let components = document.components.get_or_insert_with(Default::default);
+    // `RuleAction` is a tagged enum with `deny_unknown_fields`, which utoipa writes for
+    // structs but not for the variants of an enum.
+    if let Some(RefOr::T(Schema::OneOf(actions))) = components.schemas.get_mut("RuleAction") {
+        for variant in &mut actions.items {
+            if let RefOr::T(Schema::Object(variant)) = variant {
+                variant.additional_properties =
+                    Some(Box::new(AdditionalProperties::FreeForm(false)));
+            }
+        }
+    }
     components.add_security_scheme(
         BEARER,
         SecurityScheme::Http(

@@ -117,7 +117,7 @@ impl<S: Send + Sync> FromRequestParts<S> for StreamQuery {
     tag = "stream",
     params(
         ("devices" = Option<String>, Query, description = "Only these devices (comma-separated)"),
-        ("kinds" = Option<String>, Query, description = "Only these kinds: telemetry, presence, alarm, command"),
+        ("kinds" = inline(Option<crate::constraints::EventKindList>), Query, description = "Only these kinds (comma-separated): telemetry, presence, alarm, command"),
         ("token" = Option<String>, Query, description = "The API token, for clients that cannot send the Authorization header"),
     ),
     responses(
