@@ -51,6 +51,7 @@ const DEVICE: &str = "device";
             PayloadTooLarge,
             UnsupportedMediaType,
             ValidationFailed,
+            UpgradeRequired,
             InternalError,
             Unavailable,
         )
@@ -85,6 +86,8 @@ problem_responses! {
     UnsupportedMediaType => "The body is not sent as `Content-Type: application/json`",
     ValidationFailed => "JSON of the wrong shape (unknown or missing field, wrong type) or \
                          values breaking a rule (id syntax, sizes)",
+    UpgradeRequired => "A plain HTTP request to a WebSocket endpoint: connect with a WebSocket \
+                        client (the answer has `Upgrade: websocket`)",
     InternalError => "The server failed; details are in its log, never in the answer",
     Unavailable => "The server is shutting down or cannot store the data now; retry later",
 }

@@ -1077,6 +1077,29 @@ fn the_openapi_document_describes_every_route() {
 }
 
 #[test]
+fn the_stream_answers_plain_http_with_problems() {
+    let server = start();
+
+    // Without a token: 401, whatever else is wrong with the request.
+    server
+        .send("GET", "/api/v1/stream?kinds=nonsense", None, None, None)
+        .problem(401);
+
+    // A plain GET (no WebSocket handshake), as curl or an HTTP client sends it: 426,
+    // naming the protocol to upgrade to.
+    let answer = server.get("/api/v1/stream", ADMIN_TOKEN);
+    let detail = answer.problem(426);
+    assert!(detail.contains("WebSocket"), "{detail}");
+    assert_eq!(answer.header("upgrade"), Some("websocket"), "{answer:?}");
+
+    // A bad filter is named before the missing handshake.
+    let detail = server
+        .get("/api/v1/stream?kinds=telemetry,nonsense", ADMIN_TOKEN)
+        .problem(400);
+    assert!(detail.contains("nonsense"), "{detail}");
+}
+
+#[test]
 fn listing_filters_are_checked_as_the_document_says() {
     let server = start();
     // Empty values are refused, as the document's patterns and lengths say.
@@ -1235,6 +1258,7 @@ fn the_openapi_document_states_what_the_server_checks() {
 
     // Every answer the server gives is listed, problems included.
     for (method, path, status) in [
+        ("get", "/api/v1/stream", "426"),
         ("get", "/api/v1/alarms/{id}", "400"),
         ("post", "/api/v1/rules", "415"),
         ("put", "/api/v1/rules/{id}", "415"),
