@@ -12,6 +12,7 @@ use serde::Serialize;
 
 use crate::AppState;
 use crate::auth::{Authorized, Operator, Viewer};
+use crate::constraints::{AlarmStatusFilter, Cursor, PlainId, SeverityName};
 use crate::params::parse_limit;
 use crate::problem::Problem;
 
@@ -155,12 +156,12 @@ impl<S: Send + Sync> FromRequestParts<S> for AlarmPath {
     path = "/api/v1/alarms",
     tag = "alarms",
     params(
-        ("status" = Option<String>, Query, description = "active, acknowledged, cleared, or open (active or acknowledged)"),
-        ("device" = Option<String>, Query, description = "Only this device's alarms"),
-        ("rule" = Option<String>, Query, description = "Only this rule's alarms"),
-        ("severity" = Option<String>, Query, description = "low, medium, high or critical"),
+        ("status" = inline(Option<AlarmStatusFilter>), Query, description = "active, acknowledged, cleared, or open (active or acknowledged)"),
+        ("device" = inline(Option<PlainId>), Query, description = "Only this device's alarms"),
+        ("rule" = inline(Option<PlainId>), Query, description = "Only this rule's alarms"),
+        ("severity" = inline(Option<SeverityName>), Query, description = "low, medium, high or critical"),
         ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "Page size (default 100)"),
-        ("cursor" = Option<String>, Query, description = "The `next_cursor` of the previous page"),
+        ("cursor" = inline(Option<Cursor>), Query, description = "The `next_cursor` of the previous page"),
     ),
     responses(
         (status = 200, description = "One page of alarms", body = AlarmPage),
@@ -191,9 +192,10 @@ pub(crate) async fn list_alarms(
     get,
     path = "/api/v1/alarms/{id}",
     tag = "alarms",
-    params(("id" = String, Path, description = "Alarm id")),
+    params(("id" = inline(PlainId), Path, description = "Alarm id")),
     responses(
         (status = 200, description = "The alarm", body = AlarmBody),
+        (status = 400, response = crate::openapi::BadRequest),
         (status = 404, response = crate::openapi::NotFound),
     )
 )]
@@ -211,9 +213,10 @@ pub(crate) async fn get_alarm(
     post,
     path = "/api/v1/alarms/{id}/ack",
     tag = "alarms",
-    params(("id" = String, Path, description = "Alarm id")),
+    params(("id" = inline(PlainId), Path, description = "Alarm id")),
     responses(
         (status = 200, description = "The acknowledged alarm", body = AlarmBody),
+        (status = 400, response = crate::openapi::BadRequest),
         (status = 404, response = crate::openapi::NotFound),
         (status = 409, response = crate::openapi::Conflict),
     )
@@ -237,9 +240,10 @@ pub(crate) async fn acknowledge_alarm(
     post,
     path = "/api/v1/alarms/{id}/clear",
     tag = "alarms",
-    params(("id" = String, Path, description = "Alarm id")),
+    params(("id" = inline(PlainId), Path, description = "Alarm id")),
     responses(
         (status = 200, description = "The cleared alarm", body = AlarmBody),
+        (status = 400, response = crate::openapi::BadRequest),
         (status = 404, response = crate::openapi::NotFound),
         (status = 409, response = crate::openapi::Conflict),
     )

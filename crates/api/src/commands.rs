@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::AppState;
 use crate::auth::{Authorized, Operator, Viewer};
+use crate::constraints::{AnyJson, CommandName, Cursor, PlainId};
 use crate::devices::DevicePath;
 use crate::params::Pagination;
 use crate::problem::{Json, Problem};
@@ -25,14 +26,14 @@ use crate::problem::{Json, Problem};
 #[schema(as = NewCommand)]
 pub(crate) struct CommandInput {
     /// The command's name: 1-128 characters of `A-Z a-z 0-9 _ . -`.
-    #[schema(example = "reboot")]
+    #[schema(value_type = CommandName, inline, example = "reboot")]
     name: String,
-    /// Its parameters (a JSON object).
+    /// Its parameters (a JSON object; `null` or absent for none).
     #[serde(default)]
-    #[schema(value_type = Object, example = json!({"delay_s": 5}))]
+    #[schema(value_type = Option<Object>, example = json!({"delay_s": 5}))]
     params: serde_json::Value,
     /// Seconds the device has to answer (1 to 604800, default 30).
-    #[schema(example = 30)]
+    #[schema(minimum = 1, maximum = 604_800, example = 30)]
     timeout_s: Option<f64>,
 }
 
@@ -52,8 +53,9 @@ pub(crate) struct CommandBody {
     params: serde_json::Value,
     /// `pending`, `delivered`, `succeeded`, `failed` or `expired`.
     status: String,
-    /// What the device answered (`result` of its response); `null` until then.
-    #[schema(value_type = Object)]
+    /// What the device answered (`result` of its response: any JSON value); `null`
+    /// until then.
+    #[schema(value_type = AnyJson, inline)]
     result: Option<serde_json::Value>,
     /// When it was sent (RFC 3339).
     created_at: String,
@@ -121,13 +123,15 @@ impl<S: Send + Sync> FromRequestParts<S> for CommandPath {
     post,
     path = "/api/v1/devices/{id}/commands",
     tag = "commands",
-    params(("id" = String, Path, description = "Device id")),
+    params(("id" = inline(PlainId), Path, description = "Device id")),
     request_body = CommandInput,
     responses(
         (status = 202, description = "Sent; follow it at the Location", body = CommandBody,
             headers(("Location" = String, description = "The command's URL path"))),
         (status = 400, response = crate::openapi::BadRequest),
         (status = 404, response = crate::openapi::NotFound),
+        (status = 413, response = crate::openapi::PayloadTooLarge),
+        (status = 415, response = crate::openapi::UnsupportedMediaType),
         (status = 422, response = crate::openapi::ValidationFailed),
     )
 )]
@@ -185,11 +189,12 @@ pub(crate) async fn send_command(
     path = "/api/v1/devices/{id}/commands/{cmd}",
     tag = "commands",
     params(
-        ("id" = String, Path, description = "Device id"),
-        ("cmd" = String, Path, description = "Command id"),
+        ("id" = inline(PlainId), Path, description = "Device id"),
+        ("cmd" = inline(PlainId), Path, description = "Command id"),
     ),
     responses(
         (status = 200, description = "The command", body = CommandBody),
+        (status = 400, response = crate::openapi::BadRequest),
         (status = 404, response = crate::openapi::NotFound),
     )
 )]
@@ -208,12 +213,13 @@ pub(crate) async fn get_command(
     path = "/api/v1/devices/{id}/commands",
     tag = "commands",
     params(
-        ("id" = String, Path, description = "Device id"),
+        ("id" = inline(PlainId), Path, description = "Device id"),
         ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "Page size (default 100)"),
-        ("cursor" = Option<String>, Query, description = "The `next_cursor` of the previous page"),
+        ("cursor" = inline(Option<Cursor>), Query, description = "The `next_cursor` of the previous page"),
     ),
     responses(
         (status = 200, description = "One page of commands", body = CommandPage),
+        (status = 400, response = crate::openapi::BadRequest),
         (status = 404, response = crate::openapi::NotFound),
     )
 )]

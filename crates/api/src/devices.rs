@@ -14,6 +14,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::AppState;
 use crate::auth::{Authorized, Operator, Viewer};
+use crate::constraints::{
+    self, Cursor, DeviceName, DeviceType, IdPrefix, LabelFilter, Labels, PlainId,
+};
 use crate::problem::{Json, Problem};
 
 /// Largest page a listing returns.
@@ -113,17 +116,17 @@ impl From<Device> for DeviceBody {
 #[schema(as = NewDevice)]
 pub(crate) struct CreateDevice {
     /// Chosen id (1-128 characters of `A-Z a-z 0-9 _ . -`); generated when absent.
-    #[schema(example = "sensor-0001")]
+    #[schema(value_type = Option<PlainId>, inline, example = "sensor-0001")]
     id: Option<String>,
     /// Name, at most 256 characters.
-    #[schema(example = "Boiler room")]
+    #[schema(value_type = Option<DeviceName>, inline, example = "Boiler room")]
     name: Option<String>,
     /// Type, at most 64 characters.
     #[serde(rename = "type")]
-    #[schema(example = "sensor")]
+    #[schema(value_type = Option<DeviceType>, inline, example = "sensor")]
     device_type: Option<String>,
     /// Labels: at most 64; keys 1-64 characters, values at most 256.
-    #[schema(example = json!({"site": "lyon"}))]
+    #[schema(value_type = Option<Labels>, inline, example = json!({"site": "lyon"}))]
     labels: Option<BTreeMap<String, String>>,
 }
 
@@ -133,12 +136,15 @@ pub(crate) struct CreateDevice {
 #[serde(deny_unknown_fields)]
 #[schema(as = DevicePatch)]
 pub(crate) struct UpdateDevice {
-    /// New name.
+    /// New name, at most 256 characters.
+    #[schema(value_type = Option<DeviceName>, inline)]
     name: Option<String>,
-    /// New type.
+    /// New type, at most 64 characters.
     #[serde(rename = "type")]
+    #[schema(value_type = Option<DeviceType>, inline)]
     device_type: Option<String>,
     /// New labels, replacing all the current ones.
+    #[schema(value_type = Option<Labels>, inline)]
     labels: Option<BTreeMap<String, String>>,
 }
 
@@ -188,11 +194,21 @@ impl<S: Send + Sync> FromRequestParts<S> for ListQuery {
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Problem> {
         let mut filter = DeviceFilter::default();
+        let mut label_filters = 0;
         let query = parts.uri.query().unwrap_or_default();
         for (name, value) in form_urlencoded::parse(query.as_bytes()) {
             match &*name {
                 "type" => filter.device_type = Some(value.into_owned()),
                 "label" => {
+                    // Counted as given, so that the document's `maxItems` holds whether
+                    // or not keys repeat.
+                    label_filters += 1;
+                    if label_filters > constraints::MAX_LABELS {
+                        return Err(Problem::bad_request(format!(
+                            "label: expected at most {} label filters",
+                            constraints::MAX_LABELS
+                        )));
+                    }
                     let Some((key, label)) = value.split_once(':') else {
                         return Err(Problem::bad_request(format!(
                             "label filter {value:?}: expected key:value"
@@ -272,13 +288,13 @@ pub(crate) async fn create_device(
     tag = "devices",
     params(
         ("type" = Option<String>, Query, description = "Only devices of this type"),
-        ("label" = Option<Vec<String>>, Query, explode = true,
+        ("label" = inline(Option<LabelFilter>), Query, explode = true,
             description = "Only devices with this label, as `key:value`; repeat for several \
-                           (all must match)"),
-        ("prefix" = Option<String>, Query, description = "Only devices whose id starts with this"),
+                           (all must match, at most 64)"),
+        ("prefix" = inline(Option<IdPrefix>), Query, description = "Only devices whose id starts with this"),
         ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000,
             description = "Page size (default 100)"),
-        ("cursor" = Option<String>, Query,
+        ("cursor" = inline(Option<Cursor>), Query,
             description = "The `next_cursor` of the previous page"),
     ),
     responses(
@@ -316,7 +332,7 @@ pub(crate) async fn list_devices(
     get,
     path = "/api/v1/devices/{id}",
     tag = "devices",
-    params(("id" = String, Path, description = "Device id")),
+    params(("id" = inline(PlainId), Path, description = "Device id")),
     responses(
         (status = 200, description = "The device", body = DeviceBody),
         (status = 400, response = crate::openapi::BadRequest),
@@ -337,7 +353,7 @@ pub(crate) async fn get_device(
     patch,
     path = "/api/v1/devices/{id}",
     tag = "devices",
-    params(("id" = String, Path, description = "Device id")),
+    params(("id" = inline(PlainId), Path, description = "Device id")),
     request_body = UpdateDevice,
     responses(
         (status = 200, description = "The changed device", body = DeviceBody),
@@ -370,7 +386,7 @@ pub(crate) async fn update_device(
     delete,
     path = "/api/v1/devices/{id}",
     tag = "devices",
-    params(("id" = String, Path, description = "Device id")),
+    params(("id" = inline(PlainId), Path, description = "Device id")),
     responses(
         (status = 204, description = "The device was deleted"),
         (status = 400, response = crate::openapi::BadRequest),
@@ -395,7 +411,7 @@ pub(crate) async fn delete_device(
     post,
     path = "/api/v1/devices/{id}/credentials",
     tag = "devices",
-    params(("id" = String, Path, description = "Device id")),
+    params(("id" = inline(PlainId), Path, description = "Device id")),
     responses(
         (status = 201, description = "New credentials; the password is not shown again",
             body = Credentials),

@@ -103,13 +103,15 @@ impl FromRequestParts<AppState> for InfluxToken {
 #[utoipa::path(
     post,
     path = "/api/v2/write",
+    operation_id = "write_line_protocol",
     tag = "influxdb",
     params(
         ("bucket" = Option<String>, Query, description = "Accepted and ignored"),
         ("org" = Option<String>, Query, description = "Accepted and ignored"),
-        ("precision" = Option<String>, Query, description = "ns (default), us, ms or s"),
+        ("precision" = inline(Option<crate::constraints::PrecisionName>), Query, description = "ns (default), us, ms or s"),
     ),
-    request_body(content = String, content_type = "text/plain",
+    request_body(content = Option<String>, content_type = "text/plain",
+        description = "Lines of InfluxDB line protocol; an empty body writes nothing",
         example = "cpu,host=h1,device=d42 usage_user=12.5,usage_idle=84.25 1714566896000000000"),
     responses(
         (status = 204, description = "Every point was written"),

@@ -25,6 +25,7 @@
 mod alarms;
 mod auth;
 mod commands;
+mod constraints;
 mod devices;
 mod influx;
 mod metrics;

@@ -6,6 +6,7 @@
 use utoipa::OpenApi;
 use utoipa::openapi::content::ContentBuilder;
 use utoipa::openapi::response::{Response, ResponseBuilder};
+use utoipa::openapi::schema::{AdditionalProperties, Schema};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::{Ref, RefOr};
 
@@ -50,6 +51,7 @@ const DEVICE: &str = "device";
             PayloadTooLarge,
             UnsupportedMediaType,
             ValidationFailed,
+            UpgradeRequired,
             InternalError,
             Unavailable,
         )
@@ -84,6 +86,8 @@ problem_responses! {
     UnsupportedMediaType => "The body is not sent as `Content-Type: application/json`",
     ValidationFailed => "JSON of the wrong shape (unknown or missing field, wrong type) or \
                          values breaking a rule (id syntax, sizes)",
+    UpgradeRequired => "A plain HTTP request to a WebSocket endpoint: connect with a WebSocket \
+                        client (the answer has `Upgrade: websocket`)",
     InternalError => "The server failed; details are in its log, never in the answer",
     Unavailable => "The server is shutting down or cannot store the data now; retry later",
 }
@@ -101,9 +105,19 @@ fn problem_response(description: &str) -> Response {
 }
 
 /// Completes the document the router collected: every `/api/v1` operation needs the
-/// bearer token and may answer 401, 403 or 500.
+/// bearer token and may answer 401, 403 or 500; rule actions refuse unknown fields.
 pub(crate) fn finish(document: &mut utoipa::openapi::OpenApi) {
     let components = document.components.get_or_insert_with(Default::default);
+    // `RuleAction` is a tagged enum with `deny_unknown_fields`, which utoipa writes for
+    // structs but not for the variants of an enum.
+    if let Some(RefOr::T(Schema::OneOf(actions))) = components.schemas.get_mut("RuleAction") {
+        for variant in &mut actions.items {
+            if let RefOr::T(Schema::Object(variant)) = variant {
+                variant.additional_properties =
+                    Some(Box::new(AdditionalProperties::FreeForm(false)));
+            }
+        }
+    }
     components.add_security_scheme(
         BEARER,
         SecurityScheme::Http(

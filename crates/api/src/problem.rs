@@ -42,6 +42,7 @@ enum Kind {
     PayloadTooLarge,
     UnsupportedMediaType,
     ValidationFailed,
+    UpgradeRequired,
     Internal,
     Unavailable,
 }
@@ -58,6 +59,7 @@ impl Kind {
             Kind::PayloadTooLarge => "payload-too-large",
             Kind::UnsupportedMediaType => "unsupported-media-type",
             Kind::ValidationFailed => "validation-failed",
+            Kind::UpgradeRequired => "upgrade-required",
             Kind::Internal => "internal",
             Kind::Unavailable => "unavailable",
         }
@@ -74,6 +76,7 @@ impl Kind {
             Kind::PayloadTooLarge => "Payload too large",
             Kind::UnsupportedMediaType => "Unsupported media type",
             Kind::ValidationFailed => "Validation failed",
+            Kind::UpgradeRequired => "Upgrade required",
             Kind::Internal => "Internal server error",
             Kind::Unavailable => "Service unavailable",
         }
@@ -90,6 +93,7 @@ impl Kind {
             Kind::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Kind::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Kind::ValidationFailed => StatusCode::UNPROCESSABLE_ENTITY,
+            Kind::UpgradeRequired => StatusCode::UPGRADE_REQUIRED,
             Kind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             Kind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -105,6 +109,7 @@ impl Kind {
             StatusCode::PAYLOAD_TOO_LARGE => Kind::PayloadTooLarge,
             StatusCode::UNSUPPORTED_MEDIA_TYPE => Kind::UnsupportedMediaType,
             StatusCode::UNPROCESSABLE_ENTITY => Kind::ValidationFailed,
+            StatusCode::UPGRADE_REQUIRED => Kind::UpgradeRequired,
             StatusCode::SERVICE_UNAVAILABLE => Kind::Unavailable,
             status if status.is_server_error() => Kind::Internal,
             _ => Kind::BadRequest,
@@ -145,6 +150,11 @@ impl Problem {
     /// 422: well-formed, but the values break a rule.
     pub(crate) fn validation(detail: impl Into<String>) -> Problem {
         Problem::new(Kind::ValidationFailed, detail)
+    }
+
+    /// 426, sent with `Upgrade: websocket`: a plain HTTP request to the WebSocket stream.
+    pub(crate) fn upgrade_required(detail: impl Into<String>) -> Problem {
+        Problem::new(Kind::UpgradeRequired, detail)
     }
 
     /// 500; the detail never carries internals (they are logged where they happen).
@@ -214,11 +224,20 @@ impl IntoResponse for Problem {
             body,
         )
             .into_response();
-        if self.kind == Kind::Unauthorized {
-            response.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer realm=\"fleetwire\""),
-            );
+        match self.kind {
+            Kind::Unauthorized => {
+                response.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"fleetwire\""),
+                );
+            }
+            // RFC 9110: a 426 names the protocol to upgrade to.
+            Kind::UpgradeRequired => {
+                response
+                    .headers_mut()
+                    .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+            }
+            _ => {}
         }
         response
     }

@@ -14,6 +14,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::AppState;
 use crate::auth::{Authorized, Operator, Viewer};
+use crate::constraints::{
+    CommandName, Cursor, DeviceType, Labels, PlainId, RepublishTopic, RuleDevices, RuleDuration,
+    RuleName, SeverityName, WebhookUrl,
+};
 use crate::params::{Pagination, parse_duration};
 use crate::problem::{Json, Problem};
 
@@ -23,14 +27,17 @@ use crate::problem::{Json, Problem};
 #[serde(deny_unknown_fields)]
 #[schema(as = RuleMatch)]
 pub(crate) struct MatchBody {
-    /// Only these device ids.
+    /// Only these device ids (at most 1000).
     #[serde(default)]
+    #[schema(value_type = RuleDevices, inline)]
     devices: Vec<String>,
     /// Only devices of this type.
     #[serde(rename = "type", default)]
+    #[schema(value_type = Option<DeviceType>, inline)]
     device_type: Option<String>,
     /// Only devices with all these labels.
     #[serde(default)]
+    #[schema(value_type = Labels, inline)]
     labels: BTreeMap<String, String>,
 }
 
@@ -41,25 +48,30 @@ pub(crate) struct MatchBody {
 #[schema(as = RuleAction)]
 pub(crate) enum ActionBody {
     /// Open an alarm; the rule clears it.
-    Alarm,
+    // A struct variant, so that `deny_unknown_fields` refuses other fields here too:
+    // serde lets them through on a unit variant.
+    Alarm {},
     /// POST a JSON document (event, rule, device, severity, values, alarm) to a URL, with
     /// retries and a circuit breaker.
     Webhook {
-        /// `http://...`
+        /// `http://...` or `https://...`, at most 2048 characters.
+        #[schema(value_type = WebhookUrl, inline)]
         url: String,
     },
     /// Publish the same document on an MQTT topic (`{device}` is replaced).
     Republish {
-        /// Topic template, such as `alerts/{device}`.
+        /// Topic template, such as `alerts/{device}`: no wildcards, no leading `$`.
+        #[schema(value_type = RepublishTopic, inline)]
         topic: String,
     },
     /// Send a command to the device (on raise only).
     Command {
         /// Command name.
+        #[schema(value_type = CommandName, inline)]
         name: String,
-        /// Its parameters.
+        /// Its parameters: a JSON object, or `null` (or absent) for none.
         #[serde(default)]
-        #[schema(value_type = Object)]
+        #[schema(value_type = Option<Object>)]
         params: serde_json::Value,
     },
 }
@@ -81,10 +93,10 @@ pub(crate) enum DurationBody {
 pub(crate) struct RuleInput {
     /// Chosen id (1-128 characters of `A-Z a-z 0-9 _ . -`); generated when absent. Only
     /// for `POST`.
-    #[schema(example = "overheat")]
+    #[schema(value_type = Option<PlainId>, inline, example = "overheat")]
     id: Option<String>,
-    /// Name for people.
-    #[schema(example = "Overheating")]
+    /// Name for people, 1-256 characters.
+    #[schema(value_type = RuleName, inline, example = "Overheating")]
     name: String,
     /// Which devices; every device when absent.
     #[serde(rename = "match", default)]
@@ -94,21 +106,52 @@ pub(crate) struct RuleInput {
     /// `abs`, `min`, `max`, `delta(field)`, `rate(field)`.
     #[schema(example = "temperature > 30")]
     condition: String,
-    /// How long the condition must hold (data time) before the alarm is raised.
+    /// How long the condition must hold (data time) before the alarm is raised: a
+    /// duration such as `"10s"`, or a number of seconds.
     #[serde(rename = "for")]
-    #[schema(value_type = Option<String>, example = "10s")]
+    #[schema(value_type = Option<RuleDuration>, inline)]
     for_duration: Option<DurationBody>,
     /// Expression that clears the alarm; without it, the alarm clears when the condition
     /// stops holding.
     #[schema(example = "temperature < 28")]
     clear: Option<String>,
     /// `low`, `medium` (default), `high` or `critical`.
-    #[schema(example = "high")]
+    #[schema(value_type = Option<SeverityName>, inline, example = "high")]
     severity: Option<String>,
-    /// What to do; `[{"type": "alarm"}]` when absent.
+    /// What to do (at most 16 actions); `[{"type": "alarm"}]` when absent.
+    #[schema(max_items = 16)]
     actions: Option<Vec<ActionBody>>,
     /// Whether the rule is evaluated (default true).
     enabled: Option<bool>,
+}
+
+/// The body of `PUT /api/v1/rules/{id}`: a `NewRule` without `id`, since the path names
+/// the rule (an `id` in the body is accepted only when it is the path's).
+pub(crate) enum RuleReplacement {}
+
+impl utoipa::PartialSchema for RuleReplacement {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        let mut schema = <RuleInput as utoipa::PartialSchema>::schema();
+        if let utoipa::openapi::RefOr::T(utoipa::openapi::schema::Schema::Object(object)) =
+            &mut schema
+        {
+            object.properties.remove("id");
+            object.description =
+                Some("What `PUT /api/v1/rules/{id}` takes: a `NewRule` without `id`.".to_owned());
+        }
+        schema
+    }
+}
+
+impl utoipa::ToSchema for RuleReplacement {
+    fn schemas(
+        schemas: &mut Vec<(
+            String,
+            utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+        )>,
+    ) {
+        <RuleInput as utoipa::ToSchema>::schemas(schemas);
+    }
 }
 
 /// A rule, as the API shows it.
@@ -175,7 +218,7 @@ impl From<Rule> for RuleBody {
                 .actions
                 .into_iter()
                 .map(|action| match action {
-                    RuleAction::Alarm => ActionBody::Alarm,
+                    RuleAction::Alarm => ActionBody::Alarm {},
                     RuleAction::Webhook { url } => ActionBody::Webhook { url },
                     RuleAction::Republish { topic } => ActionBody::Republish { topic },
                     RuleAction::Command { name, params } => ActionBody::Command { name, params },
@@ -235,10 +278,10 @@ impl RuleInput {
             .collect::<Result<Vec<_>, _>>()?;
         let actions = self
             .actions
-            .unwrap_or_else(|| vec![ActionBody::Alarm])
+            .unwrap_or_else(|| vec![ActionBody::Alarm {}])
             .into_iter()
             .map(|action| match action {
-                ActionBody::Alarm => RuleAction::Alarm,
+                ActionBody::Alarm {} => RuleAction::Alarm,
                 ActionBody::Webhook { url } => RuleAction::Webhook { url },
                 ActionBody::Republish { topic } => RuleAction::Republish { topic },
                 ActionBody::Command { name, params } => RuleAction::Command { name, params },
@@ -305,6 +348,8 @@ impl<S: Send + Sync> FromRequestParts<S> for RulePath {
             headers(("Location" = String, description = "The rule's URL path"))),
         (status = 400, response = crate::openapi::BadRequest),
         (status = 409, response = crate::openapi::Conflict),
+        (status = 413, response = crate::openapi::PayloadTooLarge),
+        (status = 415, response = crate::openapi::UnsupportedMediaType),
         (status = 422, response = crate::openapi::ValidationFailed),
     )
 )]
@@ -334,7 +379,7 @@ pub(crate) async fn create_rule(
     tag = "rules",
     params(
         ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "Page size (default 100)"),
-        ("cursor" = Option<String>, Query, description = "The `next_cursor` of the previous page"),
+        ("cursor" = inline(Option<Cursor>), Query, description = "The `next_cursor` of the previous page"),
     ),
     responses(
         (status = 200, description = "One page of rules", body = RulePage),
@@ -361,9 +406,10 @@ pub(crate) async fn list_rules(
     get,
     path = "/api/v1/rules/{id}",
     tag = "rules",
-    params(("id" = String, Path, description = "Rule id")),
+    params(("id" = inline(PlainId), Path, description = "Rule id")),
     responses(
         (status = 200, description = "The rule", body = RuleBody),
+        (status = 400, response = crate::openapi::BadRequest),
         (status = 404, response = crate::openapi::NotFound),
     )
 )]
@@ -381,10 +427,13 @@ pub(crate) async fn get_rule(
     put,
     path = "/api/v1/rules/{id}",
     tag = "rules",
-    params(("id" = String, Path, description = "Rule id")),
-    request_body = RuleInput,
+    params(("id" = inline(PlainId), Path, description = "Rule id")),
+    request_body(content = inline(RuleReplacement)),
     responses(
         (status = 200, description = "The replaced rule", body = RuleBody),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 413, response = crate::openapi::PayloadTooLarge),
+        (status = 415, response = crate::openapi::UnsupportedMediaType),
         (status = 404, response = crate::openapi::NotFound),
         (status = 422, response = crate::openapi::ValidationFailed),
     )
@@ -415,9 +464,10 @@ pub(crate) async fn replace_rule(
     delete,
     path = "/api/v1/rules/{id}",
     tag = "rules",
-    params(("id" = String, Path, description = "Rule id")),
+    params(("id" = inline(PlainId), Path, description = "Rule id")),
     responses(
         (status = 204, description = "Deleted"),
+        (status = 400, response = crate::openapi::BadRequest),
         (status = 404, response = crate::openapi::NotFound),
     )
 )]

@@ -19,8 +19,10 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{FromRequestParts, State};
+use axum::http::header;
 use axum::http::request::Parts;
 use axum::response::Response;
 use fleetwire_model::Role;
@@ -51,63 +53,79 @@ impl Filter {
     }
 }
 
-/// The stream's query: filters and, for browsers, the token.
+/// The stream's query: filters (or why they are wrong) and, for browsers, the token,
+/// which is read even when the filters are wrong so that an unauthorized request is told
+/// so first, as on every other route.
 pub(crate) struct StreamQuery {
-    filter: Filter,
+    filter: Result<Filter, Problem>,
     token: Option<String>,
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for StreamQuery {
-    type Rejection = Problem;
+    type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Problem> {
-        let mut filter = Filter {
-            devices: None,
-            kinds: EventKinds::ALL,
-        };
-        let mut token = None;
+    async fn from_request_parts(
+        parts: &mut Parts,
+        _state: &S,
+    ) -> Result<Self, std::convert::Infallible> {
         let query = parts.uri.query().unwrap_or_default();
-        for (name, value) in form_urlencoded::parse(query.as_bytes()) {
-            match &*name {
-                "devices" => {
-                    filter.devices.get_or_insert_with(HashSet::new).extend(
-                        value
-                            .split(',')
-                            .map(str::trim)
-                            .filter(|id| !id.is_empty())
-                            .map(str::to_owned),
-                    );
-                }
-                "kinds" => {
-                    filter.kinds = EventKinds::NONE;
-                    for kind in value
+        let token = form_urlencoded::parse(query.as_bytes())
+            .filter(|(name, _)| name == "token")
+            .last()
+            .map(|(_, value)| value.into_owned());
+        Ok(StreamQuery {
+            filter: parse_filter(query),
+            token,
+        })
+    }
+}
+
+/// The filters of the stream's query; the token is read apart.
+fn parse_filter(query: &str) -> Result<Filter, Problem> {
+    let mut filter = Filter {
+        devices: None,
+        kinds: EventKinds::ALL,
+    };
+    for (name, value) in form_urlencoded::parse(query.as_bytes()) {
+        match &*name {
+            "devices" => {
+                filter.devices.get_or_insert_with(HashSet::new).extend(
+                    value
                         .split(',')
                         .map(str::trim)
-                        .filter(|kind| !kind.is_empty())
-                    {
-                        match kind {
-                            "telemetry" => filter.kinds.telemetry = true,
-                            "presence" => filter.kinds.presence = true,
-                            "alarm" => filter.kinds.alarm = true,
-                            "command" => filter.kinds.command = true,
-                            other => {
-                                return Err(Problem::bad_request(format!(
-                                    "kinds: expected telemetry, presence, alarm or command, got {other:?}"
-                                )));
-                            }
+                        .filter(|id| !id.is_empty())
+                        .map(str::to_owned),
+                );
+            }
+            "kinds" => {
+                filter.kinds = EventKinds::NONE;
+                for kind in value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|kind| !kind.is_empty())
+                {
+                    match kind {
+                        "telemetry" => filter.kinds.telemetry = true,
+                        "presence" => filter.kinds.presence = true,
+                        "alarm" => filter.kinds.alarm = true,
+                        "command" => filter.kinds.command = true,
+                        other => {
+                            return Err(Problem::bad_request(format!(
+                                "kinds: expected telemetry, presence, alarm or command, got {other:?}"
+                            )));
                         }
                     }
                 }
-                "token" => token = Some(value.into_owned()),
-                other => {
-                    return Err(Problem::bad_request(format!(
-                        "unknown query parameter {other:?}: expected devices, kinds or token"
-                    )));
-                }
+            }
+            "token" => {}
+            other => {
+                return Err(Problem::bad_request(format!(
+                    "unknown query parameter {other:?}: expected devices, kinds or token"
+                )));
             }
         }
-        Ok(StreamQuery { filter, token })
     }
+    Ok(filter)
 }
 
 /// The live stream of events, as a WebSocket.
@@ -117,25 +135,27 @@ impl<S: Send + Sync> FromRequestParts<S> for StreamQuery {
     tag = "stream",
     params(
         ("devices" = Option<String>, Query, description = "Only these devices (comma-separated)"),
-        ("kinds" = Option<String>, Query, description = "Only these kinds: telemetry, presence, alarm, command"),
+        ("kinds" = inline(Option<crate::constraints::EventKindList>), Query, description = "Only these kinds (comma-separated): telemetry, presence, alarm, command"),
         ("token" = Option<String>, Query, description = "The API token, for clients that cannot send the Authorization header"),
     ),
     responses(
         (status = 101, description = "Switching to WebSocket: one JSON event per text message"),
         (status = 400, response = crate::openapi::BadRequest),
+        (status = 426, response = crate::openapi::UpgradeRequired),
     )
 )]
 pub(crate) async fn stream(
     State(app): State<AppState>,
     query: StreamQuery,
-    upgrade: WebSocketUpgrade,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
     parts: Parts,
 ) -> Result<Response, Problem> {
     authorize(&app, &parts, query.token.as_deref()).await?;
+    let filter = query.filter?;
+    let upgrade = upgrade.map_err(|rejection| upgrade_problem(&parts, &rejection))?;
     // Only the channels of the wanted kinds: a client of alarms is not woken by every
     // telemetry write, nor dropped for falling behind them. A client of a few devices
     // gets only the telemetry batches that hold them.
-    let filter = query.filter;
     let hub = app.platform.events();
     let events = match &filter.devices {
         Some(devices) => {
@@ -147,11 +167,30 @@ pub(crate) async fn stream(
     Ok(upgrade.on_upgrade(move |socket| serve(socket, events, filter)))
 }
 
+/// Why a request is not a WebSocket handshake, as a problem: 426 with `Upgrade:
+/// websocket` for a plain HTTP request (one that asks for no upgrade, such as `curl`'s),
+/// axum's own status (400 for a malformed handshake, 405 for a method other than GET)
+/// otherwise.
+fn upgrade_problem(parts: &Parts, rejection: &WebSocketUpgradeRejection) -> Problem {
+    let asks_for_websocket = parts
+        .headers
+        .get(header::UPGRADE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.trim().eq_ignore_ascii_case("websocket"));
+    if asks_for_websocket {
+        return Problem::with_status(rejection.status(), rejection.body_text());
+    }
+    Problem::upgrade_required(
+        "this is a WebSocket endpoint: connect with a WebSocket client (the request needs \
+         `Connection: Upgrade` and `Upgrade: websocket`)",
+    )
+}
+
 /// A viewer token from the header, else from `?token=`.
 async fn authorize(app: &AppState, parts: &Parts, token: Option<&str>) -> Result<(), Problem> {
     let header = parts
         .headers
-        .get(axum::http::header::AUTHORIZATION)
+        .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.split_once(' '))
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))

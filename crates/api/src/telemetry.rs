@@ -16,6 +16,9 @@ use serde::Serialize;
 
 use crate::AppState;
 use crate::auth::{Authorized, Operator, Viewer};
+use crate::constraints::{
+    AggregationName, DurationText, FieldList, Instant, PlainId, TelemetryPayload,
+};
 use crate::devices::DevicePath;
 use crate::params::{parse_duration, parse_instant};
 use crate::problem::{Problem, RawBody};
@@ -69,7 +72,7 @@ pub(crate) struct Written {
     get,
     path = "/api/v1/devices/{id}/telemetry/latest",
     tag = "telemetry",
-    params(("id" = String, Path, description = "Device id")),
+    params(("id" = inline(PlainId), Path, description = "Device id")),
     responses(
         (status = 200, description = "Field name → newest value", body = BTreeMap<String, LatestValue>,
             example = json!({"temperature": {"ts": 1714566896789_i64, "value": 21.5}})),
@@ -189,12 +192,12 @@ impl<S: Send + Sync> FromRequestParts<S> for Query {
     path = "/api/v1/devices/{id}/telemetry",
     tag = "telemetry",
     params(
-        ("id" = String, Path, description = "Device id"),
-        ("fields" = Option<String>, Query, description = "Comma-separated field names (default: every field)"),
-        ("from" = Option<String>, Query, description = "Start, inclusive: ms since the epoch or RFC 3339 (default: `to` minus one hour)"),
-        ("to" = Option<String>, Query, description = "End, exclusive (default: now)"),
-        ("agg" = Option<String>, Query, description = "avg, min, max, sum, count, first or last; needs `every`"),
-        ("every" = Option<String>, Query, description = "Window length such as 10s, 5m, 1h; needs `agg`"),
+        ("id" = inline(PlainId), Path, description = "Device id"),
+        ("fields" = inline(Option<FieldList>), Query, description = "Comma-separated field names (default: every field)"),
+        ("from" = inline(Option<Instant>), Query, description = "Start, inclusive: ms since the epoch or RFC 3339 (default: `to` minus one hour); not after `to` (else 400)"),
+        ("to" = inline(Option<Instant>), Query, description = "End, exclusive (default: now)"),
+        ("agg" = inline(Option<AggregationName>), Query, description = "avg, min, max, sum, count, first or last; needs `every` (else 400)"),
+        ("every" = inline(Option<DurationText>), Query, description = "Window length such as 10s, 5m, 1h, at least 1ms; needs `agg` (else 400); at most 1,000,000 windows over the range (else 422)"),
     ),
     responses(
         (status = 200, description = "One series per field", body = SeriesSet),
@@ -362,9 +365,10 @@ impl FromRequestParts<AppState> for TelemetryWriter {
 #[utoipa::path(
     post,
     path = "/api/v1/devices/{id}/telemetry",
+    operation_id = "write_telemetry",
     tag = "telemetry",
-    params(("id" = String, Path, description = "Device id")),
-    request_body(content = Object, content_type = "application/json",
+    params(("id" = inline(PlainId), Path, description = "Device id")),
+    request_body(content = inline(TelemetryPayload), content_type = "application/json",
         example = json!({"temperature": 21.5, "humidity": 40.2, "ts": 1714566896789_i64})),
     responses(
         (status = 200, description = "Stored", body = Written),

@@ -93,8 +93,9 @@ pub(crate) struct CreatedTokenBody {
 #[serde(deny_unknown_fields)]
 #[schema(as = NewToken)]
 pub(crate) struct CreateToken {
-    /// A name saying who uses it, 1-128 characters.
-    #[schema(example = "grafana")]
+    /// A name saying who uses it, 1-128 characters (not `bootstrap`, the name of the
+    /// data dir's admin token).
+    #[schema(value_type = crate::constraints::TokenName, inline, example = "grafana")]
     name: String,
     /// What it may do.
     role: RoleBody,

@@ -1074,3 +1074,207 @@ fn the_openapi_document_describes_every_route() {
         "#/components/schemas/Problem"
     );
 }
+
+#[test]
+fn the_stream_answers_plain_http_with_problems() {
+    let server = start();
+
+    // Without a token: 401, whatever else is wrong with the request.
+    server
+        .send("GET", "/api/v1/stream?kinds=nonsense", None, None, None)
+        .problem(401);
+
+    // A plain GET (no WebSocket handshake), as curl or an HTTP client sends it: 426,
+    // naming the protocol to upgrade to.
+    let answer = server.get("/api/v1/stream", ADMIN_TOKEN);
+    let detail = answer.problem(426);
+    assert!(detail.contains("WebSocket"), "{detail}");
+    assert_eq!(answer.header("upgrade"), Some("websocket"), "{answer:?}");
+
+    // A bad filter is named before the missing handshake.
+    let detail = server
+        .get("/api/v1/stream?kinds=telemetry,nonsense", ADMIN_TOKEN)
+        .problem(400);
+    assert!(detail.contains("nonsense"), "{detail}");
+}
+
+#[test]
+fn listing_filters_are_checked_as_the_document_says() {
+    let server = start();
+    // Empty values are refused, as the document's patterns and lengths say.
+    for (path, expected) in [
+        ("/api/v1/alarms?device=", "device id"),
+        ("/api/v1/alarms?rule=", "rule id"),
+        ("/api/v1/devices?label=", "key:value"),
+        ("/api/v1/devices?cursor=", "cursor"),
+        ("/api/v1/rules?cursor=", "cursor"),
+        ("/api/v1/devices?prefix=no%20spaces", "prefix"),
+    ] {
+        let detail = server.get(path, ADMIN_TOKEN).problem(400);
+        assert!(detail.contains(expected), "{path}: {detail}");
+    }
+    // At most 64 label filters, counted as given (the document's maxItems).
+    let labels: String = (0..65).map(|_| "&label=site:lyon").collect();
+    let detail = server
+        .get(&format!("/api/v1/devices?limit=1{labels}"), ADMIN_TOKEN)
+        .problem(400);
+    assert!(detail.contains("at most 64"), "{detail}");
+    let labels: String = (0..64).map(|_| "&label=site:lyon").collect();
+    let answer = server.get(&format!("/api/v1/devices?limit=1{labels}"), ADMIN_TOKEN);
+    assert_eq!(answer.status, 200, "{answer:?}");
+}
+
+#[test]
+fn a_rule_action_refuses_unknown_fields_whatever_its_type() {
+    let server = start();
+    for action in [
+        json!({"type": "alarm", "colour": "red"}),
+        json!({"type": "webhook", "url": "http://example.com/hook", "colour": "red"}),
+    ] {
+        let detail = server
+            .post(
+                "/api/v1/rules",
+                ADMIN_TOKEN,
+                json!({"name": "n", "condition": "t > 1", "actions": [action]}),
+            )
+            .problem(422);
+        assert!(detail.contains("colour"), "{detail}");
+    }
+}
+
+#[test]
+fn the_openapi_document_states_what_the_server_checks() {
+    let server = start();
+    let document = server
+        .send("GET", "/api/openapi.json", None, None, None)
+        .json();
+    let operation = |method: &str, path: &str| document["paths"][path][method].clone();
+    let parameter = |method: &str, path: &str, name: &str| -> Value {
+        operation(method, path)["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|parameter| parameter["name"] == name)
+            .unwrap_or_else(|| panic!("{method} {path} has no parameter {name}"))
+            .clone()
+    };
+    let plain_id = json!({
+        "type": "string", "minLength": 1, "maxLength": 128, "pattern": "^[A-Za-z0-9_.-]+$"
+    });
+
+    // Ids in paths and filters.
+    for (method, path, name) in [
+        ("get", "/api/v1/devices/{id}", "id"),
+        ("get", "/api/v1/devices/{id}/commands/{cmd}", "cmd"),
+        ("get", "/api/v1/rules/{id}", "id"),
+        ("post", "/api/v1/alarms/{id}/ack", "id"),
+        ("get", "/api/v1/alarms", "device"),
+        ("get", "/api/v1/alarms", "rule"),
+    ] {
+        assert_eq!(
+            parameter(method, path, name)["schema"],
+            plain_id,
+            "{method} {path} {name}"
+        );
+    }
+    // Cursors: base64url, never empty.
+    for path in [
+        "/api/v1/devices",
+        "/api/v1/rules",
+        "/api/v1/alarms",
+        "/api/v1/devices/{id}/commands",
+    ] {
+        let schema = &parameter("get", path, "cursor")["schema"];
+        assert_eq!(schema["minLength"], 2, "{path}");
+        assert!(
+            schema["pattern"]
+                .as_str()
+                .unwrap()
+                .starts_with("^(?:[A-Za-z0-9_-]{4})*"),
+            "{path}: {schema}"
+        );
+    }
+    // Label filters: `key:value`, at most 64.
+    let labels = &parameter("get", "/api/v1/devices", "label")["schema"];
+    assert_eq!(labels["items"]["pattern"], ":");
+    assert_eq!(labels["maxItems"], 64);
+    // Words.
+    assert_eq!(
+        parameter("get", "/api/v1/alarms", "status")["schema"]["enum"],
+        json!(["active", "acknowledged", "cleared", "open"])
+    );
+    assert_eq!(
+        parameter("post", "/api/v2/write", "precision")["schema"]["enum"],
+        json!(["ns", "us", "ms", "s"])
+    );
+
+    let schemas = &document["components"]["schemas"];
+    // A field's schema, given a description, is the one item of a `oneOf`; an optional
+    // field has `null` beside it.
+    let field = |schema: &str, name: &str| -> Value {
+        schemas[schema]["properties"][name]["oneOf"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{schema}.{name} is not a oneOf"))
+            .iter()
+            .find(|item| item["type"] != "null")
+            .unwrap()
+            .clone()
+    };
+    // A command's result is `null` until the device answers, then any JSON value.
+    assert_eq!(field("Command", "result"), json!({}));
+    // Token names: not the bootstrap token's.
+    let token_name = field("NewToken", "name");
+    assert!(
+        token_name["pattern"]
+            .as_str()
+            .unwrap()
+            .starts_with("^(?!bootstrap$)"),
+        "{token_name}"
+    );
+    // Labels of a device: how many, sizes of keys and values.
+    let device_labels = field("NewDevice", "labels");
+    assert_eq!(device_labels["maxProperties"], 64, "{device_labels}");
+    assert_eq!(
+        device_labels["propertyNames"]["maxLength"], 64,
+        "{device_labels}"
+    );
+    assert_eq!(
+        device_labels["additionalProperties"]["maxLength"], 256,
+        "{device_labels}"
+    );
+    // Rule actions refuse unknown fields, like every other body.
+    for variant in schemas["RuleAction"]["oneOf"].as_array().unwrap() {
+        assert_eq!(variant["additionalProperties"], false, "{variant}");
+    }
+    // Replacing a rule takes no id: the path names it.
+    let replacement = &operation("put", "/api/v1/rules/{id}")["requestBody"]["content"]["application/json"]
+        ["schema"];
+    assert!(replacement["properties"]["id"].is_null(), "{replacement}");
+    assert!(
+        replacement["properties"]["condition"].is_object(),
+        "{replacement}"
+    );
+
+    // Every answer the server gives is listed, problems included.
+    for (method, path, status) in [
+        ("get", "/api/v1/stream", "426"),
+        ("get", "/api/v1/alarms/{id}", "400"),
+        ("post", "/api/v1/rules", "415"),
+        ("put", "/api/v1/rules/{id}", "415"),
+        ("post", "/api/v1/devices/{id}/commands", "415"),
+    ] {
+        assert!(
+            operation(method, path)["responses"][status].is_object(),
+            "{method} {path} lacks {status}"
+        );
+    }
+
+    // Operation ids are unique (code generators and schemathesis's links rely on it).
+    let mut ids = BTreeSet::new();
+    for item in document["paths"].as_object().unwrap().values() {
+        for operation in item.as_object().unwrap().values() {
+            let id = operation["operationId"].as_str().unwrap();
+            assert!(ids.insert(id.to_owned()), "operationId {id} is used twice");
+        }
+    }
+}

@@ -66,6 +66,7 @@ mod catalog;
 mod config;
 mod error;
 mod head;
+mod maintenance;
 mod query;
 mod record;
 mod segment;
