@@ -18,7 +18,9 @@ use crate::error::{Result, io};
 use crate::query::{self, Run};
 use crate::segment::{Builder, Segment, SegmentInfo};
 use crate::store::Inner;
-use crate::types::{SeriesId, Timestamp};
+use fleetwire_time::Timestamp;
+
+use crate::types::SeriesId;
 
 /// How often the compaction thread applies retention.
 const RETENTION_INTERVAL: Duration = Duration::from_secs(60);
