@@ -50,7 +50,7 @@ impl<R: MinimumRole> FromRequestParts<AppState> for Authorized<R> {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Problem> {
         let bearer = bearer_token(parts)?;
         let token = state
-            .registry
+            .platform
             .authenticate_token(bearer)
             .await?
             .ok_or_else(|| Problem::unauthorized("the API token is unknown or revoked"))?;

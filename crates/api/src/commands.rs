@@ -229,7 +229,6 @@ pub(crate) async fn list_commands(
     DevicePath(id): DevicePath,
     page: Pagination,
 ) -> Result<axum::Json<CommandPage>, Problem> {
-    app.platform.device_info(&id).await?;
     let page = app
         .platform
         .list_commands(&id, page.limit, page.cursor.as_deref())

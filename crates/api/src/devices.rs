@@ -8,7 +8,6 @@ use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use fleetwire_model::{Device, DeviceFilter, DeviceId, DevicePatch, NewDevice};
-use fleetwire_registry::Error;
 use fleetwire_time::rfc3339;
 use serde::{Deserialize, Serialize};
 
@@ -68,25 +67,6 @@ pub(crate) struct IngestErrorBody {
     /// Why, as the sender was told.
     #[schema(example = "field \"status\": expected a number or boolean, got a string")]
     message: String,
-}
-
-impl DeviceBody {
-    /// The device, with its last ingest error: the platform's, which is the newest this
-    /// node knows, or else (after a restart, or from another node) the registry's.
-    pub(crate) fn new(device: Device, app: &crate::App) -> DeviceBody {
-        let stored_at = device.last_ingest_error.as_ref().map(|stored| stored.at);
-        let mut body = DeviceBody::from(device);
-        if let Some(recent) = app.platform.last_ingest_error(&body.id) {
-            if stored_at.is_none_or(|stored_at| stored_at <= recent.at.as_millis()) {
-                body.last_ingest_error = Some(IngestErrorBody {
-                    at: rfc3339(recent.at.as_millis()),
-                    source: recent.source.as_str().to_owned(),
-                    message: recent.message,
-                });
-            }
-        }
-        body
-    }
 }
 
 impl From<Device> for DeviceBody {
@@ -268,8 +248,7 @@ pub(crate) async fn create_device(
         device_type: body.device_type,
         labels: body.labels.unwrap_or_default(),
     };
-    let device = app.registry.create_device(new).await?;
-    app.platform.device_changed(&device);
+    let device = app.platform.create_device(new).await?;
     tracing::info!(device = %device.id, by = %caller.token.name, "device registered");
     let location = HeaderValue::try_from(format!("/api/v1/devices/{}", device.id))
         .map_err(|_| Problem::internal())?;
@@ -307,22 +286,11 @@ pub(crate) async fn list_devices(
     State(app): State<AppState>,
     ListQuery(filter): ListQuery,
 ) -> Result<axum::Json<DevicePage>, Problem> {
-    // The registry checks the filter too (number of labels, cursor): a bad one is a
-    // bad query, not a bad body.
-    let page = app
-        .registry
-        .list_devices(&filter)
-        .await
-        .map_err(|error| match error {
-            Error::Invalid(message) => Problem::bad_request(message),
-            error => Problem::from(error),
-        })?;
+    // The platform checks the filter too (number of labels, cursor): a bad one is a bad
+    // query (400), not a bad body.
+    let page = app.platform.list_devices(&filter).await?;
     Ok(axum::Json(DevicePage {
-        items: page
-            .items
-            .into_iter()
-            .map(|device| DeviceBody::new(device, &app))
-            .collect(),
+        items: page.items.into_iter().map(DeviceBody::from).collect(),
         next_cursor: page.next_cursor,
     }))
 }
@@ -344,8 +312,8 @@ pub(crate) async fn get_device(
     State(app): State<AppState>,
     DevicePath(id): DevicePath,
 ) -> Result<axum::Json<DeviceBody>, Problem> {
-    let device = app.registry.device(&id).await?;
-    Ok(axum::Json(DeviceBody::new(device, &app)))
+    let device = app.platform.device(&id).await?;
+    Ok(axum::Json(DeviceBody::from(device)))
 }
 
 /// Changes a device's name, type or labels.
@@ -375,10 +343,9 @@ pub(crate) async fn update_device(
         device_type: body.device_type,
         labels: body.labels,
     };
-    let device = app.registry.update_device(&id, patch).await?;
-    app.platform.device_changed(&device);
+    let device = app.platform.update_device(&id, patch).await?;
     tracing::info!(device = %id, by = %caller.token.name, "device changed");
-    Ok(axum::Json(DeviceBody::new(device, &app)))
+    Ok(axum::Json(DeviceBody::from(device)))
 }
 
 /// Deletes a device and its credentials, and disconnects it from the broker.
@@ -398,9 +365,7 @@ pub(crate) async fn delete_device(
     State(app): State<AppState>,
     DevicePath(id): DevicePath,
 ) -> Result<StatusCode, Problem> {
-    app.registry.delete_device(&id).await?;
-    app.platform.device_deleted(&id).await;
-    let connections = app.broker.disconnect_user(id.as_str());
+    let connections = app.platform.delete_device(&id).await?;
     tracing::info!(device = %id, by = %caller.token.name, connections, "device deleted");
     Ok(StatusCode::NO_CONTENT)
 }
@@ -424,8 +389,7 @@ pub(crate) async fn issue_credentials(
     State(app): State<AppState>,
     DevicePath(id): DevicePath,
 ) -> Result<Response, Problem> {
-    let password = app.registry.issue_credentials(&id).await?;
-    let connections = app.broker.disconnect_user(id.as_str());
+    let (password, connections) = app.platform.issue_credentials(&id).await?;
     tracing::info!(
         device = %id,
         by = %caller.token.name,

@@ -16,8 +16,8 @@ use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use fleetwire_formats::Precision;
 use fleetwire_model::Role;
+use fleetwire_platform::Precision;
 
 use crate::AppState;
 use crate::problem::{Problem, RawBody};
@@ -39,9 +39,9 @@ impl<S: Send + Sync> FromRequestParts<S> for WriteQuery {
         for (name, value) in form_urlencoded::parse(text.as_bytes()) {
             match &*name {
                 "precision" => {
-                    precision = value.parse().map_err(|error: fleetwire_formats::Error| {
-                        Problem::bad_request(format!("precision: {error}"))
-                    })?;
+                    precision = value
+                        .parse::<Precision>()
+                        .map_err(|error| Problem::bad_request(format!("precision: {error}")))?;
                 }
                 // One namespace: buckets and organisations are accepted and ignored.
                 "bucket" | "org" | "orgID" => {}
@@ -84,7 +84,7 @@ impl FromRequestParts<AppState> for InfluxToken {
                 Problem::unauthorized("expected the header `Authorization: Token <token>`")
             })?;
         let token = state
-            .registry
+            .platform
             .authenticate_token(token)
             .await?
             .ok_or_else(|| Problem::unauthorized("the API token is unknown or revoked"))?;

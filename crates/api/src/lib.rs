@@ -4,19 +4,16 @@
 //! `/api/openapi.json`, liveness (`/healthz`), readiness (`/readyz`) and Prometheus
 //! metrics (`/metrics`).
 //!
-//! Only this crate knows HTTP and JSON: it reads the registry and the broker through
-//! their public APIs and maps their types to JSON bodies. Every error is
+//! Only this crate knows HTTP and JSON: it goes through the platform's façade for
+//! everything (it depends on no registry, store or broker) and maps the model's types to
+//! JSON bodies. Every error is
 //! `application/problem+json`; every `/api/v1` request needs `Authorization: Bearer
 //! <token>` with a role high enough for it (viewer reads, operator manages devices,
 //! admin manages tokens).
 //!
 //! ```no_run
-//! # async fn run(
-//! #     broker: fleetwire_broker::Broker,
-//! #     registry: fleetwire_registry::Registry,
-//! #     platform: fleetwire_platform::Platform,
-//! # ) -> std::io::Result<()> {
-//! let state = fleetwire_api::ApiState { broker, registry, platform };
+//! # async fn run(platform: fleetwire_platform::Platform) -> std::io::Result<()> {
+//! let state = fleetwire_api::ApiState { platform };
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
 //! axum::serve(listener, fleetwire_api::router(state)).await
 //! # }
@@ -45,9 +42,7 @@ use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::IntoResponse;
-use fleetwire_broker::Broker;
 use fleetwire_platform::Platform;
-use fleetwire_registry::Registry;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -57,23 +52,17 @@ use crate::metrics::HttpMetrics;
 /// Largest request body accepted, in bytes (larger ones get a 413).
 pub(crate) const BODY_LIMIT: usize = 64 * 1024;
 
-/// What the HTTP API serves: the broker (metrics, readiness, disconnecting devices) and
-/// the registry.
+/// What the HTTP API serves: the platform (devices, tokens, telemetry, rules, alarms,
+/// commands, events, counters, readiness).
 #[derive(Clone)]
 pub struct ApiState {
-    /// The running broker.
-    pub broker: Broker,
-    /// The device registry.
-    pub registry: Registry,
-    /// The platform: telemetry, rules, alarms, commands, events.
+    /// The running platform.
     pub platform: Platform,
 }
 
 /// The state handlers share: the caller's [`ApiState`] plus what the router builds
 /// once (the HTTP metrics table, the serialized OpenAPI document).
 pub(crate) struct App {
-    broker: Broker,
-    registry: Registry,
     platform: Platform,
     http_metrics: HttpMetrics,
     openapi_json: Bytes,
@@ -84,7 +73,7 @@ pub(crate) type AppState = Arc<App>;
 
 pub use rules::rule_from_document;
 
-/// The HTTP routes, over a running broker and an open registry.
+/// The HTTP routes, over a running platform.
 pub fn router(state: ApiState) -> Router {
     let (router, document) = routes().split_for_parts();
     let document = finished(document);
@@ -92,8 +81,6 @@ pub fn router(state: ApiState) -> Router {
     let app = Arc::new(App {
         http_metrics: HttpMetrics::new(templates),
         openapi_json: Bytes::from(document.to_json().unwrap_or_default()),
-        broker: state.broker,
-        registry: state.registry,
         platform: state.platform,
     });
     router
@@ -195,10 +182,10 @@ async fn healthz() -> &'static str {
     )
 )]
 async fn readyz(State(app): State<AppState>) -> impl IntoResponse {
-    if app.broker.is_shutting_down() {
-        (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
-    } else {
+    if app.platform.is_ready() {
         (StatusCode::OK, "ready\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
     }
 }
 
@@ -211,7 +198,7 @@ async fn readyz(State(app): State<AppState>) -> impl IntoResponse {
         content_type = "text/plain; version=0.0.4"))
 )]
 async fn prometheus_metrics(State(app): State<AppState>) -> impl IntoResponse {
-    let body = metrics::render(&app.broker, &app.platform, &app.http_metrics);
+    let body = metrics::render(&app.platform.stats(), &app.http_metrics);
     (
         [(
             header::CONTENT_TYPE,

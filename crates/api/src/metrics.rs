@@ -14,8 +14,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::Response;
-use fleetwire_broker::Broker;
-use fleetwire_platform::{Platform, PlatformStats, SourceCounts};
+use fleetwire_platform::{PlatformStats, SourceCounts};
 
 use crate::AppState;
 
@@ -215,8 +214,8 @@ pub(crate) async fn track(State(app): State<AppState>, request: Request, next: N
 }
 
 /// Renders every metric in the Prometheus text format (version 0.0.4).
-pub(crate) fn render(broker: &Broker, platform: &Platform, http: &HttpMetrics) -> String {
-    let stats = broker.stats_snapshot();
+pub(crate) fn render(platform: &PlatformStats, http: &HttpMetrics) -> String {
+    let stats = &platform.mqtt;
     let metrics: [(&str, &str, &str, u64); 12] = [
         (
             "fleetwire_mqtt_clients_connected",
@@ -287,8 +286,8 @@ pub(crate) fn render(broker: &Broker, platform: &Platform, http: &HttpMetrics) -
         (
             "fleetwire_uptime_seconds",
             "gauge",
-            "Seconds since the broker started",
-            broker.uptime().as_secs(),
+            "Seconds since the platform started",
+            platform.uptime.as_secs(),
         ),
     ];
     let mut out = String::with_capacity(8192);
@@ -299,7 +298,7 @@ pub(crate) fn render(broker: &Broker, platform: &Platform, http: &HttpMetrics) -
         );
     }
     http.render(&mut out);
-    render_platform(&platform.stats(), &mut out);
+    render_platform(platform, &mut out);
     out
 }
 

@@ -63,7 +63,7 @@ pub(crate) async fn overview(
     _: Authorized<Viewer>,
     State(app): State<AppState>,
 ) -> Result<axum::Json<Overview>, Problem> {
-    let (total, online) = app.registry.count_devices().await?;
+    let (total, online) = app.platform.count_devices().await?;
     let severities = [
         Severity::Low,
         Severity::Medium,
@@ -77,7 +77,7 @@ pub(crate) async fn overview(
             .collect()
     };
     let (mut active, mut acknowledged) = (empty(), empty());
-    for (severity, status, count) in app.registry.alarm_counts().await? {
+    for (severity, status, count) in app.platform.alarm_counts().await? {
         let counts = match status {
             AlarmStatus::Active => &mut active,
             AlarmStatus::Acknowledged => &mut acknowledged,

@@ -6,7 +6,6 @@ use axum::extract::FromRequest;
 use axum::extract::rejection::JsonRejection;
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use fleetwire_registry::Error;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -243,36 +242,13 @@ impl IntoResponse for Problem {
     }
 }
 
-impl From<Error> for Problem {
-    fn from(error: Error) -> Problem {
-        match error {
-            Error::NotFound { .. } => Problem::not_found(error.to_string()),
-            Error::AlreadyExists(_) | Error::IdTaken { .. } | Error::Conflict(_) => {
-                Problem::new(Kind::Conflict, error.to_string())
-            }
-            Error::Invalid(message) => Problem::new(Kind::ValidationFailed, message),
-            Error::InvalidCursor => Problem::bad_request(
-                "invalid cursor: pass the next_cursor of a previous page unchanged",
-            ),
-            Error::Database { .. } | Error::Internal(_) => {
-                tracing::error!(%error, "registry failed");
-                Problem::internal()
-            }
-            // A variant added to the registry later: never leak what it says.
-            other => {
-                tracing::error!(error = %other, "registry failed");
-                Problem::internal()
-            }
-        }
-    }
-}
-
 impl From<fleetwire_model::Error> for Problem {
     fn from(error: fleetwire_model::Error) -> Problem {
         Problem::new(Kind::ValidationFailed, error.to_string())
     }
 }
 
+/// The one place an error of the platform becomes an HTTP status.
 impl From<fleetwire_platform::Error> for Problem {
     fn from(error: fleetwire_platform::Error) -> Problem {
         use fleetwire_platform::Error as PlatformError;
@@ -280,6 +256,7 @@ impl From<fleetwire_platform::Error> for Problem {
             PlatformError::Payload(_) | PlatformError::InvalidDevice(_) => {
                 Problem::bad_request(error.to_string())
             }
+            PlatformError::InvalidQuery(message) => Problem::bad_request(message),
             PlatformError::NotFound { .. } => Problem::not_found(error.to_string()),
             PlatformError::Invalid(message) => Problem::new(Kind::ValidationFailed, message),
             PlatformError::InvalidExpression { detail, position } => Problem {
@@ -288,17 +265,21 @@ impl From<fleetwire_platform::Error> for Problem {
             },
             PlatformError::Conflict(message) => Problem::new(Kind::Conflict, message),
             PlatformError::ShuttingDown => Problem::new(Kind::Unavailable, error.to_string()),
-            PlatformError::Registry(error) => Problem::from(error),
             PlatformError::Store(_) => {
-                tracing::error!(%error, "telemetry store failed");
+                tracing::error!(
+                    error = &error as &dyn std::error::Error,
+                    "telemetry store failed"
+                );
                 Problem::new(
                     Kind::Unavailable,
                     "the telemetry store cannot take writes now; nothing of this request was \
                      stored; the details are in the server's log",
                 )
             }
+            // The registry, a thread that would not start, or a kind of failure added
+            // later: logged with its sources, never shown.
             other => {
-                tracing::error!(error = %other, "platform failed");
+                tracing::error!(error = &other as &dyn std::error::Error, "platform failed");
                 Problem::internal()
             }
         }

@@ -201,7 +201,7 @@ async fn authorize(app: &AppState, parts: &Parts, token: Option<&str>) -> Result
         ));
     };
     let token = app
-        .registry
+        .platform
         .authenticate_token(token)
         .await?
         .ok_or_else(|| Problem::unauthorized("the API token is unknown or revoked"))?;

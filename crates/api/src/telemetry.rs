@@ -11,7 +11,8 @@ use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use fleetwire_model::DeviceId;
-use fleetwire_store::{Aggregation, Timestamp};
+use fleetwire_platform::{Aggregation, TelemetryQuery};
+use fleetwire_time::Timestamp;
 use serde::Serialize;
 
 use crate::AppState;
@@ -25,10 +26,6 @@ use crate::problem::{Problem, RawBody};
 
 /// Largest body of `POST .../telemetry`.
 pub(crate) const TELEMETRY_BODY_LIMIT: usize = 1024 * 1024;
-/// Most points one query answers per field; more ask for aggregation.
-const MAX_POINTS: usize = 1_000_000;
-/// The range a query covers when it gives no `from`.
-const DEFAULT_RANGE: Duration = Duration::from_secs(3600);
 
 /// The newest value of one field.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -85,11 +82,10 @@ pub(crate) async fn latest(
     State(app): State<AppState>,
     DevicePath(id): DevicePath,
 ) -> Result<axum::Json<BTreeMap<String, LatestValue>>, Problem> {
-    app.platform.device_info(&id).await?;
     let latest = app
         .platform
-        .store()
-        .latest(id.as_str())
+        .latest_telemetry(&id)
+        .await?
         .into_iter()
         .map(|(field, sample)| {
             (
@@ -212,64 +208,26 @@ pub(crate) async fn query(
     DevicePath(id): DevicePath,
     query: Query,
 ) -> Result<Response, Problem> {
-    app.platform.device_info(&id).await?;
-    let to = query.to.unwrap_or_else(|| Timestamp::now().as_millis() + 1);
-    let from = query
-        .from
-        .unwrap_or_else(|| to.saturating_sub(DEFAULT_RANGE.as_millis() as i64));
-    if from > to {
-        return Err(Problem::bad_request(format!(
-            "from ({from}) is after to ({to})"
-        )));
-    }
-    if let Some(every) = query.every {
-        let windows = (to - from) as u128 / every.as_millis().max(1);
-        if windows > MAX_POINTS as u128 {
-            return Err(Problem::validation(format!(
-                "every {every:?} makes {windows} windows over this range; at most {MAX_POINTS}: \
-                 choose a longer every or a shorter range"
-            )));
-        }
-    }
-    let store = app.platform.store().clone();
-    let fields = match query.fields {
-        Some(fields) => fields,
-        None => store.latest(id.as_str()).into_keys().collect(),
+    let query = TelemetryQuery {
+        fields: query.fields,
+        from: query.from.map(Timestamp::from_millis),
+        to: query.to.map(Timestamp::from_millis),
+        windows: query.aggregation.zip(query.every),
     };
-    let (aggregation, every) = (query.aggregation, query.every);
-    let device = id.as_str().to_owned();
-    // Reading segments is blocking file I/O.
-    let series = tokio::task::spawn_blocking(move || -> Result<Vec<Series>, Problem> {
-        let (from, to) = (Timestamp::from_millis(from), Timestamp::from_millis(to));
-        fields
-            .into_iter()
-            .map(|field| {
-                let samples = match (aggregation, every) {
-                    (Some(aggregation), Some(every)) => {
-                        store.aggregate(&device, &field, from, to, every, aggregation)
-                    }
-                    _ => store.range(&device, &field, from, to),
-                }
-                .map_err(|error| Problem::from(fleetwire_platform::Error::from(error)))?;
-                if samples.len() > MAX_POINTS {
-                    return Err(Problem::validation(format!(
-                        "field {field:?} has {} points in this range; at most {MAX_POINTS} are \
-                         answered: choose a shorter range or aggregate with agg and every",
-                        samples.len()
-                    )));
-                }
-                Ok(Series {
-                    field,
-                    points: samples
-                        .into_iter()
-                        .map(|sample| (sample.timestamp.as_millis(), sample.value))
-                        .collect(),
-                })
-            })
-            .collect()
-    })
-    .await
-    .map_err(|_| Problem::internal())??;
+    let series: Vec<Series> = app
+        .platform
+        .query_telemetry(&id, query)
+        .await?
+        .into_iter()
+        .map(|series| Series {
+            field: series.field,
+            points: series
+                .samples
+                .into_iter()
+                .map(|sample| (sample.timestamp.as_millis(), sample.value))
+                .collect(),
+        })
+        .collect();
     Ok(json_series(&series))
 }
 
@@ -343,7 +301,7 @@ impl FromRequestParts<AppState> for TelemetryWriter {
         let user =
             DeviceId::new(user).map_err(|_| Problem::unauthorized("bad device id or secret"))?;
         if !state
-            .registry
+            .platform
             .verify_device_secret(&user, password.as_bytes())
             .await?
         {

@@ -148,7 +148,7 @@ pub(crate) async fn create_token(
         name: body.name,
         role: body.role.into(),
     };
-    let (token, secret) = app.registry.create_token(new).await?;
+    let (token, secret) = app.platform.create_token(new).await?;
     tracing::info!(
         token = %token.id.0,
         name = %token.name,
@@ -183,7 +183,7 @@ pub(crate) async fn list_tokens(
     _: Authorized<Admin>,
     State(app): State<AppState>,
 ) -> Result<axum::Json<TokenPage>, Problem> {
-    let tokens = app.registry.list_tokens().await?;
+    let tokens = app.platform.list_tokens().await?;
     Ok(axum::Json(TokenPage {
         items: tokens.into_iter().map(TokenBody::from).collect(),
         next_cursor: None,
@@ -206,7 +206,7 @@ pub(crate) async fn revoke_token(
     State(app): State<AppState>,
     TokenPath(id): TokenPath,
 ) -> Result<StatusCode, Problem> {
-    app.registry.revoke_token(&id).await?;
+    app.platform.revoke_token(&id).await?;
     tracing::info!(token = %id.0, by = %caller.token.name, "API token revoked");
     Ok(StatusCode::NO_CONTENT)
 }

@@ -1,6 +1,7 @@
-//! The REST API over real HTTP: the router on a loopback socket, over a real SQLite
-//! registry in a temporary directory and a real broker, driven by a real HTTP client
-//! (ureq) and, for disconnections, a real MQTT client.
+//! The REST API over real HTTP: a node started by the composition root (as `fleetwire
+//! serve` starts it) on loopback, over a real SQLite registry in a temporary directory
+//! and a real broker, driven by a real HTTP client (ureq) and, for disconnections, a real
+//! MQTT client.
 
 // Test helpers fail loudly on purpose.
 #![allow(clippy::unwrap_used)]
@@ -8,28 +9,23 @@
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use fleetwire_api::ApiState;
-use fleetwire_broker::{
-    Access, Authenticator, BoxFuture, Broker, BrokerConfig, Credentials, Denial, Hooks,
-};
 use fleetwire_model::DeviceId;
-use fleetwire_platform::{Platform, PlatformConfig};
-use fleetwire_registry::Registry;
-use fleetwire_store::{Store, StoreConfig};
+use fleetwire_platform::Platform;
 use serde_json::{Value, json};
 use ureq::http;
 
 const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 
-/// A running API: its address, and handles on what it serves.
+/// A running node: its addresses, and handles on what it serves.
 struct Server {
     addr: SocketAddr,
     mqtt_addr: SocketAddr,
-    registry: Registry,
+    platform: Platform,
+    /// The node; it runs as long as the runtime, and goes with it.
+    _node: fleetwire::Running,
     runtime: tokio::runtime::Runtime,
     agent: ureq::Agent,
     dir: PathBuf,
@@ -81,32 +77,6 @@ impl Answer {
     }
 }
 
-/// The registry as the broker's authenticator, as the binary wires it: user name =
-/// device id, password = device secret.
-struct DeviceLogins(Registry);
-
-impl Authenticator for DeviceLogins {
-    fn authenticate<'a>(
-        &'a self,
-        credentials: Credentials<'a>,
-    ) -> BoxFuture<'a, Result<Access, Denial>> {
-        Box::pin(async move {
-            let (Some(Ok(device)), Some(password)) = (
-                credentials.username.map(DeviceId::new),
-                credentials.password,
-            ) else {
-                return Err(Denial::BadCredentials);
-            };
-            match self.0.verify_device_secret(&device, password).await {
-                Ok(true) => Ok(fleetwire_platform::device_access(&device)),
-                _ => Err(Denial::BadCredentials),
-            }
-        })
-    }
-
-    fn presence(&self, _device: &str, _online: bool) {}
-}
-
 fn start() -> Server {
     static SERVERS: AtomicUsize = AtomicUsize::new(0);
     let dir = std::env::temp_dir().join(format!(
@@ -121,33 +91,9 @@ fn start() -> Server {
         .enable_all()
         .build()
         .unwrap();
-    let (addr, mqtt_addr, registry) = runtime.block_on(async {
-        let registry = Registry::open_in_dir(&dir).await.unwrap();
-        registry.set_bootstrap_token(ADMIN_TOKEN).await.unwrap();
-        let store = Store::open(dir.join("telemetry"), StoreConfig::default()).unwrap();
-        let platform = Platform::start(store, registry.clone(), PlatformConfig::default())
-            .await
-            .unwrap();
-        let broker = Broker::new(BrokerConfig::default());
-        platform.attach_broker(broker.clone());
-        let hooks = Hooks {
-            authenticator: Some(Arc::new(DeviceLogins(registry.clone()))),
-            ingest: Some(platform.mqtt_ingest()),
-        };
-        let mqtt = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let mqtt_addr = mqtt.local_addr().unwrap();
-        // The listener runs as long as the runtime; the handle is not needed.
-        let _running = broker.spawn(mqtt, hooks).unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let router = fleetwire_api::router(ApiState {
-            broker,
-            registry: registry.clone(),
-            platform,
-        });
-        tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
-        (addr, mqtt_addr, registry)
-    });
+    // The node as `fleetwire serve` starts it (the composition root), on loopback.
+    let settings = fleetwire::Settings::local(&dir, ADMIN_TOKEN).unwrap();
+    let node = runtime.block_on(fleetwire::App::start(settings)).unwrap();
     // A fresh connection per request: a pooled one the server has just closed made a
     // request fail now and then with "peer disconnected" (seen once in CI), which says
     // nothing about the route under test.
@@ -158,9 +104,10 @@ fn start() -> Server {
         .build()
         .into();
     Server {
-        addr,
-        mqtt_addr,
-        registry,
+        addr: node.http_addr(),
+        mqtt_addr: node.mqtt_addr(),
+        platform: node.platform().clone(),
+        _node: node,
         runtime,
         agent,
         dir,
@@ -465,16 +412,16 @@ fn credentials_are_shown_once_and_replaced_on_reissue() {
 
     let id = DeviceId::new("meter-7").unwrap();
     server.runtime.block_on(async {
-        let registry = &server.registry;
+        let platform = &server.platform;
         assert!(
-            !registry
+            !platform
                 .verify_device_secret(&id, first_password.as_bytes())
                 .await
                 .unwrap(),
             "the old secret is revoked"
         );
         assert!(
-            registry
+            platform
                 .verify_device_secret(&id, second_password.as_bytes())
                 .await
                 .unwrap()

@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// one binary.
 #[derive(Debug, Parser)]
 #[command(name = "fleetwire", version, about)]
-pub(crate) struct Cli {
+pub struct Cli {
     /// Log format: `human` (default) or `json` (one object per line).
     #[arg(long, global = true, value_enum)]
     pub(crate) log_format: Option<LogFormat>,

@@ -207,9 +207,10 @@ pub(crate) struct LogSettings {
     pub(crate) level: String,
 }
 
-/// Validated settings for `serve` and `demo`.
+/// Validated settings of a node (`serve`, `demo`, and nodes the tests start): every
+/// layer read (defaults < TOML file < environment < flags) and checked.
 #[derive(Debug, Clone)]
-pub(crate) struct Settings {
+pub struct Settings {
     pub(crate) data_dir: PathBuf,
     pub(crate) admin_token: Option<String>,
     /// Threads of the async runtime.
@@ -229,6 +230,25 @@ pub(crate) struct Settings {
 }
 
 impl Settings {
+    /// Settings of a node on loopback with free ports (port 0) and every default but
+    /// these: its data dir and its admin token. Nothing is read from files or the
+    /// environment, so tests and embedders get the same node wherever they run.
+    pub fn local(data_dir: &Path, admin_token: &str) -> anyhow::Result<Settings> {
+        let raw = RawConfig {
+            data_dir: data_dir.to_owned(),
+            admin_token: Some(admin_token.to_owned()),
+            mqtt: RawMqtt {
+                addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+                ..RawMqtt::default()
+            },
+            http: RawHttp {
+                addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            },
+            ..RawConfig::default()
+        };
+        raw.validate()
+    }
+
     /// Settings for `serve`, from all layers.
     pub(crate) fn load(
         args: &ServeArgs,

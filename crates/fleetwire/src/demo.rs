@@ -8,7 +8,6 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context;
-use fleetwire_broker::Broker;
 use fleetwire_model::{DeviceId, NewDevice, RuleAction, RuleId, RuleMatch, RuleSpec, Severity};
 use fleetwire_platform::Platform;
 use fleetwire_sim::{DeviceCredential, Devices, SimConfig, Simulator};
@@ -83,7 +82,6 @@ pub(crate) async fn prepare(
     platform: &Platform,
     devices: usize,
 ) -> anyhow::Result<Vec<DeviceCredential>> {
-    let registry = platform.registry();
     for (id, spec) in default_rules() {
         let id = RuleId::new(id).context("demo rule id")?;
         match platform.rule(&id).await {
@@ -115,9 +113,9 @@ pub(crate) async fn prepare(
             device_type: Some("room-sensor".to_owned()),
             labels,
         };
-        match registry.create_device(new).await {
-            Ok(device) => platform.device_changed(&device),
-            Err(fleetwire_registry::Error::AlreadyExists(_)) => {}
+        match platform.create_device(new).await {
+            Ok(_) => {}
+            Err(fleetwire_platform::Error::Conflict(_)) => {}
             Err(error) => return Err(error).context("cannot register the demo devices"),
         }
     }
@@ -125,10 +123,10 @@ pub(crate) async fn prepare(
     for chunk in ids.chunks(CREDENTIAL_BATCH) {
         let mut issuing = tokio::task::JoinSet::new();
         for id in chunk {
-            let (registry, id) = (registry.clone(), id.clone());
+            let (platform, id) = (platform.clone(), id.clone());
             issuing.spawn(async move {
-                let password = registry.issue_credentials(&id).await;
-                (id, password)
+                let issued = platform.issue_credentials(&id).await;
+                (id, issued.map(|(password, _)| password))
             });
         }
         while let Some(issued) = issuing.join_next().await {
@@ -144,9 +142,9 @@ pub(crate) async fn prepare(
     Ok(credentials)
 }
 
-/// Starts the simulated fleet against our own listener; it stops with the broker.
+/// Starts the simulated fleet against our own listener; it stops with the node.
 pub(crate) fn start_simulation(
-    broker: &Broker,
+    stopping: impl Future<Output = ()> + Send + 'static,
     mqtt_addr: SocketAddr,
     credentials: Vec<DeviceCredential>,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
@@ -162,11 +160,8 @@ pub(crate) fn start_simulation(
         ..SimConfig::default()
     };
     let simulator = Simulator::new(config).context("cannot set up the simulated fleet")?;
-    let stopping = broker.clone();
     Ok(tokio::spawn(async move {
-        let report = simulator
-            .run(async move { stopping.shutdown_requested().await })
-            .await;
+        let report = simulator.run(stopping).await;
         tracing::info!(
             published = report.stats.published,
             "simulated fleet stopped"

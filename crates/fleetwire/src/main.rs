@@ -1,48 +1,36 @@
-//! The `fleetwire` binary: parses flags and configuration, wires the library crates
-//! together and maps failures to exit codes. No domain logic lives here.
-
-mod admin;
-mod admin_token;
-mod bench;
-mod cli;
-mod config;
-mod demo;
-mod device_auth;
-mod logging;
-mod serve;
-mod sim;
+//! The `fleetwire` binary: parses the command line, runs it (see the library half) and
+//! maps failures to exit codes.
 
 use std::process::ExitCode;
 
 use clap::Parser;
 
 fn main() -> ExitCode {
-    let cli = cli::Cli::parse();
-    match run(cli) {
+    let cli = fleetwire::Cli::parse();
+    match fleetwire::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             // Logging may not be set up yet (bad configuration), so print directly.
-            eprintln!("fleetwire: error: {error:#}");
+            eprintln!("fleetwire: error: {}", report(&error));
             ExitCode::FAILURE
         }
     }
 }
 
-fn run(cli: cli::Cli) -> anyhow::Result<()> {
-    match cli.command {
-        cli::Command::Serve(args) => {
-            let settings = config::Settings::load(&args, cli.log_format)?;
-            logging::init(&settings.log)?;
-            serve::run(settings)
+/// The error and its causes, `: `-separated, leaving out a cause whose message the
+/// previous one already includes (errors of the library crates keep their source and
+/// often say it too).
+fn report(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let message = cause.to_string();
+        if text.ends_with(&message) || text.contains(&format!(": {message}")) {
+            continue;
         }
-        cli::Command::Demo(args) => {
-            let settings = config::Settings::load_demo(&args.serve, cli.log_format)?;
-            logging::init(&settings.log)?;
-            serve::run_demo(settings, args.devices)
+        if !text.is_empty() {
+            text.push_str(": ");
         }
-        cli::Command::Sim(args) => sim::run(args),
-        cli::Command::Bench(args) => bench::run(args),
-        cli::Command::Device(args) => admin::run_device(args),
-        cli::Command::Token(args) => admin::run_token(args),
+        text.push_str(&message);
     }
+    text
 }

@@ -208,7 +208,8 @@ impl RuleAction {
                 let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
                 if !(scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https")) {
                     return Err(Error::Invalid(format!(
-                        "{} {url:?}: expected an http:// or https:// URL",
+                        "{} {url:?}: expected an http:// or https:// URL \
+                         (http(s)://HOST[:PORT]/PATH)",
                         what("url")
                     )));
                 }

@@ -1,54 +1,39 @@
-//! Rules at work: the rules task evaluates every written telemetry row against the rule
-//! engine, and the actions task turns the resulting transitions into alarms, webhooks,
-//! republished messages and commands.
+//! Rules at work: the rules thread evaluates every written telemetry row against the rule
+//! engine and hands the resulting transitions to the actions thread (`actions.rs`).
 //!
-//! Who owns what:
-//! - the rules task owns the [`Engine`] (compiled rules, per-device samples and states):
-//!   nobody else touches it; rule changes and device changes reach it as [`RulesInput`]
-//!   messages on the same channel as the telemetry, so they apply in order. It runs on a
-//!   thread of its own: evaluation is synchronous and takes every written batch, so as a
-//!   task it would wait its turn behind every connection's task under load, and the
-//!   writer threads behind it;
-//! - the actions task owns its queue and two caches: the rules it carries out (read
-//!   from the registry once, forgotten when the rules task passes on a change of the
-//!   rule), and the id of each alarm it raised and that is still open, by rule and
-//!   device, so clearing it is one statement. Alarm state lives in the registry (at most
-//!   one open alarm per rule and device, enforced there): a cached id that is no longer
-//!   open (cleared by hand, or on another node) is looked up again.
+//! Who owns what: [`Automation`] owns the rules channel and both threads; the rules
+//! thread owns the [`Engine`] (compiled rules, per-device samples and states): nobody else
+//! touches it; rule changes and device changes reach it as [`RulesInput`] messages on the
+//! same channel as the telemetry, so they apply in order. It runs on a thread of its own:
+//! evaluation is synchronous and takes every written batch, so as a task it would wait
+//! its turn behind every connection's task under load, and the writer threads behind it.
 //!
 //! The rules channel is bounded: when evaluation falls behind, the writer threads wait,
 //! and so do the connections (backpressure, not loss: an alarm is never skipped). The
 //! actions channel is bounded too, but far larger, since transitions are rare and slow
 //! (database writes, HTTP).
 
-use std::collections::HashMap;
-use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::sync::Arc;
 
-use bytes::Bytes;
-use fleetwire_model::{AlarmId, DeviceId, NewAlarm, Rule, RuleAction, RuleId};
-use fleetwire_mqtt_codec::{QoS, TopicName};
-use fleetwire_rules::{Engine, RuleDefinition, Transition, TransitionKind};
-use fleetwire_store::Timestamp;
+use fleetwire_model::{Rule, RuleId};
+use fleetwire_registry::Registry;
+use fleetwire_rules::{Engine, RuleDefinition};
 use smallvec::SmallVec;
 use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
 
+use crate::actions::{self, ACTIONS_QUEUE, ActionsInput, Actuators};
 use crate::batch::PointBatch;
-use crate::commands::CommandRequest;
+use crate::directory::Directory;
 use crate::error::{Error, Result};
-use crate::events::Event;
-use crate::platform::Inner;
+use crate::events::{Event, EventHub};
+use crate::writer::Observer;
 
 /// Written groups (and rule changes) that may wait for the rules thread. A group is what
 /// one store write took (up to the writer's `max_write_points`), so this bounds the
 /// points held for the rules to a few million.
-pub(crate) const RULES_QUEUE: usize = 64;
-/// Transitions that may wait for the actions task.
-pub(crate) const ACTIONS_QUEUE: usize = 65_536;
-/// How long a command sent by a rule has to be answered.
-const RULE_COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// What the rules task is told.
+const RULES_QUEUE: usize = 64;
+/// What the rules thread is told.
 pub(crate) enum RulesInput {
     /// Points were written: one store write's batches, in the order they were queued
     /// (one message per group rather than per batch: a wake-up of the rules thread per
@@ -73,31 +58,150 @@ pub(crate) enum RulesInput {
 }
 
 /// A rule's definition as the engine takes it.
-pub(crate) fn definition(rule: &Rule) -> RuleDefinition {
+fn definition(rule: &Rule) -> RuleDefinition {
     RuleDefinition::new(rule.id.clone(), &rule.spec)
 }
 
-/// What the actions task is told, in the order the rules task decided it.
-pub(crate) enum ActionsInput {
-    /// A rule's alarm changed for a device: carry out the rule's actions.
-    Transition(Transition),
-    /// A rule was created, replaced, disabled or deleted: read it again when needed.
-    RuleChanged(Arc<str>),
-    /// An alarm was cleared by hand: its id is no longer the open one.
-    AlarmReset {
-        /// The rule.
-        rule: Arc<str>,
-        /// The device.
-        device: Arc<str>,
-    },
-    /// A device was deleted (and its alarms with it).
-    DeviceDeleted(Arc<str>),
+/// Hands written batches to the live stream and the rules thread (the writer's
+/// observer).
+pub(crate) struct Written {
+    events: EventHub,
+    rules: mpsc::Sender<RulesInput>,
+}
+
+impl Observer for Written {
+    fn written(&self, batches: Vec<Arc<PointBatch>>) {
+        for batch in &batches {
+            self.events.publish(Event::Telemetry(Arc::clone(batch)));
+        }
+        // Blocking on purpose (this is a writer thread): when rule evaluation falls
+        // behind, writes wait rather than alarms being skipped.
+        let _ = self.rules.blocking_send(RulesInput::Written(batches));
+    }
+}
+
+/// The rules channel, before the rules thread starts: the writer's observer is made
+/// first (it feeds the channel), then [`Automation::start`] takes the rest.
+pub(crate) struct RulesChannel {
+    sender: mpsc::Sender<RulesInput>,
+    receiver: mpsc::Receiver<RulesInput>,
+}
+
+impl RulesChannel {
+    pub(crate) fn new() -> RulesChannel {
+        let (sender, receiver) = mpsc::channel(RULES_QUEUE);
+        RulesChannel { sender, receiver }
+    }
+
+    /// The writer's observer, publishing on `events` and feeding this channel.
+    pub(crate) fn observer(&self, events: EventHub) -> Written {
+        Written {
+            events,
+            rules: self.sender.clone(),
+        }
+    }
+}
+
+/// The rules' owner (see the module's notes).
+pub(crate) struct Automation {
+    rules: mpsc::Sender<RulesInput>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Automation {
+    /// Loads the enabled rules and the open alarms from the registry into an engine and
+    /// starts the rules and actions threads.
+    pub(crate) async fn start(
+        channel: RulesChannel,
+        registry: &Registry,
+        directory: Arc<Directory>,
+        actuators: Actuators,
+    ) -> Result<Automation> {
+        let mut engine = Engine::default();
+        for rule in registry.all_rules().await? {
+            if !rule.spec.enabled {
+                continue;
+            }
+            if let Err(error) = engine.insert(definition(&rule)) {
+                tracing::error!(rule = %rule.id, %error, "stored rule skipped");
+            }
+        }
+        for alarm in registry.open_alarms().await? {
+            // A rule deleted or disabled since: its alarms wait for a person.
+            let _ = engine.mark_active(alarm.rule_id.as_str(), alarm.device_id.as_str());
+        }
+        tracing::info!(rules = engine.len(), "rules loaded");
+        let (actions_sender, actions_receiver) = mpsc::channel(ACTIONS_QUEUE);
+        let RulesChannel { sender, receiver } = channel;
+        let tasks = vec![
+            tokio::spawn(run_rules(directory, engine, receiver, actions_sender)),
+            tokio::spawn(actions::run(actuators, actions_receiver)),
+        ];
+        Ok(Automation {
+            rules: sender,
+            tasks,
+        })
+    }
+
+    /// A rule was created or replaced (already stored and checked): it applies from the
+    /// next message on; a disabled one stops applying.
+    pub(crate) async fn apply(&self, rule: &Rule) -> Result<()> {
+        let input = if rule.spec.enabled {
+            RulesInput::Upsert(Box::new(definition(rule)))
+        } else {
+            RulesInput::Remove(rule.id.clone())
+        };
+        self.send(input).await
+    }
+
+    /// A rule was deleted.
+    pub(crate) async fn remove(&self, id: &RuleId) -> Result<()> {
+        self.send(RulesInput::Remove(id.clone())).await
+    }
+
+    /// A device's type or labels changed: rules match it again.
+    pub(crate) fn device_changed(&self, device: &str) {
+        let _ = self
+            .rules
+            .try_send(RulesInput::DeviceChanged(Arc::from(device)));
+    }
+
+    /// A device was deleted: the rules forget it.
+    pub(crate) async fn device_deleted(&self, device: &str) {
+        let _ = self
+            .send(RulesInput::DeviceDeleted(Arc::from(device)))
+            .await;
+    }
+
+    /// An alarm was cleared by hand: its rule starts over for the device.
+    pub(crate) async fn reset(&self, rule: RuleId, device: &str) {
+        let _ = self
+            .send(RulesInput::Reset {
+                rule,
+                device: Arc::from(device),
+            })
+            .await;
+    }
+
+    /// Stops both threads (at their next message).
+    pub(crate) fn stop(&self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+
+    async fn send(&self, input: RulesInput) -> Result<()> {
+        self.rules
+            .send(input)
+            .await
+            .map_err(|_| Error::ShuttingDown)
+    }
 }
 
 /// The rules task: evaluates written rows, applies rule and device changes in order, on
 /// a thread of its own (see the module's notes); completes when that thread ends.
-pub(crate) async fn run_rules(
-    inner: Weak<Inner>,
+async fn run_rules(
+    directory: Arc<Directory>,
     engine: Engine,
     input: mpsc::Receiver<RulesInput>,
     actions: mpsc::Sender<ActionsInput>,
@@ -106,7 +210,7 @@ pub(crate) async fn run_rules(
     let spawned = std::thread::Builder::new()
         .name("fleetwire-rules".to_owned())
         .spawn(move || {
-            evaluate(&inner, engine, input, &actions);
+            evaluate(&directory, engine, input, &actions);
             drop(finished);
         });
     match spawned {
@@ -119,18 +223,15 @@ pub(crate) async fn run_rules(
     }
 }
 
-/// The rules thread's loop: until the channel closes or the platform is gone.
+/// The rules thread's loop: until the channel closes (the platform is gone).
 fn evaluate(
-    inner: &Weak<Inner>,
+    directory: &Directory,
     mut engine: Engine,
     mut input: mpsc::Receiver<RulesInput>,
     actions: &mpsc::Sender<ActionsInput>,
 ) {
     let mut transitions = Vec::new();
     while let Some(message) = input.blocking_recv() {
-        let Some(inner) = inner.upgrade() else {
-            return;
-        };
         let mut notice = None;
         match message {
             RulesInput::Written(batches) => {
@@ -138,7 +239,7 @@ fn evaluate(
                     continue;
                 }
                 for row in batches.iter().flat_map(|batch| batch.rows()) {
-                    let Some(device) = inner.directory.cached(row.device) else {
+                    let Some(device) = directory.cached(row.device) else {
                         continue;
                     };
                     let fields: SmallVec<[(&str, f64); 16]> = row.fields().collect();
@@ -174,9 +275,6 @@ fn evaluate(
                 });
             }
         }
-        // Dropped before waiting for room in the actions queue: the platform may be
-        // stopping.
-        drop(inner);
         let outgoing = notice
             .into_iter()
             .chain(transitions.drain(..).map(ActionsInput::Transition));
@@ -185,263 +283,5 @@ fn evaluate(
                 return;
             }
         }
-    }
-}
-
-/// The actions task: carries out each transition's actions, in order, on a thread of
-/// its own within the runtime (`Handle::block_on`): its many short waits for the
-/// registry then wake that thread directly, instead of queueing behind every
-/// connection's task each time. Completes when that thread ends; aborting it stops the
-/// thread at its next message.
-pub(crate) async fn run_actions(inner: Weak<Inner>, input: mpsc::Receiver<ActionsInput>) {
-    let runtime = tokio::runtime::Handle::current();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let (finished, ended) = oneshot::channel::<()>();
-    let spawned = std::thread::Builder::new()
-        .name("fleetwire-actions".to_owned())
-        .spawn(move || {
-            runtime.block_on(carry_out_until_closed(inner, input, stopped));
-            drop(finished);
-        });
-    match spawned {
-        Ok(_) => {
-            let _ = ended.await;
-            drop(stop);
-        }
-        Err(error) => {
-            tracing::error!(%error, "cannot start the actions thread: rules have no effect");
-        }
-    }
-}
-
-/// The actions loop: until the channel closes, the platform is gone or `stop` fires
-/// (its sender dropped).
-async fn carry_out_until_closed(
-    inner: Weak<Inner>,
-    mut input: mpsc::Receiver<ActionsInput>,
-    mut stop: oneshot::Receiver<()>,
-) {
-    let mut actions = Actions::default();
-    loop {
-        let message = tokio::select! {
-            message = input.recv() => message,
-            _ = &mut stop => None,
-        };
-        let Some(message) = message else {
-            return;
-        };
-        let Some(inner) = inner.upgrade() else {
-            return;
-        };
-        match message {
-            ActionsInput::Transition(transition) => {
-                if let Err(error) = actions.carry_out(&inner, &transition).await {
-                    tracing::warn!(
-                        rule = %transition.rule,
-                        device = %transition.device,
-                        %error,
-                        "a rule's actions failed"
-                    );
-                }
-            }
-            ActionsInput::RuleChanged(rule) => {
-                actions.rules.remove(&rule);
-            }
-            ActionsInput::AlarmReset { rule, device } => {
-                actions.open.remove(&(rule, device));
-            }
-            ActionsInput::DeviceDeleted(device) => {
-                actions.open.retain(|(_, open), _| *open != device);
-            }
-        }
-    }
-}
-
-/// What the actions task remembers between transitions (see the module's notes).
-#[derive(Default)]
-struct Actions {
-    /// Rules as the registry had them when first needed, by id.
-    rules: HashMap<Arc<str>, Arc<Rule>>,
-    /// The alarm each (rule, device) pair raised and has not cleared yet.
-    open: HashMap<(Arc<str>, Arc<str>), AlarmId>,
-}
-
-impl Actions {
-    /// The rule, from the cache or the registry; `None` when it was deleted since.
-    async fn rule(&mut self, inner: &Inner, id: &str) -> Result<Option<Arc<Rule>>> {
-        if let Some(rule) = self.rules.get(id) {
-            return Ok(Some(Arc::clone(rule)));
-        }
-        let rule_id = RuleId::new(id)?;
-        match inner.registry.rule(&rule_id).await {
-            Ok(rule) => {
-                let rule = Arc::new(rule);
-                self.rules.insert(Arc::from(id), Arc::clone(&rule));
-                Ok(Some(rule))
-            }
-            Err(fleetwire_registry::Error::NotFound { .. }) => Ok(None),
-            Err(error) => Err(error.into()),
-        }
-    }
-
-    async fn carry_out(&mut self, inner: &Inner, transition: &Transition) -> Result<()> {
-        let Some(rule) = self.rule(inner, transition.rule.as_str()).await? else {
-            // Deleted since: nothing to do.
-            return Ok(());
-        };
-        let device = DeviceId::new(&*transition.device)
-            .map_err(|error| Error::InvalidDevice(error.to_string()))?;
-        let values: Vec<(String, f64)> = transition
-            .values
-            .iter()
-            .map(|value| (value.field.to_string(), value.value))
-            .collect();
-        let now = Timestamp::now().as_millis();
-        let key = (
-            Arc::from(transition.rule.as_str()),
-            Arc::clone(&transition.device),
-        );
-
-        // The alarm first: webhooks and republished messages name it.
-        let mut alarm = None;
-        let has_alarm = rule.spec.actions.contains(&RuleAction::Alarm);
-        if has_alarm {
-            alarm = match transition.kind {
-                TransitionKind::Raised => {
-                    let (alarm, is_new) = inner
-                        .registry
-                        .raise_alarm(
-                            NewAlarm {
-                                rule_id: rule.id.clone(),
-                                rule_name: rule.spec.name.clone(),
-                                device_id: device.clone(),
-                                severity: rule.spec.severity,
-                                values: values.clone(),
-                            },
-                            now,
-                        )
-                        .await?;
-                    self.open.insert(key, alarm.id.clone());
-                    let alarm = Arc::new(alarm);
-                    if is_new {
-                        inner.events.publish(Event::Alarm(Arc::clone(&alarm)));
-                    }
-                    Some(alarm)
-                }
-                TransitionKind::Cleared => {
-                    let cached = self.open.remove(&key);
-                    clear_open_alarm(inner, &rule, &device, cached, values.clone()).await?
-                }
-            };
-        }
-        let document = || alarm_document(&rule, transition, &values, alarm.as_deref());
-        for action in &rule.spec.actions {
-            match action {
-                RuleAction::Alarm => {}
-                RuleAction::Webhook { url } => inner.webhooks.send(url, document().to_string()),
-                RuleAction::Republish { topic } => republish(inner, topic, &device, document()),
-                RuleAction::Command { name, params } => {
-                    if transition.kind == TransitionKind::Raised {
-                        inner
-                            .send_command(
-                                &device,
-                                CommandRequest {
-                                    name: name.clone(),
-                                    params: params.clone(),
-                                    timeout: RULE_COMMAND_TIMEOUT,
-                                },
-                            )
-                            .await?;
-                    }
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
-/// Clears the open alarm of `rule` for `device`, if any: by its cached id when there is
-/// one (one statement), else (or when that alarm is no longer open) by looking it up.
-async fn clear_open_alarm(
-    inner: &Inner,
-    rule: &Rule,
-    device: &DeviceId,
-    cached: Option<AlarmId>,
-    values: Vec<(String, f64)>,
-) -> Result<Option<Arc<fleetwire_model::Alarm>>> {
-    if let Some(id) = cached {
-        match clear_alarm(inner, &id, "rule", values.clone()).await {
-            Ok(cleared) => return Ok(Some(cleared)),
-            // Cleared by hand meanwhile, or gone: whatever is open now is looked up.
-            Err(Error::Conflict(_) | Error::NotFound { .. }) => {}
-            Err(error) => return Err(error),
-        }
-    }
-    match inner.registry.open_alarm(&rule.id, device).await? {
-        Some(open) => Ok(Some(clear_alarm(inner, &open.id, "rule", values).await?)),
-        None => Ok(None),
-    }
-}
-
-/// Clears an alarm in the registry and tells the stream.
-pub(crate) async fn clear_alarm(
-    inner: &Inner,
-    id: &AlarmId,
-    by: &str,
-    values: Vec<(String, f64)>,
-) -> Result<Arc<fleetwire_model::Alarm>> {
-    let alarm = Arc::new(
-        inner
-            .registry
-            .clear_alarm(id, by, values, Timestamp::now().as_millis())
-            .await?,
-    );
-    inner.events.publish(Event::Alarm(Arc::clone(&alarm)));
-    Ok(alarm)
-}
-
-/// What webhooks receive and republished messages carry.
-fn alarm_document(
-    rule: &Rule,
-    transition: &Transition,
-    values: &[(String, f64)],
-    alarm: Option<&fleetwire_model::Alarm>,
-) -> serde_json::Value {
-    let values: serde_json::Map<String, serde_json::Value> = values
-        .iter()
-        .map(|(field, value)| (field.clone(), serde_json::json!(value)))
-        .collect();
-    serde_json::json!({
-        "event": match transition.kind {
-            TransitionKind::Raised => "raised",
-            TransitionKind::Cleared => "cleared",
-        },
-        "rule": { "id": rule.id.as_str(), "name": rule.spec.name },
-        "device_id": &*transition.device,
-        "severity": rule.spec.severity.as_str(),
-        "values": values,
-        "ts": transition.timestamp_ms,
-        "alarm": alarm.map(|alarm| serde_json::json!({
-            "id": alarm.id.as_str(),
-            "status": alarm.status.as_str(),
-        })),
-    })
-}
-
-fn republish(inner: &Inner, template: &str, device: &DeviceId, document: serde_json::Value) {
-    let Some(broker) = inner.broker() else {
-        return;
-    };
-    let topic = template.replace("{device}", device.as_str());
-    match TopicName::new(topic.clone()) {
-        Ok(topic) => {
-            broker.publish_internal(
-                topic,
-                Bytes::from(document.to_string()),
-                QoS::AtLeastOnce,
-                false,
-            );
-        }
-        Err(error) => tracing::warn!(topic, %error, "cannot republish: invalid topic"),
     }
 }

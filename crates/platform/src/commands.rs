@@ -10,10 +10,10 @@
 //! Every change is an event on the live stream.
 //!
 //! Who owns what: the registry owns command state (so it survives restarts and is shared
-//! between nodes); the command task owned by this module owns the in-memory list of
-//! commands still waiting for a subscriber and the next deadline. At start the task
-//! reloads the pending commands from the registry: queued messages do not survive a
-//! restart, so they are published again.
+//! between nodes); [`Commands`] owns the in-memory list of commands still waiting for a
+//! subscriber, and its task the next deadline. It reaches devices through the platform's
+//! [`MqttLink`]. At start the task reloads the pending commands from the registry: queued
+//! messages do not survive a restart, so they are published again.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
@@ -21,15 +21,17 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use fleetwire_formats::{CommandStatus as ResponseStatus, parse_command_response};
-use fleetwire_model::{Command, CommandId, DeviceId, NewCommand};
-use fleetwire_mqtt_codec::{QoS, TopicName};
-use fleetwire_store::Timestamp;
+use fleetwire_model::{Command, CommandId, DeviceId, DeviceTopic, NewCommand};
+use fleetwire_mqtt_codec::QoS;
+use fleetwire_registry::Registry;
+use fleetwire_time::Timestamp;
 use parking_lot::Mutex;
 use tokio::sync::{Notify, mpsc};
+use tokio::task::JoinHandle;
 
 use crate::error::{Error, Result};
-use crate::events::Event;
-use crate::platform::Inner;
+use crate::events::{Event, EventHub};
+use crate::mqtt::{MqttLink, Outgoing};
 
 /// How often commands nobody subscribed to are published again.
 const REPUBLISH_INTERVAL: Duration = Duration::from_secs(1);
@@ -40,8 +42,11 @@ pub(crate) enum Notice {
     Delivered(CommandId),
 }
 
-/// The command machinery's shared half; the task (see [`run`]) is the other.
+/// The owner of commands in flight (see the module's notes); its task is [`run`].
 pub(crate) struct Commands {
+    registry: Registry,
+    events: EventHub,
+    link: Arc<dyn MqttLink>,
     notices: mpsc::UnboundedSender<Notice>,
     /// Commands published to nobody yet, by id, with their device.
     unrouted: Mutex<HashMap<CommandId, Arc<Command>>>,
@@ -50,38 +55,42 @@ pub(crate) struct Commands {
 }
 
 impl Commands {
-    pub(crate) fn new() -> (Commands, mpsc::UnboundedReceiver<Notice>) {
+    /// The commands' owner and its task (on the current Tokio runtime), which ends when the
+    /// owner is dropped.
+    pub(crate) fn start(
+        registry: Registry,
+        events: EventHub,
+        link: Arc<dyn MqttLink>,
+    ) -> (Arc<Commands>, JoinHandle<()>) {
         let (notices, receiver) = mpsc::unbounded_channel();
-        let commands = Commands {
+        let commands = Arc::new(Commands {
+            registry,
+            events,
+            link,
             notices,
             unrouted: Mutex::new(HashMap::new()),
             wake: Notify::new(),
-        };
-        (commands, receiver)
+        });
+        let task = tokio::spawn(run(Arc::downgrade(&commands), receiver));
+        (commands, task)
     }
 
     /// A device's answer on `devices/{device}/commands/{command}/response`.
-    pub(crate) async fn respond(
-        &self,
-        inner: &Inner,
-        device: &str,
-        command: &str,
-        payload: &[u8],
-    ) -> Result<()> {
+    pub(crate) async fn respond(&self, device: &str, command: &str, payload: &[u8]) -> Result<()> {
         let response = parse_command_response(payload)?;
         let (device_id, command_id) = ids(device, command)?;
         // Checks that the command is this device's (NotFound otherwise).
-        inner.registry.command(&device_id, &command_id).await?;
+        self.registry.command(&device_id, &command_id).await?;
         let succeeded = response.status == ResponseStatus::Ok;
         let now = Timestamp::now().as_millis();
-        match inner
+        match self
             .registry
             .complete_command(&command_id, succeeded, Some(response.result), now)
             .await?
         {
             Some(command) => {
                 self.unrouted.lock().remove(&command.id);
-                inner.events.publish(Event::Command(Arc::new(command)));
+                self.events.publish(Event::Command(Arc::new(command)));
             }
             None => tracing::debug!(
                 device,
@@ -114,13 +123,9 @@ pub struct CommandRequest {
     pub timeout: Duration,
 }
 
-impl Inner {
+impl Commands {
     /// Stores a command and publishes it to the device.
-    pub(crate) async fn send_command(
-        &self,
-        device: &DeviceId,
-        request: CommandRequest,
-    ) -> Result<Command> {
+    pub(crate) async fn send(&self, device: &DeviceId, request: CommandRequest) -> Result<Command> {
         let timeout_ms = i64::try_from(request.timeout.as_millis()).unwrap_or(i64::MAX);
         let command = self
             .registry
@@ -136,67 +141,64 @@ impl Inner {
             .await?;
         let command = Arc::new(command);
         self.events.publish(Event::Command(Arc::clone(&command)));
-        if !self.publish_command(&command) {
-            self.commands
-                .unrouted
+        if !self.publish(&command).await {
+            self.unrouted
                 .lock()
                 .insert(command.id.clone(), Arc::clone(&command));
         }
         // A new deadline for the task to watch.
-        self.commands.wake.notify_one();
+        self.wake.notify_one();
         Ok((*command).clone())
     }
 
     /// Publishes a command at QoS 1; whether some session took it.
-    fn publish_command(&self, command: &Command) -> bool {
-        let Some(broker) = self.broker() else {
-            return false;
-        };
-        let topic = format!("devices/{}/commands/{}", command.device_id, command.id);
-        let Ok(topic) = TopicName::new(topic) else {
-            tracing::error!(command = %command.id, "command topic is not a valid topic name");
-            return false;
-        };
+    async fn publish(&self, command: &Command) -> bool {
+        let topic = DeviceTopic::command(&command.device_id, &command.id);
         let payload = serde_json::json!({
             "id": command.id.as_str(),
             "name": command.name,
             "params": command.params,
         });
-        let notices = self.commands.notices.clone();
+        let notices = self.notices.clone();
         let id = command.id.clone();
         // The deadline travels with the message: a device that was offline must not get
         // (and run) a command already reported expired.
         let left = command.expires_at - Timestamp::now().as_millis();
-        let expires_in = Duration::from_millis(left.max(1) as u64);
-        let queued = broker.publish_tracked(
-            topic,
-            Bytes::from(payload.to_string()),
-            QoS::AtLeastOnce,
-            Some(expires_in),
-            move || {
+        let message = Outgoing::new(topic, Bytes::from(payload.to_string()), QoS::AtLeastOnce)
+            .expiring_in(Duration::from_millis(left.max(1) as u64))
+            .on_delivered(move || {
                 let _ = notices.send(Notice::Delivered(id));
-            },
-        );
-        queued > 0
+            });
+        match self.link.publish(message).await {
+            Ok(queued) => queued > 0,
+            Err(error) => {
+                tracing::warn!(
+                    command = %command.id,
+                    error = &error as &dyn std::error::Error,
+                    "cannot publish a command; it is tried again"
+                );
+                false
+            }
+        }
     }
 }
 
 /// The command task: records deliveries, republishes unrouted commands, expires overdue
 /// ones. Ends when the platform is gone.
-pub(crate) async fn run(inner: Weak<Inner>, mut notices: mpsc::UnboundedReceiver<Notice>) {
-    let mut next_expiry = match inner.upgrade() {
-        Some(inner) => {
-            reload_pending(&inner).await;
-            next_deadline(&inner).await
+async fn run(commands: Weak<Commands>, mut notices: mpsc::UnboundedReceiver<Notice>) {
+    let mut next_expiry = match commands.upgrade() {
+        Some(commands) => {
+            commands.reload_pending().await;
+            commands.next_deadline().await
         }
         None => return,
     };
     loop {
         let wake = {
-            let Some(strong) = inner.upgrade() else {
+            let Some(strong) = commands.upgrade() else {
                 return;
             };
-            let has_unrouted = !strong.commands.unrouted.lock().is_empty();
+            let has_unrouted = !strong.unrouted.lock().is_empty();
             let now = Timestamp::now().as_millis();
             let until_expiry =
                 next_expiry.map(|at| Duration::from_millis((at - now).max(0) as u64));
@@ -213,85 +215,105 @@ pub(crate) async fn run(inner: Weak<Inner>, mut notices: mpsc::UnboundedReceiver
                     Some(notice) => Some(notice),
                     None => return,
                 },
-                () = woken.commands.wake.notified() => None,
+                () = woken.wake.notified() => None,
                 () = tokio::time::sleep(sleep) => None,
             }
         };
-        let Some(inner) = inner.upgrade() else {
+        let Some(commands) = commands.upgrade() else {
             return;
         };
         let was_notice = wake.is_some();
         if let Some(Notice::Delivered(id)) = wake {
-            let at = Timestamp::now().as_millis();
-            match inner.registry.mark_command_delivered(&id, at).await {
-                Ok(Some(command)) => inner.events.publish(Event::Command(Arc::new(command))),
-                Ok(None) => {}
-                Err(error) => tracing::warn!(command = %id, %error, "cannot record a delivery"),
-            }
+            commands.delivered(&id).await;
         }
-        republish_unrouted(&inner);
+        commands.republish_unrouted().await;
         let now = Timestamp::now().as_millis();
         if next_expiry.is_none_or(|at| at <= now) || !was_notice {
-            expire_due(&inner, now).await;
-            next_expiry = next_deadline(&inner).await;
+            commands.expire_due(now).await;
+            next_expiry = commands.next_deadline().await;
         }
     }
 }
 
-/// Commands still pending from before a restart: the sessions that held them are gone,
-/// so they are published again, like commands nobody has taken yet.
-async fn reload_pending(inner: &Inner) {
-    match inner
-        .registry
-        .pending_commands(Timestamp::now().as_millis())
-        .await
-    {
-        Ok(pending) => {
-            if !pending.is_empty() {
-                tracing::info!(
-                    commands = pending.len(),
-                    "pending commands will be sent again"
+impl Commands {
+    /// The device acknowledged a command's `PUBLISH`.
+    async fn delivered(&self, id: &CommandId) {
+        let at = Timestamp::now().as_millis();
+        match self.registry.mark_command_delivered(id, at).await {
+            Ok(Some(command)) => self.events.publish(Event::Command(Arc::new(command))),
+            Ok(None) => {}
+            Err(error) => tracing::warn!(
+                command = %id,
+                error = &error as &dyn std::error::Error,
+                "cannot record a delivery"
+            ),
+        }
+    }
+
+    /// Commands still pending from before a restart: the sessions that held them are
+    /// gone, so they are published again, like commands nobody has taken yet.
+    async fn reload_pending(&self) {
+        match self
+            .registry
+            .pending_commands(Timestamp::now().as_millis())
+            .await
+        {
+            Ok(pending) => {
+                if !pending.is_empty() {
+                    tracing::info!(
+                        commands = pending.len(),
+                        "pending commands will be sent again"
+                    );
+                }
+                let mut unrouted = self.unrouted.lock();
+                for command in pending {
+                    unrouted.insert(command.id.clone(), Arc::new(command));
+                }
+            }
+            Err(error) => tracing::warn!(
+                error = &error as &dyn std::error::Error,
+                "cannot reload pending commands"
+            ),
+        }
+    }
+
+    /// Publishes again the commands nobody took; keeps those still not taken.
+    async fn republish_unrouted(&self) {
+        let waiting: Vec<Arc<Command>> = self.unrouted.lock().values().cloned().collect();
+        let now = Timestamp::now().as_millis();
+        for command in waiting {
+            if command.expires_at <= now || self.publish(&command).await {
+                self.unrouted.lock().remove(&command.id);
+            }
+        }
+    }
+
+    async fn expire_due(&self, now: i64) {
+        match self.registry.expire_commands(now).await {
+            Ok(expired) => {
+                for command in expired {
+                    self.unrouted.lock().remove(&command.id);
+                    self.events.publish(Event::Command(Arc::new(command)));
+                }
+            }
+            Err(error) => tracing::warn!(
+                error = &error as &dyn std::error::Error,
+                "cannot expire commands"
+            ),
+        }
+    }
+
+    async fn next_deadline(&self) -> Option<i64> {
+        match self.registry.next_command_expiry().await {
+            Ok(next) => next,
+            Err(error) => {
+                tracing::warn!(
+                    error = &error as &dyn std::error::Error,
+                    "cannot read the next command deadline"
                 );
+                // Try again in a second.
+                Some(Timestamp::now().as_millis() + 1000)
             }
-            let mut unrouted = inner.commands.unrouted.lock();
-            for command in pending {
-                unrouted.insert(command.id.clone(), Arc::new(command));
-            }
-        }
-        Err(error) => tracing::warn!(%error, "cannot reload pending commands"),
-    }
-}
-
-/// Publishes again the commands nobody took; keeps those still not taken.
-fn republish_unrouted(inner: &Inner) {
-    let waiting: Vec<Arc<Command>> = inner.commands.unrouted.lock().values().cloned().collect();
-    let now = Timestamp::now().as_millis();
-    for command in waiting {
-        if command.expires_at <= now || inner.publish_command(&command) {
-            inner.commands.unrouted.lock().remove(&command.id);
-        }
-    }
-}
-
-async fn expire_due(inner: &Inner, now: i64) {
-    match inner.registry.expire_commands(now).await {
-        Ok(expired) => {
-            for command in expired {
-                inner.commands.unrouted.lock().remove(&command.id);
-                inner.events.publish(Event::Command(Arc::new(command)));
-            }
-        }
-        Err(error) => tracing::warn!(%error, "cannot expire commands"),
-    }
-}
-
-async fn next_deadline(inner: &Inner) -> Option<i64> {
-    match inner.registry.next_command_expiry().await {
-        Ok(next) => next,
-        Err(error) => {
-            tracing::warn!(%error, "cannot read the next command deadline");
-            // Try again in a second.
-            Some(Timestamp::now().as_millis() + 1000)
         }
     }
 }

@@ -5,24 +5,32 @@
 //! A message is accepted whole or rejected whole. A rejection is never silent: it is
 //! counted (per source, in [`IngestStats`]), remembered as the device's last ingest error,
 //! logged at debug level, and answered (MQTT 5: 0x99; HTTP: 400 naming the problem).
+//!
+//! [`Ingest`] owns the write path's state: the writer, the counters and the last error of
+//! every device; it shares the device directory (with the rules) and hands command
+//! answers to the commands' owner.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
-use fleetwire_broker::{Access, Inbound, Settled, Verdict};
-use fleetwire_formats::{Precision, parse_attributes, parse_line_protocol_each, parse_telemetry};
-use fleetwire_model::{DeviceId, IngestErrorRecord};
-use fleetwire_mqtt_codec::{QoS, TopicFilter, TopicName};
-use fleetwire_store::Timestamp;
+use fleetwire_broker::{Inbound, Settled, Verdict};
+use fleetwire_formats::{
+    Limits, Precision, parse_attributes, parse_line_protocol_each, parse_telemetry,
+};
+use fleetwire_model::{DeviceId, DeviceInfo, DeviceTopic, IngestErrorRecord};
+use fleetwire_mqtt_codec::QoS;
+use fleetwire_registry::Registry;
+use fleetwire_time::Timestamp;
 use parking_lot::Mutex;
 use smallvec::SmallVec;
 
 use crate::batch::PointBatch;
+use crate::commands::Commands;
+use crate::directory::Directory;
 use crate::error::{Error, Result};
-use crate::platform::Inner;
-use fleetwire_model::DeviceInfo;
+use crate::writer::Writer;
 
 /// Fields of a typical device message, to size batches before parsing.
 const TYPICAL_FIELDS: usize = 8;
@@ -101,129 +109,12 @@ pub struct WriteReport {
     pub skipped_string_fields: usize,
 }
 
-/// The device topics the platform consumes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum DeviceTopic<'a> {
-    /// `devices/{id}/telemetry`
-    Telemetry(&'a str),
-    /// `devices/{id}/attributes`
-    Attributes(&'a str),
-    /// `devices/{id}/commands/{command}/response`
-    CommandResponse { device: &'a str, command: &'a str },
-}
-
-impl<'a> DeviceTopic<'a> {
-    /// The platform topic `topic` is, if any. Ids are one topic level each.
-    pub(crate) fn parse(topic: &'a str) -> Option<DeviceTopic<'a>> {
-        let rest = topic.strip_prefix("devices/")?;
-        let (device, rest) = rest.split_once('/')?;
-        if device.is_empty() {
-            return None;
-        }
-        match rest {
-            "telemetry" => Some(DeviceTopic::Telemetry(device)),
-            "attributes" => Some(DeviceTopic::Attributes(device)),
-            _ => {
-                let command = rest.strip_prefix("commands/")?.strip_suffix("/response")?;
-                (!command.is_empty() && !command.contains('/'))
-                    .then_some(DeviceTopic::CommandResponse { device, command })
-            }
-        }
-    }
-
-    fn device(self) -> &'a str {
-        match self {
-            DeviceTopic::Telemetry(device) | DeviceTopic::Attributes(device) => device,
-            DeviceTopic::CommandResponse { device, .. } => device,
-        }
-    }
-}
-
-/// What a device may do over MQTT, the other half of the topic contract: publish to its
-/// own `devices/{id}/...` topics (not to `devices/{id}` itself), subscribe within its own
-/// `devices/{id}/commands/#`. The broker's authenticator gives this access to a device
-/// that logs in.
-pub fn device_access(device: &DeviceId) -> Access {
-    // A device id is plain text (no wildcards, no `/`): both filters are valid. Were one
-    // not, the device would just not have that right.
-    let filter = |text: String| TopicFilter::new(text).ok();
-    Access::user(
-        device.as_str(),
-        filter(format!("devices/{device}/+/#")),
-        filter(format!("devices/{device}/commands/#")),
-    )
-}
-
-/// A [`DeviceTopic`] that owns its text: the topic it was parsed from and where the
-/// parse found the parts, so that a message's topic is parsed once, when the broker
-/// offers it, and read back by slicing.
-#[derive(Debug, Clone)]
-pub(crate) struct ParsedTopic {
-    topic: TopicName,
-    parts: Parts,
-}
-
-/// Byte ranges in a topic (topics are at most 65,535 bytes).
-type Span = (u16, u16);
-
-#[derive(Debug, Clone, Copy)]
-enum Parts {
-    Telemetry { device: Span },
-    Attributes { device: Span },
-    CommandResponse { device: Span, command: Span },
-}
-
-impl ParsedTopic {
-    /// The platform topic `topic` is, if any (see [`DeviceTopic::parse`]).
-    pub(crate) fn parse(topic: &TopicName) -> Option<ParsedTopic> {
-        let text = topic.as_str();
-        let span = |part: &str| -> Option<Span> {
-            let start = (part.as_ptr() as usize).checked_sub(text.as_ptr() as usize)?;
-            let end = start.checked_add(part.len())?;
-            Some((u16::try_from(start).ok()?, u16::try_from(end).ok()?))
-        };
-        let parts = match DeviceTopic::parse(text)? {
-            DeviceTopic::Telemetry(device) => Parts::Telemetry {
-                device: span(device)?,
-            },
-            DeviceTopic::Attributes(device) => Parts::Attributes {
-                device: span(device)?,
-            },
-            DeviceTopic::CommandResponse { device, command } => Parts::CommandResponse {
-                device: span(device)?,
-                command: span(command)?,
-            },
-        };
-        Some(ParsedTopic {
-            topic: topic.clone(),
-            parts,
-        })
-    }
-
-    /// The parsed topic.
-    pub(crate) fn get(&self) -> DeviceTopic<'_> {
-        let text = self.topic.as_str();
-        // The spans come from parsing this very text: they always lie on its boundaries.
-        let part = |(start, end): Span| {
-            text.get(usize::from(start)..usize::from(end))
-                .unwrap_or_default()
-        };
-        match self.parts {
-            Parts::Telemetry { device } => DeviceTopic::Telemetry(part(device)),
-            Parts::Attributes { device } => DeviceTopic::Attributes(part(device)),
-            Parts::CommandResponse { device, command } => DeviceTopic::CommandResponse {
-                device: part(device),
-                command: part(command),
-            },
-        }
-    }
-}
-
 /// A device message the broker offered and the platform kept for the connection's next
-/// settlement: its topic parsed once, its payload shared with the broker's read buffer.
+/// settlement: its topic parsed once (the parsed form shares the topic's buffer), its
+/// payload shared with the broker's read buffer.
 #[derive(Debug)]
 pub(crate) struct DeviceMessage {
-    topic: ParsedTopic,
+    topic: DeviceTopic,
     payload: Bytes,
     qos: QoS,
     /// Sent by an anonymous client (development mode), which may bring new devices.
@@ -234,7 +125,7 @@ impl DeviceMessage {
     /// Keeps `message` when its topic is one the platform consumes.
     pub(crate) fn keep(message: Inbound<'_>) -> Option<DeviceMessage> {
         Some(DeviceMessage {
-            topic: ParsedTopic::parse(message.topic)?,
+            topic: DeviceTopic::parse(message.topic)?,
             payload: message.payload.clone(),
             qos: message.qos,
             is_anonymous: message.user.is_none(),
@@ -294,17 +185,76 @@ impl LastErrors {
     }
 }
 
-impl Inner {
+/// How ingest behaves.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct IngestConfig {
+    /// Limits on payloads.
+    pub(crate) limits: Limits,
+    /// Whether anonymous MQTT clients and line protocol register unknown devices.
+    pub(crate) auto_register_devices: bool,
+}
+
+/// The write path's owner (see the module's notes).
+pub(crate) struct Ingest {
+    config: IngestConfig,
+    registry: Registry,
+    directory: Arc<Directory>,
+    writer: Writer,
+    commands: Arc<Commands>,
+    last_errors: LastErrors,
+    stats: IngestStats,
+}
+
+impl Ingest {
+    pub(crate) fn new(
+        config: IngestConfig,
+        registry: Registry,
+        directory: Arc<Directory>,
+        writer: Writer,
+        commands: Arc<Commands>,
+    ) -> Ingest {
+        Ingest {
+            config,
+            registry,
+            directory,
+            writer,
+            commands,
+            last_errors: LastErrors::default(),
+            stats: IngestStats::default(),
+        }
+    }
+
+    /// The counters.
+    pub(crate) fn stats(&self) -> &IngestStats {
+        &self.stats
+    }
+
+    /// The last rejected payload of a device, and why.
+    pub(crate) fn last_error(&self, device: &str) -> Option<IngestError> {
+        self.last_errors.get(device)
+    }
+
+    /// A device was deleted: its last error goes with it.
+    pub(crate) fn forget(&self, device: &str) {
+        self.last_errors.forget(device);
+    }
+
+    /// Writes what is queued and stops the writer threads (blocking).
+    pub(crate) fn stop(&self) {
+        self.writer.stop();
+    }
+
     /// Judges the messages of one MQTT read: parses their payloads, writes the telemetry
     /// of all of them in one batch, and answers one verdict per message. When every
     /// message with telemetry came with QoS 0, which nobody acknowledges, the batch is
     /// only queued for the writer (in order, after waiting for room): the connection reads
     /// on without waiting for the disk, as a broker does for QoS 0.
     ///
-    /// For an anonymous client (development mode) the answer also names the device of
-    /// its first accepted message: the broker then counts the client as one of that
-    /// device's connections (presence, disconnection).
-    pub(crate) async fn ingest_mqtt(&self, batch: Vec<DeviceMessage>) -> Settled {
+    /// For an anonymous client (development mode) that does not act as a device yet
+    /// (`wants_user`), the answer also names the device of its first accepted message: the
+    /// broker then counts the client as one of that device's connections (presence,
+    /// disconnection).
+    pub(crate) async fn mqtt(&self, batch: Vec<DeviceMessage>, wants_user: bool) -> Settled {
         let received_at = Timestamp::now();
         let mut verdicts = vec![Verdict::Accepted; batch.len()];
         // Most reads carry one message of a few fields: size for that, grow for more.
@@ -315,12 +265,12 @@ impl Inner {
         let mut first_telemetry: Option<(usize, Arc<str>)> = None;
         let mut first_other: Option<(usize, Arc<str>)> = None;
         for (index, message) in batch.iter().enumerate() {
-            let topic = message.topic.get();
+            let topic = &message.topic;
             // Anonymous clients (development mode) may bring devices the registry does
             // not know yet; authenticated ones exist by definition.
             let may_register = message.is_anonymous && self.config.auto_register_devices;
             let outcome = match topic {
-                DeviceTopic::Telemetry(device) => self
+                DeviceTopic::Telemetry { device } => self
                     .prepare_telemetry(
                         device,
                         &message.payload,
@@ -333,20 +283,20 @@ impl Inner {
                         writes.push(index);
                         Some(info)
                     }),
-                DeviceTopic::Attributes(device) => self
+                DeviceTopic::Attributes { device } => self
                     .merge_attributes(device, &message.payload, may_register)
                     .await
                     .map(Some),
                 DeviceTopic::CommandResponse { device, command } => self
                     .commands
-                    .respond(self, device, command, &message.payload)
+                    .respond(device, command, &message.payload)
                     .await
                     .map(|()| None),
             };
             match outcome {
-                Ok(info) if message.is_anonymous => {
+                Ok(info) if message.is_anonymous && wants_user => {
                     let first = match topic {
-                        DeviceTopic::Telemetry(_) => &mut first_telemetry,
+                        DeviceTopic::Telemetry { .. } => &mut first_telemetry,
                         _ => &mut first_other,
                     };
                     if first.is_none() {
@@ -382,14 +332,14 @@ impl Inner {
             .iter()
             .filter(|verdict| **verdict == Verdict::Accepted)
             .count();
-        self.ingest_stats
-            .count(&self.ingest_stats.accepted, Source::Mqtt, accepted as u64);
+        self.stats
+            .count(&self.stats.accepted, Source::Mqtt, accepted as u64);
         let failed = verdicts
             .iter()
             .filter(|verdict| **verdict == Verdict::Failed)
             .count();
-        self.ingest_stats
-            .count(&self.ingest_stats.failed, Source::Mqtt, failed as u64);
+        self.stats
+            .count(&self.stats.failed, Source::Mqtt, failed as u64);
         let acting_as = first_telemetry
             .into_iter()
             .chain(first_other)
@@ -443,22 +393,19 @@ impl Inner {
 
     /// Counts and records a rejected message; the verdict to answer.
     fn reject(&self, device: &str, source: Source, error: &Error) -> Verdict {
-        let is_sender_fault = matches!(
-            error,
-            Error::Payload(_)
-                | Error::InvalidDevice(_)
-                | Error::NotFound { .. }
-                | Error::Invalid(_)
-        );
-        if !is_sender_fault {
-            tracing::warn!(device, %error, source = source.as_str(), "message not stored");
-            self.ingest_stats
-                .count(&self.ingest_stats.failed, source, 1);
-            return Verdict::Failed;
+        let verdict = error.verdict();
+        if verdict == Verdict::Failed {
+            tracing::warn!(
+                device,
+                error = error as &dyn std::error::Error,
+                source = source.as_str(),
+                "message not stored"
+            );
+            self.stats.count(&self.stats.failed, source, 1);
+            return verdict;
         }
         tracing::debug!(device, %error, source = source.as_str(), "message rejected");
-        self.ingest_stats
-            .count(&self.ingest_stats.rejected, source, 1);
+        self.stats.count(&self.stats.rejected, source, 1);
         // Only registered devices keep a last error: made-up ids must not grow the table.
         if self.directory.cached(device).is_none() {
             return Verdict::Invalid;
@@ -478,7 +425,7 @@ impl Inner {
     }
 
     /// `POST /api/v1/devices/{id}/telemetry`: the device must exist.
-    pub(crate) async fn ingest_json(&self, device: &DeviceId, body: &[u8]) -> Result<WriteReport> {
+    pub(crate) async fn json(&self, device: &DeviceId, body: &[u8]) -> Result<WriteReport> {
         let result = async {
             let mut batch = PointBatch::with_capacity(TYPICAL_FIELDS);
             let (points, _) = self
@@ -496,7 +443,7 @@ impl Inner {
 
     /// `POST /api/v2/write`: unknown devices are registered when the configuration
     /// allows it.
-    pub(crate) async fn ingest_line_protocol(
+    pub(crate) async fn line_protocol(
         &self,
         body: &[u8],
         precision: Precision,
@@ -514,8 +461,8 @@ impl Inner {
         let parsed = match parsed {
             Ok(parsed) => parsed,
             Err(error) => {
-                self.ingest_stats
-                    .count(&self.ingest_stats.rejected, Source::LineProtocol, 1);
+                self.stats
+                    .count(&self.stats.rejected, Source::LineProtocol, 1);
                 return Err(error.into());
             }
         };
@@ -532,31 +479,31 @@ impl Inner {
                 .resolve(device, self.config.auto_register_devices)
                 .await
             {
-                self.ingest_stats
-                    .count(&self.ingest_stats.rejected, Source::LineProtocol, 1);
+                self.stats
+                    .count(&self.stats.rejected, Source::LineProtocol, 1);
                 return Err(error);
             }
         }
         drop(resolved);
         let skipped = parsed.skipped_count();
         if skipped > 0 {
-            self.ingest_stats
+            self.stats
                 .skipped_string_fields
                 .fetch_add(skipped as u64, Ordering::Relaxed);
         }
         let points = batch.len();
         match self.writer.write(batch).await {
             Ok(_) => {
-                self.ingest_stats
-                    .count(&self.ingest_stats.accepted, Source::LineProtocol, 1);
+                self.stats
+                    .count(&self.stats.accepted, Source::LineProtocol, 1);
                 Ok(WriteReport {
                     points,
                     skipped_string_fields: skipped,
                 })
             }
             Err(error) => {
-                self.ingest_stats
-                    .count(&self.ingest_stats.failed, Source::LineProtocol, 1);
+                self.stats
+                    .count(&self.stats.failed, Source::LineProtocol, 1);
                 Err(error)
             }
         }
@@ -566,8 +513,7 @@ impl Inner {
     fn account<T>(&self, device: &str, source: Source, result: Result<T>) -> Result<T> {
         match result {
             Ok(value) => {
-                self.ingest_stats
-                    .count(&self.ingest_stats.accepted, source, 1);
+                self.stats.count(&self.stats.accepted, source, 1);
                 Ok(value)
             }
             Err(error) => {
@@ -580,13 +526,7 @@ impl Inner {
 
 #[cfg(test)]
 mod tests {
-    use fleetwire_broker::Access;
-    use fleetwire_model::DeviceId;
-    use fleetwire_mqtt_codec::{TopicFilter, TopicName};
-
-    use super::{
-        DeviceTopic, IngestError, LastErrors, ParsedTopic, Source, Timestamp, device_access,
-    };
+    use super::{IngestError, LastErrors, Source, Timestamp};
 
     #[test]
     fn a_device_s_errors_are_stored_at_most_once_a_second_and_the_newest_is_kept() {
@@ -614,50 +554,5 @@ mod tests {
             (stored.at, stored.source.as_str(), stored.message.as_str()),
             (11_600, "mqtt", "f")
         );
-    }
-
-    #[test]
-    fn device_topics_are_recognised_and_nothing_else() {
-        let table = [
-            ("devices/d1/telemetry", Some(DeviceTopic::Telemetry("d1"))),
-            ("devices/d1/attributes", Some(DeviceTopic::Attributes("d1"))),
-            (
-                "devices/d1/commands/cmd-1/response",
-                Some(DeviceTopic::CommandResponse {
-                    device: "d1",
-                    command: "cmd-1",
-                }),
-            ),
-            ("devices/d1/commands/cmd-1", None),
-            ("devices/d1/commands//response", None),
-            ("devices/d1/commands/a/b/response", None),
-            ("devices//telemetry", None),
-            ("devices/d1/telemetry/extra", None),
-            ("devices/d1", None),
-            ("sensors/d1/telemetry", None),
-        ];
-        for (topic, expected) in table {
-            assert_eq!(DeviceTopic::parse(topic), expected, "{topic}");
-            // Parsed once and kept, it reads back the same.
-            let kept = ParsedTopic::parse(&TopicName::new(topic).unwrap());
-            assert_eq!(kept.as_ref().map(ParsedTopic::get), expected, "{topic}");
-        }
-    }
-
-    #[test]
-    fn a_device_publishes_to_its_own_topics_and_subscribes_to_its_own_commands() {
-        let access = device_access(&DeviceId::new("d1").unwrap());
-        assert_eq!(access.user_name().map(|name| &**name), Some("d1"));
-        let published = ["devices/d1/telemetry", "devices/d1", "devices/d2/telemetry"]
-            .map(|topic| access.may_publish(&TopicName::new(topic).unwrap()));
-        assert_eq!(published, [true, false, false]);
-        let subscribed = [
-            "devices/d1/commands/#",
-            "devices/d1/#",
-            "devices/d2/commands/#",
-        ]
-        .map(|filter| access.may_subscribe(&TopicFilter::new(filter).unwrap()));
-        assert_eq!(subscribed, [true, false, false]);
-        assert_ne!(access, Access::Full);
     }
 }

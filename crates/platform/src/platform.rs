@@ -1,43 +1,55 @@
-//! [`Platform`]: the handle the binary builds and the API calls, and the state its parts
-//! share ([`Inner`]).
+//! [`Platform`]: the one door of the application core. The API, the binary and the broker
+//! hooks go through its verbs; each verb that touches more than one part (a device deleted:
+//! registry, caches, rules, connections) does it here, so no caller coordinates parts.
 //!
-//! Who owns what:
+//! Who owns what (one owner each, none reaching back to this façade):
 //! - the store and the registry are shared handles (each does its own locking);
-//! - the writer threads own the write queue (`writer.rs`);
-//! - the rules task owns the rule engine, the actions task carries out transitions,
-//!   the command task watches deliveries and deadlines (`automation.rs`, `commands.rs`);
-//! - the directory caches devices, `last_errors` the last rejected payload per device;
-//! - the broker is set once it exists (it is built with this platform as its ingest).
+//! - [`Ingest`] owns the write path: the writer threads, the counters and the last
+//!   ingest error of every device (`ingest.rs`);
+//! - the [`Directory`] caches devices for ingest and the rules (shared);
+//! - [`Automation`] owns the rules and actions threads (`automation.rs`, `actions.rs`);
+//! - [`Commands`] owns the commands waiting for a subscriber and their task;
+//! - [`Alarms`] writes and publishes alarm changes;
+//! - the [`MqttLink`] given at start reaches devices (the broker, or in a cluster the
+//!   nodes they are connected to).
 //!
-//! Data flow: broker / HTTP → `ingest.rs` → writer → store; the writer's observer then
-//! hands each written batch to the event hub (live stream) and to the rules task, whose
-//! transitions go to the actions task (alarms, webhooks, republish, commands).
+//! Data flow: broker / HTTP → ingest → writer → store; the writer's observer then hands
+//! each written batch to the event hub (live stream) and to the rules thread, whose
+//! transitions go to the actions thread (alarms, webhooks, republish, commands).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
-use fleetwire_broker::{BoxFuture, Broker, Collector, Inbound, Ingest, Settled};
+use fleetwire_broker::Hooks;
 use fleetwire_formats::{Limits, Precision};
 use fleetwire_model::{
-    Alarm, AlarmFilter, AlarmId, Command, CommandId, Device, DeviceId, Page, Rule, RuleId, RuleSpec,
+    Alarm, AlarmFilter, AlarmId, AlarmStatus, ApiToken, Command, CommandId, Device, DeviceFilter,
+    DeviceId, DevicePatch, IngestErrorRecord, NewDevice, NewToken, Page, Rule, RuleId, RuleSpec,
+    Severity, TokenId,
 };
 use fleetwire_registry::Registry;
-use fleetwire_rules::Engine;
-use fleetwire_store::{Stats as StoreStats, Store, Timestamp};
+use fleetwire_store::{Sample, Store};
 use parking_lot::Mutex;
-use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::automation::{self, ACTIONS_QUEUE, RULES_QUEUE, RulesInput};
-use crate::batch::PointBatch;
-use crate::commands::{self, CommandRequest, Commands};
+use crate::actions::Actuators;
+use crate::alarms::Alarms;
+use crate::automation::{Automation, RulesChannel};
+use crate::commands::{CommandRequest, Commands};
 use crate::directory::Directory;
 use crate::error::{Error, Result};
-use crate::events::{Event, EventHub};
-use crate::ingest::{DeviceMessage, IngestError, IngestStats, LastErrors, WriteReport};
+use crate::events::EventHub;
+use crate::ingest::{Ingest, IngestConfig, WriteReport};
+use crate::mqtt::{DeviceLogins, IngestHook, MqttLink, MqttStats};
+use crate::stats::{IngestRates, PlatformStats, Rates};
+use crate::telemetry::{self, Series, TelemetryQuery};
 use crate::webhook::{WebhookConfig, WebhookStats, Webhooks};
-use crate::writer::{Observer, Writer, WriterConfig, WriterStats};
+use crate::writer::{Writer, WriterConfig, WriterStats};
+
+/// How long a command may wait for its answer when the caller does not say.
+pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How the platform behaves; `PlatformConfig::default()` suits a single node.
 #[derive(Debug, Clone, PartialEq)]
@@ -66,294 +78,197 @@ impl Default for PlatformConfig {
     }
 }
 
+/// What the platform is built on, given at start.
+pub struct PlatformDeps {
+    /// The telemetry store, open.
+    pub store: Store,
+    /// The registry, open.
+    pub registry: Registry,
+    /// How devices are reached over MQTT (in one process: the broker).
+    pub mqtt: Arc<dyn MqttLink>,
+    /// How the platform behaves.
+    pub config: PlatformConfig,
+}
+
 /// The platform's application core. Cheap to clone.
 #[derive(Clone)]
 pub struct Platform {
-    inner: Arc<Inner>,
+    parts: Arc<Parts>,
 }
 
-/// What every part of the platform shares.
-pub(crate) struct Inner {
-    pub(crate) config: PlatformConfig,
-    pub(crate) store: Store,
-    pub(crate) registry: Registry,
-    pub(crate) writer: Writer,
-    pub(crate) events: EventHub,
-    pub(crate) directory: Arc<Directory>,
-    pub(crate) last_errors: LastErrors,
-    pub(crate) ingest_stats: IngestStats,
-    pub(crate) writer_stats: Arc<WriterStats>,
-    pub(crate) webhook_stats: Arc<WebhookStats>,
-    pub(crate) webhooks: Webhooks,
-    pub(crate) commands: Commands,
-    rules: mpsc::Sender<RulesInput>,
-    /// `(when, messages accepted, points written)` samples for [`Platform::ingest_rates`].
-    rate_samples: Mutex<std::collections::VecDeque<(std::time::Instant, u64, u64)>>,
-    broker: Mutex<Option<Broker>>,
-    tasks: Mutex<Vec<JoinHandle<()>>>,
-}
-
-impl Inner {
-    /// The broker, once attached.
-    pub(crate) fn broker(&self) -> Option<Broker> {
-        self.broker.lock().clone()
-    }
-}
-
-/// Hands written batches to the live stream and the rules task.
-struct WrittenObserver {
+/// The owners the façade delegates to.
+struct Parts {
+    store: Store,
+    registry: Registry,
     events: EventHub,
-    rules: mpsc::Sender<RulesInput>,
-}
-
-impl Observer for WrittenObserver {
-    fn written(&self, batches: Vec<Arc<PointBatch>>) {
-        for batch in &batches {
-            self.events.publish(Event::Telemetry(Arc::clone(batch)));
-        }
-        // Blocking on purpose (this is a writer thread): when rule evaluation falls
-        // behind, writes wait rather than alarms being skipped.
-        let _ = self.rules.blocking_send(RulesInput::Written(batches));
-    }
-}
-
-/// Counters of every part, for `/metrics`.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct PlatformStats {
-    /// Messages accepted, rejected and failed, per source (`mqtt`, `http`,
-    /// `line_protocol`).
-    pub ingest: Vec<SourceCounts>,
-    /// String fields of line protocol skipped.
-    pub skipped_string_fields: u64,
-    /// Points written to the store.
-    pub points_written: u64,
-    /// Group writes done, and the time they took in all.
-    pub store_writes: u64,
-    /// Seconds spent in store writes.
-    pub store_write_seconds: f64,
-    /// The store's counts and sizes.
-    pub store: StoreStats,
-    /// Webhook deliveries: delivered, failed, retries, short-circuited, dropped.
-    pub webhooks: [u64; 5],
-}
-
-/// Recent ingest rates.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct IngestRates {
-    /// Messages (MQTT publishes, HTTP bodies, line protocol requests) accepted per second.
-    pub messages_per_second: f64,
-    /// Points written per second.
-    pub points_per_second: f64,
-}
-
-/// Ingest counters of one source.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SourceCounts {
-    /// `mqtt`, `http` or `line_protocol`.
-    pub source: &'static str,
-    /// Messages accepted.
-    pub accepted: u64,
-    /// Messages rejected for their content.
-    pub rejected: u64,
-    /// Messages that could not be stored.
-    pub failed: u64,
+    directory: Arc<Directory>,
+    ingest: Arc<Ingest>,
+    automation: Automation,
+    commands: Arc<Commands>,
+    alarms: Alarms,
+    mqtt: Arc<dyn MqttLink>,
+    writer_stats: Arc<WriterStats>,
+    webhook_stats: Arc<WebhookStats>,
+    rates: Rates,
+    started: Instant,
+    is_stopping: AtomicBool,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl Platform {
     /// Starts the platform over an open store and registry: loads the rules and the open
-    /// alarms, starts the writer threads and the rules, actions and command tasks (on the
-    /// current Tokio runtime).
-    pub async fn start(
-        store: Store,
-        registry: Registry,
-        config: PlatformConfig,
-    ) -> Result<Platform> {
-        let mut engine = Engine::default();
-        for rule in registry.all_rules().await? {
-            if !rule.spec.enabled {
-                continue;
-            }
-            match engine.insert(automation::definition(&rule)) {
-                Ok(_) => {}
-                Err(error) => tracing::error!(rule = %rule.id, %error, "stored rule skipped"),
-            }
-        }
-        for alarm in registry.open_alarms().await? {
-            // A rule deleted or disabled since: its alarms wait for a person.
-            let _ = engine.mark_active(alarm.rule_id.as_str(), alarm.device_id.as_str());
-        }
-        let rule_count = engine.len();
-
+    /// alarms, starts the writer threads, the rules and actions threads and the command
+    /// task (on the current Tokio runtime).
+    pub async fn start(deps: PlatformDeps) -> Result<Platform> {
+        let PlatformDeps {
+            store,
+            registry,
+            mqtt,
+            config,
+        } = deps;
         let events = EventHub::default();
-        let (rules_sender, rules_receiver) = mpsc::channel(RULES_QUEUE);
-        let (actions_sender, actions_receiver) = mpsc::channel(ACTIONS_QUEUE);
+        let directory = Arc::new(Directory::new(registry.clone()));
+        let rules = RulesChannel::new();
         let writer_stats = Arc::new(WriterStats::default());
         let writer = Writer::start(
             store.clone(),
             config.writer.clone(),
-            Arc::new(WrittenObserver {
-                events: events.clone(),
-                rules: rules_sender.clone(),
-            }),
+            Arc::new(rules.observer(events.clone())),
             Arc::clone(&writer_stats),
         )
-        .map_err(|error| Error::Store(format!("starting the writer threads: {error}")))?;
-        let webhook_stats = Arc::new(WebhookStats::default());
-        let (commands, notices) = Commands::new();
-        let inner = Arc::new(Inner {
-            webhooks: Webhooks::new(config.webhooks.clone(), Arc::clone(&webhook_stats)),
-            config,
-            directory: Arc::new(Directory::new(registry.clone())),
-            store,
-            registry,
+        .map_err(|source| Error::Start {
+            what: "writer threads",
+            source,
+        })?;
+        let (commands, command_task) =
+            Commands::start(registry.clone(), events.clone(), Arc::clone(&mqtt));
+        let ingest = Arc::new(Ingest::new(
+            IngestConfig {
+                limits: config.limits,
+                auto_register_devices: config.auto_register_devices,
+            },
+            registry.clone(),
+            Arc::clone(&directory),
             writer,
-            events,
-            last_errors: LastErrors::default(),
-            ingest_stats: IngestStats::default(),
-            writer_stats,
-            webhook_stats,
-            commands,
-            rules: rules_sender,
-            rate_samples: Mutex::new(std::collections::VecDeque::from([(
-                std::time::Instant::now(),
-                0,
-                0,
-            )])),
-            broker: Mutex::new(None),
-            tasks: Mutex::new(Vec::new()),
-        });
-        let weak = Arc::downgrade(&inner);
-        *inner.tasks.lock() = vec![
-            tokio::spawn(automation::run_rules(
-                weak.clone(),
-                engine,
-                rules_receiver,
-                actions_sender,
-            )),
-            tokio::spawn(automation::run_actions(weak.clone(), actions_receiver)),
-            tokio::spawn(commands::run(weak, notices)),
-        ];
-        tracing::info!(rules = rule_count, "platform started");
-        Ok(Platform { inner })
-    }
-
-    /// Lets the platform publish through `broker` (commands, republish actions). The
-    /// broker serves its listener with [`Platform::mqtt_ingest`] as its ingest.
-    pub fn attach_broker(&self, broker: Broker) {
-        *self.inner.broker.lock() = Some(broker);
-    }
-
-    /// The broker's view of the platform: takes `devices/{id}/telemetry`, `/attributes`
-    /// and `/commands/{cmd}/response`.
-    pub fn mqtt_ingest(&self) -> Arc<dyn Ingest> {
-        Arc::new(MqttIngest {
-            inner: Arc::clone(&self.inner),
+            Arc::clone(&commands),
+        ));
+        let alarms = Alarms::new(registry.clone(), events.clone());
+        let webhook_stats = Arc::new(WebhookStats::default());
+        let automation = Automation::start(
+            rules,
+            &registry,
+            Arc::clone(&directory),
+            Actuators {
+                registry: registry.clone(),
+                alarms: alarms.clone(),
+                webhooks: Webhooks::new(config.webhooks.clone(), Arc::clone(&webhook_stats)),
+                link: Arc::clone(&mqtt),
+                commands: Arc::clone(&commands),
+            },
+        )
+        .await?;
+        tracing::info!("platform started");
+        Ok(Platform {
+            parts: Arc::new(Parts {
+                store,
+                registry,
+                events,
+                directory,
+                ingest,
+                automation,
+                commands,
+                alarms,
+                mqtt,
+                writer_stats,
+                webhook_stats,
+                rates: Rates::default(),
+                started: Instant::now(),
+                is_stopping: AtomicBool::new(false),
+                tasks: Mutex::new(vec![command_task]),
+            }),
         })
     }
 
-    /// Writes what is queued, stops the tasks and closes the store.
+    /// What the broker calls into: device logins (secret, topic access, presence) and the
+    /// ingest of `devices/{id}/telemetry`, `/attributes` and `/commands/{cmd}/response`.
+    pub fn mqtt_hooks(&self) -> Hooks {
+        let parts = &self.parts;
+        Hooks {
+            authenticator: Some(Arc::new(DeviceLogins {
+                registry: parts.registry.clone(),
+                events: parts.events.clone(),
+            })),
+            ingest: Some(Arc::new(IngestHook {
+                ingest: Arc::clone(&parts.ingest),
+            })),
+        }
+    }
+
+    /// Whether the platform serves (false once [`Platform::begin_shutdown`] was called,
+    /// or once MQTT stopped serving).
+    pub fn is_ready(&self) -> bool {
+        !self.parts.is_stopping.load(Ordering::Relaxed) && self.parts.mqtt.is_accepting()
+    }
+
+    /// Marks the platform as stopping (readiness turns false); writes still go on until
+    /// [`Platform::shutdown`].
+    pub fn begin_shutdown(&self) {
+        self.parts.is_stopping.store(true, Ordering::Relaxed);
+    }
+
+    /// Writes what is queued, stops the threads and tasks, closes the store, then writes
+    /// the devices' last presence and closes the registry. Call it once nothing writes
+    /// any more (the listeners have stopped).
     pub async fn shutdown(&self) {
-        let inner = Arc::clone(&self.inner);
-        let _ = tokio::task::spawn_blocking(move || inner.writer.stop()).await;
-        self.inner.broker.lock().take();
-        let tasks = std::mem::take(&mut *self.inner.tasks.lock());
-        for task in tasks {
+        self.begin_shutdown();
+        let parts = &self.parts;
+        let ingest = Arc::clone(&parts.ingest);
+        let _ = tokio::task::spawn_blocking(move || ingest.stop()).await;
+        parts.automation.stop();
+        for task in std::mem::take(&mut *parts.tasks.lock()) {
             task.abort();
         }
-        let store = self.inner.store.clone();
+        let store = parts.store.clone();
         match tokio::task::spawn_blocking(move || store.close()).await {
             Ok(Ok(())) => {}
-            Ok(Err(error)) => tracing::error!(%error, "closing the telemetry store failed"),
+            Ok(Err(error)) => tracing::error!(
+                error = &error as &dyn std::error::Error,
+                "closing the telemetry store failed"
+            ),
             Err(error) => tracing::error!(%error, "closing the telemetry store failed"),
         }
-    }
-
-    /// The telemetry store (for queries).
-    pub fn store(&self) -> &Store {
-        &self.inner.store
-    }
-
-    /// The registry.
-    pub fn registry(&self) -> &Registry {
-        &self.inner.registry
+        parts.registry.close().await;
     }
 
     /// The event hub (live stream).
     pub fn events(&self) -> &EventHub {
-        &self.inner.events
+        &self.parts.events
     }
 
-    /// Counters of every part.
+    /// Counters of every part, for `/metrics`.
     pub fn stats(&self) -> PlatformStats {
-        let inner = &self.inner;
-        let ingest = crate::ingest::Source::ALL
-            .iter()
-            .enumerate()
-            .map(|(index, source)| SourceCounts {
-                source: source.as_str(),
-                accepted: inner.ingest_stats.accepted[index].load(Ordering::Relaxed),
-                rejected: inner.ingest_stats.rejected[index].load(Ordering::Relaxed),
-                failed: inner.ingest_stats.failed[index].load(Ordering::Relaxed),
-            })
-            .collect();
-        let webhooks = &inner.webhook_stats;
-        PlatformStats {
-            ingest,
-            skipped_string_fields: inner
-                .ingest_stats
-                .skipped_string_fields
-                .load(Ordering::Relaxed),
-            points_written: inner.writer_stats.points.load(Ordering::Relaxed),
-            store_writes: inner.writer_stats.writes.load(Ordering::Relaxed),
-            store_write_seconds: inner.writer_stats.write_micros.load(Ordering::Relaxed) as f64
-                / 1e6,
-            store: inner.store.stats(),
-            webhooks: [
-                webhooks.delivered.load(Ordering::Relaxed),
-                webhooks.failed.load(Ordering::Relaxed),
-                webhooks.retries.load(Ordering::Relaxed),
-                webhooks.short_circuited.load(Ordering::Relaxed),
-                webhooks.dropped.load(Ordering::Relaxed),
-            ],
-        }
+        let parts = &self.parts;
+        PlatformStats::gather(
+            parts.ingest.stats(),
+            &parts.writer_stats,
+            &parts.webhook_stats,
+            parts.store.stats(),
+            parts.mqtt.stats(),
+            parts.started.elapsed(),
+        )
     }
 
     /// Messages and points accepted per second, over the last ten seconds or so.
     pub fn ingest_rates(&self) -> IngestRates {
-        let inner = &self.inner;
-        let messages: u64 = inner
-            .ingest_stats
-            .accepted
-            .iter()
-            .map(|counter| counter.load(Ordering::Relaxed))
-            .sum();
-        let points = inner.writer_stats.points.load(Ordering::Relaxed);
-        let now = std::time::Instant::now();
-        let mut samples = inner.rate_samples.lock();
-        if samples
-            .back()
-            .is_none_or(|(at, _, _)| now.duration_since(*at) >= Duration::from_secs(1))
-        {
-            samples.push_back((now, messages, points));
-        }
-        while samples.len() > 2
-            && samples
-                .front()
-                .is_some_and(|(at, _, _)| now.duration_since(*at) > Duration::from_secs(10))
-        {
-            samples.pop_front();
-        }
-        let Some(&(since, first_messages, first_points)) = samples.front() else {
-            return IngestRates::default();
-        };
-        let seconds = now.duration_since(since).as_secs_f64();
-        if seconds < 0.5 {
-            return IngestRates::default();
-        }
-        IngestRates {
-            messages_per_second: messages.saturating_sub(first_messages) as f64 / seconds,
-            points_per_second: points.saturating_sub(first_points) as f64 / seconds,
-        }
+        let parts = &self.parts;
+        parts
+            .rates
+            .sample(parts.ingest.stats(), &parts.writer_stats)
+    }
+
+    /// MQTT counters of this node.
+    pub fn mqtt_stats(&self) -> MqttStats {
+        self.parts.mqtt.stats()
     }
 
     // ---- ingest ----
@@ -361,7 +276,7 @@ impl Platform {
     /// `POST /api/v1/devices/{id}/telemetry`: the payloads of the MQTT topic, for a
     /// registered device. Resolves once the points are written.
     pub async fn ingest_json(&self, device: &DeviceId, body: &[u8]) -> Result<WriteReport> {
-        self.inner.ingest_json(device, body).await
+        self.parts.ingest.json(device, body).await
     }
 
     /// `POST /api/v2/write`: InfluxDB line protocol; all of it or nothing.
@@ -370,69 +285,153 @@ impl Platform {
         body: &[u8],
         precision: Precision,
     ) -> Result<WriteReport> {
-        self.inner.ingest_line_protocol(body, precision).await
+        self.parts.ingest.line_protocol(body, precision).await
     }
 
-    /// The last rejected payload of a device, and why.
-    pub fn last_ingest_error(&self, device: &str) -> Option<IngestError> {
-        self.inner.last_errors.get(device)
+    // ---- telemetry ----
+
+    /// The newest value of every field of a registered device.
+    pub async fn latest_telemetry(&self, device: &DeviceId) -> Result<BTreeMap<String, Sample>> {
+        self.parts.directory.resolve(device.as_str(), false).await?;
+        Ok(telemetry::latest(&self.parts.store, device))
+    }
+
+    /// Raw points or windowed aggregates of a registered device's fields.
+    pub async fn query_telemetry(
+        &self,
+        device: &DeviceId,
+        query: TelemetryQuery,
+    ) -> Result<Vec<Series>> {
+        self.parts.directory.resolve(device.as_str(), false).await?;
+        telemetry::query(&self.parts.store, device, query).await
     }
 
     // ---- devices ----
 
-    /// A registered device, from memory when it was seen before ([`Error::NotFound`]
-    /// otherwise).
-    pub async fn device_info(&self, device: &DeviceId) -> Result<Arc<crate::DeviceInfo>> {
-        self.inner.directory.resolve(device.as_str(), false).await
+    /// Registers a device; rules match it from its first message.
+    pub async fn create_device(&self, new: NewDevice) -> Result<Device> {
+        let device = self.parts.registry.create_device(new).await?;
+        self.device_changed(&device);
+        Ok(device)
     }
 
-    /// A device was created or changed through the API: rules re-match it.
-    pub fn device_changed(&self, device: &Device) {
-        self.inner.directory.remember(device);
-        let _ = self
-            .inner
-            .rules
-            .try_send(RulesInput::DeviceChanged(Arc::from(device.id.as_str())));
+    /// One device, with its newest ingest error.
+    pub async fn device(&self, id: &DeviceId) -> Result<Device> {
+        let device = self.parts.registry.device(id).await?;
+        Ok(self.with_last_error(device))
     }
 
-    /// A device was deleted: forget it everywhere. (Its stored telemetry stays until
-    /// retention removes it.)
-    pub async fn device_deleted(&self, device: &DeviceId) {
-        self.inner.directory.forget(device.as_str());
-        self.inner.last_errors.forget(device.as_str());
-        let _ = self
-            .inner
-            .rules
-            .send(RulesInput::DeviceDeleted(Arc::from(device.as_str())))
-            .await;
+    /// A page of devices (a bad filter or cursor is [`Error::InvalidQuery`]).
+    pub async fn list_devices(&self, filter: &DeviceFilter) -> Result<Page<Device>> {
+        let page = self
+            .parts
+            .registry
+            .list_devices(filter)
+            .await
+            .map_err(|error| Error::from(error).in_query())?;
+        Ok(Page {
+            items: page
+                .items
+                .into_iter()
+                .map(|device| self.with_last_error(device))
+                .collect(),
+            next_cursor: page.next_cursor,
+        })
     }
 
-    /// A device connected (first connection) or disconnected (last one).
-    pub fn presence(&self, device: &str, online: bool) {
-        self.inner.events.publish(Event::Presence {
-            device: Arc::from(device),
-            online,
-            at: Timestamp::now(),
-        });
+    /// Changes a device's name, type or labels; rules match it again.
+    pub async fn update_device(&self, id: &DeviceId, patch: DevicePatch) -> Result<Device> {
+        let device = self.parts.registry.update_device(id, patch).await?;
+        self.device_changed(&device);
+        Ok(self.with_last_error(device))
+    }
+
+    /// Deletes a device and its credentials, forgets it everywhere and disconnects it;
+    /// how many connections were closed. (Its stored telemetry stays until retention
+    /// removes it.)
+    pub async fn delete_device(&self, id: &DeviceId) -> Result<usize> {
+        let parts = &self.parts;
+        parts.registry.delete_device(id).await?;
+        parts.directory.forget(id.as_str());
+        parts.ingest.forget(id.as_str());
+        parts.automation.device_deleted(id.as_str()).await;
+        Ok(parts.mqtt.disconnect(id).await)
+    }
+
+    /// Issues new MQTT credentials: the old ones stop working and the device is
+    /// disconnected. The secret, shown only here, and how many connections were closed.
+    pub async fn issue_credentials(&self, id: &DeviceId) -> Result<(String, usize)> {
+        let secret = self.parts.registry.issue_credentials(id).await?;
+        let closed = self.parts.mqtt.disconnect(id).await;
+        Ok((secret, closed))
+    }
+
+    /// Whether `secret` is the device's (HTTP Basic logins of devices).
+    pub async fn verify_device_secret(&self, id: &DeviceId, secret: &[u8]) -> Result<bool> {
+        Ok(self.parts.registry.verify_device_secret(id, secret).await?)
+    }
+
+    /// Devices registered, and how many of them are online.
+    pub async fn count_devices(&self) -> Result<(u64, u64)> {
+        Ok(self.parts.registry.count_devices().await?)
+    }
+
+    fn device_changed(&self, device: &Device) {
+        self.parts.directory.remember(device);
+        self.parts.automation.device_changed(device.id.as_str());
+    }
+
+    /// The device with the newest of its ingest errors: this node's, when it is newer
+    /// than what the registry has (written within a second of the rejection), else the
+    /// registry's (after a restart, or from another node).
+    fn with_last_error(&self, mut device: Device) -> Device {
+        if let Some(recent) = self.parts.ingest.last_error(device.id.as_str()) {
+            let stored_at = device.last_ingest_error.as_ref().map(|stored| stored.at);
+            if stored_at.is_none_or(|stored_at| stored_at <= recent.at.as_millis()) {
+                device.last_ingest_error = Some(IngestErrorRecord {
+                    at: recent.at.as_millis(),
+                    source: recent.source.as_str().to_owned(),
+                    message: recent.message,
+                });
+            }
+        }
+        device
+    }
+
+    // ---- API tokens ----
+
+    /// The token of a bearer secret, if it is known and not revoked.
+    pub async fn authenticate_token(&self, bearer: &str) -> Result<Option<ApiToken>> {
+        Ok(self.parts.registry.authenticate_token(bearer).await?)
+    }
+
+    /// Creates a token; its secret is returned only here.
+    pub async fn create_token(&self, new: NewToken) -> Result<(ApiToken, String)> {
+        Ok(self.parts.registry.create_token(new).await?)
+    }
+
+    /// Every token (never their secrets).
+    pub async fn list_tokens(&self) -> Result<Vec<ApiToken>> {
+        Ok(self.parts.registry.list_tokens().await?)
+    }
+
+    /// Revokes a token.
+    pub async fn revoke_token(&self, id: &TokenId) -> Result<()> {
+        Ok(self.parts.registry.revoke_token(id).await?)
     }
 
     // ---- rules ----
 
-    /// Checks a rule (expressions, actions) without storing it; the error names the
-    /// expression and the position. Needs no running platform (the configuration file's
-    /// rules are checked before anything starts).
+    /// Checks a rule (fields, actions, expressions) without storing it; the error names
+    /// the expression and the position. Needs no running platform (the configuration
+    /// file's rules are checked before anything starts).
     pub fn validate_rule(id: Option<&RuleId>, spec: &RuleSpec) -> Result<()> {
         spec.check()?;
-        let rule = Rule {
-            id: match id {
-                Some(id) => id.clone(),
-                None => RuleId::new("new-rule")?,
-            },
-            spec: spec.clone(),
-            created_at: 0,
-            updated_at: 0,
+        let id = match id {
+            Some(id) => id.clone(),
+            None => RuleId::new("new-rule")?,
         };
-        automation::definition(&rule)
+        fleetwire_rules::RuleDefinition::new(id, spec)
             .validate()
             .map_err(|error| Error::InvalidExpression {
                 position: error.position(),
@@ -440,108 +439,103 @@ impl Platform {
             })
     }
 
-    /// Creates a rule (validated first); it applies to the next message.
+    /// Creates a rule (checked first); it applies to the next message.
     pub async fn create_rule(&self, id: Option<RuleId>, spec: RuleSpec) -> Result<Rule> {
         Self::validate_rule(id.as_ref(), &spec)?;
-        let rule = self.inner.registry.create_rule(id, spec).await?;
-        self.apply_rule(&rule).await?;
+        let rule = self.parts.registry.create_rule(id, spec).await?;
+        self.parts.automation.apply(&rule).await?;
         Ok(rule)
     }
 
     /// Replaces a rule. Its alarm states carry over when its expressions stay the same.
     pub async fn replace_rule(&self, id: &RuleId, spec: RuleSpec) -> Result<Rule> {
         Self::validate_rule(Some(id), &spec)?;
-        let rule = self.inner.registry.replace_rule(id, spec).await?;
-        self.apply_rule(&rule).await?;
+        let rule = self.parts.registry.replace_rule(id, spec).await?;
+        self.parts.automation.apply(&rule).await?;
         Ok(rule)
     }
 
-    async fn apply_rule(&self, rule: &Rule) -> Result<()> {
-        let input = if rule.spec.enabled {
-            RulesInput::Upsert(Box::new(automation::definition(rule)))
-        } else {
-            RulesInput::Remove(rule.id.clone())
-        };
-        self.inner
-            .rules
-            .send(input)
-            .await
-            .map_err(|_| Error::ShuttingDown)
+    /// Creates a rule, or replaces the stored rule of the same id (the configuration
+    /// file's rules, at every start).
+    pub async fn put_rule(&self, id: &RuleId, spec: RuleSpec) -> Result<Rule> {
+        match self.create_rule(Some(id.clone()), spec.clone()).await {
+            // Stored already (an earlier start, or another node sharing the registry).
+            Err(Error::Conflict(_)) => self.replace_rule(id, spec).await,
+            other => other,
+        }
     }
 
     /// Deletes a rule. Its open alarms stay open, for a person to clear.
     pub async fn delete_rule(&self, id: &RuleId) -> Result<()> {
-        self.inner.registry.delete_rule(id).await?;
-        self.inner
-            .rules
-            .send(RulesInput::Remove(id.clone()))
-            .await
-            .map_err(|_| Error::ShuttingDown)
+        self.parts.registry.delete_rule(id).await?;
+        self.parts.automation.remove(id).await
     }
 
     /// One rule.
     pub async fn rule(&self, id: &RuleId) -> Result<Rule> {
-        Ok(self.inner.registry.rule(id).await?)
+        Ok(self.parts.registry.rule(id).await?)
     }
 
     /// A page of rules.
     pub async fn list_rules(&self, limit: u32, cursor: Option<&str>) -> Result<Page<Rule>> {
-        Ok(self.inner.registry.list_rules(limit, cursor).await?)
+        self.parts
+            .registry
+            .list_rules(limit, cursor)
+            .await
+            .map_err(|error| Error::from(error).in_query())
     }
 
     // ---- alarms ----
 
     /// One alarm.
     pub async fn alarm(&self, id: &AlarmId) -> Result<Alarm> {
-        Ok(self.inner.registry.alarm(id).await?)
+        Ok(self.parts.registry.alarm(id).await?)
     }
 
     /// A page of alarms, newest first.
     pub async fn list_alarms(&self, filter: &AlarmFilter) -> Result<Page<Alarm>> {
-        Ok(self.inner.registry.list_alarms(filter).await?)
+        self.parts
+            .registry
+            .list_alarms(filter)
+            .await
+            .map_err(|error| Error::from(error).in_query())
+    }
+
+    /// Alarms by severity and status.
+    pub async fn alarm_counts(&self) -> Result<Vec<(Severity, AlarmStatus, u64)>> {
+        Ok(self.parts.registry.alarm_counts().await?)
     }
 
     /// Acknowledges an alarm on behalf of `by` (a token's name).
     pub async fn acknowledge_alarm(&self, id: &AlarmId, by: &str) -> Result<Alarm> {
-        let alarm = self
-            .inner
-            .registry
-            .acknowledge_alarm(id, by, Timestamp::now().as_millis())
-            .await?;
-        self.inner
-            .events
-            .publish(Event::Alarm(Arc::new(alarm.clone())));
-        Ok(alarm)
+        self.parts.alarms.acknowledge(id, by).await
     }
 
     /// Clears an alarm by hand. If its condition still holds, the rule raises a new one.
     pub async fn clear_alarm(&self, id: &AlarmId, by: &str) -> Result<Alarm> {
-        let alarm = automation::clear_alarm(&self.inner, id, by, Vec::new()).await?;
-        let _ = self
-            .inner
-            .rules
-            .send(RulesInput::Reset {
-                rule: alarm.rule_id.clone(),
-                device: Arc::from(alarm.device_id.as_str()),
-            })
+        let alarm = self.parts.alarms.clear(id, by, Vec::new()).await?;
+        self.parts
+            .automation
+            .reset(alarm.rule_id.clone(), alarm.device_id.as_str())
             .await;
         Ok((*alarm).clone())
     }
 
     // ---- commands ----
 
-    /// Sends a command to a device (registered: NotFound otherwise).
+    /// Sends a command to a registered device ([`Error::NotFound`] otherwise).
     pub async fn send_command(
         &self,
         device: &DeviceId,
         request: CommandRequest,
     ) -> Result<Command> {
-        self.inner.send_command(device, request).await
+        self.parts.directory.resolve(device.as_str(), false).await?;
+        self.parts.commands.send(device, request).await
     }
 
     /// One command of a device.
     pub async fn command(&self, device: &DeviceId, id: &CommandId) -> Result<Command> {
-        Ok(self.inner.registry.command(device, id).await?)
+        Ok(self.parts.registry.command(device, id).await?)
     }
 
     /// A page of a device's commands, newest first.
@@ -551,50 +545,17 @@ impl Platform {
         limit: u32,
         cursor: Option<&str>,
     ) -> Result<Page<Command>> {
-        Ok(self
-            .inner
+        self.parts.directory.resolve(device.as_str(), false).await?;
+        self.parts
             .registry
             .list_commands(device, limit, cursor)
-            .await?)
+            .await
+            .map_err(|error| Error::from(error).in_query())
     }
 }
 
-/// The platform as the broker's [`Ingest`].
-struct MqttIngest {
-    inner: Arc<Inner>,
-}
-
-impl Ingest for MqttIngest {
-    fn collector(&self) -> Box<dyn Collector> {
-        Box::new(MqttCollector {
-            inner: Arc::clone(&self.inner),
-            kept: Vec::new(),
-        })
+impl std::fmt::Debug for Platform {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Platform").finish_non_exhaustive()
     }
 }
-
-/// The device messages of one MQTT connection, kept (topics parsed) until the broker
-/// settles them.
-struct MqttCollector {
-    inner: Arc<Inner>,
-    kept: Vec<DeviceMessage>,
-}
-
-impl Collector for MqttCollector {
-    fn offer(&mut self, message: Inbound<'_>) -> bool {
-        let Some(message) = DeviceMessage::keep(message) else {
-            return false;
-        };
-        self.kept.push(message);
-        true
-    }
-
-    fn settle(&mut self) -> BoxFuture<'static, Settled> {
-        let inner = Arc::clone(&self.inner);
-        let batch = std::mem::take(&mut self.kept);
-        Box::pin(async move { inner.ingest_mqtt(batch).await })
-    }
-}
-
-/// How long a command may wait for its answer when the caller does not say.
-pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(30);

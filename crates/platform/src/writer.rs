@@ -373,13 +373,17 @@ impl Shared {
                 }
             }
             Err(error) => {
-                tracing::error!(%error, requests = group.len(), "writing telemetry failed");
+                tracing::error!(
+                    error = &error as &dyn std::error::Error,
+                    requests = group.len(),
+                    "writing telemetry failed"
+                );
                 self.stats
                     .failed_requests
                     .fetch_add(group.len() as u64, Ordering::Relaxed);
-                let message = error.to_string();
+                let error = Arc::new(error);
                 for answer in group.into_iter().filter_map(|request| request.answer) {
-                    let _ = answer.send(Err(Error::Store(message.clone())));
+                    let _ = answer.send(Err(Error::Store(Arc::clone(&error))));
                 }
                 if !is_observed {
                     // Refused before it reached the log: pass the turn on.

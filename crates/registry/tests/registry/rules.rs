@@ -210,7 +210,7 @@ async fn invalid_rule_specs_are_refused(test: TestRegistry) {
                     },
                 ];
             }),
-            "rule action 1 (webhook): url \"ftp://files.example.com\": expected an http:// or https:// URL",
+            "rule action 1 (webhook): url \"ftp://files.example.com\": expected an http:// or https:// URL (http(s)://HOST[:PORT]/PATH)",
         ),
         (
             with(|spec| {

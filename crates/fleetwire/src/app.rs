@@ -1,0 +1,249 @@
+//! The composition root: from validated [`Settings`] to a running node, and back to a
+//! clean stop. `fleetwire serve`, `fleetwire demo` and the tests all start nodes here, so
+//! the wiring exists once.
+//!
+//! Start order: data dir and admin token → registry → telemetry store → broker (no
+//! listener yet) → platform (given the broker as its MQTT link) → the configuration
+//! file's rules → MQTT listener (with the platform's hooks) → HTTP listener (API and
+//! dashboard). Stop order: readiness off → broker stops accepting and closes connections
+//! → HTTP drains → platform flushes and closes the store and the registry.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use axum::serve::ListenerExt;
+use fleetwire_broker::Broker;
+use fleetwire_model::{RuleId, RuleSpec};
+use fleetwire_platform::{Platform, PlatformDeps};
+use fleetwire_registry::Registry;
+use fleetwire_store::Store;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use crate::admin_token::{self, Origin};
+use crate::config::{self, Settings};
+
+/// Starts nodes (see the module's notes).
+#[derive(Debug)]
+pub struct App;
+
+/// A running node: its addresses, its admin token, its platform.
+#[derive(Debug)]
+pub struct Running {
+    admin_token: String,
+    mqtt_addr: SocketAddr,
+    http_addr: SocketAddr,
+    broker: Broker,
+    platform: Platform,
+    mqtt: fleetwire_broker::Running,
+    http: JoinHandle<std::io::Result<()>>,
+}
+
+impl App {
+    /// Starts a node on the current Tokio runtime (see the module's notes for the order).
+    /// On first start it creates the data dir and an admin token, printed once.
+    pub async fn start(settings: Settings) -> anyhow::Result<Running> {
+        config::ensure_data_dir(&settings.data_dir)?;
+        let admin_token = admin_token(&settings)?;
+        let registry = open_registry(&settings).await?;
+        registry
+            .set_bootstrap_token(&admin_token)
+            .await
+            .context("cannot store the admin token in the registry")?;
+        if settings.broker.allow_anonymous {
+            tracing::warn!(
+                "anonymous access is enabled: clients without credentials connect with full \
+                 access; use this only for development and testing"
+            );
+        }
+        let mqtt_listener = TcpListener::bind(settings.mqtt_addr)
+            .await
+            .with_context(|| format!("cannot listen for MQTT on {}", settings.mqtt_addr))?;
+        let mqtt_addr = mqtt_listener
+            .local_addr()
+            .context("cannot read the MQTT listener's address")?;
+        tracing::info!(protocol = "mqtt", addr = %mqtt_addr, "listening");
+        let http_listener = TcpListener::bind(settings.http_addr)
+            .await
+            .with_context(|| format!("cannot listen for HTTP on {}", settings.http_addr))?;
+        let http_addr = http_listener
+            .local_addr()
+            .context("cannot read the HTTP listener's address")?;
+        tracing::info!(protocol = "http", addr = %http_addr, "listening");
+
+        let store = open_store(&settings).await?;
+        let broker = Broker::new(settings.broker.clone());
+        let platform = Platform::start(PlatformDeps {
+            store,
+            registry,
+            mqtt: Arc::new(broker.clone()),
+            config: settings.platform.clone(),
+        })
+        .await
+        .context("cannot start the platform")?;
+        apply_configured_rules(&platform, &settings.rules).await?;
+        let mqtt = broker
+            .spawn(mqtt_listener, platform.mqtt_hooks())
+            .context("cannot start the MQTT listener")?;
+        let http = tokio::spawn(serve_http(http_listener, platform.clone(), broker.clone()));
+        tracing::info!(data_dir = %settings.data_dir.display(), "fleetwire started");
+        Ok(Running {
+            admin_token,
+            mqtt_addr,
+            http_addr,
+            broker,
+            platform,
+            mqtt,
+            http,
+        })
+    }
+}
+
+impl Running {
+    /// The MQTT listener's address (the real port when port 0 was asked for).
+    pub fn mqtt_addr(&self) -> SocketAddr {
+        self.mqtt_addr
+    }
+
+    /// The HTTP listener's address.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// The admin API token.
+    pub fn admin_token(&self) -> &str {
+        &self.admin_token
+    }
+
+    /// The platform, for what runs beside the listeners (the demo's fleet).
+    pub fn platform(&self) -> &Platform {
+        &self.platform
+    }
+
+    /// Resolves once [`Running::stop`] has begun (what runs beside the node stops with
+    /// it).
+    pub fn stopping(&self) -> impl Future<Output = ()> + Send + 'static {
+        let broker = self.broker.clone();
+        async move { broker.shutdown_requested().await }
+    }
+
+    /// Stops accepting, closes connections (5.0 clients are told why), lets HTTP
+    /// requests finish, writes and closes the store, then the registry.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.platform.begin_shutdown();
+        self.broker.shutdown();
+        self.mqtt
+            .stopped()
+            .await
+            .context("the MQTT listener failed")?;
+        self.http
+            .await
+            .context("the HTTP server task failed")?
+            .context("the HTTP server failed")?;
+        // Nothing writes any more: flush the telemetry to segments, close the store, write
+        // the devices' last presence and close the registry.
+        self.platform.shutdown().await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// The admin token: configured, read from the data dir, or created (and printed once).
+fn admin_token(settings: &Settings) -> anyhow::Result<String> {
+    let (token, origin) = admin_token::ensure(&settings.data_dir, settings.admin_token.as_deref())?;
+    let path = settings.data_dir.join("admin.token");
+    match origin {
+        Origin::Created => {
+            println!(
+                "Admin API token (shown once; also stored in {}):\n  {token}",
+                path.display()
+            );
+        }
+        Origin::Existing => tracing::info!(path = %path.display(), "admin token loaded"),
+        Origin::Configured => tracing::info!("admin token taken from the configuration"),
+    }
+    Ok(token)
+}
+
+/// Serves the API and the dashboard until the broker's shutdown begins, then lets the
+/// requests in progress finish.
+async fn serve_http(
+    listener: TcpListener,
+    platform: Platform,
+    stopping: Broker,
+) -> std::io::Result<()> {
+    // Without TCP_NODELAY a stream event written while the previous one is not yet
+    // acknowledged waits for the client's delayed ACK (up to 40 ms).
+    let listener = listener.tap_io(|stream| {
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::debug!(%error, "cannot set TCP_NODELAY on an HTTP connection");
+        }
+    });
+    let router = fleetwire_api::router(fleetwire_api::ApiState { platform })
+        .merge(fleetwire_dashboard::router());
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async move { stopping.shutdown_requested().await })
+        .await
+}
+
+/// Creates the configuration file's rules, or replaces the stored rules of the same ids,
+/// before any device is served. They were checked with the rest of the configuration;
+/// one the registry cannot store stops start-up, naming it.
+async fn apply_configured_rules(
+    platform: &Platform,
+    rules: &[(RuleId, RuleSpec)],
+) -> anyhow::Result<()> {
+    for (id, spec) in rules {
+        platform
+            .put_rule(id, spec.clone())
+            .await
+            .with_context(|| format!("cannot apply the configuration file's rule {id}"))?;
+    }
+    if !rules.is_empty() {
+        tracing::info!(
+            rules = rules.len(),
+            "rules of the configuration file applied"
+        );
+    }
+    Ok(())
+}
+
+/// Opens the telemetry store, replaying its write-ahead log (blocking, off the runtime).
+async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
+    let directory = settings.data_dir.join("telemetry");
+    let config = settings.store.clone();
+    let opened = tokio::task::spawn_blocking({
+        let directory = directory.clone();
+        move || Store::open(&directory, config)
+    })
+    .await
+    .context("the telemetry store's opening task failed")?;
+    let store = opened
+        .with_context(|| format!("cannot open the telemetry store in {}", directory.display()))?;
+    let stats = store.stats();
+    tracing::info!(
+        series = stats.series,
+        segments = stats.segments,
+        points = stats.segment_points + stats.head_points,
+        durability = ?settings.store.durability,
+        "telemetry store opened"
+    );
+    Ok(store)
+}
+
+/// Opens the registry named by the configuration, or SQLite in the data dir.
+async fn open_registry(settings: &Settings) -> anyhow::Result<Registry> {
+    let registry = match &settings.registry_url {
+        Some(url) => Registry::open(url).await,
+        None => Registry::open_in_dir(&settings.data_dir).await,
+    };
+    let registry = registry.context("cannot open the device registry")?;
+    let backend = if registry.is_postgres() {
+        "postgresql"
+    } else {
+        "sqlite"
+    };
+    tracing::info!(backend, "device registry opened");
+    Ok(registry)
+}
