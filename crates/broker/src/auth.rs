@@ -228,44 +228,50 @@ mod tests {
             .collect()
     }
 
-    /// An access as the platform builds them from its topic contract: user `d1`
-    /// publishes under its own prefix and subscribes to its own commands.
-    fn access_of_d1() -> Access {
-        Access::user(
-            "d1",
-            filters(&["devices/d1/+/#"]),
-            filters(&["devices/d1/commands/#"]),
-        )
+    /// A user `u1` who may publish anywhere under `users/u1/` (not `users/u1` itself) and
+    /// subscribe within `inbox/u1/#`.
+    fn access_of_u1() -> Access {
+        Access::user("u1", filters(&["users/u1/+/#"]), filters(&["inbox/u1/#"]))
     }
 
     #[test]
-    fn an_access_built_from_filters_publishes_only_where_they_match() {
-        let access = access_of_d1();
-        let allowed = |topic: &str| access.may_publish(&TopicName::new(topic).unwrap());
-        assert!(allowed("devices/d1/telemetry"));
-        assert!(allowed("devices/d1/commands/reboot/response"));
-        assert!(!allowed("devices/d1"));
-        assert!(!allowed("devices/d10/telemetry"));
-        assert!(!allowed("devices/d2/telemetry"));
-        assert!(!allowed("other/d1/telemetry"));
-        assert!(Access::Full.may_publish(&TopicName::new("anything/at/all").unwrap()));
+    fn a_user_publishes_only_where_its_filters_match() {
+        let access = access_of_u1();
+        let table = [
+            ("users/u1/status", true),
+            ("users/u1/a/b/c", true),
+            ("users/u1", false),
+            ("users/u10/status", false),
+            ("users/u2/status", false),
+            ("other/u1/status", false),
+        ];
+        for (topic, expected) in table {
+            let topic = TopicName::new(topic).unwrap();
+            assert_eq!(access.may_publish(&topic), expected, "{topic}");
+            assert!(Access::Full.may_publish(&topic), "{topic}");
+        }
     }
 
     #[test]
-    fn an_access_built_from_filters_subscribes_only_within_them() {
-        let access = access_of_d1();
-        let allowed = |filter: &str| access.may_subscribe(&TopicFilter::new(filter).unwrap());
-        assert!(allowed("devices/d1/commands/#"));
-        assert!(allowed("devices/d1/commands"));
-        assert!(allowed("devices/d1/commands/+"));
-        assert!(allowed("devices/d1/commands/reboot"));
-        assert!(allowed("$share/g/devices/d1/commands/#"));
-        assert!(!allowed("devices/d1/#"));
-        assert!(!allowed("devices/d1/commandsX"));
-        assert!(!allowed("devices/+/commands/#"));
-        assert!(!allowed("devices/d10/commands/#"));
-        assert!(!allowed("#"));
-        assert!(!allowed("$share/g/#"));
+    fn a_user_subscribes_only_within_its_filters() {
+        let access = access_of_u1();
+        let table = [
+            ("inbox/u1/#", true),
+            ("inbox/u1", true),
+            ("inbox/u1/+", true),
+            ("inbox/u1/mail", true),
+            ("$share/g/inbox/u1/#", true),
+            ("inbox/#", false),
+            ("inbox/u1X", false),
+            ("inbox/+/#", false),
+            ("inbox/u10/#", false),
+            ("#", false),
+            ("$share/g/#", false),
+        ];
+        for (filter, expected) in table {
+            let filter = TopicFilter::new(filter).unwrap();
+            assert_eq!(access.may_subscribe(&filter), expected, "{filter}");
+        }
     }
 
     #[test]
