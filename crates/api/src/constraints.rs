@@ -9,17 +9,17 @@
 //! (`("id" = inline(PlainId), Path)`, `#[schema(value_type = Option<DeviceName>, inline)]`),
 //! so none becomes a component of the document and each field keeps its description.
 
+// The syntax of every id (devices, rules, alarms, commands) and of command names is the
+// model's: 1-128 characters of `A-Z a-z 0-9 _ . -`.
+use fleetwire_model::{
+    PLAIN_NAME_MAX_LEN as PLAIN_NAME_MAX, PLAIN_NAME_PATTERN, PLAIN_NAME_PREFIX_PATTERN,
+};
 use utoipa::PartialSchema;
 use utoipa::openapi::schema::{
     AdditionalProperties, AnyOfBuilder, ArrayBuilder, ObjectBuilder, Schema, SchemaType, Type,
 };
 use utoipa::openapi::{OneOfBuilder, RefOr};
 
-/// The syntax of every id (devices, rules, alarms, commands) and of command names, as
-/// the registry checks it: 1-128 characters of `A-Z a-z 0-9 _ . -`.
-const PLAIN_NAME_PATTERN: &str = "^[A-Za-z0-9_.-]+$";
-/// Longest id or command name.
-const PLAIN_NAME_MAX: usize = 128;
 /// Text without control characters (Unicode category Cc), which the registry refuses in
 /// names, types and labels.
 const NO_CONTROL_PATTERN: &str = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$";
@@ -70,7 +70,7 @@ marker! {
     /// The start of an id (empty: every id).
     IdPrefix => string()
         .max_length(Some(PLAIN_NAME_MAX))
-        .pattern(Some("^[A-Za-z0-9_.-]*$"));
+        .pattern(Some(PLAIN_NAME_PREFIX_PATTERN));
     /// The `next_cursor` of a previous page.
     Cursor => string()
         .min_length(Some(2))

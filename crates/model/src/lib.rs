@@ -49,7 +49,10 @@ pub use device::{
 };
 pub use error::{Error, Result};
 pub use id::{AlarmId, CommandId, DeviceId, RuleId, TokenId};
-pub use name::{check_plain_name, check_text, is_plain_name};
+pub use name::{
+    PLAIN_NAME_MAX_LEN, PLAIN_NAME_PATTERN, PLAIN_NAME_PREFIX_PATTERN, check_plain_name,
+    check_text, is_plain_name, is_plain_name_byte, is_plain_name_prefix,
+};
 pub use page::Page;
 pub use rule::{
     MAX_EXPRESSION_BYTES, MAX_RULE_ACTIONS, MAX_RULE_DEVICES, MAX_RULE_NAME_CHARS, MAX_TOPIC_CHARS,

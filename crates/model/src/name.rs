@@ -4,13 +4,29 @@
 
 use crate::error::Error;
 
+/// Longest plain name, in characters (ASCII: also in bytes).
+pub const PLAIN_NAME_MAX_LEN: usize = 128;
+
+/// The plain-name rule as a regular expression (for JSON Schema), the length aside.
+pub const PLAIN_NAME_PATTERN: &str = "^[A-Za-z0-9_.-]+$";
+
+/// [`is_plain_name_prefix`] as a regular expression, the length aside.
+pub const PLAIN_NAME_PREFIX_PATTERN: &str = "^[A-Za-z0-9_.-]*$";
+
+/// Whether `byte` may appear in a plain name: `[A-Za-z0-9_.-]`.
+pub fn is_plain_name_byte(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || matches!(byte, b'_' | b'.' | b'-')
+}
+
 /// Whether `text` is 1-128 characters of `[A-Za-z0-9_.-]`: the syntax of every id, and of
 /// command names (safe in an MQTT topic level and in a URL path segment).
 pub fn is_plain_name(text: &str) -> bool {
-    (1..=128).contains(&text.len())
-        && text
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+    (1..=PLAIN_NAME_MAX_LEN).contains(&text.len()) && text.bytes().all(is_plain_name_byte)
+}
+
+/// Whether `text` can begin a plain name: at most 128 of its characters, possibly none.
+pub fn is_plain_name_prefix(text: &str) -> bool {
+    text.len() <= PLAIN_NAME_MAX_LEN && text.bytes().all(is_plain_name_byte)
 }
 
 /// Checks that `text` is a plain name; the error names it as `what` (`device id`,
@@ -49,7 +65,7 @@ pub fn check_text(what: &str, value: &str, min: usize, max: usize) -> Result<(),
 
 #[cfg(test)]
 mod tests {
-    use super::{check_plain_name, check_text, is_plain_name};
+    use super::{check_plain_name, check_text, is_plain_name, is_plain_name_prefix};
 
     #[test]
     fn plain_names_are_short_and_safe_in_topics_and_paths() {

@@ -241,11 +241,7 @@ pub(crate) async fn list(pool: &AnyPool, filter: &DeviceFilter) -> Result<Page<D
     // exactly the ids starting with the prefix, and a primary key range.
     let prefix_end = match &filter.prefix {
         Some(prefix) => {
-            let is_valid = prefix.len() <= 128
-                && prefix
-                    .bytes()
-                    .all(|byte| byte.is_ascii_alphanumeric() || b"_.-".contains(&byte));
-            if !is_valid {
+            if !fleetwire_model::is_plain_name_prefix(prefix) {
                 return Err(Error::Invalid(format!(
                     "prefix {prefix:?}: expected at most 128 characters of [A-Za-z0-9_.-]"
                 )));
