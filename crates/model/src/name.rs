@@ -75,6 +75,10 @@ mod tests {
         for name in ["", "a/b", "a+b", "a#", "é", "a b", &"x".repeat(129)] {
             assert!(!is_plain_name(name), "{name}");
         }
+        assert!(is_plain_name_prefix(""));
+        assert!(is_plain_name_prefix("boiler-"));
+        assert!(!is_plain_name_prefix("boiler/"));
+        assert!(!is_plain_name_prefix(&"x".repeat(129)));
         assert_eq!(
             check_plain_name("command name", "a/b")
                 .unwrap_err()

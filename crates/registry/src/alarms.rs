@@ -64,7 +64,7 @@ fn alarm_from_row(row: &AnyRow) -> Result<Alarm> {
 fn encode_values(values: &[(String, f64)]) -> Result<String> {
     // Checked finite before: JSON has no NaN, serde_json would write `null`.
     serde_json::to_string(values)
-        .map_err(|error| Error::Internal(format!("serializing alarm values: {error}")))
+        .map_err(|error| Error::internal("serializing alarm values")(error.into()))
 }
 
 fn decode_values(text: &str) -> Result<Vec<(String, f64)>, String> {

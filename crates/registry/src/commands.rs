@@ -115,9 +115,10 @@ pub(crate) async fn create(pool: &AnyPool, new: NewCommand, at: TimestampMs) -> 
             Err(error) => return Err(database(&context)(error)),
         }
     }
-    Err(Error::Internal(
-        "generating a command id: every attempt was taken".to_owned(),
-    ))
+    Err(Error::Internal {
+        context: "generating a command id: every attempt was taken".to_owned(),
+        source: None,
+    })
 }
 
 pub(crate) async fn get(pool: &AnyPool, device: &DeviceId, id: &CommandId) -> Result<Command> {

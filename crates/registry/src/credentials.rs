@@ -189,14 +189,18 @@ impl Secrets {
         let permit = Arc::clone(&self.hashing)
             .acquire_owned()
             .await
-            .map_err(|error| Error::Internal(format!("password hashing: {error}")))?;
+            .map_err(|error| Error::internal("waiting to hash a password")(error.into()))?;
         let outcome = tokio::task::spawn_blocking(move || {
             let outcome = work();
             drop(permit);
             outcome
         })
         .await
-        .map_err(|error| Error::Internal(format!("password hashing task: {error}")))?;
-        outcome.map_err(|error| Error::Internal(format!("password hashing: {error}")))
+        .map_err(|error| Error::internal("the password hashing task")(error.into()))?;
+        outcome.map_err(|error| Error::Internal {
+            // The hasher's errors are not `std::error::Error` without its `std` feature.
+            context: format!("password hashing: {error}"),
+            source: None,
+        })
     }
 }

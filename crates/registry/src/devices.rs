@@ -70,7 +70,7 @@ fn device_from_row(row: &AnyRow) -> Result<Device> {
 
 fn labels_json(labels: &Labels) -> Result<String> {
     serde_json::to_string(labels)
-        .map_err(|error| Error::Internal(format!("serializing labels: {error}")))
+        .map_err(|error| Error::internal("serializing labels")(error.into()))
 }
 
 /// Generated device ids: `dev-` and 16 hex digits (64 random bits).
@@ -112,9 +112,10 @@ pub(crate) async fn create(pool: &AnyPool, new: NewDevice, now: i64) -> Result<D
             Err(InsertError::Other(error)) => return Err(error),
         }
     }
-    Err(Error::Internal(
-        "generating a device id: every attempt was taken".to_owned(),
-    ))
+    Err(Error::Internal {
+        context: "generating a device id: every attempt was taken".to_owned(),
+        source: None,
+    })
 }
 
 enum InsertError {
@@ -409,7 +410,7 @@ pub(crate) async fn merge_attributes(
                 .map(|(key, value)| (key.clone(), value.clone())),
         );
         let text = serde_json::to_string(&merged)
-            .map_err(|error| Error::Internal(format!("{context}: serializing: {error}")))?;
+            .map_err(|error| Error::internal(format!("{context}: serializing"))(error.into()))?;
         if text.len() > MAX_ATTRIBUTES_BYTES {
             return Err(Error::Invalid(format!(
                 "attributes of device {:?}: expected at most {MAX_ATTRIBUTES_BYTES} bytes of JSON once merged, got {}",

@@ -71,9 +71,16 @@ pub enum Error {
         source: std::sync::Arc<Error>,
     },
     /// Something inside the process failed: the operating system's random source, the
-    /// password hasher or the presence writer. Not caused by the caller's input.
-    #[error("registry internal error: {0}")]
-    Internal(String),
+    /// password hasher, serializing a record, the presence writer. Not caused by the
+    /// caller's input.
+    #[error("registry internal error: {context}")]
+    Internal {
+        /// What the registry was doing.
+        context: String,
+        /// What failed, when something did (not when a task is simply gone).
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
 }
 
 impl From<fleetwire_model::Error> for Error {
@@ -82,6 +89,18 @@ impl From<fleetwire_model::Error> for Error {
             fleetwire_model::Error::Invalid(message) => Error::Invalid(message),
             // A kind of refusal added to the model later: still the caller's input.
             other => Error::Invalid(other.to_string()),
+        }
+    }
+}
+
+impl Error {
+    /// An internal failure while doing `context`, caused by `source`.
+    pub(crate) fn internal(
+        context: impl std::fmt::Display,
+    ) -> impl FnOnce(Box<dyn std::error::Error + Send + Sync>) -> Error {
+        move |source| Error::Internal {
+            context: context.to_string(),
+            source: Some(source),
         }
     }
 }

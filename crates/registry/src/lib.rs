@@ -218,9 +218,9 @@ impl Registry {
 
     /// `open` with chosen tunables.
     pub async fn open_with(url: &str, config: RegistryConfig) -> Result<Registry> {
-        let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
-            Error::Internal(
-                "opening the registry: expected to run inside a Tokio runtime".to_owned(),
+        let runtime = tokio::runtime::Handle::try_current().map_err(|error| {
+            Error::internal("opening the registry: expected to run inside a Tokio runtime")(
+                error.into(),
             )
         })?;
         let (pool, backend) = database::connect(url, config.max_connections).await?;

@@ -142,7 +142,10 @@ impl PresenceQueue {
         let written = written
             .wait_for(|written| written.sequence >= target)
             .await
-            .map_err(|_| Error::Internal("presence writer stopped".to_owned()))?;
+            .map_err(|_| Error::Internal {
+                context: "waiting for the presence writer, which stopped".to_owned(),
+                source: None,
+            })?;
         match &written.error {
             Some(error) => Err(Error::Background {
                 context: "writing presence",

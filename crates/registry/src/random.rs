@@ -8,8 +8,11 @@ use crate::{Error, Result};
 /// `N` bytes from the operating system's random source.
 pub(crate) fn bytes<const N: usize>() -> Result<[u8; N]> {
     let mut bytes = [0; N];
-    getrandom::fill(&mut bytes)
-        .map_err(|error| Error::Internal(format!("operating system random source: {error}")))?;
+    getrandom::fill(&mut bytes).map_err(|error| Error::Internal {
+        // getrandom's errors are not `std::error::Error` without its `std` feature.
+        context: format!("the operating system's random source: {error}"),
+        source: None,
+    })?;
     Ok(bytes)
 }
 

@@ -212,9 +212,10 @@ pub(crate) async fn create(
             }
         }
     }
-    Err(Error::Internal(
-        "generating a rule id: every attempt was taken".to_owned(),
-    ))
+    Err(Error::Internal {
+        context: "generating a rule id: every attempt was taken".to_owned(),
+        source: None,
+    })
 }
 
 pub(crate) async fn get(pool: &AnyPool, id: &RuleId) -> Result<Rule> {

@@ -273,7 +273,7 @@ struct Queue {
     is_shutdown: bool,
     /// The thread has ended: nothing more will be written.
     is_stopped: bool,
-    failure: Option<String>,
+    failure: Option<Arc<Error>>,
 }
 
 impl Wal {
@@ -338,7 +338,7 @@ impl Wal {
                 return Ok(());
             }
             if let Some(failure) = &queue.failure {
-                return Err(Error::WalFailed(failure.clone()));
+                return Err(Error::WalFailed(Arc::clone(failure)));
             }
             if queue.is_stopped {
                 return Err(Error::Closed);
@@ -379,7 +379,7 @@ impl Wal {
                     is_newly_dirty = true;
                 }
             }
-            Err(error) => fail(&mut queue, &error),
+            Err(error) => fail(&mut queue, error),
         }
         drop(queue);
         self.shared.progress.notify_all();
@@ -398,7 +398,7 @@ impl Wal {
         self.shared.work.notify_one();
         while queue.durable < target {
             if let Some(failure) = &queue.failure {
-                return Err(Error::WalFailed(failure.clone()));
+                return Err(Error::WalFailed(Arc::clone(failure)));
             }
             self.shared.progress.wait(&mut queue);
         }
@@ -415,7 +415,7 @@ impl Wal {
         self.shared.work.notify_one();
         while queue.is_rotate_requested {
             if let Some(failure) = &queue.failure {
-                return Err(Error::WalFailed(failure.clone()));
+                return Err(Error::WalFailed(Arc::clone(failure)));
             }
             self.shared.progress.wait(&mut queue);
         }
@@ -437,13 +437,11 @@ impl Wal {
         self.shared.work.notify_one();
         if let Some(thread) = self.thread.lock().take() {
             if thread.join().is_err() {
-                return Err(Error::WalFailed(
-                    "the write-ahead log thread panicked".to_owned(),
-                ));
+                return Err(Error::WalThreadPanicked);
             }
         }
         match &self.shared.queue.lock().failure {
-            Some(failure) => Err(Error::WalFailed(failure.clone())),
+            Some(failure) => Err(Error::WalFailed(Arc::clone(failure))),
             None => Ok(()),
         }
     }
@@ -459,7 +457,7 @@ impl Drop for Wal {
 
 fn check(queue: &Queue) -> Result<()> {
     if let Some(failure) = &queue.failure {
-        return Err(Error::WalFailed(failure.clone()));
+        return Err(Error::WalFailed(Arc::clone(failure)));
     }
     if queue.is_shutdown {
         return Err(Error::Closed);
@@ -468,9 +466,12 @@ fn check(queue: &Queue) -> Result<()> {
 }
 
 /// Records a write or fsync failure: every later append and wait gets it.
-fn fail(queue: &mut Queue, error: &Error) {
-    tracing::error!(%error, "write-ahead log failed; refusing further writes");
-    queue.failure = Some(error.to_string());
+fn fail(queue: &mut Queue, error: Error) {
+    tracing::error!(
+        error = &error as &dyn std::error::Error,
+        "write-ahead log failed; refusing further writes"
+    );
+    queue.failure = Some(Arc::new(error));
 }
 
 fn create(directory: &Path, number: u64) -> Result<File> {
@@ -573,7 +574,7 @@ fn run(shared: &Shared) {
                     queue.is_sync_requested = false;
                 }
             }
-            Err(error) => fail(&mut queue, &error),
+            Err(error) => fail(&mut queue, error),
         }
         queue.file = Some(file);
         let is_done = queue.failure.is_some() || (is_shutdown && queue.buffer.is_empty());
