@@ -17,7 +17,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use fleetwire_formats::{CommandStatus as ResponseStatus, parse_command_response};
@@ -36,6 +36,28 @@ use crate::mqtt::{MqttLink, Outgoing};
 /// How often commands nobody subscribed to are published again.
 const REPUBLISH_INTERVAL: Duration = Duration::from_secs(1);
 
+/// A command published to nobody yet.
+struct Waiting {
+    command: Arc<Command>,
+    /// When it was last published; `None`: never since this process started.
+    published_at: Option<Instant>,
+}
+
+impl Waiting {
+    fn published_now(command: &Arc<Command>) -> Waiting {
+        Waiting {
+            command: Arc::clone(command),
+            published_at: Some(Instant::now()),
+        }
+    }
+
+    /// When it is to be published again.
+    fn due_at(&self) -> Instant {
+        self.published_at
+            .map_or_else(Instant::now, |at| at + REPUBLISH_INTERVAL)
+    }
+}
+
 /// What the command task is told by broker callbacks and API calls.
 pub(crate) enum Notice {
     /// The device acknowledged the command's `PUBLISH`.
@@ -48,16 +70,17 @@ pub(crate) struct Commands {
     events: EventHub,
     link: Arc<dyn MqttLink>,
     notices: mpsc::UnboundedSender<Notice>,
-    /// Commands published to nobody yet, by id, with their device.
-    unrouted: Mutex<HashMap<CommandId, Arc<Command>>>,
+    /// Commands published to nobody yet, by id, with when each was last published.
+    unrouted: Mutex<HashMap<CommandId, Waiting>>,
     /// Wakes the task: a new deadline, or a new unrouted command.
     wake: Notify,
 }
 
 impl Commands {
     /// The commands' owner and its task (on the current Tokio runtime), which ends when the
-    /// owner is dropped.
-    pub(crate) fn start(
+    /// owner is dropped. The commands still pending from before a restart are reloaded
+    /// first, so no command sent from now on is mistaken for one of them.
+    pub(crate) async fn start(
         registry: Registry,
         events: EventHub,
         link: Arc<dyn MqttLink>,
@@ -71,8 +94,18 @@ impl Commands {
             unrouted: Mutex::new(HashMap::new()),
             wake: Notify::new(),
         });
-        let task = tokio::spawn(run(Arc::downgrade(&commands), receiver));
+        commands.reload_pending().await;
+        let next_expiry = commands.next_deadline().await;
+        let task = tokio::spawn(run(Arc::downgrade(&commands), receiver, next_expiry));
         (commands, task)
+    }
+
+    /// A device was deleted, and its commands with it: those waiting are not published
+    /// any more.
+    pub(crate) fn forget_device(&self, device: &DeviceId) {
+        self.unrouted
+            .lock()
+            .retain(|_, waiting| waiting.command.device_id != *device);
     }
 
     /// A device's answer on `devices/{device}/commands/{command}/response`.
@@ -144,7 +177,7 @@ impl Commands {
         if !self.publish(&command).await {
             self.unrouted
                 .lock()
-                .insert(command.id.clone(), Arc::clone(&command));
+                .insert(command.id.clone(), Waiting::published_now(&command));
         }
         // A new deadline for the task to watch.
         self.wake.notify_one();
@@ -185,29 +218,27 @@ impl Commands {
 
 /// The command task: records deliveries, republishes unrouted commands, expires overdue
 /// ones. Ends when the platform is gone.
-async fn run(commands: Weak<Commands>, mut notices: mpsc::UnboundedReceiver<Notice>) {
-    let mut next_expiry = match commands.upgrade() {
-        Some(commands) => {
-            commands.reload_pending().await;
-            commands.next_deadline().await
-        }
-        None => return,
-    };
+async fn run(
+    commands: Weak<Commands>,
+    mut notices: mpsc::UnboundedReceiver<Notice>,
+    mut next_expiry: Option<i64>,
+) {
     loop {
         let wake = {
             let Some(strong) = commands.upgrade() else {
                 return;
             };
-            let has_unrouted = !strong.unrouted.lock().is_empty();
+            let until_republish = strong
+                .next_republish()
+                .map(|at| at.saturating_duration_since(Instant::now()));
             let now = Timestamp::now().as_millis();
             let until_expiry =
                 next_expiry.map(|at| Duration::from_millis((at - now).max(0) as u64));
-            let sleep = match (until_expiry, has_unrouted) {
-                (Some(expiry), true) => expiry.min(REPUBLISH_INTERVAL),
-                (Some(expiry), false) => expiry,
-                (None, true) => REPUBLISH_INTERVAL,
-                (None, false) => Duration::from_secs(3600),
-            };
+            let sleep = until_expiry
+                .into_iter()
+                .chain(until_republish)
+                .min()
+                .unwrap_or(Duration::from_secs(3600));
             let woken = Arc::clone(&strong);
             drop(strong);
             tokio::select! {
@@ -226,7 +257,7 @@ async fn run(commands: Weak<Commands>, mut notices: mpsc::UnboundedReceiver<Noti
         if let Some(Notice::Delivered(id)) = wake {
             commands.delivered(&id).await;
         }
-        commands.republish_unrouted().await;
+        commands.republish_due().await;
         let now = Timestamp::now().as_millis();
         if next_expiry.is_none_or(|at| at <= now) || !was_notice {
             commands.expire_due(now).await;
@@ -267,7 +298,14 @@ impl Commands {
                 }
                 let mut unrouted = self.unrouted.lock();
                 for command in pending {
-                    unrouted.insert(command.id.clone(), Arc::new(command));
+                    // Due at once: the sessions that held them are gone.
+                    unrouted.insert(
+                        command.id.clone(),
+                        Waiting {
+                            command: Arc::new(command),
+                            published_at: None,
+                        },
+                    );
                 }
             }
             Err(error) => tracing::warn!(
@@ -277,13 +315,30 @@ impl Commands {
         }
     }
 
-    /// Publishes again the commands nobody took; keeps those still not taken.
-    async fn republish_unrouted(&self) {
-        let waiting: Vec<Arc<Command>> = self.unrouted.lock().values().cloned().collect();
-        let now = Timestamp::now().as_millis();
-        for command in waiting {
-            if command.expires_at <= now || self.publish(&command).await {
-                self.unrouted.lock().remove(&command.id);
+    /// When the next waiting command is due to be published again.
+    fn next_republish(&self) -> Option<Instant> {
+        self.unrouted.lock().values().map(Waiting::due_at).min()
+    }
+
+    /// Publishes again the commands nobody took that were last published a
+    /// [`REPUBLISH_INTERVAL`] ago or more; keeps those still not taken.
+    async fn republish_due(&self) {
+        let now = Instant::now();
+        let due: Vec<Arc<Command>> = self
+            .unrouted
+            .lock()
+            .values()
+            .filter(|waiting| waiting.due_at() <= now)
+            .map(|waiting| Arc::clone(&waiting.command))
+            .collect();
+        let deadline = Timestamp::now().as_millis();
+        for command in due {
+            let is_over = command.expires_at <= deadline || self.publish(&command).await;
+            let mut unrouted = self.unrouted.lock();
+            if is_over {
+                unrouted.remove(&command.id);
+            } else if let Some(waiting) = unrouted.get_mut(&command.id) {
+                waiting.published_at = Some(Instant::now());
             }
         }
     }

@@ -141,7 +141,7 @@ impl Platform {
             source,
         })?;
         let (commands, command_task) =
-            Commands::start(registry.clone(), events.clone(), Arc::clone(&mqtt));
+            Commands::start(registry.clone(), events.clone(), Arc::clone(&mqtt)).await;
         let ingest = Arc::new(Ingest::new(
             IngestConfig {
                 limits: config.limits,
@@ -354,6 +354,7 @@ impl Platform {
         parts.registry.delete_device(id).await?;
         parts.directory.forget(id.as_str());
         parts.ingest.forget(id.as_str());
+        parts.commands.forget_device(id);
         parts.automation.device_deleted(id.as_str()).await;
         Ok(parts.mqtt.disconnect(id).await)
     }

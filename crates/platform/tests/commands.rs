@@ -291,3 +291,50 @@ async fn an_answer_to_another_device_s_command_is_refused() {
     assert_eq!(verdict, Verdict::Accepted);
     node.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_device_s_waiting_commands_are_not_published_any_more() {
+    let node = Node::start().await;
+    let platform = &node.platform;
+    create_device(platform, "d1").await;
+    create_device(platform, "d2").await;
+    node.link.set_takers(|_| 0);
+    let command = send_command(platform, "d1", Duration::from_secs(60)).await;
+    let topic = format!("devices/d1/commands/{}", command.id);
+    node.link.wait_for_published_on(&topic, 1).await;
+    platform.delete_device(&device_id("d1")).await.unwrap();
+    let copies = node.link.published_on(&topic).len();
+    // Another device's waiting command is published again several times meanwhile: the
+    // deleted device's would have been too.
+    let other = send_command(platform, "d2", Duration::from_secs(60)).await;
+    node.link
+        .wait_for_published_on(&format!("devices/d2/commands/{}", other.id), 3)
+        .await;
+    assert_eq!(
+        node.link.published_on(&topic).len(),
+        copies,
+        "{:?}",
+        node.link.published()
+    );
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sending_commands_does_not_publish_the_waiting_ones_again_before_their_time() {
+    let node = Node::start().await;
+    let platform = &node.platform;
+    create_device(platform, "d1").await;
+    create_device(platform, "d2").await;
+    node.link.set_takers(|_| 0);
+    let command = send_command(platform, "d1", Duration::from_secs(60)).await;
+    let topic = format!("devices/d1/commands/{}", command.id);
+    // Each send wakes the commands' task; a waiting command is published again only once
+    // a second has passed since its last copy (ten sends take far less; one regular copy
+    // is allowed for a slow machine).
+    for _ in 0..10 {
+        send_command(platform, "d2", Duration::from_secs(60)).await;
+    }
+    let copies = node.link.published_on(&topic).len();
+    assert!(copies <= 2, "{copies} copies: {:?}", node.link.published());
+    node.stop().await;
+}

@@ -327,3 +327,22 @@ async fn listing_devices_with_a_bad_cursor_is_an_invalid_query() {
     );
     node.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_created_again_does_not_inherit_the_last_error_of_the_deleted_one() {
+    let node = Node::start().await;
+    let platform = &node.platform;
+    let d1 = device_id("d1");
+    create_device(platform, "d1").await;
+    assert!(
+        platform
+            .ingest_json(&d1, br#"{"temperature": "hot"}"#)
+            .await
+            .is_err()
+    );
+    platform.delete_device(&d1).await.unwrap();
+    create_device(platform, "d1").await;
+    node.registry.flush_presence().await.unwrap();
+    assert_eq!(platform.device(&d1).await.unwrap().last_ingest_error, None);
+    node.stop().await;
+}

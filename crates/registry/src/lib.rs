@@ -315,6 +315,7 @@ impl Registry {
     pub async fn delete_device(&self, id: &DeviceId) -> Result<()> {
         devices::delete(&self.inner.pool, id).await?;
         self.inner.secrets.forget(id);
+        self.inner.presence.forget(id);
         Ok(())
     }
 

@@ -105,6 +105,13 @@ impl PresenceQueue {
         self.update(id, |pending| pending.ingest_error = Some(error));
     }
 
+    /// Drops what is queued for a deleted device, so that a device created again with its
+    /// id does not get it. (A batch the writer took just before the deletion may still
+    /// land on a device created again within the milliseconds it takes to write.)
+    pub(crate) fn forget(&self, id: &DeviceId) {
+        self.state.lock().pending.remove(id);
+    }
+
     fn update(&self, id: &DeviceId, change: impl FnOnce(&mut Pending)) {
         let should_wake = {
             let mut state = self.state.lock();
