@@ -159,11 +159,12 @@ impl Automation {
         self.send(RulesInput::Remove(id.clone())).await
     }
 
-    /// A device's type or labels changed: rules match it again.
-    pub(crate) fn device_changed(&self, device: &str) {
+    /// A device's type or labels changed: rules match it again. Waits for room in the
+    /// rules channel, like telemetry: a change is never dropped.
+    pub(crate) async fn device_changed(&self, device: &str) {
         let _ = self
-            .rules
-            .try_send(RulesInput::DeviceChanged(Arc::from(device)));
+            .send(RulesInput::DeviceChanged(Arc::from(device)))
+            .await;
     }
 
     /// A device was deleted: the rules forget it.

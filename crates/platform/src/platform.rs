@@ -311,7 +311,7 @@ impl Platform {
     /// Registers a device; rules match it from its first message.
     pub async fn create_device(&self, new: NewDevice) -> Result<Device> {
         let device = self.parts.registry.create_device(new).await?;
-        self.device_changed(&device);
+        self.device_changed(&device).await;
         Ok(device)
     }
 
@@ -342,7 +342,7 @@ impl Platform {
     /// Changes a device's name, type or labels; rules match it again.
     pub async fn update_device(&self, id: &DeviceId, patch: DevicePatch) -> Result<Device> {
         let device = self.parts.registry.update_device(id, patch).await?;
-        self.device_changed(&device);
+        self.device_changed(&device).await;
         Ok(self.with_last_error(device))
     }
 
@@ -377,9 +377,9 @@ impl Platform {
         Ok(self.parts.registry.count_devices().await?)
     }
 
-    fn device_changed(&self, device: &Device) {
+    async fn device_changed(&self, device: &Device) {
         self.parts.directory.remember(device);
-        self.parts.automation.device_changed(device.id.as_str());
+        self.parts.automation.device_changed(device.id.as_str()).await;
     }
 
     /// The device with the newest of its ingest errors: this node's, when it is newer
