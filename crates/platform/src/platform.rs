@@ -379,7 +379,10 @@ impl Platform {
 
     async fn device_changed(&self, device: &Device) {
         self.parts.directory.remember(device);
-        self.parts.automation.device_changed(device.id.as_str()).await;
+        self.parts
+            .automation
+            .device_changed(device.id.as_str())
+            .await;
     }
 
     /// The device with the newest of its ingest errors: this node's, when it is newer
