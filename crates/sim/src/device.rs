@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use fleetwire_client::{ClientError, ConnectOptions, Connection, Event};
+use fleetwire_model::{DeviceId, DeviceTopic};
 use fleetwire_mqtt_codec::{QoS, TopicName};
 use tokio::sync::watch;
 use tokio::time::{Instant, MissedTickBehavior};
@@ -65,12 +66,10 @@ pub(crate) fn plan(config: &SimConfig) -> Result<Vec<DeviceSpec>, SimError> {
         .into_iter()
         .enumerate()
         .map(|(index, (device_id, password))| {
-            let topic =
-                TopicName::new(format!("devices/{device_id}/telemetry")).map_err(|error| {
-                    SimError::InvalidConfig(format!(
-                        "device id {device_id:?} is not usable in a topic: {error}"
-                    ))
-                })?;
+            // The contract's topic, built where every device topic is (the model).
+            let topic = DeviceId::new(device_id.as_str())
+                .map(|id| DeviceTopic::telemetry(&id))
+                .map_err(|error| SimError::InvalidConfig(error.to_string()))?;
             Ok(DeviceSpec {
                 index: index as u64,
                 device_id,
