@@ -51,10 +51,9 @@ impl Waiting {
         }
     }
 
-    /// When it is to be published again.
-    fn due_at(&self) -> Instant {
-        self.published_at
-            .map_or_else(Instant::now, |at| at + REPUBLISH_INTERVAL)
+    /// When it is to be published again (`now` for one never published here).
+    fn due_at(&self, now: Instant) -> Instant {
+        self.published_at.map_or(now, |at| at + REPUBLISH_INTERVAL)
     }
 }
 
@@ -317,7 +316,12 @@ impl Commands {
 
     /// When the next waiting command is due to be published again.
     fn next_republish(&self) -> Option<Instant> {
-        self.unrouted.lock().values().map(Waiting::due_at).min()
+        let now = Instant::now();
+        self.unrouted
+            .lock()
+            .values()
+            .map(|waiting| waiting.due_at(now))
+            .min()
     }
 
     /// Publishes again the commands nobody took that were last published a
@@ -328,7 +332,7 @@ impl Commands {
             .unrouted
             .lock()
             .values()
-            .filter(|waiting| waiting.due_at() <= now)
+            .filter(|waiting| waiting.due_at(now) <= now)
             .map(|waiting| Arc::clone(&waiting.command))
             .collect();
         let deadline = Timestamp::now().as_millis();

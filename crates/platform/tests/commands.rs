@@ -338,3 +338,18 @@ async fn sending_commands_does_not_publish_the_waiting_ones_again_before_their_t
     assert!(copies <= 2, "{copies} copies: {:?}", node.link.published());
     node.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_pending_before_a_restart_are_published_again_after_it() {
+    let node = Node::start().await;
+    create_device(&node.platform, "d1").await;
+    node.link.set_takers(|_| 0);
+    let command = send_command(&node.platform, "d1", Duration::from_secs(60)).await;
+    let topic = format!("devices/d1/commands/{}", command.id);
+    node.link.wait_for_published_on(&topic, 1).await;
+    // The sessions that held it are gone with the process: the new one publishes it at
+    // once (and a session of the new link takes it).
+    let node = node.restart().await;
+    node.link.wait_for_published_on(&topic, 1).await;
+    node.stop().await;
+}

@@ -119,7 +119,17 @@ impl Node {
     }
 
     pub(crate) async fn start_with(config: PlatformConfig) -> Node {
-        let dir = TempDir::new();
+        Node::start_in(TempDir::new(), config).await
+    }
+
+    /// Stops the platform and starts another over the same directories, with a new link:
+    /// a restart.
+    pub(crate) async fn restart(self) -> Node {
+        self.platform.shutdown().await;
+        Node::start_in(self.dir, PlatformConfig::default()).await
+    }
+
+    async fn start_in(dir: TempDir, config: PlatformConfig) -> Node {
         let (registry, store) = open_data(&dir).await;
         let link = Arc::new(RecordingLink::default());
         let platform = Platform::start(PlatformDeps {
