@@ -57,20 +57,8 @@ impl App {
                  access; use this only for development and testing"
             );
         }
-        let mqtt_listener = TcpListener::bind(settings.mqtt_addr)
-            .await
-            .with_context(|| format!("cannot listen for MQTT on {}", settings.mqtt_addr))?;
-        let mqtt_addr = mqtt_listener
-            .local_addr()
-            .context("cannot read the MQTT listener's address")?;
-        tracing::info!(protocol = "mqtt", addr = %mqtt_addr, "listening");
-        let http_listener = TcpListener::bind(settings.http_addr)
-            .await
-            .with_context(|| format!("cannot listen for HTTP on {}", settings.http_addr))?;
-        let http_addr = http_listener
-            .local_addr()
-            .context("cannot read the HTTP listener's address")?;
-        tracing::info!(protocol = "http", addr = %http_addr, "listening");
+        let (mqtt_listener, mqtt_addr) = listen("mqtt", settings.mqtt_addr).await?;
+        let (http_listener, http_addr) = listen("http", settings.http_addr).await?;
 
         let store = open_store(&settings).await?;
         let broker = Broker::new(settings.broker.clone());
@@ -147,6 +135,23 @@ impl Running {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// Binds a listener for `protocol` (`mqtt`, `http`) and logs the address it really has
+/// (the port, when 0 was asked for).
+async fn listen(
+    protocol: &'static str,
+    addr: SocketAddr,
+) -> anyhow::Result<(TcpListener, SocketAddr)> {
+    let name = protocol.to_ascii_uppercase();
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen for {name} on {addr}"))?;
+    let local = listener
+        .local_addr()
+        .with_context(|| format!("cannot read the {name} listener's address"))?;
+    tracing::info!(protocol, addr = %local, "listening");
+    Ok((listener, local))
 }
 
 /// The admin token: configured, read from the data dir, or created (and printed once).
