@@ -113,6 +113,19 @@ pub struct Credentials<'a> {
     pub password: Option<&'a [u8]>,
     /// Where the connection comes from.
     pub peer: SocketAddr,
+    /// The TLS client certificate the client proved it holds (its chain was verified
+    /// during the TLS handshake), if it presented one.
+    pub certificate: Option<&'a PeerCertificate>,
+}
+
+/// A verified TLS client certificate, as the broker hands it to the [`Authenticator`]:
+/// who it names and which certificate it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerCertificate {
+    /// The subject's common name.
+    pub common_name: String,
+    /// The SHA-256 digest of the certificate (DER).
+    pub fingerprint: [u8; 32],
 }
 
 /// Why an authenticator refused a client.
@@ -141,8 +154,9 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// Decides who may connect, and hears when users come and go.
 pub trait Authenticator: Send + Sync + 'static {
-    /// Checks the credentials of a `CONNECT` that carries a user name (clients without
-    /// one are anonymous, and only `allow_anonymous` admits them).
+    /// Checks the credentials of a `CONNECT` that carries a user name or comes with a
+    /// client certificate (other clients are anonymous, and only `allow_anonymous`
+    /// admits them).
     fn authenticate<'a>(
         &'a self,
         credentials: Credentials<'a>,

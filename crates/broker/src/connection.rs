@@ -26,6 +26,7 @@
 mod handshake;
 mod reader;
 mod settlement;
+mod socket;
 mod writer;
 
 use std::io;
@@ -38,15 +39,16 @@ use bytes::BytesMut;
 use fleetwire_mqtt_codec::{
     DecodeError, Disconnect, Packet, Properties, ProtocolVersion, ReasonCode, Will, encode,
 };
-use tokio::io::Interest;
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use self::reader::{Reader, Stop};
+pub use self::socket::Duplex;
+pub(crate) use self::socket::Socket;
+use self::socket::{ReadSide, WriteSide};
 use self::writer::Writer;
-use crate::auth::Access;
+use crate::auth::{Access, PeerCertificate};
 use crate::broker::Broker;
 use crate::ingest::Hooks;
 use crate::park::{Lot, Parked, keep_alive_limit};
@@ -143,8 +145,9 @@ impl Closed {
     }
 }
 
-/// Serves one accepted TCP connection until it closes or parks. Never panics on client
-/// input: every failure ends this connection only.
+/// Serves one accepted connection until it closes or parks. Never panics on client
+/// input: every failure ends this connection only. `certificate` is what the client
+/// proved with its TLS client certificate, if anything.
 ///
 /// Shaped for small idle connections: the handshake (the `CONNECT`, refusals, timeouts)
 /// and the closing (flush timers) run in boxed futures of their own, so the task of an
@@ -154,11 +157,17 @@ impl Closed {
 pub(crate) fn serve(
     broker: Broker,
     hooks: Arc<Hooks>,
-    stream: TcpStream,
+    socket: Socket,
     peer: SocketAddr,
-    lot: Arc<Lot>,
+    certificate: Option<PeerCertificate>,
 ) -> impl Future<Output = ()> + Send + 'static {
-    let handshake = Box::pin(handshake::handshake(broker, hooks, stream, peer, lot));
+    let handshake = Box::pin(handshake::handshake(
+        broker,
+        hooks,
+        socket,
+        peer,
+        certificate,
+    ));
     async move {
         // Bound first: in an `if let` the finished handshake's box would stay allocated
         // for the whole life of the connection.
@@ -188,15 +197,14 @@ pub(crate) async fn resume(broker: Broker, hooks: Arc<Hooks>, parked: Parked, lo
 struct Established {
     reader: Reader,
     peer: SocketAddr,
-    socket: OwnedReadHalf,
+    socket: ReadSide,
     buffer: BytesMut,
     /// `None` once the writer stopped. It hands its half of the socket back only when
     /// the reader asked it to, to park.
-    writer_task: Option<JoinHandle<Option<OwnedWriteHalf>>>,
+    writer_task: Option<JoinHandle<Option<WriteSide>>>,
     signals: Arc<Signals>,
     /// Since when nothing was read or written: the connection parks after `PARK_AFTER`.
     idle_since: Instant,
-    lot: Arc<Lot>,
 }
 
 /// Parks an idle connection in `lot`, unless its session has something for it or the
@@ -234,8 +242,13 @@ fn reactivate(
         .or_else(|| parked.stream.peer_addr().ok())
         .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
     match parked.convert(TcpStream::from_std) {
-        Ok(parked) => Some(Established::activate(
-            broker, hooks, parked, lot, peer, false,
+        Ok(Parked { stream, connection }) => Some(Established::activate(
+            broker,
+            hooks,
+            connection,
+            Socket::Tcp { stream, lot }.split(),
+            peer,
+            false,
         )),
         Err((error, connection)) => {
             tracing::warn!(%peer, %error, "cannot resume a parked connection");
@@ -253,12 +266,11 @@ impl Established {
     fn activate(
         broker: Broker,
         hooks: Arc<Hooks>,
-        parked: Parked<TcpStream>,
-        lot: Arc<Lot>,
+        connection: Connection,
+        (socket, write_half): (ReadSide, WriteSide),
         peer: SocketAddr,
         is_resending: bool,
     ) -> Established {
-        let Parked { stream, connection } = parked;
         let signals = Arc::new(Signals::default());
         {
             let mut state = connection.session.state.lock();
@@ -272,7 +284,6 @@ impl Established {
                 _ => signals.kick.notify_one(),
             }
         }
-        let (socket, write_half) = stream.into_split();
         let writer_task = Writer {
             broker: broker.clone(),
             session: Arc::clone(&connection.session),
@@ -291,7 +302,6 @@ impl Established {
             writer_task: Some(writer_task),
             signals,
             idle_since: Instant::now(),
-            lot,
         }
     }
 
@@ -315,7 +325,7 @@ impl Established {
     async fn read(&mut self) -> Stop {
         self.reader
             .read_loop(
-                &self.socket,
+                &mut self.socket,
                 &mut self.buffer,
                 &self.signals.kick,
                 &mut self.idle_since,
@@ -329,7 +339,7 @@ impl Established {
     async fn park(mut self) -> Option<Established> {
         let session = Arc::clone(&self.reader.connection().session);
         let generation = self.reader.connection().generation;
-        let is_parking = {
+        let is_parking = self.socket.may_park() && {
             let mut state = session.state.lock();
             let is_idle = state.may_park(generation)
                 && !self.signals.is_writing.load(Ordering::Relaxed)
@@ -352,32 +362,42 @@ impl Established {
             session.state.lock().is_parking = false;
             return Some(self);
         };
-        let stream = match self.socket.reunite(writer) {
-            Ok(stream) => stream,
-            Err(halves) => {
-                // Cannot happen: both halves come from this stream. Go on running.
-                let tokio::net::tcp::ReuniteError(socket, writer) = halves;
-                self.socket = socket;
+        let Established {
+            reader,
+            peer,
+            socket,
+            buffer,
+            signals,
+            ..
+        } = self;
+        let (stream, lot) = match socket.reunite(writer) {
+            Ok(whole) => whole,
+            Err((socket, writer)) => {
+                // Cannot happen: only a TCP connection parks, and both halves come
+                // from its socket. Go on running.
                 session.state.lock().is_parking = false;
-                self.writer_task = Some(
-                    Writer {
-                        broker: self.reader.broker().clone(),
-                        session,
-                        generation,
-                        socket: writer,
-                        signals: Arc::clone(&self.signals),
-                        version: self.reader.connection().version,
-                        is_resending: false,
-                    }
-                    .spawn(),
-                );
-                self.idle_since = Instant::now();
-                return Some(self);
+                let writer_task = Writer {
+                    broker: reader.broker().clone(),
+                    session,
+                    generation,
+                    socket: writer,
+                    signals: Arc::clone(&signals),
+                    version: reader.connection().version,
+                    is_resending: false,
+                }
+                .spawn();
+                return Some(Established {
+                    reader,
+                    peer,
+                    socket,
+                    buffer,
+                    writer_task: Some(writer_task),
+                    signals,
+                    idle_since: Instant::now(),
+                });
             }
         };
-        let Established {
-            reader, peer, lot, ..
-        } = self;
+        drop((buffer, signals));
         let (broker, hooks, connection) = reader.into_parts();
         let parked = match (Parked { stream, connection }).convert(TcpStream::into_std) {
             Ok(parked) => Box::new(parked),
@@ -477,48 +497,6 @@ fn encode_or_log(packet: &Packet, version: ProtocolVersion, out: &mut BytesMut) 
         Err(error) => {
             tracing::warn!(%error, packet = ?packet.packet_type(), "cannot encode packet, skipped");
             false
-        }
-    }
-}
-
-/// Reads what the socket has. An idle connection holds no read buffer: an empty buffer
-/// is released before waiting and a fresh one is reserved only once data is ready. (Its
-/// old allocation usually lives on anyway, in payloads still being delivered.)
-async fn read_some(
-    reader: &OwnedReadHalf,
-    buffer: &mut BytesMut,
-    chunk: usize,
-) -> io::Result<usize> {
-    loop {
-        if buffer.is_empty() && buffer.capacity() > 0 {
-            *buffer = BytesMut::new();
-        }
-        reader.readable().await?;
-        if buffer.capacity() - buffer.len() < chunk / 4 {
-            buffer.reserve(chunk);
-        }
-        let room = buffer.capacity() - buffer.len();
-        let mut short = 0;
-        // A read that did not fill the room drained the socket: answering `WouldBlock`
-        // from the closure makes Tokio clear the readiness it saw, so the next
-        // `readable()` waits for the next event instead of a `recv` that finds nothing
-        // (one syscall saved per read, as Tokio's own `poll_read` does). Data that came
-        // after our `recv` raised a newer event, which the clearing leaves alone.
-        let read = reader.as_ref().try_io(Interest::READABLE, || {
-            let read = reader.try_read_buf(buffer)?;
-            if read > 0 && read < room {
-                short = read;
-                return Err(io::ErrorKind::WouldBlock.into());
-            }
-            Ok(read)
-        });
-        match read {
-            Ok(read) => return Ok(read),
-            Err(error) if error.kind() == io::ErrorKind::WouldBlock && short > 0 => {
-                return Ok(short);
-            }
-            Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
-            Err(error) => return Err(error),
         }
     }
 }

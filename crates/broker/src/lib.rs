@@ -35,10 +35,13 @@ mod session;
 mod stats;
 mod sys;
 
-pub use auth::{Access, Authenticator, BoxFuture, Credentials, Denial, UserAccess};
+pub use auth::{
+    Access, Authenticator, BoxFuture, Credentials, Denial, PeerCertificate, UserAccess,
+};
 pub use broker::Broker;
 pub use config::BrokerConfig;
+pub use connection::Duplex;
 pub use ingest::{Collector, Hooks, Inbound, Ingest, Settled, Verdict};
-pub use listener::Running;
+pub use listener::{Incoming, Running, StreamSender, Streams};
 pub use session::{ClientId, SessionId};
 pub use stats::StatsSnapshot;

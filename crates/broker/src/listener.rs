@@ -1,5 +1,7 @@
 //! Accepting TCP connections and handing each to its own task, with the listener's
-//! [`Hooks`]; keeping the parked ones.
+//! [`Hooks`]; keeping the parked ones. Connections that arrive another way (TLS, MQTT
+//! over WebSocket: a front-end outside the broker terminates them) come in through a
+//! [`Streams`] listener instead.
 
 use std::io;
 use std::net::SocketAddr;
@@ -7,11 +9,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 
+use crate::auth::PeerCertificate;
 use crate::broker::Broker;
-use crate::connection;
+use crate::connection::{self, Duplex, Socket};
 use crate::ingest::Hooks;
 use crate::park::{Lot, Parked};
 
@@ -90,12 +94,16 @@ impl Broker {
             };
             match event {
                 Event::Accepted(Ok((stream, peer))) => {
+                    let socket = Socket::Tcp {
+                        stream,
+                        lot: Arc::clone(&lot),
+                    };
                     connections.spawn(connection::serve(
                         self.clone(),
                         Arc::clone(&hooks),
-                        stream,
+                        socket,
                         peer,
-                        Arc::clone(&lot),
+                        None,
                     ));
                 }
                 Event::Accepted(Err(error)) => {
@@ -124,22 +132,119 @@ impl Broker {
         lot.close(&mut resume);
         self.resume_parked(&lot, &hooks, &mut resume, &mut connections);
         drop(listener);
-        let open = connections.len();
-        if open > 0 {
-            tracing::info!(connections = open, "waiting for connections to close");
-        }
-        let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
-            while connections.join_next().await.is_some() {}
-        })
-        .await;
-        if drained.is_err() {
-            tracing::warn!(
-                connections = connections.len(),
-                "closing connections that did not finish in time"
-            );
-            connections.shutdown().await;
-        }
+        close_all(connections).await;
         Ok(())
+    }
+
+    /// Starts a listener for connections that a front-end outside the broker accepted
+    /// and terminated (TLS, MQTT over WebSocket): each [`Incoming`] handed to the
+    /// returned [`Streams`] is served like a TCP connection, with `hooks`, until
+    /// [`Broker::shutdown`]. Such connections never park (see [`Duplex`]).
+    pub fn spawn_streams(&self, hooks: Hooks) -> Streams {
+        let (sender, mut incoming) = mpsc::unbounded_channel::<Incoming>();
+        let broker = self.clone();
+        let task = tokio::spawn(async move {
+            let hooks = Arc::new(hooks);
+            let mut shutdown = broker.shutdown_signal();
+            let mut connections = JoinSet::new();
+            while !*shutdown.borrow_and_update() {
+                tokio::select! {
+                    _ = shutdown.changed() => break,
+                    next = incoming.recv() => {
+                        let Some(Incoming { stream, peer, certificate }) = next else {
+                            break;
+                        };
+                        connections.spawn(connection::serve(
+                            broker.clone(),
+                            Arc::clone(&hooks),
+                            Socket::Stream(stream),
+                            peer,
+                            certificate,
+                        ));
+                    }
+                }
+                while connections.try_join_next().is_some() {}
+            }
+            // Connections handed over from now on are dropped (closed) unserved.
+            incoming.close();
+            close_all(connections).await;
+        });
+        Streams {
+            sender: StreamSender(sender),
+            task,
+        }
+    }
+}
+
+/// Waits (briefly) for the connections of a stopping listener to close, then drops the
+/// rest.
+async fn close_all(mut connections: JoinSet<()>) {
+    let open = connections.len();
+    if open > 0 {
+        tracing::info!(connections = open, "waiting for connections to close");
+    }
+    let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            connections = connections.len(),
+            "closing connections that did not finish in time"
+        );
+        connections.shutdown().await;
+    }
+}
+
+/// A connection accepted and terminated outside the broker, handed to a [`Streams`]
+/// listener.
+pub struct Incoming {
+    /// The client's byte stream (decrypted, unframed): MQTT packets flow over it.
+    pub stream: Box<dyn Duplex>,
+    /// Where the connection comes from.
+    pub peer: SocketAddr,
+    /// The TLS client certificate the client presented and proved, already verified.
+    pub certificate: Option<PeerCertificate>,
+}
+
+impl std::fmt::Debug for Incoming {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Incoming")
+            .field("peer", &self.peer)
+            .field("certificate", &self.certificate)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A listener for connections accepted elsewhere; made by [`Broker::spawn_streams`].
+#[derive(Debug)]
+pub struct Streams {
+    sender: StreamSender,
+    task: JoinHandle<()>,
+}
+
+impl Streams {
+    /// Where front-ends hand connections over; clone it for each.
+    pub fn sender(&self) -> StreamSender {
+        self.sender.clone()
+    }
+
+    /// Waits until the listener has stopped and its connections have closed, after
+    /// [`Broker::shutdown`].
+    pub async fn stopped(self) -> io::Result<()> {
+        self.task.await.map_err(io::Error::other)
+    }
+}
+
+/// Hands connections to a [`Streams`] listener. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct StreamSender(mpsc::UnboundedSender<Incoming>);
+
+impl StreamSender {
+    /// Hands a connection over to be served; `false` (and the connection closed) when
+    /// the listener has stopped.
+    pub fn serve(&self, incoming: Incoming) -> bool {
+        self.0.send(incoming).is_ok()
     }
 }
 

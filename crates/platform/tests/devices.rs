@@ -48,6 +48,7 @@ async fn log_in(
             username: Some(device),
             password: Some(secret.as_bytes()),
             peer,
+            certificate: None,
         })
         .await
 }

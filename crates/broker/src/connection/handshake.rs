@@ -14,14 +14,14 @@ use fleetwire_mqtt_codec::{
 };
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::time::Instant;
 
-use super::{Connection, Established, encode_or_log, park, reactivate, read_some};
-use crate::auth::{Access, Credentials, Denial};
+use super::socket::{ReadSide, Socket, WriteSide};
+use super::{Connection, Established, encode_or_log, park, reactivate};
+use crate::auth::{Access, Credentials, Denial, PeerCertificate};
 use crate::broker::Broker;
 use crate::ingest::Hooks;
-use crate::park::{Lot, Parked};
+use crate::park::Parked;
 use crate::session::Signals;
 use crate::stats;
 
@@ -30,30 +30,25 @@ use crate::stats;
 const CONNECT_CHUNK: usize = 512;
 
 /// Reads and answers `CONNECT` and attaches the session; then parks the connection if
-/// the client has nothing more to say and nothing waits for it, or starts its tasks.
-/// `None` when the connection was refused, closed or parked.
+/// the client has nothing more to say and nothing waits for it (TCP only), or starts its
+/// tasks. `None` when the connection was refused, closed or parked.
 pub(super) async fn handshake(
     broker: Broker,
     hooks: Arc<Hooks>,
-    stream: TcpStream,
+    socket: Socket,
     peer: SocketAddr,
-    lot: Arc<Lot>,
+    certificate: Option<PeerCertificate>,
 ) -> Option<Established> {
-    if let Err(error) = stream.set_nodelay(true) {
-        tracing::debug!(%peer, %error, "cannot disable Nagle's algorithm");
+    if let Socket::Tcp { stream, .. } = &socket {
+        tune(&broker, stream, peer);
     }
-    if let Some(size) = broker.config().socket_send_buffer {
-        if let Err(error) = socket2::SockRef::from(&stream).set_send_buffer_size(size) {
-            tracing::debug!(%peer, %error, "cannot set the socket's send buffer");
-        }
-    }
-    let (reader, mut writer) = stream.into_split();
+    let (mut reader, mut writer) = socket.split();
     let mut buffer = BytesMut::new();
     let config = broker.config().clone();
 
     let first = tokio::time::timeout(
         config.connect_timeout,
-        read_connect(&broker, &reader, &mut buffer, config.max_packet_size),
+        read_connect(&broker, &mut reader, &mut buffer, config.max_packet_size),
     )
     .await;
     let connect = match first {
@@ -76,7 +71,7 @@ pub(super) async fn handshake(
     };
     let version = connect.protocol;
 
-    let access = match admit(&broker, &hooks, &connect, peer).await {
+    let access = match admit(&broker, &hooks, &connect, peer, certificate.as_ref()).await {
         Ok(access) => access,
         Err(code) => {
             tracing::debug!(%peer, client_id = %connect.client_id, code = code.0, "refusing connection");
@@ -128,11 +123,12 @@ pub(super) async fn handshake(
     let will = will.map(|will| Box::new(crate::compact::will(will)));
     let is_resending = attached.is_session_present && !session.state.lock().inflight.is_empty();
     let may_park = is_encoded
+        && reader.may_park()
         && buffer.is_empty()
         && !is_resending
         && session.state.lock().may_park(generation);
     if !may_park && !out.is_empty() {
-        match writer.write_all(&out).await {
+        match writer.send(&out).await {
             Ok(()) => stats::add(&broker.stats().bytes_sent, out.len() as u64),
             // The reader finds the socket broken and closes the connection as usual.
             Err(error) => tracing::debug!(%peer, %error, "writing CONNACK failed"),
@@ -148,10 +144,20 @@ pub(super) async fn handshake(
         session_expiry_at_connect: properties.session_expiry_interval.unwrap_or(0),
         version,
     };
-    let stream = match reader.reunite(writer) {
-        Ok(stream) => stream,
+    if !may_park {
+        return Some(Established::activate(
+            broker,
+            hooks,
+            connection,
+            (reader, writer),
+            peer,
+            is_resending,
+        ));
+    }
+    let (stream, lot) = match reader.reunite(writer) {
+        Ok(whole) => whole,
         Err(halves) => {
-            // Cannot happen: both halves come from this stream.
+            // Cannot happen: only a TCP socket parks, and both halves come from it.
             tracing::warn!(%peer, "cannot rejoin the halves of a socket");
             drop(halves);
             connection.abandon(&broker, &hooks);
@@ -159,16 +165,6 @@ pub(super) async fn handshake(
         }
     };
     let connection = Parked { stream, connection };
-    if !may_park {
-        return Some(Established::activate(
-            broker,
-            hooks,
-            connection,
-            lot,
-            peer,
-            is_resending,
-        ));
-    }
     let parked = match connection.convert(TcpStream::into_std) {
         Ok(parked) => Box::new(parked),
         Err((error, connection)) => {
@@ -201,24 +197,31 @@ async fn admit(
     hooks: &Hooks,
     connect: &Connect,
     peer: SocketAddr,
+    certificate: Option<&PeerCertificate>,
 ) -> Result<Access, ReasonCode> {
     if connect.protocol.is_v5() && connect.properties.authentication_method.is_some() {
         return Err(ReasonCode::BAD_AUTHENTICATION_METHOD);
     }
     let allow_anonymous = broker.config().allow_anonymous;
-    let access = match (connect.username.as_deref(), hooks.authenticator.as_deref()) {
-        (None, _) | (Some(_), None) if allow_anonymous => Access::Full,
-        (None, _) => {
+    let username = connect.username.as_deref();
+    let is_anonymous = username.is_none() && certificate.is_none();
+    let access = match (is_anonymous, hooks.authenticator.as_deref()) {
+        (true, _) | (false, None) if allow_anonymous => Access::Full,
+        (true, _) => {
             stats::add(&broker.stats().auth_failures, 1);
             return Err(ReasonCode::NOT_AUTHORIZED);
         }
-        (Some(_), None) => {
+        (false, None) => {
             stats::add(&broker.stats().auth_failures, 1);
             return Err(ReasonCode::BAD_USER_NAME_OR_PASSWORD);
         }
-        (Some(username), Some(authenticator)) => {
+        (false, Some(authenticator)) => {
             let limiter = broker.failed_logins();
-            let username = Truncated(username);
+            let username = Truncated(
+                username
+                    .or(certificate.map(|certificate| certificate.common_name.as_str()))
+                    .unwrap_or_default(),
+            );
             if !limiter.is_allowed(peer.ip()) {
                 stats::add(&broker.stats().auth_failures, 1);
                 tracing::warn!(%peer, %username, "login refused: too many failed logins from this address");
@@ -226,9 +229,10 @@ async fn admit(
             }
             let credentials = Credentials {
                 client_id: &connect.client_id,
-                username: Some(username.0),
+                username: connect.username.as_deref(),
                 password: connect.password.as_deref(),
                 peer,
+                certificate,
             };
             match authenticator.authenticate(credentials).await {
                 Ok(access) => access,
@@ -286,7 +290,7 @@ enum ConnectError {
 /// Reads the first packet, which must be `CONNECT`. `Ok(None)` when the peer closed.
 async fn read_connect(
     broker: &Broker,
-    reader: &OwnedReadHalf,
+    reader: &mut ReadSide,
     buffer: &mut BytesMut,
     max_packet_size: usize,
 ) -> Result<Option<Box<Connect>>, ConnectError> {
@@ -297,7 +301,7 @@ async fn read_connect(
             Some(other) => return Err(ConnectError::NotConnect(other.packet_type())),
             None => {}
         }
-        let read = read_some(reader, buffer, CONNECT_CHUNK).await?;
+        let read = reader.read_some(buffer, CONNECT_CHUNK).await?;
         if read == 0 {
             return Ok(None);
         }
@@ -307,12 +311,24 @@ async fn read_connect(
 
 /// Writes one packet (a refusing `CONNACK`) and closes the socket.
 async fn write_packet(
-    writer: &mut OwnedWriteHalf,
+    writer: &mut WriteSide,
     packet: &Packet,
     version: ProtocolVersion,
 ) -> io::Result<()> {
     let mut out = BytesMut::new();
     encode(packet, version, &mut out).map_err(io::Error::other)?;
-    writer.write_all(&out).await?;
+    writer.send(&out).await?;
     writer.shutdown().await
+}
+
+/// Sets a fresh TCP socket's options: no Nagle delay, and the configured send buffer.
+fn tune(broker: &Broker, stream: &TcpStream, peer: SocketAddr) {
+    if let Err(error) = stream.set_nodelay(true) {
+        tracing::debug!(%peer, %error, "cannot disable Nagle's algorithm");
+    }
+    if let Some(size) = broker.config().socket_send_buffer {
+        if let Err(error) = socket2::SockRef::from(stream).set_send_buffer_size(size) {
+            tracing::debug!(%peer, %error, "cannot set the socket's send buffer");
+        }
+    }
 }

@@ -17,12 +17,12 @@ use fleetwire_mqtt_codec::{
     SubAck, UnsubAck, decode,
 };
 use tokio::net::TcpStream;
-use tokio::net::tcp::OwnedReadHalf;
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
 use super::settlement::Settlement;
-use super::{Closed, Connection, encode_or_log, read_some};
+use super::socket::ReadSide;
+use super::{Closed, Connection, encode_or_log};
 use crate::broker::{Broker, Congested};
 use crate::ingest::Hooks;
 use crate::park::{PARK_AFTER, keep_alive_limit};
@@ -31,6 +31,8 @@ use crate::stats;
 
 /// Bytes the reader asks the socket for at least, per read.
 const READ_CHUNK: usize = 16 * 1024;
+/// "Never" for a timer: longer than any connection lives.
+const NEVER: Duration = Duration::from_secs(86_400 * 365 * 10);
 /// Replies (acknowledgements) that may wait for the writer before the reader stops reading
 /// (a client publishing without reading what it is sent).
 const CONTROL_BACKLOG: usize = 256;
@@ -108,10 +110,10 @@ impl Reader {
     }
 
     /// Serves the attached connection until it closes or has been idle for
-    /// [`PARK_AFTER`].
+    /// [`PARK_AFTER`] (if its socket may park).
     pub(super) async fn read_loop(
         &mut self,
-        reader: &OwnedReadHalf,
+        reader: &mut ReadSide,
         buffer: &mut BytesMut,
         kick: &Notify,
         idle_since: &mut Instant,
@@ -119,8 +121,10 @@ impl Reader {
         // One timer for the keep-alive and for parking, checked when it fires (reads
         // only note the time).
         let keep_alive = keep_alive_limit(self.connection.keep_alive);
+        // A connection that cannot park wakes only for its keep-alive.
+        let park_after = if reader.may_park() { PARK_AFTER } else { NEVER };
         let due = |last_read: Instant, idle_since: Instant| {
-            let park_at = idle_since + PARK_AFTER;
+            let park_at = idle_since + park_after;
             keep_alive.map_or(park_at, |limit| park_at.min(last_read + limit))
         };
         let timer = tokio::time::sleep_until(due(self.connection.last_read, *idle_since));
@@ -142,20 +146,23 @@ impl Reader {
                         // A SUBSCRIBE sends its SUBACK (and everything before it) at
                         // once: earlier messages must be judged first.
                         if matches!(packet, Packet::Subscribe(_)) {
-                            if let Err(closed) = self.settle_and_flush(reader).await {
+                            if let Err(closed) = self.settle_and_flush(reader.tcp()).await {
                                 return Stop::Closed(closed);
                             }
                         }
                         if let Err(closed) = self.handle(packet) {
-                            let closed =
-                                self.settle_and_flush(reader).await.err().unwrap_or(closed);
+                            let closed = self
+                                .settle_and_flush(reader.tcp())
+                                .await
+                                .err()
+                                .unwrap_or(closed);
                             return Stop::Closed(closed);
                         }
                     }
                     Ok(None) => break,
                     Err(error) => {
                         let closed = self
-                            .settle_and_flush(reader)
+                            .settle_and_flush(reader.tcp())
                             .await
                             .err()
                             .unwrap_or(Closed::Malformed(error));
@@ -163,7 +170,7 @@ impl Reader {
                     }
                 }
             }
-            if let Err(closed) = self.settle_and_flush(reader).await {
+            if let Err(closed) = self.settle_and_flush(reader.tcp()).await {
                 return Stop::Closed(closed);
             }
             if !self.congested.is_empty() {
@@ -186,7 +193,7 @@ impl Reader {
                         progress = written;
                         *idle_since = now;
                     }
-                    if now >= *idle_since + PARK_AFTER {
+                    if now >= *idle_since + park_after {
                         if buffer.is_empty() {
                             return Stop::Idle;
                         }
@@ -195,7 +202,7 @@ impl Reader {
                     }
                     timer.as_mut().reset(due(self.connection.last_read, *idle_since));
                 }
-                read = read_some(reader, buffer, READ_CHUNK) => match read {
+                read = reader.read_some(buffer, READ_CHUNK) => match read {
                     Ok(0) => return Stop::Closed(Closed::EndOfStream),
                     Ok(count) => {
                         stats::add(&self.broker.stats().bytes_received, count as u64);
@@ -255,7 +262,8 @@ impl Reader {
     /// Hands the messages collected for the ingest over, waits for its verdicts, fixes
     /// their acknowledgements accordingly, then sends the outbox. Fails only for a 3.1.1
     /// client whose message could not be stored (it is disconnected unacknowledged).
-    async fn settle_and_flush(&mut self, reader: &OwnedReadHalf) -> Result<(), Closed> {
+    /// `tcp` is the socket if it is plain TCP (see [`Reader::write_outbox`]).
+    async fn settle_and_flush(&mut self, tcp: Option<&TcpStream>) -> Result<(), Closed> {
         let settled = if !self.settlement.is_waiting() {
             Ok(())
         } else {
@@ -268,7 +276,7 @@ impl Reader {
             );
             Box::pin(settled).await
         };
-        if self.write_outbox(reader.as_ref()) {
+        if self.write_outbox(tcp) {
             let waited = wait_for_writer(
                 &self.signals,
                 &self.connection.session,
@@ -288,28 +296,32 @@ impl Reader {
     /// Sends the outbox like [`Reader::flush_outbox`], but writes it to the socket
     /// from this task when the writer is idle with nothing queued before it: the usual
     /// case of a publisher's acknowledgements, which then cost no wake-up of the writer.
+    /// Only a TCP socket (`socket`) is written this way; other streams leave it all to
+    /// the writer.
     /// Never waits: what the socket does not take at once is left to the writer, which
     /// sends it before anything else. Returns whether the writer's queue is now longer
     /// than [`CONTROL_BACKLOG`]: the reader should wait for it before reading more.
-    fn write_outbox(&mut self, socket: &TcpStream) -> bool {
+    fn write_outbox(&mut self, socket: Option<&TcpStream>) -> bool {
         if self.outbox.is_empty() {
             return false;
         }
-        {
+        let socket = {
             let mut state = self.connection.session.state.lock();
-            let is_writer_idle = state.control.is_empty()
+            let is_writer_idle = socket.is_some()
+                && state.control.is_empty()
                 && !self.signals.is_writing.load(Ordering::Relaxed)
                 && !state.is_closing
                 && state.is_attached(self.connection.generation);
-            if !is_writer_idle {
+            let (true, Some(socket)) = (is_writer_idle, socket) else {
                 state.control.extend(self.outbox.drain(..));
                 state.wake_writer();
                 return state.control.len() > CONTROL_BACKLOG;
-            }
+            };
             self.signals
                 .is_reader_writing
                 .store(true, Ordering::Relaxed);
-        }
+            socket
+        };
         let mut out = std::mem::take(&mut self.direct_out);
         for packet in self.outbox.drain(..) {
             encode_or_log(&packet, self.connection.version, &mut out);

@@ -13,10 +13,10 @@ use fleetwire_mqtt_codec::{
     Disconnect, Packet, PacketId, Properties, ProtocolVersion, PubRel, Publish, QoS, ReasonCode,
 };
 use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::OwnedWriteHalf;
 use tokio::task::JoinHandle;
 
 use super::encode_or_log;
+use super::socket::WriteSide;
 use crate::broker::Broker;
 use crate::session::{Awaiting, Delivery, Inflight, Receipt, Session, SessionState, Signals};
 use crate::stats;
@@ -29,7 +29,7 @@ pub(super) struct Writer {
     pub(super) broker: Broker,
     pub(super) session: Arc<Session>,
     pub(super) generation: u64,
-    pub(super) socket: OwnedWriteHalf,
+    pub(super) socket: WriteSide,
     /// `wake` is notified when something is queued or the writer must stop; `kick`
     /// stops the reader when a write fails.
     pub(super) signals: Arc<Signals>,
@@ -41,7 +41,7 @@ pub(super) struct Writer {
 impl Writer {
     /// Starts the writer task. It gives its half of the socket back only when it stops
     /// for the reader to park the connection.
-    pub(super) fn spawn(self) -> JoinHandle<Option<OwnedWriteHalf>> {
+    pub(super) fn spawn(self) -> JoinHandle<Option<WriteSide>> {
         tokio::spawn(write_loop(self))
     }
 }
@@ -59,7 +59,7 @@ enum Step {
 
 /// Drains the session onto the socket until the connection closes, is taken over, or
 /// parks; gives its half of the socket back only in the last case.
-async fn write_loop(writer: Writer) -> Option<OwnedWriteHalf> {
+async fn write_loop(writer: Writer) -> Option<WriteSide> {
     let Writer {
         broker,
         session,
@@ -142,13 +142,13 @@ async fn write_loop(writer: Writer) -> Option<OwnedWriteHalf> {
                     encode_or_log(&farewell, version, &mut out)
                 };
                 if is_encoded {
-                    let _ = socket.write_all(&out).await;
+                    let _ = socket.send(&out).await;
                 }
                 break;
             }
         };
         if !out.is_empty() {
-            if let Err(error) = socket.write_all(&out).await {
+            if let Err(error) = socket.send(&out).await {
                 tracing::debug!(client_id = %session.client_id, %error, "write failed");
                 signals.kick.notify_one();
                 break;
