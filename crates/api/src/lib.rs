@@ -13,7 +13,7 @@
 //!
 //! ```no_run
 //! # async fn run(platform: fleetwire_platform::Platform) -> std::io::Result<()> {
-//! let state = fleetwire_api::ApiState { platform };
+//! let state = fleetwire_api::ApiState { platform, metrics: Vec::new() };
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
 //! axum::serve(listener, fleetwire_api::router(state)).await
 //! # }
@@ -58,12 +58,35 @@ pub(crate) const BODY_LIMIT: usize = 64 * 1024;
 pub struct ApiState {
     /// The running platform.
     pub platform: Platform,
+    /// More counters for `/metrics`, from parts of the node the platform does not own
+    /// (the TLS listeners).
+    pub metrics: Vec<Arc<dyn MetricsSource>>,
+}
+
+/// Something that adds counters and gauges to `/metrics`.
+pub trait MetricsSource: Send + Sync + 'static {
+    /// The samples of this moment.
+    fn samples(&self) -> Vec<Sample>;
+}
+
+/// One Prometheus sample without labels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sample {
+    /// The metric's name (`fleetwire_...`; counters end in `_total`).
+    pub name: &'static str,
+    /// `counter` or `gauge`.
+    pub kind: &'static str,
+    /// One line saying what it counts.
+    pub help: &'static str,
+    /// The value.
+    pub value: u64,
 }
 
 /// The state handlers share: the caller's [`ApiState`] plus what the router builds
 /// once (the HTTP metrics table, the serialized OpenAPI document).
 pub(crate) struct App {
     platform: Platform,
+    extra_metrics: Vec<Arc<dyn MetricsSource>>,
     http_metrics: HttpMetrics,
     openapi_json: Bytes,
 }
@@ -82,6 +105,7 @@ pub fn router(state: ApiState) -> Router {
         http_metrics: HttpMetrics::new(templates),
         openapi_json: Bytes::from(document.to_json().unwrap_or_default()),
         platform: state.platform,
+        extra_metrics: state.metrics,
     });
     router
         .method_not_allowed_fallback(problem::method_not_allowed)
@@ -198,7 +222,7 @@ async fn readyz(State(app): State<AppState>) -> impl IntoResponse {
         content_type = "text/plain; version=0.0.4"))
 )]
 async fn prometheus_metrics(State(app): State<AppState>) -> impl IntoResponse {
-    let body = metrics::render(&app.platform.stats(), &app.http_metrics);
+    let body = metrics::render(&app.platform.stats(), &app.http_metrics, &app.extra_metrics);
     (
         [(
             header::CONTENT_TYPE,

@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::fmt::Write;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -16,7 +17,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 use fleetwire_platform::{PlatformStats, SourceCounts};
 
-use crate::AppState;
+use crate::{AppState, MetricsSource, Sample};
 
 /// Upper bounds of the latency histogram buckets, in seconds (`+Inf` is implied).
 const BUCKETS: [f64; 14] = [
@@ -214,7 +215,11 @@ pub(crate) async fn track(State(app): State<AppState>, request: Request, next: N
 }
 
 /// Renders every metric in the Prometheus text format (version 0.0.4).
-pub(crate) fn render(platform: &PlatformStats, http: &HttpMetrics) -> String {
+pub(crate) fn render(
+    platform: &PlatformStats,
+    http: &HttpMetrics,
+    extra: &[Arc<dyn MetricsSource>],
+) -> String {
     let stats = &platform.mqtt;
     let metrics: [(&str, &str, &str, u64); 12] = [
         (
@@ -291,7 +296,22 @@ pub(crate) fn render(platform: &PlatformStats, http: &HttpMetrics) -> String {
         ),
     ];
     let mut out = String::with_capacity(8192);
-    for (name, kind, help, value) in metrics {
+    let samples = metrics
+        .into_iter()
+        .map(|(name, kind, help, value)| Sample {
+            name,
+            kind,
+            help,
+            value,
+        })
+        .chain(extra.iter().flat_map(|source| source.samples()));
+    for Sample {
+        name,
+        kind,
+        help,
+        value,
+    } in samples
+    {
         let _ = write!(
             out,
             "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"

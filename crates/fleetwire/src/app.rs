@@ -13,16 +13,19 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use axum::serve::ListenerExt;
+use fleetwire_api::{MetricsSource, Sample};
 use fleetwire_broker::Broker;
 use fleetwire_model::{RuleId, RuleSpec};
 use fleetwire_platform::{Platform, PlatformDeps};
 use fleetwire_registry::Registry;
 use fleetwire_store::Store;
+use fleetwire_tls::TlsSource;
+use fleetwire_transport::{HttpsListener, TlsFront};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use crate::admin_token::{self, Origin};
-use crate::config::{self, Settings};
+use crate::config::{self, Settings, TlsSettings};
 
 /// Starts nodes (see the module's notes).
 #[derive(Debug)]
@@ -37,7 +40,22 @@ pub struct Running {
     broker: Broker,
     platform: Platform,
     mqtt: fleetwire_broker::Running,
+    /// Connections that reach the broker through a front-end (TLS, WebSocket).
+    streams: fleetwire_broker::Streams,
     http: JoinHandle<std::io::Result<()>>,
+    tls: Option<TlsRunning>,
+}
+
+/// The TLS listeners of a running node.
+#[derive(Debug)]
+struct TlsRunning {
+    mqtt_addr: SocketAddr,
+    http_addr: SocketAddr,
+    mqtt: JoinHandle<()>,
+    http: JoinHandle<std::io::Result<()>>,
+    /// Reloads the files on SIGHUP and when they change, until `stop_watching`.
+    watcher: JoinHandle<()>,
+    stop_watching: tokio::sync::watch::Sender<bool>,
 }
 
 impl App {
@@ -59,6 +77,10 @@ impl App {
         }
         let (mqtt_listener, mqtt_addr) = listen("mqtt", settings.mqtt_addr).await?;
         let (http_listener, http_addr) = listen("http", settings.http_addr).await?;
+        let tls = match &settings.tls {
+            Some(tls) => Some(TlsListeners::bind(tls, &settings).await?),
+            None => None,
+        };
 
         let store = open_store(&settings).await?;
         let broker = Broker::new(settings.broker.clone());
@@ -74,7 +96,11 @@ impl App {
         let mqtt = broker
             .spawn(mqtt_listener, platform.mqtt_hooks())
             .context("cannot start the MQTT listener")?;
-        let http = tokio::spawn(serve_http(http_listener, platform.clone(), broker.clone()));
+        let streams = broker.spawn_streams(platform.mqtt_hooks());
+        let metrics = tls.iter().map(TlsListeners::metrics).collect();
+        let router = http_router(&platform, &streams, &settings, metrics);
+        let tls = tls.map(|tls| tls.start(&broker, &streams, router.clone()));
+        let http = tokio::spawn(serve_http(http_listener, router, broker.clone()));
         tracing::info!(data_dir = %settings.data_dir.display(), "fleetwire started");
         Ok(Running {
             admin_token,
@@ -83,7 +109,9 @@ impl App {
             broker,
             platform,
             mqtt,
+            streams,
             http,
+            tls,
         })
     }
 }
@@ -97,6 +125,16 @@ impl Running {
     /// The HTTP listener's address.
     pub fn http_addr(&self) -> SocketAddr {
         self.http_addr
+    }
+
+    /// The MQTT over TLS listener's address, if TLS is configured.
+    pub fn mqtt_tls_addr(&self) -> Option<SocketAddr> {
+        self.tls.as_ref().map(|tls| tls.mqtt_addr)
+    }
+
+    /// The HTTPS listener's address, if TLS is configured.
+    pub fn https_addr(&self) -> Option<SocketAddr> {
+        self.tls.as_ref().map(|tls| tls.http_addr)
     }
 
     /// The admin API token.
@@ -125,6 +163,21 @@ impl Running {
             .stopped()
             .await
             .context("the MQTT listener failed")?;
+        if let Some(tls) = self.tls {
+            let _ = tls.stop_watching.send(true);
+            tls.mqtt
+                .await
+                .context("the MQTT over TLS listener failed")?;
+            tls.http
+                .await
+                .context("the HTTPS server task failed")?
+                .context("the HTTPS server failed")?;
+            tls.watcher.await.context("the TLS files' watcher failed")?;
+        }
+        self.streams
+            .stopped()
+            .await
+            .context("the MQTT front-ends' listener failed")?;
         self.http
             .await
             .context("the HTTP server task failed")?
@@ -171,11 +224,151 @@ fn admin_token(settings: &Settings) -> anyhow::Result<String> {
     Ok(token)
 }
 
-/// Serves the API and the dashboard until the broker's shutdown begins, then lets the
-/// requests in progress finish.
+/// The TLS listeners, bound, with their files read; not serving yet.
+struct TlsListeners {
+    mqtt: TcpListener,
+    mqtt_addr: SocketAddr,
+    http: TcpListener,
+    http_addr: SocketAddr,
+    front: TlsFront,
+}
+
+impl TlsListeners {
+    /// Reads the certificate, key and client CA (failing start-up, naming the file, if
+    /// they are not usable) and binds both listeners.
+    async fn bind(tls: &TlsSettings, settings: &Settings) -> anyhow::Result<TlsListeners> {
+        let source = TlsSource::load(tls.files.clone()).context("cannot set up TLS")?;
+        let (mqtt, mqtt_addr) = listen("mqtts", tls.mqtt_addr).await?;
+        let (http, http_addr) = listen("https", tls.http_addr).await?;
+        Ok(TlsListeners {
+            mqtt,
+            mqtt_addr,
+            http,
+            http_addr,
+            front: TlsFront {
+                source: Arc::new(source),
+                handshake_timeout: settings.broker.connect_timeout,
+                stats: Arc::default(),
+            },
+        })
+    }
+
+    fn metrics(&self) -> Arc<dyn MetricsSource> {
+        Arc::new(TlsMetrics(self.front.clone()))
+    }
+
+    /// Serves MQTT over TLS (handing connections to `streams`) and HTTPS (`router`)
+    /// until the broker's shutdown begins, and watches the files.
+    fn start(
+        self,
+        broker: &Broker,
+        streams: &fleetwire_broker::Streams,
+        router: axum::Router,
+    ) -> TlsRunning {
+        let (stop_watching, watching) = tokio::sync::watch::channel(false);
+        let watcher = self.front.source.watch(watching);
+        let mqtt = tokio::spawn(fleetwire_transport::serve_mqtt(
+            self.mqtt,
+            self.front.clone(),
+            streams.sender(),
+            {
+                let broker = broker.clone();
+                async move { broker.shutdown_requested().await }
+            },
+        ));
+        let http = tokio::spawn({
+            let stopping = broker.clone();
+            let front = self.front;
+            let listener = self.http;
+            async move {
+                let listener = HttpsListener::new(listener, front)?.tap_io(|_| {});
+                axum::serve(
+                    listener,
+                    router.into_make_service_with_connect_info::<fleetwire_transport::Peer>(),
+                )
+                .with_graceful_shutdown(async move { stopping.shutdown_requested().await })
+                .await
+            }
+        });
+        TlsRunning {
+            mqtt_addr: self.mqtt_addr,
+            http_addr: self.http_addr,
+            mqtt,
+            http,
+            watcher,
+            stop_watching,
+        }
+    }
+}
+
+/// The TLS listeners' counters, for `/metrics`.
+struct TlsMetrics(TlsFront);
+
+impl MetricsSource for TlsMetrics {
+    fn samples(&self) -> Vec<Sample> {
+        let counts = self.0.stats.counts();
+        let sample = |name, help, value| Sample {
+            name,
+            kind: "counter",
+            help,
+            value,
+        };
+        vec![
+            sample(
+                "fleetwire_tls_handshakes_total",
+                "TLS handshakes completed (MQTT and HTTPS)",
+                counts.completed,
+            ),
+            sample(
+                "fleetwire_tls_handshake_failures_total",
+                "TLS handshakes failed: not TLS, an old version, an untrusted or expired \
+                 client certificate",
+                counts.failed,
+            ),
+            sample(
+                "fleetwire_tls_handshake_timeouts_total",
+                "TLS clients that did not complete their handshake in time",
+                counts.timed_out,
+            ),
+            sample(
+                "fleetwire_tls_reloads_total",
+                "Certificate, key and client CA reloaded (SIGHUP or a change of the files)",
+                self.0.source.reloads(),
+            ),
+            sample(
+                "fleetwire_tls_reload_failures_total",
+                "Reloads refused (the files were not usable; the previous ones stay)",
+                self.0.source.reload_failures(),
+            ),
+        ]
+    }
+}
+
+/// What the HTTP listeners serve: the API, the dashboard and MQTT over WebSocket.
+fn http_router(
+    platform: &Platform,
+    streams: &fleetwire_broker::Streams,
+    settings: &Settings,
+    metrics: Vec<Arc<dyn MetricsSource>>,
+) -> axum::Router {
+    // A WebSocket message holds at most one packet's worth of bytes more than a packet.
+    let max_message = settings.broker.max_packet_size.saturating_add(64 * 1024);
+    fleetwire_api::router(fleetwire_api::ApiState {
+        platform: platform.clone(),
+        metrics,
+    })
+    .merge(fleetwire_dashboard::router())
+    .merge(fleetwire_transport::websocket::router(
+        streams.sender(),
+        max_message,
+    ))
+}
+
+/// Serves `router` until the broker's shutdown begins, then lets the requests in
+/// progress finish.
 async fn serve_http(
     listener: TcpListener,
-    platform: Platform,
+    router: axum::Router,
     stopping: Broker,
 ) -> std::io::Result<()> {
     // Without TCP_NODELAY a stream event written while the previous one is not yet
@@ -185,11 +378,12 @@ async fn serve_http(
             tracing::debug!(%error, "cannot set TCP_NODELAY on an HTTP connection");
         }
     });
-    let router = fleetwire_api::router(fleetwire_api::ApiState { platform })
-        .merge(fleetwire_dashboard::router());
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async move { stopping.shutdown_requested().await })
-        .await
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move { stopping.shutdown_requested().await })
+    .await
 }
 
 /// Creates the configuration file's rules, or replaces the stored rules of the same ids,

@@ -31,6 +31,7 @@ pub(crate) struct RawConfig {
     log: RawLog,
     mqtt: RawMqtt,
     http: RawHttp,
+    tls: RawTls,
     registry: RawRegistry,
     storage: RawStorage,
     ingest: RawIngest,
@@ -124,6 +125,8 @@ struct RawLog {
 #[serde(deny_unknown_fields, default)]
 struct RawMqtt {
     addr: SocketAddr,
+    /// MQTT over TLS, when `tls.cert_file` is set.
+    tls_addr: SocketAddr,
     max_packet_size: u64,
     max_queued_messages: u64,
     max_inflight: u64,
@@ -145,6 +148,18 @@ struct RawRegistry {
 #[serde(deny_unknown_fields, default)]
 struct RawHttp {
     addr: SocketAddr,
+    /// HTTPS (API, dashboard, stream, MQTT over WebSocket), when `tls.cert_file` is set.
+    tls_addr: SocketAddr,
+}
+
+/// The server's certificate and key, and the CA of client certificates: PEM files,
+/// reloaded on `SIGHUP` and when they change. Empty: no TLS listeners.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawTls {
+    cert_file: String,
+    key_file: String,
+    client_ca_file: String,
 }
 
 impl Default for RawConfig {
@@ -161,6 +176,7 @@ impl Default for RawConfig {
             },
             mqtt: RawMqtt {
                 addr: SocketAddr::from(([0, 0, 0, 0], 1883)),
+                tls_addr: SocketAddr::from(([0, 0, 0, 0], 8883)),
                 max_packet_size: broker.max_packet_size as u64,
                 max_queued_messages: broker.max_queued_messages as u64,
                 max_inflight: broker.max_inflight as u64,
@@ -172,7 +188,9 @@ impl Default for RawConfig {
             },
             http: RawHttp {
                 addr: SocketAddr::from(([0, 0, 0, 0], 8080)),
+                tls_addr: SocketAddr::from(([0, 0, 0, 0], 8443)),
             },
+            tls: RawTls::default(),
             registry: RawRegistry::default(),
             storage: RawStorage::default(),
             ingest: RawIngest::default(),
@@ -207,6 +225,14 @@ pub(crate) struct LogSettings {
     pub(crate) level: String,
 }
 
+/// Where the TLS listeners listen, and the files they serve.
+#[derive(Debug, Clone)]
+pub(crate) struct TlsSettings {
+    pub(crate) files: fleetwire_tls::TlsFiles,
+    pub(crate) mqtt_addr: SocketAddr,
+    pub(crate) http_addr: SocketAddr,
+}
+
 /// Validated settings of a node (`serve`, `demo`, and nodes the tests start): every
 /// layer read (defaults < TOML file < environment < flags) and checked.
 #[derive(Debug, Clone)]
@@ -217,6 +243,8 @@ pub struct Settings {
     pub(crate) worker_threads: usize,
     pub(crate) mqtt_addr: SocketAddr,
     pub(crate) http_addr: SocketAddr,
+    /// The TLS listeners and their files; `None` without `tls.cert_file`.
+    pub(crate) tls: Option<TlsSettings>,
     pub(crate) broker: BrokerConfig,
     /// Registry database URL; `None`: SQLite in the data dir.
     pub(crate) registry_url: Option<String>,
@@ -239,14 +267,27 @@ impl Settings {
             admin_token: Some(admin_token.to_owned()),
             mqtt: RawMqtt {
                 addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+                tls_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
                 ..RawMqtt::default()
             },
             http: RawHttp {
                 addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+                tls_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             },
             ..RawConfig::default()
         };
         raw.validate()
+    }
+
+    /// The same settings with TLS listeners (on loopback, free ports) serving `files`.
+    pub fn with_tls(mut self, files: fleetwire_tls::TlsFiles) -> Settings {
+        let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+        self.tls = Some(TlsSettings {
+            files,
+            mqtt_addr: loopback,
+            http_addr: loopback,
+        });
+        self
     }
 
     /// Settings for `serve`, from all layers.
@@ -269,10 +310,12 @@ impl Settings {
             allow_anonymous: true,
             mqtt: RawMqtt {
                 addr: SocketAddr::from(([127, 0, 0, 1], 1883)),
+                tls_addr: SocketAddr::from(([127, 0, 0, 1], 8883)),
                 ..RawMqtt::default()
             },
             http: RawHttp {
                 addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+                tls_addr: SocketAddr::from(([127, 0, 0, 1], 8443)),
             },
             ..RawConfig::default()
         };
@@ -317,6 +360,43 @@ impl Settings {
         }
         let raw: RawConfig = figment.extract().map_err(describe)?;
         raw.validate()
+    }
+}
+
+impl RawTls {
+    /// The TLS settings, if a certificate is configured; the files are read at start.
+    fn validate(
+        &self,
+        mqtt_addr: SocketAddr,
+        http_addr: SocketAddr,
+    ) -> anyhow::Result<Option<TlsSettings>> {
+        let path = |value: &str| (!value.trim().is_empty()).then(|| PathBuf::from(value.trim()));
+        let (cert_file, key_file, client_ca_file) = (
+            path(&self.cert_file),
+            path(&self.key_file),
+            path(&self.client_ca_file),
+        );
+        match (cert_file, key_file) {
+            (None, None) if client_ca_file.is_some() => bail!(
+                "invalid configuration: tls.client_ca_file needs tls.cert_file and                  tls.key_file (client certificates are checked by the TLS listeners)"
+            ),
+            (None, None) => Ok(None),
+            (Some(_), None) => {
+                bail!("invalid configuration: tls.cert_file is set but tls.key_file is not")
+            }
+            (None, Some(_)) => {
+                bail!("invalid configuration: tls.key_file is set but tls.cert_file is not")
+            }
+            (Some(cert_file), Some(key_file)) => Ok(Some(TlsSettings {
+                files: fleetwire_tls::TlsFiles {
+                    cert_file,
+                    key_file,
+                    client_ca_file,
+                },
+                mqtt_addr,
+                http_addr,
+            })),
+        }
     }
 }
 
@@ -430,6 +510,7 @@ impl RawConfig {
                 .context("mqtt.auth_failures_per_minute")?,
             socket_send_buffer: None,
         };
+        let tls = self.tls.validate(self.mqtt.tls_addr, self.http.tls_addr)?;
         let store = self.storage.validate()?;
         let platform = self.platform_config()?;
         let mut rules: Vec<(RuleId, RuleSpec)> = Vec::with_capacity(self.rules.len());
@@ -454,6 +535,7 @@ impl RawConfig {
             worker_threads,
             mqtt_addr: self.mqtt.addr,
             http_addr: self.http.addr,
+            tls,
             broker,
             registry_url,
             log: LogSettings {
