@@ -221,7 +221,7 @@ pub(crate) fn render(
     extra: &[Arc<dyn MetricsSource>],
 ) -> String {
     let stats = &platform.mqtt;
-    let metrics: [(&str, &str, &str, u64); 12] = [
+    let metrics: [(&str, &str, &str, u64); 19] = [
         (
             "fleetwire_mqtt_clients_connected",
             "gauge",
@@ -287,6 +287,48 @@ pub(crate) fn render(
             "counter",
             "MQTT CONNECTs refused for missing or wrong credentials, or rate-limited",
             stats.auth_failures,
+        ),
+        (
+            "fleetwire_mqtt_connections_open",
+            "gauge",
+            "MQTT connections open, from accept to close (handshakes and idle ones included)",
+            stats.connections_open,
+        ),
+        (
+            "fleetwire_mqtt_connections_refused_max_total",
+            "counter",
+            "MQTT connections closed at accept: mqtt.max_connections reached",
+            stats.connections_refused_total,
+        ),
+        (
+            "fleetwire_mqtt_connections_refused_per_address_total",
+            "counter",
+            "MQTT connections closed at accept: their address had mqtt.max_connections_per_address",
+            stats.connections_refused_per_address,
+        ),
+        (
+            "fleetwire_mqtt_connections_refused_rate_total",
+            "counter",
+            "MQTT connections closed at accept: their address opened connections faster than mqtt.connection_rate_per_address",
+            stats.connections_refused_rate,
+        ),
+        (
+            "fleetwire_mqtt_publish_rate_exceeded_total",
+            "counter",
+            "PUBLISH packets past their client's mqtt.publish_rate or mqtt.publish_bytes_rate (5.0 clients disconnected with 0x96, 3.1.1 clients not read meanwhile)",
+            stats.publish_rate_exceeded,
+        ),
+        (
+            "fleetwire_mqtt_subscriptions_refused_total",
+            "counter",
+            "Subscriptions refused because the session had mqtt.max_subscriptions",
+            stats.subscriptions_refused,
+        ),
+        (
+            "fleetwire_mqtt_queued_bytes_dropped_total",
+            "counter",
+            "Messages not queued because their session had mqtt.max_queued_bytes waiting",
+            stats.queued_bytes_dropped,
         ),
         (
             "fleetwire_uptime_seconds",

@@ -8,6 +8,7 @@
 //! takes only the subscription tree's read lock and, per target, that session's mutex.
 
 use std::collections::{BTreeSet, HashMap};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -26,6 +27,7 @@ use crate::auth::{Access, FailureLimiter};
 use crate::compact;
 use crate::config::BrokerConfig;
 use crate::ingest::Hooks;
+use crate::limits::{ConnectionGate, ConnectionPermit};
 use crate::session::{
     Attachment, ClientId, Delivery, Link, Message, Queued, Receipt, Session, SessionId, Signals,
     expiry_from_interval,
@@ -63,6 +65,8 @@ type UserConnections = SmallVec<[(Arc<Session>, u64); 1]>;
 struct Shared {
     config: BrokerConfig,
     failed_logins: FailureLimiter,
+    /// Open connections, per address and in total, and the connection rate.
+    gate: Arc<ConnectionGate>,
     sessions: Mutex<HashMap<ClientId, Arc<Session>>>,
     /// The connections (session and generation) each connected user holds, so that
     /// disconnecting a user reaches all of them and presence changes only on the first
@@ -154,10 +158,12 @@ impl Broker {
         let (shutdown, _) = watch::channel(false);
         let failed_logins =
             FailureLimiter::new(config.auth_failure_burst, config.auth_failures_per_minute);
+        let gate = ConnectionGate::new(&config.limits);
         Broker {
             shared: Arc::new(Shared {
                 config,
                 failed_logins,
+                gate,
                 sessions: Mutex::new(HashMap::new()),
                 users: Mutex::new(HashMap::new()),
                 acting_users: Mutex::new(HashMap::new()),
@@ -179,6 +185,20 @@ impl Broker {
 
     pub(crate) fn stats(&self) -> &Stats {
         &self.shared.stats
+    }
+
+    /// A place for a new connection from `peer`, within the connection limits (see
+    /// [`Limits`](crate::Limits)); `None` (counted) when the connection should be closed
+    /// at once. Front-ends that accept connections themselves (TLS, WebSocket) ask
+    /// before any handshake and hand the permit over with the connection.
+    pub fn admit_connection(&self, peer: IpAddr) -> Option<ConnectionPermit> {
+        match self.shared.gate.admit(peer, &self.shared.stats) {
+            Ok(permit) => Some(permit),
+            Err(refusal) => {
+                tracing::debug!(%peer, ?refusal, "connection refused at accept");
+                None
+            }
+        }
     }
 
     pub(crate) fn failed_logins(&self) -> &FailureLimiter {
@@ -298,6 +318,13 @@ impl Broker {
             auth_failures: stats::get(&stats.auth_failures),
             subscriptions: self.shared.subscriptions.read().len() as u64,
             retained_messages: self.shared.retained.read().store.len() as u64,
+            connections_open: self.shared.gate.open() as u64,
+            connections_refused_total: stats::get(&stats.connections_refused_total),
+            connections_refused_per_address: stats::get(&stats.connections_refused_per_address),
+            connections_refused_rate: stats::get(&stats.connections_refused_rate),
+            publish_rate_exceeded: stats::get(&stats.publish_rate_exceeded),
+            subscriptions_refused: stats::get(&stats.subscriptions_refused),
+            queued_bytes_dropped: stats::get(&stats.queued_bytes_dropped),
         }
     }
 
@@ -570,10 +597,22 @@ impl Broker {
             .copied();
         let mut reasons = Vec::with_capacity(subscribe.filters.len());
         let mut retained = Vec::new();
+        let max_subscriptions = self.shared.config.limits.max_subscriptions;
         for (filter, options) in &subscribe.filters {
             if !access.may_subscribe(filter) {
                 reasons.push(ReasonCode::NOT_AUTHORIZED);
                 continue;
+            }
+            if max_subscriptions > 0 {
+                let state = session.state.lock();
+                if state.subscriptions.len() >= max_subscriptions
+                    && !state.subscriptions.contains(filter)
+                {
+                    drop(state);
+                    stats::add(&self.shared.stats.subscriptions_refused, 1);
+                    reasons.push(ReasonCode::QUOTA_EXCEEDED);
+                    continue;
+                }
             }
             let filter = &compact::filter(filter);
             let key = subscription_key(session.id, filter);
@@ -794,7 +833,7 @@ impl Broker {
                     is_retained: target.is_retain_as_published && message.is_retained,
                     subscription_ids: target.subscription_ids.to_vec(),
                 },
-                &self.shared.stats,
+                self,
             );
             note_congestion(queued, session, congested);
             delivered += 1;
@@ -836,7 +875,7 @@ impl Broker {
                     is_retained: chosen.options.retain_as_published && message.is_retained,
                     subscription_ids: chosen.subscription_id.into_iter().collect(),
                 },
-                &self.shared.stats,
+                self,
             );
             note_congestion(queued, &chosen.session, congested);
             delivered += 1;

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use crate::limits::Limits;
+
 /// How the broker behaves; every limit here is per client unless it says otherwise.
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
@@ -33,6 +35,8 @@ pub struct BrokerConfig {
     /// `None` leaves it to the kernel's autotuning. Smaller buffers cap the memory a
     /// client that stops reading can hold in the kernel.
     pub socket_send_buffer: Option<usize>,
+    /// Connections, connection rate, publish rate, subscriptions and queued bytes.
+    pub limits: Limits,
 }
 
 impl Default for BrokerConfig {
@@ -48,6 +52,7 @@ impl Default for BrokerConfig {
             auth_failure_burst: 10,
             auth_failures_per_minute: 6,
             socket_send_buffer: None,
+            limits: Limits::default(),
         }
     }
 }

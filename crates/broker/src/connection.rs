@@ -51,6 +51,7 @@ use self::writer::Writer;
 use crate::auth::{Access, PeerCertificate};
 use crate::broker::Broker;
 use crate::ingest::Hooks;
+use crate::limits::ConnectionPermit;
 use crate::park::{Lot, Parked, keep_alive_limit};
 use crate::session::{Link, Session, Signals};
 use crate::stats;
@@ -74,6 +75,10 @@ pub(crate) struct Connection {
     pub(crate) keep_alive: u16,
     pub(crate) session_expiry_at_connect: u32,
     pub(crate) version: ProtocolVersion,
+    /// The connection's place within the connection limits, given back when it closes
+    /// (held for its `Drop`).
+    #[allow(dead_code)]
+    pub(crate) permit: ConnectionPermit,
 }
 
 impl Connection {
@@ -113,6 +118,9 @@ enum Closed {
     TakenOver,
     /// The user was disconnected ([`Broker::disconnect_user`]).
     Revoked,
+    /// A 5.0 client published faster than its budget
+    /// ([`Limits::publish_rate`](crate::Limits::publish_rate)).
+    RateExceeded,
     /// The ingest could not store a message of this 3.1.1 client, which has no way to be
     /// told but to be disconnected without the message's acknowledgement.
     IngestFailed,
@@ -137,6 +145,7 @@ impl Closed {
             Closed::KeepAliveExpired => Some(ReasonCode::KEEP_ALIVE_TIMEOUT),
             Closed::TakenOver => Some(ReasonCode::SESSION_TAKEN_OVER),
             Closed::Revoked => Some(ReasonCode::ADMINISTRATIVE_ACTION),
+            Closed::RateExceeded => Some(ReasonCode::MESSAGE_RATE_TOO_HIGH),
             Closed::Shutdown => Some(ReasonCode::SERVER_SHUTTING_DOWN),
             Closed::Disconnect(_) | Closed::EndOfStream | Closed::Io(_) | Closed::IngestFailed => {
                 None
@@ -160,6 +169,7 @@ pub(crate) fn serve(
     socket: Socket,
     peer: SocketAddr,
     certificate: Option<PeerCertificate>,
+    permit: ConnectionPermit,
 ) -> impl Future<Output = ()> + Send + 'static {
     let handshake = Box::pin(handshake::handshake(
         broker,
@@ -167,6 +177,7 @@ pub(crate) fn serve(
         socket,
         peer,
         certificate,
+        permit,
     ));
     async move {
         // Bound first: in an `if let` the finished handshake's box would stay allocated

@@ -17,6 +17,7 @@ use crate::auth::PeerCertificate;
 use crate::broker::Broker;
 use crate::connection::{self, Duplex, Socket};
 use crate::ingest::Hooks;
+use crate::limits::ConnectionPermit;
 use crate::park::{Lot, Parked};
 
 /// How long shutdown waits for connections to close before dropping them.
@@ -94,6 +95,10 @@ impl Broker {
             };
             match event {
                 Event::Accepted(Ok((stream, peer))) => {
+                    // Over a limit: closed at once, before any byte is read.
+                    let Some(permit) = self.admit_connection(peer.ip()) else {
+                        continue;
+                    };
                     let socket = Socket::Tcp {
                         stream,
                         lot: Arc::clone(&lot),
@@ -104,6 +109,7 @@ impl Broker {
                         socket,
                         peer,
                         None,
+                        permit,
                     ));
                 }
                 Event::Accepted(Err(error)) => {
@@ -151,7 +157,7 @@ impl Broker {
                 tokio::select! {
                     _ = shutdown.changed() => break,
                     next = incoming.recv() => {
-                        let Some(Incoming { stream, peer, certificate }) = next else {
+                        let Some(Incoming { stream, peer, certificate, permit }) = next else {
                             break;
                         };
                         connections.spawn(connection::serve(
@@ -160,6 +166,7 @@ impl Broker {
                             Socket::Stream(stream),
                             peer,
                             certificate,
+                            permit,
                         ));
                     }
                 }
@@ -205,6 +212,9 @@ pub struct Incoming {
     pub peer: SocketAddr,
     /// The TLS client certificate the client presented and proved, already verified.
     pub certificate: Option<PeerCertificate>,
+    /// Its place within the connection limits, from [`Broker::admit_connection`] (asked
+    /// before any handshake, so that a refused connection costs nothing).
+    pub permit: ConnectionPermit,
 }
 
 impl std::fmt::Debug for Incoming {

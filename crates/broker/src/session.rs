@@ -23,7 +23,8 @@ use tokio::sync::Notify;
 
 use crate::compact;
 use crate::park::{Lot, Token};
-use crate::stats::{self, Stats};
+use crate::broker::Broker;
+use crate::stats;
 
 /// Identity of a session inside this broker process; never reused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -154,6 +155,13 @@ pub(crate) struct Delivery {
     pub(crate) subscription_ids: Vec<u32>,
 }
 
+impl Delivery {
+    /// What the message weighs in a queue: its topic and payload.
+    pub(crate) fn size(&self) -> usize {
+        self.message.topic.as_str().len() + self.message.payload.len()
+    }
+}
+
 /// Where an outgoing QoS 1/2 message stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 // Named after the packets awaited, which all start with "Pub".
@@ -251,6 +259,9 @@ pub(crate) struct SessionState {
     pub(crate) inflight: VecDeque<Inflight>,
     pub(crate) inflight_limit: u32,
     pub(crate) queue_limit: u32,
+    /// Bytes (topics and payloads) in `pending`, saturating (the limit is at most
+    /// `u32::MAX`; 4 bytes fit in the padding after `queue_limit`).
+    queued_bytes: u32,
     next_packet_id: PacketId,
     /// QoS 2 packet ids received and answered with `PUBREC`, waiting for `PUBREL`.
     pub(crate) incoming_qos2: Vec<PacketId>,
@@ -302,6 +313,16 @@ impl Subscriptions {
         self.0.get_or_insert_default().insert(filter, options);
     }
 
+    /// How many subscriptions the session holds.
+    pub(crate) fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, |map| map.len())
+    }
+
+    /// Whether the session holds a subscription to `filter`.
+    pub(crate) fn contains(&self, filter: &TopicFilter) -> bool {
+        self.0.as_ref().is_some_and(|map| map.contains_key(filter))
+    }
+
     pub(crate) fn remove(&mut self, filter: &TopicFilter) -> Option<SubscriptionOptions> {
         let map = self.0.as_mut()?;
         let removed = map.remove(filter);
@@ -332,6 +353,15 @@ pub(crate) enum Queued {
 }
 
 impl SessionState {
+    /// Takes the next message of the queue.
+    pub(crate) fn pop_pending(&mut self) -> Option<Delivery> {
+        let delivery = self.pending.pop_front()?;
+        self.queued_bytes = self
+            .queued_bytes
+            .saturating_sub(u32::try_from(delivery.size()).unwrap_or(u32::MAX));
+        Some(delivery)
+    }
+
     /// Frees the capacity of queues that are empty, so an idle client holds none: a
     /// control queue that once held a `CONNACK` keeps room for four packets (1.7 KB)
     /// otherwise. Called when the writer goes idle; refilling later costs one
@@ -368,6 +398,7 @@ impl Session {
                 inflight: VecDeque::new(),
                 inflight_limit: 1,
                 queue_limit,
+                queued_bytes: 0,
                 next_packet_id: PacketId::new(1).unwrap_or_else(|| unreachable!()),
                 incoming_qos2: Vec::new(),
                 subscriptions: Subscriptions::default(),
@@ -392,7 +423,9 @@ impl Session {
     /// Reports [`Queued::Congested`] when a connected client's queue is past its
     /// high-water mark: the publisher should then pause (flow control) until
     /// [`Session::space`] signals room, or mark the session slow if none comes.
-    pub(crate) fn deliver(&self, mut delivery: Delivery, stats: &Stats) -> Queued {
+    pub(crate) fn deliver(&self, mut delivery: Delivery, broker: &Broker) -> Queued {
+        let stats = broker.stats();
+        let bytes_limit = broker.config().limits.max_queued_bytes;
         let mut state = self.state.lock();
         if state.attachment.is_none() {
             if delivery.qos == QoS::AtMostOnce {
@@ -406,7 +439,16 @@ impl Session {
             stats::add(&stats.messages_dropped, 1);
             return Queued::Dropped;
         }
+        let size = delivery.size();
+        if bytes_limit > 0 && (state.queued_bytes as usize).saturating_add(size) > bytes_limit {
+            stats::add(&stats.messages_dropped, 1);
+            stats::add(&stats.queued_bytes_dropped, 1);
+            return Queued::Dropped;
+        }
         let was_empty = state.pending.is_empty();
+        state.queued_bytes = state
+            .queued_bytes
+            .saturating_add(u32::try_from(size).unwrap_or(u32::MAX));
         state.pending.push_back(delivery);
         if was_empty {
             state.wake_writer();

@@ -17,6 +17,12 @@ pub(crate) struct Stats {
     pub(crate) bytes_sent: AtomicU64,
     pub(crate) malformed_packets: AtomicU64,
     pub(crate) auth_failures: AtomicU64,
+    pub(crate) connections_refused_total: AtomicU64,
+    pub(crate) connections_refused_per_address: AtomicU64,
+    pub(crate) connections_refused_rate: AtomicU64,
+    pub(crate) publish_rate_exceeded: AtomicU64,
+    pub(crate) subscriptions_refused: AtomicU64,
+    pub(crate) queued_bytes_dropped: AtomicU64,
 }
 
 /// A copy of the counters at one moment.
@@ -46,6 +52,23 @@ pub struct StatsSnapshot {
     pub subscriptions: u64,
     /// Retained messages stored.
     pub retained_messages: u64,
+    /// Open connections, from accept to close (handshakes and parked ones included).
+    pub connections_open: u64,
+    /// Connections closed at accept: `max_connections` reached.
+    pub connections_refused_total: u64,
+    /// Connections closed at accept: their address had `max_connections_per_address`.
+    pub connections_refused_per_address: u64,
+    /// Connections closed at accept: their address opened connections too fast.
+    pub connections_refused_rate: u64,
+    /// `PUBLISH` packets past their client's budget: a 5.0 client is disconnected
+    /// with 0x96, a 3.1.1 client's packet waits (and the client is not read) until the
+    /// budget allows it.
+    pub publish_rate_exceeded: u64,
+    /// Subscriptions refused because the session had `max_subscriptions`.
+    pub subscriptions_refused: u64,
+    /// Messages not queued because their session had `max_queued_bytes` waiting (also
+    /// counted in `messages_dropped`).
+    pub queued_bytes_dropped: u64,
 }
 
 pub(crate) fn add(counter: &AtomicU64, value: u64) {

@@ -25,15 +25,22 @@ use tokio::net::TcpListener;
 
 /// Accepts TCP connections on a free port and hands each to `streams` as a stream,
 /// presenting `certificate` as its client certificate.
-async fn front_end(streams: StreamSender, certificate: Option<PeerCertificate>) -> SocketAddr {
+async fn front_end(
+    broker: &Broker,
+    streams: StreamSender,
+    certificate: Option<PeerCertificate>,
+) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let broker = broker.clone();
     tokio::spawn(async move {
         while let Ok((stream, peer)) = listener.accept().await {
+            let permit = broker.admit_connection(peer.ip()).unwrap();
             let handed = streams.serve(Incoming {
                 stream: Box::new(stream),
                 peer,
                 certificate: certificate.clone(),
+                permit,
             });
             assert!(handed, "the stream listener stopped");
         }
@@ -45,7 +52,7 @@ async fn front_end(streams: StreamSender, certificate: Option<PeerCertificate>) 
 async fn start_both(config: BrokerConfig) -> (Broker, SocketAddr, SocketAddr) {
     let (broker, tcp) = start(config).await;
     let streams = broker.spawn_streams(Hooks::default());
-    let stream = front_end(streams.sender(), None).await;
+    let stream = front_end(&broker, streams.sender(), None).await;
     (broker, tcp, stream)
 }
 
@@ -213,9 +220,9 @@ async fn a_client_certificate_reaches_the_authenticator_and_stands_for_a_user_na
         common_name: name.to_owned(),
         fingerprint: [7; 32],
     };
-    let trusted = front_end(streams.sender(), Some(certificate("dev-1"))).await;
-    let stranger = front_end(streams.sender(), Some(certificate("dev-2"))).await;
-    let without = front_end(streams.sender(), None).await;
+    let trusted = front_end(&broker, streams.sender(), Some(certificate("dev-1"))).await;
+    let stranger = front_end(&broker, streams.sender(), Some(certificate("dev-2"))).await;
+    let without = front_end(&broker, streams.sender(), None).await;
 
     // No user name, no password: the certificate logs the client in, with its access.
     let (mut client, connack) =

@@ -98,7 +98,7 @@ impl App {
             .context("cannot start the MQTT listener")?;
         let streams = broker.spawn_streams(platform.mqtt_hooks());
         let metrics = tls.iter().map(TlsListeners::metrics).collect();
-        let router = http_router(&platform, &streams, &settings, metrics);
+        let router = http_router(&broker, &platform, &streams, &settings, metrics);
         let tls = tls.map(|tls| tls.start(&broker, &streams, router.clone()));
         let http = tokio::spawn(serve_http(http_listener, router, broker.clone()));
         tracing::info!(data_dir = %settings.data_dir.display(), "fleetwire started");
@@ -270,11 +270,8 @@ impl TlsListeners {
         let mqtt = tokio::spawn(fleetwire_transport::serve_mqtt(
             self.mqtt,
             self.front.clone(),
+            broker.clone(),
             streams.sender(),
-            {
-                let broker = broker.clone();
-                async move { broker.shutdown_requested().await }
-            },
         ));
         let http = tokio::spawn({
             let stopping = broker.clone();
@@ -346,6 +343,7 @@ impl MetricsSource for TlsMetrics {
 
 /// What the HTTP listeners serve: the API, the dashboard and MQTT over WebSocket.
 fn http_router(
+    broker: &Broker,
     platform: &Platform,
     streams: &fleetwire_broker::Streams,
     settings: &Settings,
@@ -359,6 +357,7 @@ fn http_router(
     })
     .merge(fleetwire_dashboard::router())
     .merge(fleetwire_transport::websocket::router(
+        broker.clone(),
         streams.sender(),
         max_message,
     ))

@@ -135,6 +135,21 @@ struct RawMqtt {
     sys_interval_secs: u64,
     auth_failure_burst: u64,
     auth_failures_per_minute: u64,
+    // Limits (0 turns one off); see `fleetwire_broker::Limits`.
+    /// Most open MQTT connections, all listeners together.
+    max_connections: u64,
+    /// Most open MQTT connections from one source address.
+    max_connections_per_address: u64,
+    /// New MQTT connections per second from one source address.
+    connection_rate_per_address: u64,
+    /// `PUBLISH` packets per second one client may send.
+    publish_rate: u64,
+    /// `PUBLISH` bytes per second one client may send.
+    publish_bytes_rate: u64,
+    /// Most subscriptions one session may hold.
+    max_subscriptions: u64,
+    /// Most bytes of messages queued for one session.
+    max_queued_bytes: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -185,6 +200,13 @@ impl Default for RawConfig {
                 sys_interval_secs: broker.sys_interval.as_secs(),
                 auth_failure_burst: u64::from(broker.auth_failure_burst),
                 auth_failures_per_minute: u64::from(broker.auth_failures_per_minute),
+                max_connections: broker.limits.max_connections as u64,
+                max_connections_per_address: u64::from(broker.limits.max_connections_per_address),
+                connection_rate_per_address: u64::from(broker.limits.connection_rate_per_address),
+                publish_rate: u64::from(broker.limits.publish_rate),
+                publish_bytes_rate: broker.limits.publish_bytes_rate,
+                max_subscriptions: broker.limits.max_subscriptions as u64,
+                max_queued_bytes: broker.limits.max_queued_bytes as u64,
             },
             http: RawHttp {
                 addr: SocketAddr::from(([0, 0, 0, 0], 8080)),
@@ -363,6 +385,35 @@ impl Settings {
     }
 }
 
+impl RawMqtt {
+    /// The broker's limits, each checked against what its type holds.
+    fn limits(&self) -> anyhow::Result<fleetwire_broker::Limits> {
+        let count = |key: &str, value: u64| {
+            u32::try_from(value)
+                .map_err(|_| anyhow::anyhow!("invalid configuration: {key}: at most {}", u32::MAX))
+        };
+        let size = |key: &str, value: u64| {
+            usize::try_from(value)
+                .map_err(|_| anyhow::anyhow!("invalid configuration: {key}: too large"))
+        };
+        Ok(fleetwire_broker::Limits {
+            max_connections: size("mqtt.max_connections", self.max_connections)?,
+            max_connections_per_address: count(
+                "mqtt.max_connections_per_address",
+                self.max_connections_per_address,
+            )?,
+            connection_rate_per_address: count(
+                "mqtt.connection_rate_per_address",
+                self.connection_rate_per_address,
+            )?,
+            publish_rate: count("mqtt.publish_rate", self.publish_rate)?,
+            publish_bytes_rate: self.publish_bytes_rate,
+            max_subscriptions: size("mqtt.max_subscriptions", self.max_subscriptions)?,
+            max_queued_bytes: count("mqtt.max_queued_bytes", self.max_queued_bytes)? as usize,
+        })
+    }
+}
+
 impl RawTls {
     /// The TLS settings, if a certificate is configured; the files are read at start.
     fn validate(
@@ -509,6 +560,7 @@ impl RawConfig {
             auth_failures_per_minute: u32::try_from(mqtt.auth_failures_per_minute)
                 .context("mqtt.auth_failures_per_minute")?,
             socket_send_buffer: None,
+            limits: mqtt.limits()?,
         };
         let tls = self.tls.validate(self.mqtt.tls_addr, self.http.tls_addr)?;
         let store = self.storage.validate()?;

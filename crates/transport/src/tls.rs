@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use fleetwire_broker::{Incoming, PeerCertificate, StreamSender};
+use fleetwire_broker::{Broker, Incoming, PeerCertificate, StreamSender};
 use fleetwire_tls::{ClientCertificate, TlsSource};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -114,15 +114,17 @@ fn peer_certificate(certificate: ClientCertificate) -> PeerCertificate {
     }
 }
 
-/// Accepts MQTT over TLS on `listener` until `stopping` resolves, handing every
+/// Accepts MQTT over TLS on `listener` until the broker's shutdown begins, handing every
 /// connection whose handshake completes to the broker through `streams`, with the
-/// client certificate it proved.
+/// client certificate it proved. A connection over the broker's connection limits is
+/// closed at once, before its handshake.
 pub async fn serve_mqtt(
     listener: TcpListener,
     front: TlsFront,
+    broker: Broker,
     streams: StreamSender,
-    stopping: impl Future<Output = ()> + Send,
 ) {
+    let stopping = broker.shutdown_requested();
     tokio::pin!(stopping);
     loop {
         let (stream, peer) = tokio::select! {
@@ -137,6 +139,9 @@ pub async fn serve_mqtt(
                 }
             },
         };
+        let Some(permit) = broker.admit_connection(peer.ip()) else {
+            continue;
+        };
         let front = front.clone();
         let streams = streams.clone();
         tokio::spawn(async move {
@@ -147,6 +152,7 @@ pub async fn serve_mqtt(
                 stream: Box::new(stream),
                 peer,
                 certificate,
+                permit,
             });
         });
     }

@@ -17,10 +17,11 @@ use std::task::{Context, Poll, ready};
 use axum::Router;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use bytes::{Buf, Bytes};
-use fleetwire_broker::{Incoming, PeerCertificate, StreamSender};
+use fleetwire_broker::{Broker, Incoming, PeerCertificate, StreamSender};
 use futures_util::{Sink, Stream};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
@@ -46,17 +47,21 @@ pub struct Peer {
 }
 
 struct Front {
+    broker: Broker,
     streams: StreamSender,
     max_message: usize,
 }
 
 /// The `/mqtt` route: upgrades to a WebSocket (subprotocol `mqtt`) and hands the
-/// connection to the broker through `streams`. Messages larger than `max_message` bytes
-/// close the connection (give the broker's maximum packet size plus a little).
-pub fn router(streams: StreamSender, max_message: usize) -> Router {
+/// connection to `broker` through `streams`. Messages larger than `max_message` bytes
+/// close the connection (give the broker's maximum packet size plus a little). A client
+/// over the broker's connection limits gets `503 Service Unavailable` instead of the
+/// upgrade.
+pub fn router(broker: Broker, streams: StreamSender, max_message: usize) -> Router {
     Router::new()
         .route(MQTT_PATH, get(upgrade))
         .with_state(Arc::new(Front {
+            broker,
             streams,
             max_message,
         }))
@@ -81,6 +86,14 @@ async fn upgrade(State(front): State<Arc<Front>>, request: Request) -> Response 
         Ok(upgrade) => upgrade,
         Err(rejection) => return rejection.into_response(),
     };
+    let Some(permit) = front.broker.admit_connection(peer.addr.ip()) else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "1")],
+            "too many MQTT connections from this address or in total\n",
+        )
+            .into_response();
+    };
     let front = Arc::clone(&front);
     upgrade
         .protocols(SUBPROTOCOLS)
@@ -94,6 +107,7 @@ async fn upgrade(State(front): State<Arc<Front>>, request: Request) -> Response 
                 stream: Box::new(WebSocketStream::new(socket)),
                 peer: addr,
                 certificate,
+                permit,
             });
             if !handed {
                 tracing::debug!(peer = %addr, "MQTT over WebSocket refused: the broker is stopping");

@@ -21,6 +21,7 @@ use super::{Connection, Established, encode_or_log, park, reactivate};
 use crate::auth::{Access, Credentials, Denial, PeerCertificate};
 use crate::broker::Broker;
 use crate::ingest::Hooks;
+use crate::limits::ConnectionPermit;
 use crate::park::Parked;
 use crate::session::Signals;
 use crate::stats;
@@ -38,6 +39,7 @@ pub(super) async fn handshake(
     socket: Socket,
     peer: SocketAddr,
     certificate: Option<PeerCertificate>,
+    permit: ConnectionPermit,
 ) -> Option<Established> {
     if let Socket::Tcp { stream, .. } = &socket {
         tune(&broker, stream, peer);
@@ -143,6 +145,7 @@ pub(super) async fn handshake(
         keep_alive,
         session_expiry_at_connect: properties.session_expiry_interval.unwrap_or(0),
         version,
+        permit,
     };
     if !may_park {
         return Some(Established::activate(

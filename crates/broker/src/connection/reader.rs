@@ -25,6 +25,7 @@ use super::socket::ReadSide;
 use super::{Closed, Connection, encode_or_log};
 use crate::broker::{Broker, Congested};
 use crate::ingest::Hooks;
+use crate::limits::PublishBudget;
 use crate::park::{PARK_AFTER, keep_alive_limit};
 use crate::session::{Awaiting, Session, Signals};
 use crate::stats;
@@ -68,6 +69,10 @@ pub(super) struct Reader {
     signals: Arc<Signals>,
     /// Acknowledgements this task writes itself (see [`Reader::write_outbox`]).
     direct_out: BytesMut,
+    /// The client's inbound publish rate; `None` without a limit.
+    budget: Option<PublishBudget>,
+    /// How long a 3.1.1 client that went past its budget is not read, after this read.
+    throttle: Duration,
 }
 
 impl Reader {
@@ -80,6 +85,7 @@ impl Reader {
         signals: Arc<Signals>,
     ) -> Reader {
         let config = broker.config();
+        let budget = PublishBudget::new(&config.limits);
         Reader {
             max_packet_size: config.max_packet_size,
             slow_consumer_grace: config.slow_consumer_grace,
@@ -91,6 +97,8 @@ impl Reader {
             congested: Congested::new(),
             signals,
             direct_out: BytesMut::new(),
+            budget,
+            throttle: Duration::ZERO,
         }
     }
 
@@ -140,7 +148,8 @@ impl Reader {
         loop {
             // Stop decoding as soon as a subscriber is congested, so this publisher adds
             // at most one message per pause to a full queue.
-            while self.congested.is_empty() {
+            // ... and while a 3.1.1 client is past its publish budget.
+            while self.congested.is_empty() && self.throttle.is_zero() {
                 match decode(buffer, self.connection.version, self.max_packet_size) {
                     Ok(Some(packet)) => {
                         // A SUBSCRIBE sends its SUBACK (and everything before it) at
@@ -172,6 +181,13 @@ impl Reader {
             }
             if let Err(closed) = self.settle_and_flush(reader.tcp()).await {
                 return Stop::Closed(closed);
+            }
+            if !self.throttle.is_zero() {
+                // Past its publish budget (3.1.1): neither decoding what was read nor
+                // reading more slows the client down (at most a second at a time).
+                let pause = std::mem::take(&mut self.throttle);
+                Box::pin(tokio::time::sleep(pause)).await;
+                continue;
             }
             if !self.congested.is_empty() {
                 // Not reading lets TCP slow the publisher down to what subscribers take.
@@ -368,7 +384,10 @@ impl Reader {
 
     fn handle(&mut self, packet: Packet) -> Result<(), Closed> {
         match packet {
-            Packet::Publish(publish) => self.handle_publish(publish),
+            Packet::Publish(publish) => {
+                self.spend_budget(&publish)?;
+                self.handle_publish(publish)
+            }
             Packet::PubAck(ack) => {
                 self.acknowledge(ack.packet_id, Awaiting::PubAck, true);
                 Ok(())
@@ -436,7 +455,7 @@ impl Reader {
                     let _ = self
                         .connection
                         .session
-                        .deliver(delivery, self.broker.stats());
+                        .deliver(delivery, &self.broker);
                 }
                 Ok(())
             }
@@ -581,6 +600,26 @@ impl Reader {
                 });
             }
         }
+        Ok(())
+    }
+
+    /// Counts a `PUBLISH` against the client's budget. A 5.0 client past it is
+    /// disconnected (0x96); a 3.1.1 client has no way to be told, so it is not read for
+    /// as long as it is ahead.
+    fn spend_budget(&mut self, publish: &Publish) -> Result<(), Closed> {
+        let Some(budget) = &mut self.budget else {
+            return Ok(());
+        };
+        let size = publish.topic.as_str().len() + publish.payload.len();
+        let over = budget.spend(size, std::time::Instant::now());
+        if over.is_zero() {
+            return Ok(());
+        }
+        stats::add(&self.broker.stats().publish_rate_exceeded, 1);
+        if self.connection.version.is_v5() {
+            return Err(Closed::RateExceeded);
+        }
+        self.throttle = over;
         Ok(())
     }
 

@@ -217,7 +217,7 @@ fn drain(state: &mut SessionState, out: &mut BytesMut, is_resending: &mut bool) 
         };
         if front.message.is_expired(now) {
             // Past its expiry while queued (MQTT-3.3.2-5): never sent.
-            state.pending.pop_front();
+            state.pop_pending();
             drained.dropped += 1;
             continue;
         }
@@ -225,7 +225,7 @@ fn drain(state: &mut SessionState, out: &mut BytesMut, is_resending: &mut bool) 
         if !is_qos0 && state.inflight.len() >= state.inflight_limit as usize {
             break;
         }
-        let Some(delivery) = state.pending.pop_front() else {
+        let Some(delivery) = state.pop_pending() else {
             break;
         };
         let packet_id = (!is_qos0).then(|| state.allocate_packet_id());

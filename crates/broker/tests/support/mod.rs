@@ -30,9 +30,11 @@ pub async fn start_with_hooks(config: BrokerConfig, hooks: Hooks) -> (Broker, So
     (broker, addr)
 }
 
+/// Anonymous access and no limits (tests of the limits set their own).
 pub fn anonymous() -> BrokerConfig {
     BrokerConfig {
         allow_anonymous: true,
+        limits: fleetwire_broker::Limits::none(),
         ..BrokerConfig::default()
     }
 }
