@@ -31,8 +31,8 @@ pub(crate) struct ApiArgs {
         value_name = "TOKEN"
     )]
     token: Option<String>,
-    /// Data directory whose admin.token to use when no token is given
-    /// [default: ./fleetwire-data].
+    /// Data directory whose admin.token to use when no token is given, and whose
+    /// development CA `device cert` signs with [default: ./fleetwire-data].
     #[arg(long, global = true, value_name = "DIR")]
     data_dir: Option<PathBuf>,
     /// Print the API's JSON instead of a table.
@@ -46,7 +46,28 @@ pub(crate) struct DeviceArgs {
     #[command(flatten)]
     api: ApiArgs,
     #[command(subcommand)]
-    command: DeviceCommand,
+    command: DeviceAction,
+}
+
+/// `fleetwire device ...`: the API's subcommands, and `cert`, which needs no API.
+#[derive(Debug, Subcommand)]
+enum DeviceAction {
+    #[command(flatten)]
+    Api(DeviceCommand),
+    /// Issue a TLS client certificate for a device (offline: no API needed).
+    ///
+    /// Signed by the development CA in DATA_DIR/tls/ (see `fleetwire cert init`); writes
+    /// ID.pem and ID.key.
+    Cert {
+        /// Device id: the certificate's subject common name.
+        id: String,
+        /// Directory to write ID.pem and ID.key to [default: the current directory].
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        /// Days the certificate is valid.
+        #[arg(long, value_name = "N", default_value_t = 365)]
+        days: u32,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -176,9 +197,15 @@ fn parse_label(text: &str) -> Result<(String, String), String> {
 
 /// Runs `fleetwire device ...`.
 pub(crate) fn run_device(args: DeviceArgs) -> anyhow::Result<()> {
+    let command = match args.command {
+        DeviceAction::Api(command) => command,
+        DeviceAction::Cert { id, out, days } => {
+            return crate::cert::issue_device(&id, args.api.data_dir.as_deref(), out, days);
+        }
+    };
     let client = Client::new(&args.api)?;
     let json = args.api.json;
-    match args.command {
+    match command {
         DeviceCommand::Create {
             id,
             name,
@@ -596,7 +623,7 @@ pub(crate) struct ApiError {
 /// The admin token of the data dir, for running on the server's machine.
 fn read_token_file(data_dir: Option<&Path>) -> anyhow::Result<String> {
     let path = data_dir
-        .unwrap_or_else(|| Path::new("fleetwire-data"))
+        .unwrap_or_else(|| Path::new(crate::config::DEFAULT_DATA_DIR))
         .join("admin.token");
     let token = std::fs::read_to_string(&path).with_context(|| {
         format!(

@@ -27,7 +27,10 @@ pub(crate) enum Command {
     Sim(crate::sim::SimArgs),
     /// Measure any MQTT broker: throughput, latency and idle connections.
     Bench(crate::bench::BenchArgs),
-    /// Manage devices and their credentials through the HTTP API.
+    /// Create the development CA and server certificate for TLS.
+    Cert(crate::cert::CertArgs),
+    /// Manage devices and their credentials through the HTTP API; issue device
+    /// certificates.
     Device(crate::admin::DeviceArgs),
     /// Manage API tokens through the HTTP API (needs an admin token).
     Token(crate::admin::TokenArgs),

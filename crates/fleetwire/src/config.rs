@@ -17,6 +17,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::cli::{LogFormat, ServeArgs};
 
+/// Where persistent state goes unless `data_dir` (or `--data-dir`) says otherwise.
+pub(crate) const DEFAULT_DATA_DIR: &str = "./fleetwire-data";
+
 /// The configuration file's shape, with defaults.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -181,7 +184,7 @@ impl Default for RawConfig {
     fn default() -> RawConfig {
         let broker = BrokerConfig::default();
         RawConfig {
-            data_dir: PathBuf::from("./fleetwire-data"),
+            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             allow_anonymous: false,
             admin_token: None,
             worker_threads: 0,

@@ -7,6 +7,7 @@ mod admin;
 mod admin_token;
 mod app;
 mod bench;
+mod cert;
 mod cli;
 mod config;
 mod demo;
@@ -33,6 +34,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         cli::Command::Sim(args) => sim::run(args),
         cli::Command::Bench(args) => bench::run(args),
+        cli::Command::Cert(args) => cert::run(args),
         cli::Command::Device(args) => admin::run_device(args),
         cli::Command::Token(args) => admin::run_token(args),
     }

@@ -603,3 +603,44 @@ fn issue_device_needs_a_ca_and_a_sane_validity() {
     assert_eq!(mode & 0o777, 0o600);
     assert_eq!(issued.cert, temp.join("out").join("dev-1.pem"));
 }
+
+#[tokio::test]
+async fn openssl_s_client_logs_in_with_a_device_certificate() {
+    if std::process::Command::new("openssl")
+        .arg("version")
+        .output()
+        .is_err()
+    {
+        return; // OpenSSL is not installed: nothing to compare with.
+    }
+    let temp = TempDir::new("openssl");
+    let paths = init_pki(&temp);
+    let issued = device(&temp, "dev-1");
+    let config = server_config(&paths.tls_files()).unwrap();
+    let mut server = Server::start(move || Arc::clone(&config), HANDSHAKE_TIMEOUT).await;
+    let output = tokio::process::Command::new("openssl")
+        .args([
+            "s_client",
+            "-brief",
+            "-verify_return_error",
+            "-servername",
+            "localhost",
+        ])
+        .arg("-connect")
+        .arg(server.addr.to_string())
+        .arg("-CAfile")
+        .arg(&paths.ca_cert)
+        .arg("-cert")
+        .arg(&issued.cert)
+        .arg("-key")
+        .arg(&issued.key)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{log}");
+    assert!(log.contains("Verification: OK"), "{log}");
+    let identity = server.next_outcome().await.unwrap().unwrap();
+    assert_eq!(identity.common_name, "dev-1");
+}
