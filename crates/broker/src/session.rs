@@ -21,9 +21,9 @@ use fleetwire_mqtt_codec::{
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
+use crate::broker::Broker;
 use crate::compact;
 use crate::park::{Lot, Token};
-use crate::broker::Broker;
 use crate::stats;
 
 /// Identity of a session inside this broker process; never reused.

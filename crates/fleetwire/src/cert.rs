@@ -42,6 +42,29 @@ enum CertCommand {
     },
 }
 
+/// The TLS files of `fleetwire demo --tls`: the development PKI in `data_dir/tls/`,
+/// made first if it is not there, with the CA as the client CA (device certificates
+/// from `fleetwire device cert` log in).
+pub(crate) fn development_files(data_dir: &Path) -> anyhow::Result<fleetwire_tls::TlsFiles> {
+    let dir = data_dir.join(TLS_DIR);
+    let ca = dir.join(pki::CA_CERT_FILE);
+    let (cert_file, key_file) = (
+        dir.join(pki::SERVER_CERT_FILE),
+        dir.join(pki::SERVER_KEY_FILE),
+    );
+    if !(ca.is_file() && cert_file.is_file() && key_file.is_file()) {
+        std::fs::create_dir_all(data_dir)
+            .with_context(|| format!("cannot create {}", data_dir.display()))?;
+        let paths = pki::init(&dir, &pki::InitOptions::default())?;
+        tracing::info!(dir = %dir.display(), names = %paths.server_names.join(", "), "development CA and server certificate created");
+    }
+    Ok(fleetwire_tls::TlsFiles {
+        cert_file,
+        key_file,
+        client_ca_file: Some(ca),
+    })
+}
+
 /// Runs `fleetwire cert ...`.
 pub(crate) fn run(args: CertArgs) -> anyhow::Result<()> {
     match args.command {

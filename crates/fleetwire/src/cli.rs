@@ -66,6 +66,10 @@ pub(crate) struct DemoArgs {
     /// Simulated devices publishing telemetry every second (0 for none).
     #[arg(long, value_name = "N", default_value_t = 100)]
     pub(crate) devices: usize,
+    /// Also serve MQTT over TLS (127.0.0.1:8883) and HTTPS (127.0.0.1:8443), with a
+    /// development CA and server certificate made in DATA_DIR/tls/ if there are none.
+    #[arg(long)]
+    pub(crate) tls: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize, serde::Serialize)]

@@ -270,6 +270,8 @@ pub struct Settings {
     pub(crate) http_addr: SocketAddr,
     /// The TLS listeners and their files; `None` without `tls.cert_file`.
     pub(crate) tls: Option<TlsSettings>,
+    /// Where the TLS listeners listen once TLS is on (`mqtt.tls_addr`, `http.tls_addr`).
+    tls_addrs: (SocketAddr, SocketAddr),
     pub(crate) broker: BrokerConfig,
     /// Registry database URL; `None`: SQLite in the data dir.
     pub(crate) registry_url: Option<String>,
@@ -304,15 +306,21 @@ impl Settings {
         raw.validate()
     }
 
-    /// The same settings with TLS listeners (on loopback, free ports) serving `files`.
+    /// The same settings with TLS listeners serving `files`, at the configured TLS
+    /// addresses (loopback and free ports for [`Settings::local`]).
     pub fn with_tls(mut self, files: fleetwire_tls::TlsFiles) -> Settings {
-        let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+        let (mqtt_addr, http_addr) = self.tls_addrs;
         self.tls = Some(TlsSettings {
             files,
-            mqtt_addr: loopback,
-            http_addr: loopback,
+            mqtt_addr,
+            http_addr,
         });
         self
+    }
+
+    /// The data directory.
+    pub(crate) fn data_dir(&self) -> &Path {
+        &self.data_dir
     }
 
     /// Settings for `serve`, from all layers.
@@ -591,6 +599,7 @@ impl RawConfig {
             mqtt_addr: self.mqtt.addr,
             http_addr: self.http.addr,
             tls,
+            tls_addrs: (self.mqtt.tls_addr, self.http.tls_addr),
             broker,
             registry_url,
             log: LogSettings {

@@ -175,6 +175,7 @@ pub(crate) fn print_tour(
     http_addr: SocketAddr,
     devices: usize,
     token: &str,
+    tls: Option<TlsTour<'_>>,
 ) {
     let host = mqtt_addr.ip();
     let port = mqtt_addr.port();
@@ -193,7 +194,32 @@ pub(crate) fn print_tour(
          From another terminal:\n  \
          mosquitto_sub -h {host} -p {port} -t 'devices/+/telemetry' -v\n  \
          mosquitto_pub -h {host} -p {port} -t devices/d1/telemetry -m '{{\"temperature\": 35}}'\n  \
-         curl -s -H 'Authorization: Bearer {token}' {http}/api/v1/alarms?status=open\n\n\
-         Press Ctrl-C to stop.\n"
+         curl -s -H 'Authorization: Bearer {token}' {http}/api/v1/alarms?status=open\n"
     );
+    if let Some(tls) = tls {
+        let ca = tls.ca_file.display();
+        let (mqtts, https) = (tls.mqtt_addr.port(), tls.http_addr.port());
+        let data_dir = tls.data_dir.display();
+        println!(
+            "Over TLS (the development CA is {ca}):\n  \
+             mosquitto_sub --cafile {ca} -h localhost -p {mqtts} -t 'devices/+/telemetry' -v\n  \
+             curl -s --cacert {ca} -H 'Authorization: Bearer {token}' https://localhost:{https}/api/v1/devices\n\
+             A device logging in with a certificate instead of a password:\n  \
+             fleetwire device cert demo-0001 --data-dir {data_dir} --out .\n  \
+             mosquitto_pub --cafile {ca} --cert demo-0001.pem --key demo-0001.key -h localhost -p {mqtts} \
+             -t devices/demo-0001/telemetry -m '{{\"temperature\": 35}}'\n\
+             MQTT over WebSocket: ws://{http_host}:{}/mqtt and wss://localhost:{https}/mqtt\n",
+            http_addr.port()
+        );
+    }
+    println!("Press Ctrl-C to stop.\n");
+}
+
+/// What the tour says of the TLS listeners (`fleetwire demo --tls`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TlsTour<'a> {
+    pub(crate) mqtt_addr: SocketAddr,
+    pub(crate) http_addr: SocketAddr,
+    pub(crate) ca_file: &'a std::path::Path,
+    pub(crate) data_dir: &'a std::path::Path,
 }

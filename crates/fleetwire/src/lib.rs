@@ -28,8 +28,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             serve::run(settings)
         }
         cli::Command::Demo(args) => {
-            let settings = config::Settings::load_demo(&args.serve, cli.log_format)?;
+            let mut settings = config::Settings::load_demo(&args.serve, cli.log_format)?;
             logging::init(&settings.log)?;
+            if args.tls && settings.tls.is_none() {
+                let files = cert::development_files(settings.data_dir())?;
+                settings = settings.with_tls(files);
+            }
             serve::run_demo(settings, args.devices)
         }
         cli::Command::Sim(args) => sim::run(args),

@@ -31,15 +31,30 @@ fn runtime(worker_threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
 async fn serve(settings: Settings, demo_devices: Option<usize>) -> anyhow::Result<()> {
     // Installed first, so a SIGTERM during start-up also shuts down cleanly.
     let signal = tokio::spawn(wait_for_signal());
+    let ca_file = settings
+        .tls
+        .as_ref()
+        .and_then(|tls| tls.files.client_ca_file.clone());
+    let data_dir = settings.data_dir().to_owned();
     let running = App::start(settings).await?;
     let simulation = match demo_devices {
         Some(devices) => {
             let credentials = demo::prepare(running.platform(), devices).await?;
+            let tls = match (running.mqtt_tls_addr(), running.https_addr(), &ca_file) {
+                (Some(mqtt_addr), Some(http_addr), Some(ca_file)) => Some(demo::TlsTour {
+                    mqtt_addr,
+                    http_addr,
+                    ca_file,
+                    data_dir: &data_dir,
+                }),
+                _ => None,
+            };
             demo::print_tour(
                 running.mqtt_addr(),
                 running.http_addr(),
                 devices,
                 running.admin_token(),
+                tls,
             );
             (devices > 0)
                 .then(|| {

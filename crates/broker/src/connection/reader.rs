@@ -452,10 +452,7 @@ impl Reader {
                 self.flush_outbox();
                 for delivery in retained {
                     // Retained messages for its own subscription never pause a client.
-                    let _ = self
-                        .connection
-                        .session
-                        .deliver(delivery, &self.broker);
+                    let _ = self.connection.session.deliver(delivery, &self.broker);
                 }
                 Ok(())
             }
