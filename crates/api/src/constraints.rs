@@ -12,7 +12,8 @@
 // The syntax of every id (devices, rules, alarms, commands) and of command names is the
 // model's: 1-128 characters of `A-Z a-z 0-9 _ . -`.
 use fleetwire_model::{
-    PLAIN_NAME_MAX_LEN as PLAIN_NAME_MAX, PLAIN_NAME_PATTERN, PLAIN_NAME_PREFIX_PATTERN,
+    FINGERPRINT_PATTERN, PLAIN_NAME_MAX_LEN as PLAIN_NAME_MAX, PLAIN_NAME_PATTERN,
+    PLAIN_NAME_PREFIX_PATTERN,
 };
 use utoipa::PartialSchema;
 use utoipa::openapi::schema::{
@@ -163,6 +164,13 @@ marker! {
         .examples([
             serde_json::json!({"temperature": 21.5, "humidity": 40.2, "ts": 1_714_566_896_789_i64}),
         ]);
+    /// A certificate's SHA-256 fingerprint: 64 hex digits, or 32 pairs separated by `:`.
+    FingerprintText => string().pattern(Some(FINGERPRINT_PATTERN));
+    /// One certificate in PEM. Any text is taken; one that is not a single certificate
+    /// naming the device is a 400.
+    CertificatePem => string().examples([serde_json::json!(
+        "-----BEGIN CERTIFICATE-----\nMIIB...\n-----END CERTIFICATE-----\n"
+    )]);
     /// Any JSON value, `null` included.
     AnyJson => ObjectBuilder::new().schema_type(SchemaType::AnyValue);
 }

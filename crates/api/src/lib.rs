@@ -1,5 +1,5 @@
 //! Fleetwire's HTTP front-end: the REST API under `/api/v1` (devices, their MQTT
-//! credentials, API tokens, telemetry, rules, alarms, commands, the WebSocket live
+//! credentials and pinned client certificates, API tokens, telemetry, rules, alarms, commands, the WebSocket live
 //! stream), InfluxDB v2 writes at `/api/v2/write`, its OpenAPI document at
 //! `/api/openapi.json`, liveness (`/healthz`), readiness (`/readyz`) and Prometheus
 //! metrics (`/metrics`).
@@ -21,6 +21,7 @@
 
 mod alarms;
 mod auth;
+mod certificates;
 mod commands;
 mod constraints;
 mod devices;
@@ -132,6 +133,11 @@ fn routes() -> OpenApiRouter<AppState> {
             devices::delete_device
         ))
         .routes(routes!(devices::issue_credentials))
+        .routes(routes!(
+            certificates::list_certificates,
+            certificates::pin_certificate
+        ))
+        .routes(routes!(certificates::unpin_certificate))
         .routes(routes!(tokens::list_tokens, tokens::create_token))
         .routes(routes!(tokens::revoke_token))
         .routes(routes!(telemetry::latest))

@@ -28,7 +28,8 @@ const DEVICE: &str = "device";
         license(name = "Apache-2.0", identifier = "Apache-2.0"),
     ),
     tags(
-        (name = "devices", description = "Registered devices and their MQTT credentials"),
+        (name = "devices", description = "Registered devices, their MQTT credentials and \
+                                          pinned client certificates"),
         (name = "tokens", description = "API tokens (admin only)"),
         (name = "telemetry", description = "Writing and querying device telemetry"),
         (name = "influxdb", description = "InfluxDB v2 compatible write endpoint (Telegraf)"),
@@ -77,7 +78,8 @@ macro_rules! problem_responses {
 }
 
 problem_responses! {
-    BadRequest => "Malformed request: bad query parameter, path id or JSON syntax",
+    BadRequest => "Malformed request: bad query parameter, path id or JSON syntax, or a \
+                  certificate to pin that is not one PEM certificate naming the device",
     Unauthorized => "Missing, unknown or revoked API token",
     Forbidden => "The token's role does not allow this",
     NotFound => "No such device, token, rule, alarm or command",

@@ -257,6 +257,7 @@ impl From<fleetwire_platform::Error> for Problem {
                 Problem::bad_request(error.to_string())
             }
             PlatformError::InvalidQuery(message) => Problem::bad_request(message),
+            PlatformError::InvalidCertificate { detail, .. } => Problem::bad_request(detail),
             PlatformError::NotFound { .. } => Problem::not_found(error.to_string()),
             PlatformError::Invalid(message) => Problem::new(Kind::ValidationFailed, message),
             PlatformError::InvalidExpression { detail, position } => Problem {

@@ -866,7 +866,7 @@ fn metrics_count_requests_by_route_template_and_status_class() {
 }
 
 /// Every route the router serves, as (method, path template).
-const ROUTES: [(&str, &str); 31] = [
+const ROUTES: [(&str, &str); 34] = [
     ("get", "/healthz"),
     ("get", "/readyz"),
     ("get", "/metrics"),
@@ -877,6 +877,9 @@ const ROUTES: [(&str, &str); 31] = [
     ("patch", "/api/v1/devices/{id}"),
     ("delete", "/api/v1/devices/{id}"),
     ("post", "/api/v1/devices/{id}/credentials"),
+    ("get", "/api/v1/devices/{id}/certificates"),
+    ("post", "/api/v1/devices/{id}/certificates"),
+    ("delete", "/api/v1/devices/{id}/certificates/{fingerprint}"),
     ("get", "/api/v1/tokens"),
     ("post", "/api/v1/tokens"),
     ("delete", "/api/v1/tokens/{id}"),
@@ -995,9 +998,12 @@ fn the_openapi_document_describes_every_route() {
         "LatestValue",
         "NewCommand",
         "NewDevice",
+        "NewPinnedCertificate",
         "NewRule",
         "NewToken",
         "Overview",
+        "PinnedCertificate",
+        "PinnedCertificatePage",
         "Problem",
         "Role",
         "Rule",
@@ -1224,4 +1230,187 @@ fn the_openapi_document_states_what_the_server_checks() {
             assert!(ids.insert(id.to_owned()), "operationId {id} is used twice");
         }
     }
+}
+
+/// A self-signed certificate whose subject's common name is `common_name`, as PEM, and its
+/// SHA-256 fingerprint as lowercase hex.
+fn device_certificate(common_name: &str) -> (String, String) {
+    use sha2::Digest as _;
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, common_name);
+    let certificate = params.self_signed(&key).unwrap();
+    let fingerprint = sha2::Sha256::digest(certificate.der())
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect();
+    (certificate.pem(), fingerprint)
+}
+
+#[test]
+fn a_certificate_is_pinned_listed_and_unpinned() {
+    let server = start();
+    server.create_device(json!({"id": "meter-1"}));
+    let path = "/api/v1/devices/meter-1/certificates";
+    let listed = server.get(path, ADMIN_TOKEN);
+    assert_eq!(listed.status, 200, "{listed:?}");
+    assert_eq!(listed.json(), json!({"items": [], "next_cursor": null}));
+
+    let (pem, fingerprint) = device_certificate("meter-1");
+    let answer = server.post(path, ADMIN_TOKEN, json!({"pem": pem}));
+    assert_eq!(answer.status, 201, "{answer:?}");
+    let pinned = answer.json();
+    assert_eq!(pinned["fingerprint"], fingerprint.as_str());
+    assert_eq!(pinned["common_name"], "meter-1");
+    assert!(
+        is_rfc3339_millis(pinned["added_at"].as_str().unwrap()),
+        "{pinned}"
+    );
+    let not_after = pinned["not_after"].as_str().unwrap();
+    assert!(is_rfc3339_millis(not_after), "{pinned}");
+    assert!(not_after > pinned["added_at"].as_str().unwrap(), "{pinned}");
+    let keys: BTreeSet<&str> = pinned
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        keys,
+        BTreeSet::from(["fingerprint", "common_name", "not_after", "added_at"])
+    );
+
+    // Again: already pinned, 200 with the same record.
+    let again = server.post(path, ADMIN_TOKEN, json!({"pem": pem}));
+    assert_eq!(again.status, 200, "{again:?}");
+    assert_eq!(again.json(), pinned);
+    assert_eq!(
+        server.get(path, ADMIN_TOKEN).json(),
+        json!({"items": [pinned], "next_cursor": null})
+    );
+
+    // Unpinned by its fingerprint in upper case with colons, as openssl prints it.
+    let colons = fingerprint
+        .as_bytes()
+        .chunks(2)
+        .map(|pair| String::from_utf8_lossy(pair).to_uppercase())
+        .collect::<Vec<_>>()
+        .join(":");
+    let answer = server.delete(&format!("{path}/{colons}"), ADMIN_TOKEN);
+    assert_eq!(answer.status, 204, "{answer:?}");
+    assert_eq!(server.get(path, ADMIN_TOKEN).json()["items"], json!([]));
+    let detail = server
+        .delete(&format!("{path}/{fingerprint}"), ADMIN_TOKEN)
+        .problem(404);
+    assert!(detail.contains(&fingerprint), "{detail}");
+}
+
+#[test]
+fn a_certificate_that_cannot_be_pinned_is_a_bad_request() {
+    let server = start();
+    server.create_device(json!({"id": "meter-1"}));
+    let path = "/api/v1/devices/meter-1/certificates";
+    let (other_pem, _) = device_certificate("meter-2");
+    let (pem, _) = device_certificate("meter-1");
+    let cases = [
+        ("hello".to_owned(), "not PEM"),
+        (format!("{pem}{pem}"), "exactly one certificate"),
+        (other_pem, "expected the common name \"meter-1\""),
+    ];
+    for (text, expected) in cases {
+        let detail = server
+            .post(path, ADMIN_TOKEN, json!({"pem": text}))
+            .problem(400);
+        assert!(detail.contains(expected), "{detail}");
+    }
+    // JSON of the wrong shape, as everywhere: 422.
+    server
+        .post(path, ADMIN_TOKEN, json!({"certificate": pem}))
+        .problem(422);
+    // A fingerprint that is not one.
+    let detail = server
+        .delete(&format!("{path}/not-a-fingerprint"), ADMIN_TOKEN)
+        .problem(400);
+    assert!(detail.contains("64 hex digits"), "{detail}");
+    assert_eq!(server.get(path, ADMIN_TOKEN).json()["items"], json!([]));
+}
+
+#[test]
+fn certificates_of_an_unknown_device_are_not_found() {
+    let server = start();
+    let path = "/api/v1/devices/ghost/certificates";
+    let (pem, fingerprint) = device_certificate("ghost");
+    for answer in [
+        server.post(path, ADMIN_TOKEN, json!({"pem": pem})),
+        server.get(path, ADMIN_TOKEN),
+        server.delete(&format!("{path}/{fingerprint}"), ADMIN_TOKEN),
+    ] {
+        let detail = answer.problem(404);
+        assert!(detail.contains("device \"ghost\""), "{detail}");
+    }
+}
+
+#[test]
+fn viewers_list_certificates_and_operators_pin_them() {
+    let server = start();
+    server.create_device(json!({"id": "meter-1"}));
+    let viewer = server.token("dashboard", "viewer");
+    let operator = server.token("installer", "operator");
+    let path = "/api/v1/devices/meter-1/certificates";
+    let (pem, fingerprint) = device_certificate("meter-1");
+
+    server.post(path, &viewer, json!({"pem": pem})).problem(403);
+    assert_eq!(
+        server.post(path, &operator, json!({"pem": pem})).status,
+        201
+    );
+    assert_eq!(
+        server.get(path, &viewer).json()["items"][0]["fingerprint"],
+        fingerprint.as_str()
+    );
+    let one = format!("{path}/{fingerprint}");
+    server.delete(&one, &viewer).problem(403);
+    assert_eq!(server.delete(&one, &operator).status, 204);
+    server.get(path, "not-a-token").problem(401);
+}
+
+#[test]
+fn pinning_or_unpinning_a_certificate_disconnects_the_device() {
+    let server = start();
+    server.create_device(json!({"id": "meter-1"}));
+    let password = || {
+        let answer = server.send(
+            "POST",
+            "/api/v1/devices/meter-1/credentials",
+            Some(ADMIN_TOKEN),
+            None,
+            None,
+        );
+        answer.json()["password"].as_str().unwrap().to_owned()
+    };
+    let secret = password();
+    let path = "/api/v1/devices/meter-1/certificates";
+    let (pem, fingerprint) = device_certificate("meter-1");
+
+    let connection = server
+        .runtime
+        .block_on(connect_device(server.mqtt_addr, "meter-1", &secret));
+    assert_eq!(
+        server.post(path, ADMIN_TOKEN, json!({"pem": pem})).status,
+        201
+    );
+    server.runtime.block_on(closed(connection));
+
+    let connection = server
+        .runtime
+        .block_on(connect_device(server.mqtt_addr, "meter-1", &secret));
+    assert_eq!(
+        server
+            .delete(&format!("{path}/{fingerprint}"), ADMIN_TOKEN)
+            .status,
+        204
+    );
+    server.runtime.block_on(closed(connection));
 }

@@ -1,7 +1,8 @@
 //! Fleetwire's domain vocabulary, shared by the registry (which stores it), the rules
 //! engine, the platform (which acts on it) and the API (which shows it): devices and their
 //! [`DeviceInfo`], API tokens and [`Role`]s, the rule model ([`RuleSpec`], [`RuleAction`],
-//! [`Severity`]), alarms, commands, their ids, and the device topics ([`DeviceTopic`]).
+//! [`Severity`]), alarms, commands, their ids, the device topics ([`DeviceTopic`]) and the
+//! client certificates pinned to devices ([`PinnedCertificate`]).
 //!
 //! Every value is checked in one place, here: an id in its constructor
 //! ([`DeviceId::new`]), a record before it is stored (`check` methods, which the registry
@@ -25,6 +26,7 @@
 //! ```
 
 mod alarm;
+mod certificate;
 mod command;
 mod device;
 mod error;
@@ -39,6 +41,7 @@ pub use alarm::{
     Alarm, AlarmFilter, AlarmStatus, CLEARED_BY_RULE, MAX_ACTOR_CHARS, MAX_ALARM_VALUES,
     MAX_FIELD_CHARS, NewAlarm, check_actor, check_alarm_values,
 };
+pub use certificate::{FINGERPRINT_PATTERN, Fingerprint, NewPinnedCertificate, PinnedCertificate};
 pub use command::{
     Command, CommandStatus, MAX_COMMAND_JSON_BYTES, MAX_COMMAND_TIMEOUT_MS, MIN_COMMAND_TIMEOUT_MS,
     NewCommand, bounded_json, check_command_name, command_params_json, json_kind,

@@ -43,6 +43,17 @@ pub enum Error {
         /// Byte offset of the problem in its expression, when known.
         position: Option<usize>,
     },
+    /// A certificate given to pin that cannot be pinned (HTTP 400): not PEM, not exactly
+    /// one certificate, not X.509, or not naming the device it is pinned to. The detail
+    /// says which, and what was expected.
+    #[error("{detail}")]
+    InvalidCertificate {
+        /// What is wrong with it, the parser's complaint included.
+        detail: String,
+        /// The TLS crate's error, when it came from reading the PEM text.
+        #[source]
+        source: Option<Box<fleetwire_tls::Error>>,
+    },
     /// The request conflicts with the current state (HTTP 409).
     #[error("{0}")]
     Conflict(String),
@@ -78,7 +89,8 @@ impl Error {
             | Error::NotFound { .. }
             | Error::Invalid(_)
             | Error::InvalidQuery(_)
-            | Error::InvalidExpression { .. } => Verdict::Invalid,
+            | Error::InvalidExpression { .. }
+            | Error::InvalidCertificate { .. } => Verdict::Invalid,
             Error::Conflict(_)
             | Error::Store(_)
             | Error::Registry(_)

@@ -11,7 +11,8 @@
 //!   and clear alarms, call webhooks, republish on MQTT and send commands;
 //! - **commands**: platform → device requests with delivery, answers and deadlines;
 //! - **devices and tokens**: the registry's records, with the caches and connections that
-//!   follow their changes.
+//!   follow their changes; devices' pinned client certificates, and their MQTT logins by
+//!   secret or by certificate.
 //!
 //! ```text
 //! broker ─hooks──┐
@@ -52,6 +53,7 @@ mod actions;
 mod alarms;
 mod automation;
 mod batch;
+mod certificates;
 mod commands;
 mod directory;
 mod error;

@@ -5,8 +5,8 @@
 //!   broker itself (implemented here for [`Broker`]); in a cluster it will be the nodes the
 //!   devices are connected to, so every call may be remote: it resolves later and may fail.
 //! - From devices: the broker hooks the platform hands out ([`crate::Platform::mqtt_hooks`]):
-//!   device logins ([`DeviceLogins`]: secrets from the registry, the device's topic access,
-//!   presence) and the ingest collector ([`IngestHook`]), which parses each message's topic
+//!   device logins ([`DeviceLogins`]: secrets or client certificates checked with the
+//!   registry, the device's topic access, presence) and the ingest collector ([`IngestHook`]), which parses each message's topic
 //!   once and keeps it until the connection settles its read.
 
 use std::sync::Arc;
@@ -16,9 +16,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use fleetwire_broker::{
     Access, Authenticator, BoxFuture, Broker, Collector, Credentials, Denial, Inbound, Ingest,
-    Settled, StatsSnapshot,
+    PeerCertificate, Settled, StatsSnapshot,
 };
-use fleetwire_model::{DeviceId, DeviceTopic};
+use fleetwire_model::{DeviceId, DeviceTopic, Fingerprint};
 use fleetwire_mqtt_codec::{QoS, TopicName};
 use fleetwire_registry::Registry;
 use fleetwire_time::Timestamp;
@@ -146,12 +146,89 @@ pub fn device_access(device: &DeviceId) -> Access {
     )
 }
 
-/// Device logins: MQTT user name = device id, password = the device secret (checked by
-/// the registry); a device gets [`device_access`], and its presence is recorded (registry)
-/// and published (live stream).
+/// Device logins, by secret or by client certificate; a device gets [`device_access`],
+/// and its presence is recorded (registry) and published (live stream).
+///
+/// - Without a certificate: MQTT user name = device id, password = the device secret
+///   (checked by the registry).
+/// - With a certificate (its chain was verified by the TLS handshake against the client
+///   CA, so it is current and ours): the subject's common name is the device id. A user
+///   name, if sent, must equal it; the device must be registered; if it has pinned
+///   certificates, this must be one of them. A password, if also sent, is not needed and
+///   is ignored: holding the certificate's key is the stronger proof. Any refusal is
+///   [`Denial::NotAuthorized`] (the client proved who it is, but may not connect as it).
 pub(crate) struct DeviceLogins {
     pub(crate) registry: Registry,
     pub(crate) events: EventHub,
+}
+
+impl DeviceLogins {
+    async fn by_secret(&self, credentials: Credentials<'_>) -> Result<Access, Denial> {
+        // A user name that cannot be a device id, or no password, cannot match.
+        let (Some(Ok(device)), Some(password)) = (
+            credentials.username.map(DeviceId::new),
+            credentials.password,
+        ) else {
+            return Err(Denial::BadCredentials);
+        };
+        match self.registry.verify_device_secret(&device, password).await {
+            Ok(true) => Ok(device_access(&device)),
+            Ok(false) => Err(Denial::BadCredentials),
+            Err(error) => {
+                tracing::error!(
+                    %device,
+                    error = &error as &dyn std::error::Error,
+                    "cannot check device credentials"
+                );
+                Err(Denial::Unavailable)
+            }
+        }
+    }
+
+    async fn by_certificate(
+        &self,
+        credentials: Credentials<'_>,
+        certificate: &PeerCertificate,
+    ) -> Result<Access, Denial> {
+        let Ok(device) = DeviceId::new(certificate.common_name.as_str()) else {
+            tracing::debug!(
+                common_name = %certificate.common_name,
+                "client certificate refused: its common name is not a device id"
+            );
+            return Err(Denial::NotAuthorized);
+        };
+        if credentials
+            .username
+            .is_some_and(|username| username != device.as_str())
+        {
+            tracing::debug!(%device, "client certificate refused: the user name is another");
+            return Err(Denial::NotAuthorized);
+        }
+        let fingerprint = Fingerprint::from_bytes(certificate.fingerprint);
+        match self
+            .registry
+            .certificate_admits(&device, &fingerprint)
+            .await
+        {
+            Ok(Some(true)) => Ok(device_access(&device)),
+            Ok(Some(false)) => {
+                tracing::debug!(%device, %fingerprint, "client certificate refused: not pinned");
+                Err(Denial::NotAuthorized)
+            }
+            Ok(None) => {
+                tracing::debug!(%device, "client certificate refused: unknown device");
+                Err(Denial::NotAuthorized)
+            }
+            Err(error) => {
+                tracing::error!(
+                    %device,
+                    error = &error as &dyn std::error::Error,
+                    "cannot check a device's client certificate"
+                );
+                Err(Denial::Unavailable)
+            }
+        }
+    }
 }
 
 impl Authenticator for DeviceLogins {
@@ -160,24 +237,9 @@ impl Authenticator for DeviceLogins {
         credentials: Credentials<'a>,
     ) -> BoxFuture<'a, Result<Access, Denial>> {
         Box::pin(async move {
-            // A user name that cannot be a device id, or no password, cannot match.
-            let (Some(Ok(device)), Some(password)) = (
-                credentials.username.map(DeviceId::new),
-                credentials.password,
-            ) else {
-                return Err(Denial::BadCredentials);
-            };
-            match self.registry.verify_device_secret(&device, password).await {
-                Ok(true) => Ok(device_access(&device)),
-                Ok(false) => Err(Denial::BadCredentials),
-                Err(error) => {
-                    tracing::error!(
-                        %device,
-                        error = &error as &dyn std::error::Error,
-                        "cannot check device credentials"
-                    );
-                    Err(Denial::Unavailable)
-                }
+            match credentials.certificate {
+                Some(certificate) => self.by_certificate(credentials, certificate).await,
+                None => self.by_secret(credentials).await,
             }
         })
     }

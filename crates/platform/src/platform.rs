@@ -26,8 +26,8 @@ use fleetwire_broker::Hooks;
 use fleetwire_formats::{Limits, Precision};
 use fleetwire_model::{
     Alarm, AlarmFilter, AlarmId, AlarmStatus, ApiToken, Command, CommandId, Device, DeviceFilter,
-    DeviceId, DevicePatch, IngestErrorRecord, NewDevice, NewToken, Page, Rule, RuleId, RuleSpec,
-    Severity, TokenId,
+    DeviceId, DevicePatch, Fingerprint, IngestErrorRecord, NewDevice, NewToken, Page,
+    PinnedCertificate, Rule, RuleId, RuleSpec, Severity, TokenId,
 };
 use fleetwire_registry::Registry;
 use fleetwire_store::{Sample, Store};
@@ -37,6 +37,7 @@ use tokio::task::JoinHandle;
 use crate::actions::Actuators;
 use crate::alarms::Alarms;
 use crate::automation::{Automation, RulesChannel};
+use crate::certificates;
 use crate::commands::{CommandRequest, Commands};
 use crate::directory::Directory;
 use crate::error::{Error, Result};
@@ -365,6 +366,50 @@ impl Platform {
         let secret = self.parts.registry.issue_credentials(id).await?;
         let closed = self.parts.mqtt.disconnect(id).await;
         Ok((secret, closed))
+    }
+
+    /// Pins the one certificate in `pem` (its subject's common name must be the device
+    /// id) to a device: from then on the device logs in with a certificate only with one
+    /// of its pinned ones. The device is disconnected, so that no connection made with
+    /// another certificate stays. Idempotent: the stored pin, and whether it is new
+    /// (`false`: it was pinned already, and nothing changed, the connections included).
+    /// [`Error::InvalidCertificate`] for a text that is not one such certificate,
+    /// [`Error::NotFound`] for an unknown device.
+    pub async fn pin_certificate(
+        &self,
+        device: &DeviceId,
+        pem: &str,
+    ) -> Result<(PinnedCertificate, bool)> {
+        let new = certificates::read_pin(device, pem)?;
+        let (pinned, created) = self.parts.registry.pin_certificate(device, new).await?;
+        if created {
+            let closed = self.parts.mqtt.disconnect(device).await;
+            tracing::debug!(%device, closed, "certificate pinned: device disconnected");
+        }
+        Ok((pinned, created))
+    }
+
+    /// The certificates pinned to a device, oldest first (none: any certificate its CA
+    /// issued for it logs it in). [`Error::NotFound`] for an unknown device.
+    pub async fn certificates(&self, device: &DeviceId) -> Result<Vec<PinnedCertificate>> {
+        Ok(self.parts.registry.certificates(device).await?)
+    }
+
+    /// Unpins a certificate and disconnects the device, so that a connection made with
+    /// that certificate does not stay. [`Error::NotFound`] when the device is unknown or
+    /// the certificate is not pinned to it.
+    pub async fn unpin_certificate(
+        &self,
+        device: &DeviceId,
+        fingerprint: &Fingerprint,
+    ) -> Result<()> {
+        self.parts
+            .registry
+            .unpin_certificate(device, fingerprint)
+            .await?;
+        let closed = self.parts.mqtt.disconnect(device).await;
+        tracing::debug!(%device, closed, "certificate unpinned: device disconnected");
+        Ok(())
     }
 
     /// Whether `secret` is the device's (HTTP Basic logins of devices).

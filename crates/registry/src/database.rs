@@ -3,7 +3,7 @@
 //! `TEXT` for strings and JSON, no `BOOLEAN` because the `Any` driver cannot read SQLite's).
 //! Migrations are versioned, applied at open, each in its own transaction: 1 made devices,
 //! labels and API tokens, 2 rules, alarms and commands, 3 the last ingest error of each
-//! device.
+//! device, 4 the client certificates pinned to devices.
 
 use std::time::Duration;
 
@@ -251,6 +251,22 @@ const MIGRATIONS: &[Migration] = &[
             "ALTER TABLE devices ADD COLUMN last_ingest_error_at BIGINT",
             "ALTER TABLE devices ADD COLUMN last_ingest_error_source TEXT",
             "ALTER TABLE devices ADD COLUMN last_ingest_error TEXT",
+        ],
+    },
+    Migration {
+        version: 4,
+        description: "client certificates pinned to devices",
+        statements: &[
+            // A device's pins go with it. The primary key is what a login looks up (the
+            // device's rows, in fingerprint order), so no other index is needed.
+            "CREATE TABLE device_certificates (
+            device_id TEXT NOT NULL REFERENCES devices (id) ON DELETE CASCADE,
+            fingerprint TEXT NOT NULL CHECK (length(fingerprint) = 64),
+            common_name TEXT,
+            not_after BIGINT,
+            added_at BIGINT NOT NULL,
+            PRIMARY KEY (device_id, fingerprint)
+        )",
         ],
     },
 ];

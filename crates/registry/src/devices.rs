@@ -368,7 +368,8 @@ pub(crate) async fn update(pool: &AnyPool, id: &DeviceId, patch: DevicePatch) ->
 }
 
 pub(crate) async fn delete(pool: &AnyPool, id: &DeviceId) -> Result<()> {
-    // Labels go with the device (ON DELETE CASCADE), credentials are a column of it.
+    // Labels, pinned certificates, alarms and commands go with the device (ON DELETE
+    // CASCADE), credentials are a column of it.
     let deleted = sqlx::query("DELETE FROM devices WHERE id = $1")
         .bind(id.as_str())
         .execute(pool)

@@ -1,5 +1,5 @@
-//! Fleetwire's registry, the platform's database: devices, their credentials, API tokens
-//! and presence; rules, the alarms they raise and the commands sent to devices. Stored in
+//! Fleetwire's registry, the platform's database: devices, their credentials and pinned
+//! client certificates, API tokens and presence; rules, the alarms they raise and the commands sent to devices. Stored in
 //! SQLite (the embedded default, under the data dir) or PostgreSQL (for several nodes),
 //! through the same code.
 //!
@@ -88,6 +88,7 @@
 //! act on the same alarm or command at once without walking it backwards.
 
 mod alarms;
+mod certificates;
 mod commands;
 mod credentials;
 mod database;
@@ -116,8 +117,9 @@ use std::time::Duration;
 
 use fleetwire_model::{
     Alarm, AlarmFilter, AlarmId, AlarmStatus, ApiToken, Command, CommandId, Device, DeviceFilter,
-    DeviceId, DevicePatch, IngestErrorRecord, NewAlarm, NewCommand, NewDevice, NewToken, Page,
-    Rule, RuleId, RuleSpec, Severity, TokenId,
+    DeviceId, DevicePatch, Fingerprint, IngestErrorRecord, NewAlarm, NewCommand, NewDevice,
+    NewPinnedCertificate, NewToken, Page, PinnedCertificate, Rule, RuleId, RuleSpec, Severity,
+    TokenId,
 };
 use fleetwire_time::TimestampMs;
 use parking_lot::Mutex;
@@ -309,8 +311,8 @@ impl Registry {
         devices::update(&self.inner.pool, id, patch).await
     }
 
-    /// Deletes a device with its credentials, alarms and commands; `Error::NotFound` when
-    /// unknown.
+    /// Deletes a device with its credentials, pinned certificates, alarms and commands;
+    /// `Error::NotFound` when unknown.
     /// (The caller disconnects it from the broker.)
     pub async fn delete_device(&self, id: &DeviceId) -> Result<()> {
         devices::delete(&self.inner.pool, id).await?;
@@ -347,6 +349,49 @@ impl Registry {
             .secrets
             .verify(&self.inner.pool, id, secret)
             .await
+    }
+
+    // ---- pinned client certificates ----
+
+    /// Pins a client certificate to a device: from then on the device logs in with a
+    /// certificate only if it is one of its pinned ones. Idempotent: pinning the same
+    /// fingerprint again returns the stored pin unchanged with `false` (`true` when it is
+    /// new). `Error::NotFound` when the device is unknown. (The caller disconnects the
+    /// device, so that connections made with other certificates do not stay.)
+    pub async fn pin_certificate(
+        &self,
+        device: &DeviceId,
+        new: NewPinnedCertificate,
+    ) -> Result<(PinnedCertificate, bool)> {
+        certificates::pin(&self.inner.pool, device, new, now_ms()).await
+    }
+
+    /// The certificates pinned to a device, oldest first (empty: any certificate its CA
+    /// issued for it logs in). `Error::NotFound` when the device is unknown.
+    pub async fn certificates(&self, device: &DeviceId) -> Result<Vec<PinnedCertificate>> {
+        certificates::list(&self.inner.pool, device).await
+    }
+
+    /// Unpins a certificate. `Error::NotFound` when the device is unknown or the
+    /// certificate is not pinned to it. (The caller disconnects the device.)
+    pub async fn unpin_certificate(
+        &self,
+        device: &DeviceId,
+        fingerprint: &Fingerprint,
+    ) -> Result<()> {
+        certificates::unpin(&self.inner.pool, device, fingerprint).await
+    }
+
+    /// The registry's part of a certificate login: `None` when the device is unknown,
+    /// `Some(true)` when the certificate may log it in (the device has no pinned
+    /// certificates, or this is one of them), `Some(false)` otherwise. One query on the
+    /// primary keys, no cache, so a pin or unpin on another node counts at once.
+    pub async fn certificate_admits(
+        &self,
+        device: &DeviceId,
+        fingerprint: &Fingerprint,
+    ) -> Result<Option<bool>> {
+        certificates::admits(&self.inner.pool, device, fingerprint).await
     }
 
     // ---- presence ----

@@ -58,6 +58,11 @@ impl TestRegistry {
         }
     }
 
+    /// The database URL.
+    pub(crate) fn url(&self) -> &str {
+        &self.url
+    }
+
     /// Another registry on the same database, as a restarted process or a second node
     /// would open it.
     pub(crate) async fn open_again(&self) -> Registry {

@@ -10,6 +10,7 @@ mod postgres;
 
 mod alarms;
 mod backend;
+mod certificates;
 mod commands;
 mod credentials;
 mod devices;
