@@ -8,6 +8,7 @@
 //! (its state, the TLS session or the WebSocket framing, lives in the stream and cannot
 //! be handed to epoll).
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -21,6 +22,9 @@ use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 use crate::park::Lot;
+
+/// What an idle stream connection lends its read while it waits.
+const IDLE_READ: usize = 256;
 
 /// A connected byte stream the broker serves MQTT over, other than a plain TCP socket:
 /// a TLS session, a WebSocket carrying binary frames. Anything that is `AsyncRead +
@@ -97,10 +101,10 @@ impl ReadSide {
     }
 
     /// Reads what the socket has into `buffer`, asking for about `chunk` bytes. An idle
-    /// connection holds no read buffer: an empty buffer is released before waiting and
-    /// a fresh one is reserved only once data is ready (for TCP; a stream's read
-    /// reserves before it waits). Its old allocation usually lives on anyway, in
-    /// payloads still being delivered.
+    /// connection holds (almost) no read buffer: for TCP an empty buffer is released
+    /// before waiting and a fresh one reserved once data is ready; a stream reads what
+    /// it has at once into a full buffer, and waits with a small one. The old
+    /// allocation usually lives on anyway, in payloads still being delivered.
     pub(super) async fn read_some(
         &mut self,
         buffer: &mut BytesMut,
@@ -111,6 +115,19 @@ impl ReadSide {
             ReadSide::Stream(stream) => {
                 if buffer.capacity() - buffer.len() < chunk / 4 {
                     buffer.reserve(chunk);
+                }
+                // Whatever the stream has now goes into the full-sized buffer...
+                {
+                    let read = std::pin::pin!(stream.read_buf(&mut *buffer));
+                    let mut now = Context::from_waker(std::task::Waker::noop());
+                    if let Poll::Ready(read) = read.poll(&mut now) {
+                        return read;
+                    }
+                }
+                // ... but an idle connection waits with a small one: a stream cannot say it
+                // is readable before a read, so some buffer must be lent to the wait.
+                if buffer.is_empty() {
+                    *buffer = BytesMut::with_capacity(IDLE_READ);
                 }
                 stream.read_buf(buffer).await
             }
