@@ -171,11 +171,13 @@ impl PresenceQueue {
     /// The writer task: runs until `close`, then writes what is left.
     pub(crate) async fn run_writer(self: Arc<Self>, pool: AnyPool, interval: Duration) {
         loop {
-            // Wait for a first update.
+            // Wait for a first update, or for a flush: updates recorded and then
+            // forgotten (a deleted device) leave nothing pending, yet a flush waits for
+            // their sequence number to be reached.
             loop {
                 {
                     let state = self.state.lock();
-                    if !state.pending.is_empty() || state.is_closed {
+                    if !state.pending.is_empty() || state.is_closed || state.is_flush_requested {
                         break;
                     }
                 }
@@ -273,4 +275,30 @@ async fn write(pool: &AnyPool, batch: &HashMap<DeviceId, Pending>) -> Result<()>
         transaction.commit().await.map_err(database(context))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An update recorded and then forgotten (its device deleted) before the writer saw
+    /// it leaves nothing pending, yet its sequence number counts: a flush must still
+    /// return. (It waited for ever when the idle writer heeded only pending updates.)
+    #[tokio::test]
+    async fn a_flush_returns_when_what_it_waits_for_was_forgotten() {
+        sqlx::any::install_default_drivers();
+        let pool = AnyPool::connect("sqlite::memory:")
+            .await
+            .expect("an in-memory database");
+        let queue = PresenceQueue::new();
+        let id = DeviceId::new("deleted").expect("a plain name");
+        queue.record(&id, true, 1);
+        queue.forget(&id);
+        // The writer starts only now, so it never sees the update.
+        tokio::spawn(Arc::clone(&queue).run_writer(pool, Duration::from_secs(3600)));
+        tokio::time::timeout(Duration::from_secs(10), queue.flush())
+            .await
+            .expect("the flush returned")
+            .expect("nothing failed");
+    }
 }
