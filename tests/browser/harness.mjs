@@ -17,14 +17,31 @@ export const CHROMIUM = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
 export const SCREENSHOTS = process.env.SCREENSHOT_DIR || path.join(TARGET, 'browser-screenshots');
 const START_TIMEOUT_MS = 30_000;
 
-/** Starts `fleetwire serve`, which serves the API and the dashboard on one port. */
-export async function startServer() {
+/**
+ * Starts `fleetwire serve`, which serves the API and the dashboard on one port. With
+ * `{tls: true}`, `fleetwire cert init` first makes a development PKI in the data dir, and the
+ * server also listens for MQTT over TLS (`mqttsPort`) and HTTPS (`https`, `httpsPort`, the
+ * CA in `caFile`), on free loopback ports.
+ */
+export async function startServer({tls = false} = {}) {
   if (!existsSync(BINARY)) throw new Error(`no fleetwire binary at ${BINARY}: run cargo build -p fleetwire or set FLEETWIRE_BIN`);
   const tmp = await mkdtemp(path.join(tmpdir(), 'fleetwire-browser-'));
   const dataDir = path.join(tmp, 'data');
   // Fleetwire reads every FLEETWIRE_* variable as configuration and refuses unknown keys.
   const env = Object.fromEntries(Object.entries(process.env).filter(([name]) => !name.startsWith('FLEETWIRE_')));
   env.RUST_LOG = 'info';
+  const wanted = ['mqtt', 'http'];
+  if (tls) {
+    await run(BINARY, ['cert', 'init', '--data-dir', dataDir], {env});
+    Object.assign(env, {
+      FLEETWIRE_TLS__CERT_FILE: path.join(dataDir, 'tls', 'server.pem'),
+      FLEETWIRE_TLS__KEY_FILE: path.join(dataDir, 'tls', 'server.key'),
+      FLEETWIRE_TLS__CLIENT_CA_FILE: path.join(dataDir, 'tls', 'ca.pem'),
+      FLEETWIRE_MQTT__TLS_ADDR: '127.0.0.1:0',
+      FLEETWIRE_HTTP__TLS_ADDR: '127.0.0.1:0',
+    });
+    wanted.push('mqtts', 'https');
+  }
   const child = spawn(BINARY, [
     '--log-format', 'json', 'serve', '--data-dir', dataDir,
     '--mqtt-addr', '127.0.0.1:0', '--http-addr', '127.0.0.1:0', '--allow-anonymous',
@@ -45,9 +62,9 @@ export async function startServer() {
           return;
         }
         const fields = record.fields || {};
-        if (fields.message === 'listening' && (fields.protocol === 'mqtt' || fields.protocol === 'http')) {
+        if (fields.message === 'listening' && wanted.includes(fields.protocol)) {
           found[fields.protocol] = fields.addr;
-          if (found.mqtt && found.http) {
+          if (wanted.every((protocol) => found[protocol])) {
             clearTimeout(timer);
             resolve(found);
           }
@@ -60,6 +77,14 @@ export async function startServer() {
   const api = `http://${addresses.http}`;
   const [mqttHost, mqttPort] = splitAddr(addresses.mqtt);
   const server = {child, tmp, dataDir, token, api, base: api, mqttHost, mqttPort, log, servesDashboard: true};
+  if (tls) {
+    server.caFile = path.join(dataDir, 'tls', 'ca.pem');
+    server.serverCertFile = path.join(dataDir, 'tls', 'server.pem');
+    server.mqttsPort = splitAddr(addresses.mqtts)[1];
+    server.httpsPort = splitAddr(addresses.https)[1];
+    // The dev server certificate names localhost and 127.0.0.1.
+    server.https = `https://localhost:${server.httpsPort}`;
+  }
 
   const index = await fetch(`${api}/`).catch(() => null);
   if (!index || !index.ok || !(index.headers.get('content-type') || '').startsWith('text/html')) {
@@ -111,9 +136,9 @@ export async function must(server, method, route, body) {
 }
 
 /** Runs a command; resolves to its stdout. */
-export function run(command, args, {timeout = 20_000} = {}) {
+export function run(command, args, {timeout = 20_000, env = process.env} = {}) {
   return new Promise((resolve, reject) => {
-    execFile(command, args, {timeout}, (error, stdout, stderr) => {
+    execFile(command, args, {timeout, env}, (error, stdout, stderr) => {
       if (error) reject(new Error(`${command} ${args.join(' ')}: ${error.message}\n${stderr}`));
       else resolve(stdout);
     });
@@ -144,8 +169,40 @@ export function mqttSubscribe(server, topic, {count = 1, timeoutSeconds = 20, cl
   return {done, child};
 }
 
-/** Launches Debian's Chromium in a fresh profile, with a laptop-sized window. */
-export async function launchBrowser() {
+/**
+ * Like mqttSubscribe, but resolves (to {done, child}) only once mosquitto_sub has its SUBACK
+ * (its -d debug lines say so), so nothing published afterwards can be missed.
+ */
+export function mqttSubscribed(server, topic, {count = 1, timeoutSeconds = 20} = {}) {
+  const args = ['-d', '-h', server.mqttHost, '-p', String(server.mqttPort), '-q', '1', '-t', topic, '-v', '-C', String(count), '-W', String(timeoutSeconds)];
+  // stdbuf: line-buffered output, or the SUBACK line only shows when mosquitto_sub exits.
+  const child = spawn('stdbuf', ['-oL', 'mosquitto_sub', ...args], {stdio: ['ignore', 'pipe', 'pipe']});
+  const messages = [];
+  const lines = [];
+  return new Promise((subscribed, failed) => {
+    const done = new Promise((resolve, reject) => {
+      createInterface({input: child.stdout}).on('line', (line) => {
+        lines.push(line);
+        if (/^Client \S+ received SUBACK/.test(line)) subscribed({done, child});
+        if (/^Client \S+ (sending|received) /.test(line) || /^Subscribed \(mid/.test(line)) return;
+        const space = line.indexOf(' ');
+        messages.push([line.slice(0, space), line.slice(space + 1)]);
+      });
+      child.on('exit', (code) => {
+        if (messages.length >= count) resolve(messages);
+        else {
+          const error = new Error(`mosquitto_sub ${topic} exited with ${code} after ${messages.length} messages:\n${lines.join('\n')}`);
+          failed(error);
+          reject(error);
+        }
+      });
+    });
+    done.catch(() => {});
+  });
+}
+
+/** Launches Debian's Chromium in a fresh profile, with a laptop-sized window; `args` adds flags. */
+export async function launchBrowser({args = []} = {}) {
   const profile = await mkdtemp(path.join(tmpdir(), 'fleetwire-chromium-'));
   const context = await chromium.launchPersistentContext(profile, {
     executablePath: CHROMIUM,
@@ -153,6 +210,7 @@ export async function launchBrowser() {
     args: [
       '--headless=new', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
       '--disable-background-networking', '--disable-component-update', '--disable-sync',
+      ...args,
     ],
     viewport: {width: 1366, height: 768},
   });

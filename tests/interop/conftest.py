@@ -44,6 +44,9 @@ class Broker:
     log: collections.deque = field(default_factory=lambda: collections.deque(maxlen=5000), repr=False)
     max_queued_messages: int = MAX_QUEUED_MESSAGES
     http_port: int | None = None
+    tls_port: int | None = None  # MQTT over TLS, when started with a certificate
+    https_port: int | None = None
+    pki: object = field(default=None, repr=False)  # pki.Pki the TLS listeners serve
 
     @property
     def is_fleetwire(self) -> bool:
@@ -99,6 +102,8 @@ def _start_fleetwire(tmp: Path, *, anonymous: bool = True, env: dict[str, str] |
         "RUST_LOG": "info",
         **(env or {}),
     }
+    # With a certificate the binary also listens for MQTT over TLS and HTTPS.
+    wanted = {"mqtt", "http", "mqtts", "https"} if env.get("FLEETWIRE_TLS__CERT_FILE") else {"mqtt", "http"}
     process = subprocess.Popen(
         command, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
@@ -112,9 +117,9 @@ def _start_fleetwire(tmp: Path, *, anonymous: bool = True, env: dict[str, str] |
         except ValueError:
             return
         fields = record.get("fields", {}) if isinstance(record, dict) else {}
-        if fields.get("message") == "listening" and fields.get("protocol") in ("mqtt", "http"):
+        if fields.get("message") == "listening" and fields.get("protocol") in wanted:
             found[fields["protocol"]] = str(fields.get("addr"))
-            if len(found) == 2:
+            if set(found) == wanted:
                 ready.set()
 
     threading.Thread(target=_drain, args=(process.stderr, log, on_line), daemon=True).start()
@@ -132,11 +137,16 @@ def _start_fleetwire(tmp: Path, *, anonymous: bool = True, env: dict[str, str] |
             captured = "\n".join(log)
             raise RuntimeError(
                 f"fleetwire did not log JSON lines with fields.message == 'listening' and "
-                f"fields.protocol 'mqtt' and 'http' ({reason}).\ncommand: {' '.join(command)}\ncaptured output:\n{captured}"
+                f"fields.protocol {' and '.join(sorted(wanted))} ({reason}).\n"
+                f"command: {' '.join(command)}\ncaptured output:\n{captured}"
             )
     host, _, port = found["mqtt"].rpartition(":")
     http_port = int(found["http"].rpartition(":")[2])
-    return Broker("fleetwire", host.strip("[]"), int(port), process, log, http_port=http_port)
+    started = Broker("fleetwire", host.strip("[]"), int(port), process, log, http_port=http_port)
+    if "mqtts" in found:
+        started.tls_port = int(found["mqtts"].rpartition(":")[2])
+        started.https_port = int(found["https"].rpartition(":")[2])
+    return started
 
 
 def _free_port() -> int:
@@ -232,6 +242,39 @@ def fleet(request, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def secure(request, tmp_path_factory):
+    """Fleetwire with TLS (fleetwire only): `fleetwire cert init` makes a development PKI
+    in its data dir, which it serves on MQTT over TLS (`tls_port`) and HTTPS (`https_port`)
+    beside the plain listeners, trusting the dev CA for client certificates (`pki`). The
+    known ADMIN_TOKEN; anonymous MQTT clients only if the module sets `ALLOW_ANONYMOUS = True`;
+    more configuration from the module's `FLEETWIRE_ENV`."""
+    if BROKER_KIND != "fleetwire":
+        pytest.skip("TLS tests need fleetwire")
+    from pki import cert_init
+
+    tmp = tmp_path_factory.mktemp("secure")
+    pki = cert_init(tmp / "data")
+    env = {
+        "FLEETWIRE_ADMIN_TOKEN": ADMIN_TOKEN,
+        "FLEETWIRE_MQTT__AUTH_FAILURE_BURST": "1000",
+        **pki.env(),
+        **getattr(request.module, "FLEETWIRE_ENV", {}),
+    }
+    started = _start_fleetwire(tmp, anonymous=getattr(request.module, "ALLOW_ANONYMOUS", False), env=env)
+    started.pki = pki
+    yield started
+    _stop(started)
+
+
+@pytest.fixture(scope="module")
+def secure_api(secure):
+    """The REST API of `secure` (plain HTTP), with the admin token."""
+    from fleet import Api
+
+    return Api(secure, ADMIN_TOKEN)
+
+
+@pytest.fixture(scope="module")
 def api(fleet):
     """The REST API of `fleet`, with the admin token."""
     from fleet import Api
@@ -315,6 +358,6 @@ def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
     funcargs = getattr(item, "funcargs", {})
-    started = funcargs.get("broker") or funcargs.get("platform") or funcargs.get("fleet")
+    started = funcargs.get("broker") or funcargs.get("platform") or funcargs.get("fleet") or funcargs.get("secure")
     if report.failed and isinstance(started, Broker):
         report.sections.append((f"{started.kind} log (last 300 lines)", started.log_text()))

@@ -23,18 +23,42 @@ TIMEOUT = 10.0
 
 
 class Peer:
-    def __init__(self, broker, client_id: str, *, protocol: int = V311, clean: bool = True, keepalive: int = 60):
+    """`port` defaults to the broker's plain MQTT port; `transport="websockets"` speaks MQTT
+    over WebSocket at `ws_path`; `tls` (an `ssl.SSLContext`) wraps either in TLS;
+    `bind_address` (another loopback address, 127.0.0.2...) is the client's own address."""
+
+    def __init__(
+        self,
+        broker,
+        client_id: str,
+        *,
+        protocol: int = V311,
+        clean: bool = True,
+        keepalive: int = 60,
+        port: int | None = None,
+        transport: str = "tcp",
+        ws_path: str = "/mqtt",
+        tls=None,
+        bind_address: str = "",
+    ):
         self.broker = broker
         self.protocol = protocol
         self.clean = clean
         self.keepalive = keepalive
+        self.port = port or broker.port
+        self.bind_address = bind_address
         self.client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2,
             client_id=client_id,
             protocol=protocol,
             clean_session=None if protocol == V5 else clean,
             reconnect_on_failure=False,
+            transport=transport,
         )
+        if transport == "websockets":
+            self.client.ws_set_options(path=ws_path)
+        if tls is not None:
+            self.client.tls_set_context(tls)
         self.messages: queue.Queue[mqtt.MQTTMessage] = queue.Queue()
         self.connected = threading.Event()
         self.disconnected = threading.Event()
@@ -102,8 +126,9 @@ class Peer:
             self.client.will_set(*will)
         clean_start = self.clean if self.protocol == V5 else mqtt.MQTT_CLEAN_START_FIRST_ONLY
         self.client.connect(
-            self.broker.host, self.broker.port, keepalive=self.keepalive, clean_start=clean_start, properties=properties
-        )
+            self.broker.host, self.port, keepalive=self.keepalive, bind_address=self.bind_address,
+            clean_start=clean_start, properties=properties,
+        )  # fmt: skip
         self.client.loop_start()
         assert self.connected.wait(timeout), f"no CONNACK within {timeout} s"
         assert self.connack_reason == 0, f"connection refused: {self.connack_reason}"

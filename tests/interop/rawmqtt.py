@@ -255,8 +255,10 @@ class ConnectionClosed(Exception):
 class RawClient:
     """A blocking socket that sends bytes and reads whole MQTT packets."""
 
-    def __init__(self, host: str, port: int, timeout: float = 5.0):
-        self.sock = socket.create_connection((host, port), timeout=timeout)
+    def __init__(self, host: str, port: int, timeout: float = 5.0, *, source: str | None = None):
+        """`source`: the local address to connect from (another loopback address)."""
+        source_address = (source, 0) if source else None
+        self.sock = socket.create_connection((host, port), timeout=timeout, source_address=source_address)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._buffer = bytearray()
 

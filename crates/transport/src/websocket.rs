@@ -17,7 +17,7 @@ use std::task::{Context, Poll, ready};
 use axum::Router;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use bytes::{Buf, Bytes};
@@ -69,6 +69,14 @@ pub fn router(broker: Broker, streams: StreamSender, max_message: usize) -> Rout
 
 async fn upgrade(State(front): State<Arc<Front>>, request: Request) -> Response {
     let (mut parts, _body) = request.into_parts();
+    if !offers_mqtt(&parts.headers) {
+        // MQTT-6.0.0-3: the client must offer `mqtt`; anything else is not an MQTT client.
+        return (
+            StatusCode::BAD_REQUEST,
+            "MQTT over WebSocket needs the subprotocol mqtt (Sec-WebSocket-Protocol: mqtt)\n",
+        )
+            .into_response();
+    }
     let peer = if let Some(ConnectInfo(peer)) = parts.extensions.get::<ConnectInfo<Peer>>() {
         peer.clone()
     } else if let Some(ConnectInfo(addr)) = parts.extensions.get::<ConnectInfo<SocketAddr>>() {
@@ -113,6 +121,16 @@ async fn upgrade(State(front): State<Arc<Front>>, request: Request) -> Response 
                 tracing::debug!(peer = %addr, "MQTT over WebSocket refused: the broker is stopping");
             }
         })
+}
+
+/// Whether the upgrade request offers one of [`SUBPROTOCOLS`].
+fn offers_mqtt(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|offered| SUBPROTOCOLS.contains(&offered.trim()))
 }
 
 /// A WebSocket as a byte stream of MQTT (see the module's notes).

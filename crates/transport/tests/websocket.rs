@@ -232,3 +232,30 @@ async fn a_text_frame_ends_the_connection() {
     .await;
     assert!(ended.is_ok(), "the connection stayed open");
 }
+
+#[tokio::test]
+async fn an_upgrade_without_the_mqtt_subprotocol_is_refused() {
+    let (_tcp, http) = start().await;
+    for offered in [None, Some("chat"), Some("chat, mqtt")] {
+        let mut request = format!("ws://{http}/mqtt").into_client_request().unwrap();
+        if let Some(protocol) = offered {
+            request
+                .headers_mut()
+                .insert("sec-websocket-protocol", protocol.parse().unwrap());
+        }
+        let stream = TcpStream::connect(http).await.unwrap();
+        let upgraded = tokio_tungstenite::client_async(request, stream).await;
+        match offered {
+            Some(list) if list.contains("mqtt") => {
+                let (_, response) = upgraded.unwrap();
+                assert_eq!(response.headers()["sec-websocket-protocol"], "mqtt");
+            }
+            _ => match upgraded {
+                Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                    assert_eq!(response.status(), 400, "{offered:?}")
+                }
+                other => panic!("{offered:?}: expected a 400, got {other:?}"),
+            },
+        }
+    }
+}
