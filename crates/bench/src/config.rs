@@ -3,6 +3,7 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
+use fleetwire_client::Transport;
 use fleetwire_mqtt_codec::{ProtocolVersion, QoS};
 
 use crate::BenchError;
@@ -38,8 +39,11 @@ impl Scenario {
 pub struct BenchConfig {
     /// Which load pattern.
     pub scenario: Scenario,
-    /// The broker's MQTT listener.
+    /// The broker's MQTT listener (for WebSocket, its HTTP listener).
     pub target: SocketAddr,
+    /// TCP, TLS, or WebSocket over either, for every connection. The TLS configuration
+    /// inside is built once and shared by all connections.
+    pub transport: Transport,
     /// Protocol version of every connection.
     pub version: ProtocolVersion,
     /// QoS of publishes and subscriptions.
@@ -78,7 +82,7 @@ pub struct BenchConfig {
 impl BenchConfig {
     /// The usual shape of `scenario`: fan-in 100 publishers and 1 subscriber, fan-out 1
     /// publisher and 1,000 subscribers, 100 pairs, 10,000 connections; QoS 0, 64-byte
-    /// payloads, 10 seconds, unlimited rate, against `127.0.0.1:1883`.
+    /// payloads, 10 seconds, unlimited rate, against `127.0.0.1:1883` over TCP.
     pub fn for_scenario(scenario: Scenario) -> BenchConfig {
         let (publishers, subscribers) = match scenario {
             Scenario::FanIn => (100, 1),
@@ -89,6 +93,7 @@ impl BenchConfig {
         BenchConfig {
             scenario,
             target: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 1883),
+            transport: Transport::Tcp,
             version: ProtocolVersion::V311,
             qos: QoS::AtMostOnce,
             payload: 64,

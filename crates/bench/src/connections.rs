@@ -103,6 +103,7 @@ pub(crate) async fn run(
     Ok(Report {
         scenario: config.scenario.name(),
         target: config.target.to_string(),
+        transport: config.transport.name(),
         mqtt_version: version_name(config.version),
         qos: config.qos as u8,
         payload_bytes: 0,
@@ -201,6 +202,7 @@ async fn spawn_all(
             (!config.logins.is_empty()).then(|| &config.logins[index % config.logins.len()]);
         let options = ConnectOptions {
             addr: config.target,
+            transport: config.transport.clone(),
             local_addr: sources.for_index(index),
             // Prefixed with the device, the way a device with several connections would.
             client_id: match login {

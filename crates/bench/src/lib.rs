@@ -14,6 +14,11 @@
 //!   keep-alive HTTP/1.1 connections (its own module and small client, [`http`]; the
 //!   MQTT scenarios do not use them).
 //!
+//! Every scenario runs over plain TCP, TLS or WebSocket (over TCP or TLS), chosen by
+//! [`BenchConfig::transport`]; the TLS client configuration is built once per run and
+//! shared by every connection, with session resumption off so each connection makes a
+//! full handshake.
+//!
 //! Every message carries its send time in its first 8 bytes, so subscribers measure
 //! publish-to-receive latency into an HDR histogram. The generator keeps itself off the
 //! critical path: one task per connection on a multi-threaded runtime, publishes copied
@@ -54,6 +59,8 @@ use std::sync::Arc;
 pub use config::{BenchConfig, Scenario};
 pub use counters::{Counters, CountersSnapshot};
 pub use error::BenchError;
+/// The transports of [`BenchConfig::transport`], from the client crate.
+pub use fleetwire_client::{TlsOptions, Transport, WebSocketOptions};
 pub use latency::{LatencyRecorder, LatencySummary};
 pub use line_protocol::{LineProtocolConfig, LineProtocolReport, TimePrecision};
 pub use report::{BrokerUsage, ConnectionsResult, CpuUsage, Report};

@@ -250,6 +250,7 @@ pub(crate) async fn run(
     Ok(Report {
         scenario: config.scenario.name(),
         target: config.target.to_string(),
+        transport: config.transport.name(),
         mqtt_version: version_name(config.version),
         qos: config.qos as u8,
         payload_bytes: config.payload,
@@ -286,6 +287,7 @@ async fn open_all(
     for (index, filter) in filters.into_iter().enumerate() {
         let options = ConnectOptions {
             addr: config.target,
+            transport: config.transport.clone(),
             client_id: format!("fwb-{run_id}-{}{index}", &role[..1]),
             version: config.version,
             keep_alive: config.keep_alive,

@@ -14,6 +14,8 @@ pub struct Report {
     pub scenario: &'static str,
     /// The broker address.
     pub target: String,
+    /// `tcp`, `tls`, `ws` or `wss`.
+    pub transport: &'static str,
     /// `3.1.1` or `5`.
     pub mqtt_version: &'static str,
     /// QoS of publishes and subscriptions.
@@ -107,8 +109,13 @@ impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "scenario {} against {} (MQTT {}, QoS {}, {} B payload)",
-            self.scenario, self.target, self.mqtt_version, self.qos, self.payload_bytes
+            "scenario {} against {} over {} (MQTT {}, QoS {}, {} B payload)",
+            self.scenario,
+            self.target,
+            self.transport,
+            self.mqtt_version,
+            self.qos,
+            self.payload_bytes
         )?;
         if let Some(connections) = &self.connections {
             writeln!(
@@ -205,6 +212,7 @@ mod tests {
         let report = Report {
             scenario: "pairs",
             target: "127.0.0.1:1883".to_owned(),
+            transport: "tls",
             mqtt_version: "3.1.1",
             qos: 1,
             payload_bytes: 64,
@@ -234,6 +242,7 @@ mod tests {
         let value: serde_json::Value = serde_json::from_str(&json).unwrap();
         for key in [
             "scenario",
+            "transport",
             "sent",
             "received",
             "errors",

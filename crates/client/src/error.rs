@@ -18,6 +18,27 @@ pub enum ClientError {
         /// What the operating system said.
         source: io::Error,
     },
+    /// The TLS handshake failed (the certificate is not trusted or does not carry the
+    /// server name, the server does not speak TLS on that port, ...).
+    #[error("TLS handshake with {addr} failed: {source}")]
+    Tls {
+        /// The server address.
+        addr: SocketAddr,
+        /// What rustls said.
+        source: io::Error,
+    },
+    /// The WebSocket upgrade failed (wrong path, no `mqtt` subprotocol, not HTTP).
+    #[error("WebSocket upgrade at {url} failed: {source}")]
+    WebSocket {
+        /// The URL asked for.
+        url: String,
+        /// What the WebSocket library said.
+        source: Box<tokio_tungstenite::tungstenite::Error>,
+    },
+    /// The TLS options cannot be built (no certificate in the CA file, a server name
+    /// that is neither a DNS name nor an IP address).
+    #[error("invalid TLS options: {0}")]
+    TlsConfig(String),
     /// The server did not answer `CONNECT` in time.
     #[error("no CONNACK from {addr} within {seconds} s")]
     ConnectTimeout {

@@ -1,13 +1,17 @@
 //! A small, fast async MQTT client over [`fleetwire_mqtt_codec`], used by the fleet
 //! simulator, the load generator and tests.
 //!
-//! One [`Connection`] is one TCP socket driven by the task that owns it: there is no
+//! One [`Connection`] is one socket driven by the task that owns it: there is no
 //! background task and no channel. Sending only encodes into the connection's write
 //! buffer ([`Connection::publish`], [`Connection::subscribe`], or
 //! [`Connection::publish_template`] for pre-encoded messages); the bytes go out, many
 //! packets per system call, while the owner awaits [`Connection::next_event`] or
 //! [`Connection::flush`]. Acknowledgements the protocol requires (`PUBACK`, `PUBREC`,
 //! `PUBREL`, `PUBCOMP`) and keep-alive pings are sent by the connection itself.
+//!
+//! The socket carries MQTT over plain TCP, TLS (rustls), or WebSocket over either
+//! ([`Transport`], in [`ConnectOptions::transport`]); the connection reads and writes
+//! it the same way whatever it is.
 //!
 //! [`Connection::next_event`] is cancel-safe, so it can sit in a `tokio::select!` next to
 //! a timer or a shutdown signal without losing bytes.
@@ -42,9 +46,11 @@ mod error;
 mod message;
 mod options;
 mod template;
+mod transport;
 
 pub use connection::{Connection, Event, Progress};
 pub use error::ClientError;
 pub use message::{Ack, Message};
 pub use options::ConnectOptions;
 pub use template::PublishTemplate;
+pub use transport::{TlsOptions, Transport, WebSocketOptions};

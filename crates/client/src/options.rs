@@ -6,12 +6,16 @@ use std::time::Duration;
 use bytes::Bytes;
 use fleetwire_mqtt_codec::ProtocolVersion;
 
+use crate::Transport;
+
 /// Everything [`crate::Connection::connect`] needs. Build it with struct update syntax
 /// over [`Default`].
 #[derive(Debug, Clone)]
 pub struct ConnectOptions {
-    /// The server's MQTT listener.
+    /// The server's MQTT listener (for WebSocket, its HTTP listener).
     pub addr: SocketAddr,
+    /// TCP, TLS, or WebSocket over either.
+    pub transport: Transport,
     /// Local address to connect from (the port is chosen by the system). Several
     /// loopback source addresses get past the limit of ephemeral ports per address.
     pub local_addr: Option<IpAddr>,
@@ -28,7 +32,8 @@ pub struct ConnectOptions {
     pub username: Option<String>,
     /// Password (for Fleetwire devices, the device secret).
     pub password: Option<Bytes>,
-    /// How long to wait for the TCP handshake and `CONNACK` together.
+    /// How long to wait for the TCP handshake (and the TLS handshake and WebSocket
+    /// upgrade) and `CONNACK` together.
     pub connect_timeout: Duration,
     /// Largest packet accepted from the server, fixed header included.
     pub max_packet_size: usize,
@@ -46,6 +51,7 @@ impl Default for ConnectOptions {
     fn default() -> ConnectOptions {
         ConnectOptions {
             addr: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 1883),
+            transport: Transport::Tcp,
             local_addr: None,
             client_id: String::new(),
             version: ProtocolVersion::V311,

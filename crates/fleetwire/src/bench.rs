@@ -9,7 +9,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
-use fleetwire_bench::{Bench, BenchConfig, Counters, LineProtocolConfig, Scenario, TimePrecision};
+use fleetwire_bench::{
+    Bench, BenchConfig, Counters, LineProtocolConfig, Scenario, TimePrecision, TlsOptions,
+    Transport, WebSocketOptions,
+};
 use fleetwire_mqtt_codec::QoS;
 
 use crate::sim::{init_logging, parse_version, seconds};
@@ -24,9 +27,29 @@ pub(crate) struct BenchArgs {
     /// (InfluxDB line protocol POSTed to --url, points/s and request latency).
     #[arg(value_enum)]
     scenario: ScenarioArg,
-    /// Broker to measure, as HOST:PORT.
+    /// Broker to measure, as HOST:PORT: its MQTT listener, its MQTT over TLS listener
+    /// with --tls, its HTTP (or, with --tls, HTTPS) listener with --ws.
     #[arg(long, default_value = "127.0.0.1:1883", value_name = "HOST:PORT")]
     target: String,
+    /// MQTT over TLS (with --ws: secure WebSocket, wss://). Needs --cafile. Every
+    /// connection makes a full handshake (no session resumption), as a fleet's devices
+    /// connecting for the first time do.
+    #[arg(long)]
+    tls: bool,
+    /// With --tls: PEM file of the CA to trust (for Fleetwire's development PKI,
+    /// DATA_DIR/tls/ca.pem). No other roots are trusted.
+    #[arg(long, value_name = "FILE", requires = "tls")]
+    cafile: Option<std::path::PathBuf>,
+    /// With --tls: the name the server's certificate must carry, also sent as SNI when
+    /// it is a DNS name [default: the host of --target as written, so 127.0.0.1 is
+    /// checked against the certificate's IP addresses and localhost against its DNS
+    /// names].
+    #[arg(long, value_name = "NAME", requires = "tls")]
+    server_name: Option<String>,
+    /// MQTT over WebSocket at PATH of --target (subprotocol mqtt, binary frames);
+    /// --ws alone means /mqtt. With --tls: wss.
+    #[arg(long, value_name = "PATH", num_args = 0..=1, default_missing_value = "/mqtt")]
+    ws: Option<String>,
     /// QoS of publishes and subscriptions.
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=2))]
     qos: u8,
@@ -147,8 +170,16 @@ async fn measure(args: BenchArgs) -> anyhow::Result<()> {
         ScenarioArg::FanOut => Scenario::FanOut,
         ScenarioArg::Pairs => Scenario::Pairs,
         ScenarioArg::Connections => Scenario::Connections,
-        ScenarioArg::LineProtocol => return measure_line_protocol(args).await,
+        ScenarioArg::LineProtocol => {
+            if args.tls || args.ws.is_some() {
+                anyhow::bail!(
+                    "--tls and --ws apply to the MQTT scenarios; line-protocol takes an https:// --url instead"
+                );
+            }
+            return measure_line_protocol(args).await;
+        }
     };
+    let transport = transport(&args)?;
     let defaults = BenchConfig::for_scenario(scenario);
     let publishers = args.publishers.unwrap_or(defaults.publishers);
     let subscribers = match scenario {
@@ -157,6 +188,7 @@ async fn measure(args: BenchArgs) -> anyhow::Result<()> {
     };
     let config = BenchConfig {
         target: resolve(&args.target).await?,
+        transport,
         version: parse_version(&args.mqtt_version),
         qos: QoS::from_u8(args.qos).unwrap_or(QoS::AtMostOnce),
         payload: args.payload,
@@ -280,6 +312,48 @@ fn show_progress(
             let _ = std::io::stderr().flush();
         }
     })
+}
+
+/// The transport the flags ask for; the TLS configuration is made here, once for the
+/// whole run.
+fn transport(args: &BenchArgs) -> anyhow::Result<Transport> {
+    let tls = if args.tls {
+        let Some(cafile) = &args.cafile else {
+            anyhow::bail!(
+                "--tls needs --cafile FILE, the PEM certificate of the CA that signed the broker's certificate (for Fleetwire's development PKI: DATA_DIR/tls/ca.pem)"
+            );
+        };
+        let ca = std::fs::read(cafile)
+            .with_context(|| format!("cannot read --cafile {}", cafile.display()))?;
+        let server_name = match &args.server_name {
+            Some(name) => name.clone(),
+            None => target_host(&args.target).to_owned(),
+        };
+        let options = TlsOptions::from_ca_pem(&ca, &server_name)
+            .with_context(|| format!("--cafile {}", cafile.display()))?;
+        Some(options)
+    } else {
+        None
+    };
+    Ok(match (&args.ws, tls) {
+        (Some(path), tls) => {
+            if !path.starts_with('/') {
+                anyhow::bail!("--ws takes an absolute path such as /mqtt, got {path:?}");
+            }
+            Transport::WebSocket(WebSocketOptions {
+                path: path.clone(),
+                tls,
+            })
+        }
+        (None, Some(tls)) => Transport::Tls(tls),
+        (None, None) => Transport::Tcp,
+    })
+}
+
+/// The host of `HOST:PORT` as written, without the brackets of an IPv6 address.
+fn target_host(target: &str) -> &str {
+    let host = target.rsplit_once(':').map_or(target, |(host, _port)| host);
+    host.trim_start_matches('[').trim_end_matches(']')
 }
 
 /// The first address `HOST:PORT` resolves to.
