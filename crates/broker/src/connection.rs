@@ -156,7 +156,8 @@ impl Closed {
 
 /// Serves one accepted connection until it closes or parks. Never panics on client
 /// input: every failure ends this connection only. `certificate` is what the client
-/// proved with its TLS client certificate, if anything.
+/// proved with its TLS client certificate, if anything (boxed: every plain connection's
+/// handshake carries the `None`).
 ///
 /// Shaped for small idle connections: the handshake (the `CONNECT`, refusals, timeouts)
 /// and the closing (flush timers) run in boxed futures of their own, so the task of an
@@ -168,7 +169,7 @@ pub(crate) fn serve(
     hooks: Arc<Hooks>,
     socket: Socket,
     peer: SocketAddr,
-    certificate: Option<PeerCertificate>,
+    certificate: Option<Box<PeerCertificate>>,
     permit: ConnectionPermit,
 ) -> impl Future<Output = ()> + Send + 'static {
     let handshake = Box::pin(handshake::handshake(

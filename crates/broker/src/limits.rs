@@ -252,6 +252,10 @@ pub(crate) struct PublishBudget {
     messages: f64,
     bytes: f64,
     updated: Instant,
+    /// The time messages are counted at ([`PublishBudget::read_clock`]).
+    now: Instant,
+    /// How long the client must not be read (3.1.1, past its budget); zero otherwise.
+    pause: Duration,
 }
 
 impl PublishBudget {
@@ -268,13 +272,37 @@ impl PublishBudget {
             messages: messages_per_second,
             bytes: bytes_per_second,
             updated: Instant::now(),
+            now: Instant::now(),
+            pause: Duration::ZERO,
         })
+    }
+
+    /// Reads the clock: the messages spent from now on count at this time.
+    pub(crate) fn read_clock(&mut self) {
+        self.now = Instant::now();
+    }
+
+    /// Asks for a pause of `pause` before the client is read again.
+    pub(crate) fn pause_for(&mut self, pause: Duration) {
+        self.pause = self.pause.max(pause);
+    }
+
+    /// Whether a pause is asked for.
+    pub(crate) fn is_paused(&self) -> bool {
+        !self.pause.is_zero()
+    }
+
+    /// The pause asked for, if any, which is then over.
+    pub(crate) fn take_pause(&mut self) -> Option<Duration> {
+        let pause = std::mem::take(&mut self.pause);
+        (!pause.is_zero()).then_some(pause)
     }
 
     /// Spends one message of `bytes`; how long the client is past its budget (zero when
     /// within it). A message larger than a whole second's worth of bytes is let through
     /// once the byte bucket is full, so that it is not refused for ever.
-    pub(crate) fn spend(&mut self, bytes: usize, now: Instant) -> Duration {
+    pub(crate) fn spend(&mut self, bytes: usize) -> Duration {
+        let now = self.now;
         let elapsed = now.saturating_duration_since(self.updated).as_secs_f64();
         self.updated = now;
         let mut over = 0.0_f64;
@@ -349,22 +377,21 @@ mod tests {
         })
         .unwrap();
         let start = Instant::now();
+        budget.now = start;
         for _ in 0..10 {
-            assert_eq!(budget.spend(10, start), Duration::ZERO);
+            assert_eq!(budget.spend(10), Duration::ZERO);
         }
-        let over = budget.spend(10, start);
+        let over = budget.spend(10);
         assert!(
             over > Duration::ZERO && over <= Duration::from_millis(100),
             "{over:?}"
         );
         // A second later the budget is whole again.
-        assert_eq!(
-            budget.spend(10, start + Duration::from_secs(2)),
-            Duration::ZERO
-        );
+        budget.now = start + Duration::from_secs(2);
+        assert_eq!(budget.spend(10), Duration::ZERO);
         // Bytes count too.
-        let later = start + Duration::from_secs(4);
-        assert_eq!(budget.spend(1000, later), Duration::ZERO);
-        assert!(budget.spend(500, later) >= Duration::from_millis(400));
+        budget.now = start + Duration::from_secs(4);
+        assert_eq!(budget.spend(1000), Duration::ZERO);
+        assert!(budget.spend(500) >= Duration::from_millis(400));
     }
 }

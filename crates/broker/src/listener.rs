@@ -165,7 +165,7 @@ impl Broker {
                             Arc::clone(&hooks),
                             Socket::Stream(stream),
                             peer,
-                            certificate,
+                            certificate.map(Box::new),
                             permit,
                         ));
                     }

@@ -38,7 +38,7 @@ pub(super) async fn handshake(
     hooks: Arc<Hooks>,
     socket: Socket,
     peer: SocketAddr,
-    certificate: Option<PeerCertificate>,
+    certificate: Option<Box<PeerCertificate>>,
     permit: ConnectionPermit,
 ) -> Option<Established> {
     if let Socket::Tcp { stream, .. } = &socket {
@@ -73,7 +73,7 @@ pub(super) async fn handshake(
     };
     let version = connect.protocol;
 
-    let access = match admit(&broker, &hooks, &connect, peer, certificate.as_ref()).await {
+    let access = match admit(&broker, &hooks, &connect, peer, certificate.as_deref()).await {
         Ok(access) => access,
         Err(code) => {
             tracing::debug!(%peer, client_id = %connect.client_id, code = code.0, "refusing connection");

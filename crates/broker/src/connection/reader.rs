@@ -70,9 +70,9 @@ pub(super) struct Reader {
     /// Acknowledgements this task writes itself (see [`Reader::write_outbox`]).
     direct_out: BytesMut,
     /// The client's inbound publish rate; `None` without a limit.
-    budget: Option<PublishBudget>,
-    /// How long a 3.1.1 client that went past its budget is not read, after this read.
-    throttle: Duration,
+    /// Boxed, with the pause it asks for: it costs a connection without limits (and
+    /// every connection's task) one pointer.
+    budget: Option<Box<PublishBudget>>,
 }
 
 impl Reader {
@@ -85,7 +85,7 @@ impl Reader {
         signals: Arc<Signals>,
     ) -> Reader {
         let config = broker.config();
-        let budget = PublishBudget::new(&config.limits);
+        let budget = PublishBudget::new(&config.limits).map(Box::new);
         Reader {
             max_packet_size: config.max_packet_size,
             slow_consumer_grace: config.slow_consumer_grace,
@@ -98,7 +98,6 @@ impl Reader {
             signals,
             direct_out: BytesMut::new(),
             budget,
-            throttle: Duration::ZERO,
         }
     }
 
@@ -148,8 +147,12 @@ impl Reader {
         loop {
             // Stop decoding as soon as a subscriber is congested, so this publisher adds
             // at most one message per pause to a full queue.
-            // ... and while a 3.1.1 client is past its publish budget.
-            while self.congested.is_empty() && self.throttle.is_zero() {
+            // ... and while a 3.1.1 client is past its publish budget. The budget reads
+            // the clock once per pass, not once per message.
+            if let Some(budget) = &mut self.budget {
+                budget.read_clock();
+            }
+            while self.congested.is_empty() && !self.is_throttled() {
                 match decode(buffer, self.connection.version, self.max_packet_size) {
                     Ok(Some(packet)) => {
                         // A SUBSCRIBE sends its SUBACK (and everything before it) at
@@ -182,10 +185,9 @@ impl Reader {
             if let Err(closed) = self.settle_and_flush(reader.tcp()).await {
                 return Stop::Closed(closed);
             }
-            if !self.throttle.is_zero() {
+            if let Some(pause) = self.budget.as_mut().and_then(|budget| budget.take_pause()) {
                 // Past its publish budget (3.1.1): neither decoding what was read nor
                 // reading more slows the client down (at most a second at a time).
-                let pause = std::mem::take(&mut self.throttle);
                 Box::pin(tokio::time::sleep(pause)).await;
                 continue;
             }
@@ -608,7 +610,7 @@ impl Reader {
             return Ok(());
         };
         let size = publish.topic.as_str().len() + publish.payload.len();
-        let over = budget.spend(size, std::time::Instant::now());
+        let over = budget.spend(size);
         if over.is_zero() {
             return Ok(());
         }
@@ -616,8 +618,15 @@ impl Reader {
         if self.connection.version.is_v5() {
             return Err(Closed::RateExceeded);
         }
-        self.throttle = over;
+        budget.pause_for(over);
         Ok(())
+    }
+
+    /// Whether a 3.1.1 client past its budget must wait before more is decoded.
+    fn is_throttled(&self) -> bool {
+        self.budget
+            .as_ref()
+            .is_some_and(|budget| budget.is_paused())
     }
 
     /// Offers a message to the ingest; whether it kept it. A kept message's
