@@ -7,12 +7,13 @@
 //! read back after the log is gone.
 
 use std::collections::HashMap;
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
+
+use fleetwire_journal::record::{self, Cursor, Next};
 
 use crate::error::{Error, Result, io};
-use crate::record::{self, Cursor, Next};
 use crate::types::SeriesId;
 
 /// File name of the catalog inside the store's directory.
@@ -164,21 +165,10 @@ impl Catalog {
 
 /// Cuts `path` to `length` bytes and syncs it.
 pub(crate) fn truncate(path: &Path, length: u64) -> Result<()> {
-    let file = OpenOptions::new()
-        .write(true)
-        .open(path)
-        .map_err(io("opening to truncate", path))?;
-    file.set_len(length).map_err(io("truncating", path))?;
-    file.sync_all().map_err(io("syncing", path))
+    Ok(fleetwire_journal::truncate(path, length)?)
 }
 
 /// Makes creations, renames and deletions in `directory` durable.
 pub(crate) fn sync_directory(directory: &Path) -> Result<()> {
-    // Windows cannot open directories as files; its metadata journaling covers this.
-    if cfg!(unix) {
-        File::open(directory)
-            .and_then(|handle| handle.sync_all())
-            .map_err(io("syncing directory", PathBuf::from(directory)))?;
-    }
-    Ok(())
+    Ok(fleetwire_journal::sync_directory(directory)?)
 }

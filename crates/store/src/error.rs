@@ -66,7 +66,7 @@ pub enum Error {
     /// Writing or syncing the write-ahead log failed. The store refuses further writes
     /// (their durability could not be promised) until it is reopened.
     #[error("write-ahead log failed, no writes are accepted until the store is reopened: {0}")]
-    WalFailed(#[source] std::sync::Arc<Error>),
+    WalFailed(#[source] std::sync::Arc<fleetwire_journal::Error>),
     /// The write-ahead log's thread panicked (a bug); what it had queued may be lost.
     #[error("the write-ahead log thread panicked")]
     WalThreadPanicked,

@@ -68,7 +68,6 @@ mod error;
 mod head;
 mod maintenance;
 mod query;
-mod record;
 mod segment;
 mod store;
 mod types;

@@ -1,15 +1,16 @@
-//! Checksummed record framing shared by the write-ahead log and the series catalog, and the
-//! little-endian/varint helpers their payloads use.
+//! Checksummed record framing, and the little-endian/varint helpers payloads use: the
+//! format of every log file (the store's write-ahead log and series catalog, the broker's
+//! state log).
 //!
 //! A record is `length:u32le crc:u32le payload`, where `crc` is the CRC-32 of the length
 //! bytes followed by the payload. A reader stops at the first record that is incomplete or
 //! fails its checksum: that is where a crash tore the file.
 
 /// Bytes before the payload.
-pub(crate) const HEADER_LEN: usize = 8;
+pub const HEADER_LEN: usize = 8;
 
 /// Appends one record holding `payload` to `out`.
-pub(crate) fn frame(out: &mut Vec<u8>, payload: &[u8]) {
+pub fn frame(out: &mut Vec<u8>, payload: &[u8]) {
     let length = u32::try_from(payload.len())
         .unwrap_or(u32::MAX)
         .to_le_bytes();
@@ -23,14 +24,14 @@ pub(crate) fn frame(out: &mut Vec<u8>, payload: &[u8]) {
 
 /// Starts a record in `out` whose payload is appended next; [`finish_frame`] fills in the
 /// header. Saves copying a large payload.
-pub(crate) fn begin_frame(out: &mut Vec<u8>) -> usize {
+pub fn begin_frame(out: &mut Vec<u8>) -> usize {
     let start = out.len();
     out.extend_from_slice(&[0u8; HEADER_LEN]);
     start
 }
 
 /// Completes the record begun at `start` by [`begin_frame`].
-pub(crate) fn finish_frame(out: &mut [u8], start: usize) {
+pub fn finish_frame(out: &mut [u8], start: usize) {
     let payload_len = out.len() - start - HEADER_LEN;
     let length = u32::try_from(payload_len).unwrap_or(u32::MAX).to_le_bytes();
     let mut hasher = crc32fast::Hasher::new();
@@ -42,7 +43,7 @@ pub(crate) fn finish_frame(out: &mut [u8], start: usize) {
 
 /// The outcome of reading the record at some offset.
 #[derive(Debug, PartialEq)]
-pub(crate) enum Next<'a> {
+pub enum Next<'a> {
     /// A valid record, and the offset after it.
     Record(&'a [u8], usize),
     /// The end of the data, exactly at a record boundary.
@@ -52,7 +53,7 @@ pub(crate) enum Next<'a> {
 }
 
 /// Reads the record starting at `offset` of `data`.
-pub(crate) fn next(data: &[u8], offset: usize) -> Next<'_> {
+pub fn next(data: &[u8], offset: usize) -> Next<'_> {
     let Some(rest) = data.get(offset..) else {
         return Next::Torn(format!(
             "offset {offset} is past the end ({} bytes)",
@@ -90,7 +91,7 @@ pub(crate) fn next(data: &[u8], offset: usize) -> Next<'_> {
 
 /// Appends `value` as an unsigned LEB128 varint.
 #[inline]
-pub(crate) fn put_varint(out: &mut Vec<u8>, mut value: u64) {
+pub fn put_varint(out: &mut Vec<u8>, mut value: u64) {
     while value >= 0x80 {
         out.push((value as u8) | 0x80);
         value >>= 7;
@@ -99,35 +100,45 @@ pub(crate) fn put_varint(out: &mut Vec<u8>, mut value: u64) {
 }
 
 /// Appends a length-prefixed string.
-pub(crate) fn put_str(out: &mut Vec<u8>, text: &str) {
+pub fn put_str(out: &mut Vec<u8>, text: &str) {
     put_varint(out, text.len() as u64);
     out.extend_from_slice(text.as_bytes());
 }
 
+/// Appends length-prefixed bytes.
+pub fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+    put_varint(out, bytes.len() as u64);
+    out.extend_from_slice(bytes);
+}
+
 /// Reads payload fields; every method returns `None` when the payload ends too early.
 #[derive(Debug)]
-pub(crate) struct Cursor<'a> {
+pub struct Cursor<'a> {
     bytes: &'a [u8],
     position: usize,
 }
 
 impl<'a> Cursor<'a> {
-    pub(crate) fn new(bytes: &'a [u8]) -> Cursor<'a> {
+    /// A cursor at the start of `bytes`.
+    pub fn new(bytes: &'a [u8]) -> Cursor<'a> {
         Cursor { bytes, position: 0 }
     }
 
-    pub(crate) fn is_empty(&self) -> bool {
+    /// Whether every byte was read.
+    pub fn is_empty(&self) -> bool {
         self.position >= self.bytes.len()
     }
 
-    pub(crate) fn u8(&mut self) -> Option<u8> {
+    /// One byte.
+    pub fn u8(&mut self) -> Option<u8> {
         let byte = *self.bytes.get(self.position)?;
         self.position += 1;
         Some(byte)
     }
 
+    /// An unsigned LEB128 varint.
     #[inline]
-    pub(crate) fn varint(&mut self) -> Option<u64> {
+    pub fn varint(&mut self) -> Option<u64> {
         let mut value = 0u64;
         for shift in (0..64).step_by(7) {
             let byte = self.u8()?;
@@ -139,8 +150,9 @@ impl<'a> Cursor<'a> {
         None
     }
 
+    /// A little-endian `u64`.
     #[inline]
-    pub(crate) fn u64_le(&mut self) -> Option<u64> {
+    pub fn u64_le(&mut self) -> Option<u64> {
         let bytes = self.bytes.get(self.position..self.position + 8)?;
         self.position += 8;
         let mut array = [0u8; 8];
@@ -148,13 +160,24 @@ impl<'a> Cursor<'a> {
         Some(u64::from_le_bytes(array))
     }
 
-    pub(crate) fn str(&mut self) -> Option<&'a str> {
+    /// A length-prefixed string (checked UTF-8).
+    pub fn str(&mut self) -> Option<&'a str> {
+        std::str::from_utf8(self.bytes()?).ok()
+    }
+
+    /// Length-prefixed bytes.
+    pub fn bytes(&mut self) -> Option<&'a [u8]> {
         let length = usize::try_from(self.varint()?).ok()?;
         let bytes = self
             .bytes
             .get(self.position..self.position.checked_add(length)?)?;
         self.position += length;
-        std::str::from_utf8(bytes).ok()
+        Some(bytes)
+    }
+
+    /// A varint that must fit in a `u32`.
+    pub fn varint_u32(&mut self) -> Option<u32> {
+        u32::try_from(self.varint()?).ok()
     }
 }
 
