@@ -9,9 +9,9 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytestring::ByteString;
 use fleetwire_mqtt_codec::{
@@ -26,6 +26,7 @@ use tokio::sync::watch;
 use crate::auth::{Access, FailureLimiter};
 use crate::compact;
 use crate::config::BrokerConfig;
+use crate::durable::{Change, SavedMessage, StateError, StateStore, Target as SavedTarget, Ticket};
 use crate::ingest::Hooks;
 use crate::limits::{ConnectionGate, ConnectionPermit};
 use crate::session::{
@@ -84,6 +85,13 @@ struct Shared {
     share_cursor: AtomicU64,
     started: Instant,
     shutdown: watch::Sender<bool>,
+    /// Where persistent sessions and retained messages survive a restart; `None` keeps
+    /// them in memory only.
+    state: Option<Arc<dyn StateStore>>,
+    /// The next id of a message saved in `state`.
+    next_message_id: AtomicU64,
+    /// A snapshot of `state` is being written.
+    is_snapshotting: AtomicBool,
 }
 
 /// The retained messages, and when those with a 5.0 message expiry interval expire.
@@ -155,6 +163,24 @@ impl Broker {
     /// once given a listener and the [`Hooks`] its connections call into
     /// ([`Broker::spawn`], [`Broker::serve`]); until then it can already publish.
     pub fn new(config: BrokerConfig) -> Broker {
+        Broker::build(config, None)
+    }
+
+    /// A broker whose persistent sessions (subscriptions, queued and in-flight QoS 1/2
+    /// messages) and retained messages survive restarts and crashes in `state`: what it
+    /// holds is loaded first (sessions come back offline, with their queues). From then
+    /// on a QoS 1/2 message is acknowledged to its publisher only once it is durable for
+    /// every persistent session it was queued for.
+    pub fn with_state(
+        config: BrokerConfig,
+        state: Arc<dyn StateStore>,
+    ) -> Result<Broker, StateError> {
+        let broker = Broker::build(config, Some(Arc::clone(&state)));
+        crate::restore::load(&broker, state.as_ref())?;
+        Ok(broker)
+    }
+
+    fn build(config: BrokerConfig, state: Option<Arc<dyn StateStore>>) -> Broker {
         let (shutdown, _) = watch::channel(false);
         let failed_logins =
             FailureLimiter::new(config.auth_failure_burst, config.auth_failures_per_minute);
@@ -174,6 +200,9 @@ impl Broker {
                 share_cursor: AtomicU64::new(0),
                 started: Instant::now(),
                 shutdown,
+                state,
+                next_message_id: AtomicU64::new(1),
+                is_snapshotting: AtomicBool::new(false),
             }),
         }
     }
@@ -185,6 +214,99 @@ impl Broker {
 
     pub(crate) fn stats(&self) -> &Stats {
         &self.shared.stats
+    }
+
+    /// Writes a snapshot of the durable state now, so that the logs before it can go
+    /// and the next start reads less. Does nothing without a durable state, or while
+    /// another snapshot is being written. Blocks: call it from a blocking thread.
+    pub fn snapshot_state(&self) -> Result<(), StateError> {
+        let Some(state) = &self.shared.state else {
+            return Ok(());
+        };
+        if self.shared.is_snapshotting.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        let written = crate::restore::write_snapshot(self, state.as_ref());
+        self.shared.is_snapshotting.store(false, Ordering::Release);
+        written
+    }
+
+    /// Starts a snapshot on a blocking thread when the durable state asks for one.
+    pub(crate) fn snapshot_if_due(&self) {
+        let Some(state) = &self.shared.state else {
+            return;
+        };
+        if !state.wants_snapshot() || self.shared.is_snapshotting.load(Ordering::Acquire) {
+            return;
+        }
+        let broker = self.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Err(error) = broker.snapshot_state() {
+                tracing::error!(%error, "writing a snapshot of the broker state failed");
+            }
+        });
+    }
+
+    /// Makes everything saved in the durable state durable and closes it (at the end of
+    /// a shutdown, once connections are closed).
+    pub fn close_state(&self) -> Result<(), StateError> {
+        match &self.shared.state {
+            Some(state) => state.shutdown(),
+            None => Ok(()),
+        }
+    }
+
+    /// The durable state, if the broker has one.
+    pub(crate) fn state(&self) -> Option<&Arc<dyn StateStore>> {
+        self.shared.state.as_ref()
+    }
+
+    /// Saves `change` in the durable state; the ticket to wait for before acknowledging
+    /// what depends on it. A failed save is logged and gives a ticket that never becomes
+    /// durable (waiting for it fails), so nothing that depends on it is acknowledged.
+    pub(crate) fn save(&self, change: Change<'_>) -> Option<Ticket> {
+        let state = self.shared.state.as_ref()?;
+        match state.save(change) {
+            Ok(ticket) => Some(ticket),
+            Err(error) => {
+                tracing::error!(%error, "saving broker state failed");
+                Some(Ticket(u64::MAX))
+            }
+        }
+    }
+
+    /// The id of `message` in the durable state, given on first use.
+    fn durable_id(&self, message: &Message) -> u64 {
+        *message
+            .durable_id
+            .get_or_init(|| self.shared.next_message_id.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// Makes message ids continue after `last` (restored from the durable state).
+    pub(crate) fn restore_message_ids(&self, last: u64) {
+        self.shared
+            .next_message_id
+            .fetch_max(last.saturating_add(1), Ordering::Relaxed);
+    }
+
+    /// Saves that `delivery` was queued for the persistent `session` (a retained
+    /// message it subscribed to); `None` when nothing needs saving.
+    pub(crate) fn save_queued(&self, session: &Session, delivery: &Delivery) -> Option<Ticket> {
+        if delivery.qos == QoS::AtMostOnce || !session.is_saved.load(Ordering::Relaxed) {
+            return None;
+        }
+        let id = self.durable_id(&delivery.message);
+        let target = SavedTarget {
+            client_id: session.client_id.as_str(),
+            qos: delivery.qos,
+            is_retained: delivery.is_retained,
+            subscription_ids: &delivery.subscription_ids,
+        };
+        self.save(Change::Queued {
+            id,
+            message: saved_message(&delivery.message),
+            targets: &[target],
+        })
     }
 
     /// A place for a new connection from `peer`, within the connection limits (see
@@ -425,6 +547,7 @@ impl Broker {
             }
         };
         if let Some(old) = discarded {
+            self.forget_saved(&old);
             self.remove_subscriptions(&old);
         }
 
@@ -447,6 +570,22 @@ impl Broker {
             state.is_revoked = false;
             state.is_parking = false;
             state.attachment = Some(attachment);
+            if self.shared.state.is_some() {
+                if expiry_interval > 0 {
+                    self.save(Change::Session {
+                        client_id: session.client_id.as_str(),
+                        owner: session.owner.as_deref(),
+                        expiry_interval,
+                        is_v5: version.is_v5(),
+                        disconnected_at: None,
+                    });
+                    session.is_saved.store(true, Ordering::Relaxed);
+                } else if session.is_saved.swap(false, Ordering::Relaxed) {
+                    self.save(Change::SessionEnded {
+                        client_id: session.client_id.as_str(),
+                    });
+                }
+            }
         }
         if let Some(user) = access.user_name() {
             self.add_user_connection(user, &session, generation, hooks);
@@ -500,6 +639,15 @@ impl Broker {
             state
                 .pending
                 .retain(|delivery| delivery.qos != QoS::AtMostOnce);
+            if state.is_persistent && session.is_saved.load(Ordering::Relaxed) {
+                self.save(Change::Session {
+                    client_id: session.client_id.as_str(),
+                    owner: session.owner.as_deref(),
+                    expiry_interval: state.expiry_interval,
+                    is_v5: state.version.is_v5(),
+                    disconnected_at: Some(SystemTime::now()),
+                });
+            }
             state.is_persistent
         };
         if !is_persistent {
@@ -517,6 +665,7 @@ impl Broker {
     }
 
     fn end_session(&self, session: &Arc<Session>) {
+        self.forget_saved(session);
         {
             let mut sessions = self.shared.sessions.lock();
             if sessions
@@ -527,6 +676,16 @@ impl Broker {
             }
         }
         self.remove_subscriptions(session);
+    }
+
+    /// Removes an ending session from the durable state.
+    fn forget_saved(&self, session: &Session) {
+        let _state = session.state.lock();
+        if session.is_saved.swap(false, Ordering::Relaxed) {
+            self.save(Change::SessionEnded {
+                client_id: session.client_id.as_str(),
+            });
+        }
     }
 
     fn remove_subscriptions(&self, session: &Session) {
@@ -541,6 +700,124 @@ impl Broker {
         for filter in filters {
             tree.remove(&filter, &subscription_key(session.id, &filter));
         }
+    }
+
+    /// The session of `client_id` as the durable state describes it (at start):
+    /// created offline if it does not exist yet.
+    pub(crate) fn restore_session(
+        &self,
+        client_id: &str,
+        owner: Option<&str>,
+        expiry_interval: u32,
+        is_v5: bool,
+        disconnected_at: Instant,
+    ) -> Arc<Session> {
+        let client_id = ClientId::new(client_id.to_owned());
+        let session = {
+            let mut sessions = self.shared.sessions.lock();
+            Arc::clone(sessions.entry(client_id.clone()).or_insert_with(|| {
+                Arc::new(Session::new(
+                    SessionId(self.next_id()),
+                    client_id,
+                    owner.map(Arc::from),
+                    u32::try_from(self.shared.config.max_queued_messages).unwrap_or(u32::MAX),
+                ))
+            }))
+        };
+        {
+            let mut state = session.state.lock();
+            state.version = if is_v5 {
+                fleetwire_mqtt_codec::ProtocolVersion::V5
+            } else {
+                fleetwire_mqtt_codec::ProtocolVersion::V311
+            };
+            state.is_persistent = expiry_interval > 0;
+            state.expiry_interval = expiry_interval;
+            state.disconnected_at = Some(disconnected_at);
+        }
+        session.is_saved.store(true, Ordering::Relaxed);
+        session
+    }
+
+    /// The session of `client_id`, if there is one.
+    pub(crate) fn session(&self, client_id: &str) -> Option<Arc<Session>> {
+        let client_id = ClientId::new(client_id.to_owned());
+        self.shared.sessions.lock().get(&client_id).cloned()
+    }
+
+    /// Ends a session the durable state says ended (at start).
+    pub(crate) fn restore_end(&self, client_id: &str) {
+        if let Some(session) = self.session(client_id) {
+            session.is_saved.store(false, Ordering::Relaxed);
+            self.end_session(&session);
+        }
+    }
+
+    /// Adds a subscription the durable state holds (at start).
+    pub(crate) fn restore_subscription(
+        &self,
+        session: &Arc<Session>,
+        filter: &TopicFilter,
+        options: SubscriptionOptions,
+        subscription_id: Option<u32>,
+    ) {
+        let filter = compact::filter(filter);
+        let subscriber = Subscriber {
+            session: Arc::clone(session),
+            options,
+            subscription_id,
+        };
+        self.shared.subscriptions.write().insert(
+            &filter,
+            subscription_key(session.id, &filter),
+            subscriber,
+        );
+        session
+            .state
+            .lock()
+            .subscriptions
+            .insert(filter, options, subscription_id);
+    }
+
+    /// Removes a subscription the durable state says was removed (at start).
+    pub(crate) fn restore_unsubscription(&self, session: &Session, filter: &TopicFilter) {
+        self.shared
+            .subscriptions
+            .write()
+            .remove(filter, &subscription_key(session.id, filter));
+        session.state.lock().subscriptions.remove(filter);
+    }
+
+    /// Sets or clears a retained message the durable state holds (at start).
+    pub(crate) fn restore_retained(&self, topic: &TopicName, message: Option<Arc<Message>>) {
+        let mut retained = self.shared.retained.write();
+        match message {
+            Some(message) => retained.insert(message),
+            None => retained.remove(topic),
+        }
+    }
+
+    /// Every session, for a snapshot of the durable state.
+    pub(crate) fn all_sessions(&self) -> Vec<Arc<Session>> {
+        self.shared.sessions.lock().values().cloned().collect()
+    }
+
+    /// Every retained message, for a snapshot of the durable state.
+    pub(crate) fn all_retained(&self) -> Vec<Arc<Message>> {
+        let mut messages = Vec::new();
+        let every = TopicFilter::new("#").unwrap_or_else(|_| unreachable!("a valid filter"));
+        let retained = self.shared.retained.read();
+        // `#` leaves out `$` topics, which are the broker's own and not saved.
+        retained
+            .store
+            .for_each_match(&every, |_, message| messages.push(Arc::clone(message)));
+        messages
+    }
+
+    /// Makes sure `message` has a durable id (a snapshot writes every queued message
+    /// under one).
+    pub(crate) fn message_id(&self, message: &Message) -> u64 {
+        self.durable_id(message)
     }
 
     /// Ends detached sessions whose 5.0 expiry interval has passed.
@@ -589,7 +866,8 @@ impl Broker {
         session: &Arc<Session>,
         subscribe: &Subscribe,
         access: &Access,
-    ) -> (Vec<ReasonCode>, Vec<Delivery>) {
+    ) -> (Vec<ReasonCode>, Vec<Delivery>, Option<Ticket>) {
+        let mut ticket = None;
         let subscription_id = subscribe
             .properties
             .subscription_identifiers
@@ -627,11 +905,20 @@ impl Broker {
                 .write()
                 .insert(filter, key, subscriber)
                 .is_some();
-            session
-                .state
-                .lock()
-                .subscriptions
-                .insert(filter.clone(), *options);
+            {
+                let mut state = session.state.lock();
+                state
+                    .subscriptions
+                    .insert(filter.clone(), *options, subscription_id);
+                if session.is_saved.load(Ordering::Relaxed) {
+                    ticket = ticket.max(self.save(Change::Subscribed {
+                        client_id: session.client_id.as_str(),
+                        filter,
+                        options: *options,
+                        subscription_id,
+                    }));
+                }
+            }
             reasons.push(ReasonCode(options.qos as u8));
 
             let wants_retained = match options.retain_handling {
@@ -653,7 +940,7 @@ impl Broker {
                     });
             }
         }
-        (reasons, retained)
+        (reasons, retained, ticket)
     }
 
     /// Removes subscriptions; per filter, whether it existed.
@@ -666,21 +953,31 @@ impl Broker {
                 .write()
                 .remove(filter, &subscription_key(session.id, filter))
                 .is_some();
-            session.state.lock().subscriptions.remove(filter);
+            {
+                let mut state = session.state.lock();
+                state.subscriptions.remove(filter);
+                if session.is_saved.load(Ordering::Relaxed) {
+                    self.save(Change::Unsubscribed {
+                        client_id: session.client_id.as_str(),
+                        filter,
+                    });
+                }
+            }
             existed.push(removed);
         }
         existed
     }
 
     /// Accepts a `PUBLISH` from a client: updates the retained store and routes it.
-    /// Returns the number of sessions it was queued for; sessions whose queues are
-    /// congested are added to `congested` so the publisher can pause.
+    /// Returns the number of sessions it was queued for, and the ticket to wait for
+    /// before acknowledging it (when it changed the durable state); sessions whose queues
+    /// are congested are added to `congested` so the publisher can pause.
     pub(crate) fn publish(
         &self,
         publish: Publish,
         origin: SessionId,
         congested: &mut Congested,
-    ) -> usize {
+    ) -> Routed {
         let message = Arc::new(Message {
             expires_at: expiry_from_interval(publish.properties.message_expiry_interval),
             topic: publish.topic,
@@ -692,6 +989,7 @@ impl Broker {
             is_compact: false,
             stored_copy: OnceLock::new(),
             receipt: None,
+            durable_id: OnceLock::new(),
         });
         self.accept(message, congested)
     }
@@ -710,9 +1008,10 @@ impl Broker {
             is_compact: true,
             stored_copy: OnceLock::new(),
             receipt: None,
+            durable_id: OnceLock::new(),
         });
         // Nobody is left to pause: the publishing connection is gone.
-        self.accept(message, &mut Congested::new())
+        self.accept(message, &mut Congested::new()).delivered
     }
 
     /// Publishes a message that originates in the broker (`$SYS`, and later the platform's
@@ -735,9 +1034,10 @@ impl Broker {
             stored_copy: OnceLock::new(),
             receipt: None,
             expires_at: None,
+            durable_id: OnceLock::new(),
         });
         // The broker's own messages are few and never wait for subscribers.
-        self.accept(message, &mut Congested::new())
+        self.accept(message, &mut Congested::new()).delivered
     }
 
     /// Publishes a message from outside MQTT (the platform's commands) and calls
@@ -766,25 +1066,68 @@ impl Broker {
             stored_copy: OnceLock::new(),
             receipt: Some(Arc::new(Receipt::new(on_delivered))),
             expires_at: expires_in.and_then(|after| Instant::now().checked_add(after)),
+            durable_id: OnceLock::new(),
         });
-        self.accept(message, &mut Congested::new())
+        self.accept(message, &mut Congested::new()).delivered
     }
 
-    fn accept(&self, message: Arc<Message>, congested: &mut Congested) -> usize {
+    fn accept(&self, message: Arc<Message>, congested: &mut Congested) -> Routed {
+        let mut ticket = None;
         if message.is_retained {
+            let mut retained = self.shared.retained.write();
             if message.payload.is_empty() {
-                self.shared.retained.write().remove(&message.topic);
+                retained.remove(&message.topic);
+                if !message.topic.is_system() {
+                    ticket = self.save(Change::RetainedCleared {
+                        topic: &message.topic,
+                    });
+                }
             } else {
                 // Retained messages live long: keep them out of the read buffer.
-                self.shared.retained.write().insert(message.for_storage());
+                retained.insert(message.for_storage());
+                // (`$SYS` topics are the broker's own, published again after a start.)
+                if self.shared.state.is_some() && !message.topic.is_system() {
+                    ticket = self.save(Change::Retained {
+                        message: saved_message(&message),
+                    });
+                }
             }
         }
-        self.route(&message, congested)
+        let mut routed = self.route(&message, congested);
+        routed.ticket = routed.ticket.max(ticket);
+        routed
+    }
+
+    /// Saves that `message` is queued for the persistent sessions among `targets`
+    /// (before it is queued, so that their acknowledgements are saved after it).
+    fn save_targets(&self, message: &Message, targets: &[SavedTarget<'_>]) -> Option<Ticket> {
+        if targets.is_empty() {
+            return None;
+        }
+        let id = self.durable_id(message);
+        self.save(Change::Queued {
+            id,
+            message: saved_message(message),
+            targets,
+        })
+    }
+
+    /// After a delivery to a persistent session was saved but not queued (its queue was
+    /// full): saves that it is gone.
+    fn unsave_dropped(&self, queued: Queued, session: &Session, message: &Message, is_saved: bool) {
+        if queued == Queued::Dropped && is_saved {
+            if let Some(&id) = message.durable_id.get() {
+                self.save(Change::Removed {
+                    client_id: session.client_id.as_str(),
+                    id,
+                });
+            }
+        }
     }
 
     /// Queues `message` for every session with a matching subscription: once per session
     /// at the highest QoS among its matching subscriptions, and once per share group.
-    fn route(&self, message: &Arc<Message>, congested: &mut Congested) -> usize {
+    fn route(&self, message: &Arc<Message>, congested: &mut Congested) -> Routed {
         struct Target<'a> {
             subscriber: &'a Subscriber,
             qos: QoS,
@@ -823,25 +1166,51 @@ impl Broker {
                 true
             });
         }
+        let mut ticket = None;
+        // Clean sessions and QoS 0 save nothing: one relaxed load per target.
+        let mut saved: SmallVec<[SavedTarget<'_>; 4]> = SmallVec::new();
+        if message.qos != QoS::AtMostOnce && self.shared.state.is_some() {
+            for target in &targets {
+                let session = &target.subscriber.session;
+                if target.qos != QoS::AtMostOnce && session.is_saved.load(Ordering::Relaxed) {
+                    saved.push(SavedTarget {
+                        client_id: session.client_id.as_str(),
+                        qos: message.qos.min(target.qos),
+                        is_retained: target.is_retain_as_published && message.is_retained,
+                        subscription_ids: &target.subscription_ids,
+                    });
+                }
+            }
+            ticket = self.save_targets(message, &saved);
+        }
         let mut delivered = 0;
         for target in &targets {
             let session = &target.subscriber.session;
+            let qos = message.qos.min(target.qos);
             let queued = session.deliver(
                 Delivery {
                     message: Arc::clone(message),
-                    qos: message.qos.min(target.qos),
+                    qos,
                     is_retained: target.is_retain_as_published && message.is_retained,
                     subscription_ids: target.subscription_ids.to_vec(),
                 },
                 self,
             );
+            if !saved.is_empty() {
+                let is_saved = saved
+                    .iter()
+                    .any(|known| known.client_id == session.client_id.as_str());
+                self.unsave_dropped(queued, session, message, is_saved);
+            }
             note_congestion(queued, session, congested);
             delivered += 1;
         }
         if !shared.is_empty() {
-            delivered += self.route_shared(message, &mut shared, congested);
+            let routed = self.route_shared(message, &mut shared, congested);
+            delivered += routed.delivered;
+            ticket = ticket.max(routed.ticket);
         }
-        delivered
+        Routed { delivered, ticket }
     }
 
     /// Picks one member of each share group, rotating, preferring connected members.
@@ -850,10 +1219,11 @@ impl Broker {
         message: &Arc<Message>,
         members: &mut [(&ByteString, &Subscriber)],
         congested: &mut Congested,
-    ) -> usize {
+    ) -> Routed {
         members.sort_unstable_by(|a, b| a.0.cmp(b.0).then(a.1.session.id.cmp(&b.1.session.id)));
         let cursor = self.shared.share_cursor.fetch_add(1, Ordering::Relaxed) as usize;
         let mut delivered = 0;
+        let mut ticket = None;
         for group in members.chunk_by(|a, b| a.0 == b.0) {
             let online: SmallVec<[&Subscriber; 4]> = group
                 .iter()
@@ -868,19 +1238,63 @@ impl Broker {
             let Some(chosen) = candidates.get(cursor % candidates.len().max(1)) else {
                 continue;
             };
-            let queued = chosen.session.deliver(
-                Delivery {
-                    message: Arc::clone(message),
-                    qos: message.qos.min(chosen.options.qos),
-                    is_retained: chosen.options.retain_as_published && message.is_retained,
-                    subscription_ids: chosen.subscription_id.into_iter().collect(),
-                },
-                self,
-            );
+            let delivery = Delivery {
+                message: Arc::clone(message),
+                qos: message.qos.min(chosen.options.qos),
+                is_retained: chosen.options.retain_as_published && message.is_retained,
+                subscription_ids: chosen.subscription_id.into_iter().collect(),
+            };
+            let saved = self.save_queued(&chosen.session, &delivery);
+            ticket = ticket.max(saved);
+            let queued = chosen.session.deliver(delivery, self);
+            self.unsave_dropped(queued, &chosen.session, message, saved.is_some());
             note_congestion(queued, &chosen.session, congested);
             delivered += 1;
         }
-        delivered
+        Routed { delivered, ticket }
+    }
+}
+
+/// What routing one message did.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Routed {
+    /// Sessions it was queued for.
+    pub(crate) delivered: usize,
+    /// The durable-state ticket to wait for before acknowledging it, if it changed that
+    /// state (queued for a persistent session, retained).
+    pub(crate) ticket: Option<Ticket>,
+}
+
+/// A message as the durable state saves it.
+pub(crate) fn saved_message(message: &Message) -> SavedMessage<'_> {
+    SavedMessage {
+        topic: &message.topic,
+        payload: &message.payload,
+        qos: message.qos,
+        is_retained: message.is_retained,
+        properties: &message.properties,
+        expires_at: message.expires_at.map(wall_clock),
+    }
+}
+
+/// The wall-clock time of `instant` (a time the broker may be down for counts).
+pub(crate) fn wall_clock(instant: Instant) -> SystemTime {
+    let now = Instant::now();
+    let wall = SystemTime::now();
+    if instant >= now {
+        wall + (instant - now)
+    } else {
+        wall.checked_sub(now - instant)
+            .unwrap_or(SystemTime::UNIX_EPOCH)
+    }
+}
+
+/// The instant of wall-clock time `time` (in the past when it has passed).
+pub(crate) fn instant_of(time: SystemTime) -> Instant {
+    let now = Instant::now();
+    match time.duration_since(SystemTime::now()) {
+        Ok(ahead) => now.checked_add(ahead).unwrap_or(now),
+        Err(behind) => now.checked_sub(behind.duration()).unwrap_or(now),
     }
 }
 

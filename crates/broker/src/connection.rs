@@ -124,6 +124,9 @@ enum Closed {
     /// The ingest could not store a message of this 3.1.1 client, which has no way to be
     /// told but to be disconnected without the message's acknowledgement.
     IngestFailed,
+    /// The broker's durable state could not make this read's changes durable: nothing
+    /// that depended on them was acknowledged.
+    StateFailed,
     Shutdown,
 }
 
@@ -147,6 +150,7 @@ impl Closed {
             Closed::Revoked => Some(ReasonCode::ADMINISTRATIVE_ACTION),
             Closed::RateExceeded => Some(ReasonCode::MESSAGE_RATE_TOO_HIGH),
             Closed::Shutdown => Some(ReasonCode::SERVER_SHUTTING_DOWN),
+            Closed::StateFailed => Some(ReasonCode::UNSPECIFIED_ERROR),
             Closed::Disconnect(_) | Closed::EndOfStream | Closed::Io(_) | Closed::IngestFailed => {
                 None
             }

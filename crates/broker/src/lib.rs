@@ -28,10 +28,12 @@ mod broker;
 mod compact;
 mod config;
 mod connection;
+mod durable;
 mod ingest;
 mod limits;
 mod listener;
 mod park;
+mod restore;
 mod session;
 mod stats;
 mod sys;
@@ -42,6 +44,10 @@ pub use auth::{
 pub use broker::Broker;
 pub use config::BrokerConfig;
 pub use connection::Duplex;
+pub use durable::{
+    Change, EmbeddedState, SavedMessage, SnapshotWriter, StateError, StateStore, Target, Ticket,
+};
+pub use fleetwire_journal::Flush;
 pub use ingest::{Collector, Hooks, Inbound, Ingest, Settled, Verdict};
 pub use limits::{ConnectionPermit, Limits};
 pub use listener::{Incoming, Running, StreamSender, Streams};

@@ -10,7 +10,7 @@
 //! connections, so a reconnecting client gets its queued and unacknowledged messages.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::atomic::{AtomicBool, AtomicU32};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -73,6 +73,9 @@ pub(crate) struct Message {
     /// When the message stops being worth delivering (5.0 message expiry interval, or the
     /// platform's deadline for a command): queued copies still waiting are dropped then.
     pub(crate) expires_at: Option<Instant>,
+    /// Its id in the durable state, given when it is first queued for a persistent
+    /// session ([`crate::StateStore`]); never reused.
+    pub(crate) durable_id: OnceLock<u64>,
 }
 
 /// A callback run once, when a tracked message first reaches a client.
@@ -122,6 +125,7 @@ impl Message {
                 stored_copy: OnceLock::new(),
                 receipt: self.receipt.clone(),
                 expires_at: self.expires_at,
+                durable_id: self.durable_id.clone(),
             })
         }))
     }
@@ -296,9 +300,13 @@ pub(crate) struct Session {
     pub(crate) state: Mutex<SessionState>,
     /// Signals publishers paused by flow control that the queue has room again.
     pub(crate) space: Notify,
+    /// The session is persistent and kept in the broker's durable state: its changes are
+    /// saved. Read without the lock when routing; set and cleared under it.
+    pub(crate) is_saved: AtomicBool,
     /// Completed socket writes of the attached connection: a paused publisher that sees
-    /// this move knows the client is reading, however slowly, and keeps waiting.
-    pub(crate) progress: AtomicU64,
+    /// this move knows the client is reading, however slowly, and keeps waiting. (Only
+    /// compared for change: 32 bits leave room for `is_saved` in the same word.)
+    pub(crate) progress: AtomicU32,
 }
 
 /// A session's subscriptions by filter. Most sessions hold none or a few and many are
@@ -306,11 +314,32 @@ pub(crate) struct Session {
 #[derive(Debug, Default)]
 // Boxed so that a session without subscriptions spends 8 bytes here, not 48.
 #[allow(clippy::box_collection)]
-pub(crate) struct Subscriptions(Option<Box<HashMap<TopicFilter, SubscriptionOptions>>>);
+pub(crate) struct Subscriptions(Option<Box<HashMap<TopicFilter, Subscribed>>>);
+
+/// A subscription's options and its 5.0 identifier.
+type Subscribed = (SubscriptionOptions, Option<u32>);
 
 impl Subscriptions {
-    pub(crate) fn insert(&mut self, filter: TopicFilter, options: SubscriptionOptions) {
-        self.0.get_or_insert_default().insert(filter, options);
+    /// Adds or replaces the subscription to `filter`, with its 5.0 identifier.
+    pub(crate) fn insert(
+        &mut self,
+        filter: TopicFilter,
+        options: SubscriptionOptions,
+        subscription_id: Option<u32>,
+    ) {
+        self.0
+            .get_or_insert_default()
+            .insert(filter, (options, subscription_id));
+    }
+
+    /// Every subscription: filter, options and identifier.
+    pub(crate) fn iter(
+        &self,
+    ) -> impl Iterator<Item = (&TopicFilter, SubscriptionOptions, Option<u32>)> {
+        self.0
+            .iter()
+            .flat_map(|map| map.iter())
+            .map(|(filter, (options, id))| (filter, *options, *id))
     }
 
     /// How many subscriptions the session holds.
@@ -325,7 +354,7 @@ impl Subscriptions {
 
     pub(crate) fn remove(&mut self, filter: &TopicFilter) -> Option<SubscriptionOptions> {
         let map = self.0.as_mut()?;
-        let removed = map.remove(filter);
+        let removed = map.remove(filter).map(|(options, _)| options);
         if map.is_empty() {
             self.0 = None;
         }
@@ -356,6 +385,28 @@ impl SessionState {
     /// Takes the next message of the queue.
     pub(crate) fn pop_pending(&mut self) -> Option<Delivery> {
         let delivery = self.pending.pop_front()?;
+        self.queued_bytes = self
+            .queued_bytes
+            .saturating_sub(u32::try_from(delivery.size()).unwrap_or(u32::MAX));
+        Some(delivery)
+    }
+
+    /// Queues a delivery restored from the durable state (at start; no limits: it was
+    /// within them when it was queued).
+    pub(crate) fn restore_pending(&mut self, delivery: Delivery) {
+        self.queued_bytes = self
+            .queued_bytes
+            .saturating_add(u32::try_from(delivery.size()).unwrap_or(u32::MAX));
+        self.pending.push_back(delivery);
+    }
+
+    /// Takes the queued delivery of the saved message `id` out of the queue.
+    pub(crate) fn take_pending(&mut self, id: u64) -> Option<Delivery> {
+        let position = self
+            .pending
+            .iter()
+            .position(|delivery| delivery.message.durable_id.get() == Some(&id))?;
+        let delivery = self.pending.remove(position)?;
         self.queued_bytes = self
             .queued_bytes
             .saturating_sub(u32::try_from(delivery.size()).unwrap_or(u32::MAX));
@@ -413,7 +464,8 @@ impl Session {
                 is_parking: false,
             }),
             space: Notify::new(),
-            progress: AtomicU64::new(0),
+            is_saved: AtomicBool::new(false),
+            progress: AtomicU32::new(0),
         }
     }
 
@@ -570,6 +622,7 @@ mod tests {
             stored_copy: OnceLock::new(),
             receipt: None,
             expires_at: None,
+            durable_id: OnceLock::new(),
         })
     }
 

@@ -32,6 +32,7 @@ impl Broker {
                 _ = sweep.tick() => {
                     self.expire_sessions();
                     self.expire_retained();
+                    self.snapshot_if_due();
                 }
                 _ = sys.tick(), if !sys_interval.is_zero() => self.publish_sys(),
             }

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use axum::serve::ListenerExt;
 use fleetwire_api::{MetricsSource, Sample};
-use fleetwire_broker::Broker;
+use fleetwire_broker::{Broker, EmbeddedState, Flush};
 use fleetwire_model::{RuleId, RuleSpec};
 use fleetwire_platform::{Platform, PlatformDeps};
 use fleetwire_registry::Registry;
@@ -83,7 +83,7 @@ impl App {
         };
 
         let store = open_store(&settings).await?;
-        let broker = Broker::new(settings.broker.clone());
+        let broker = open_broker(&settings).await?;
         let platform = Platform::start(PlatformDeps {
             store,
             registry,
@@ -185,9 +185,31 @@ impl Running {
         // Nothing writes any more: flush the telemetry to segments, close the store, write
         // the devices' last presence and close the registry.
         self.platform.shutdown().await;
+        let broker = self.broker.clone();
+        tokio::task::spawn_blocking(move || broker.close_state())
+            .await
+            .context("closing the broker state panicked")?
+            .context("cannot close the broker state")?;
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// The broker, with its persistent sessions and retained messages loaded from
+/// `{data_dir}/broker` (unless `mqtt.persistence` is off).
+async fn open_broker(settings: &Settings) -> anyhow::Result<Broker> {
+    if !settings.broker_persistence {
+        return Ok(Broker::new(settings.broker.clone()));
+    }
+    let directory = settings.data_dir.join("broker");
+    let config = settings.broker.clone();
+    tokio::task::spawn_blocking(move || {
+        let state = EmbeddedState::open(&directory, Flush::Sync)?;
+        Broker::with_state(config, Arc::new(state))
+    })
+    .await
+    .context("loading the broker state panicked")?
+    .context("cannot load the broker state (persistent sessions, retained messages)")
 }
 
 /// Binds a listener for `protocol` (`mqtt`, `http`) and logs the address it really has

@@ -153,6 +153,9 @@ struct RawMqtt {
     max_subscriptions: u64,
     /// Most bytes of messages queued for one session.
     max_queued_bytes: u64,
+    /// Persistent sessions and retained messages survive restarts and crashes (in
+    /// `{data_dir}/broker`); false keeps them in memory only.
+    persistence: bool,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -210,6 +213,7 @@ impl Default for RawConfig {
                 publish_bytes_rate: broker.limits.publish_bytes_rate,
                 max_subscriptions: broker.limits.max_subscriptions as u64,
                 max_queued_bytes: broker.limits.max_queued_bytes as u64,
+                persistence: true,
             },
             http: RawHttp {
                 addr: SocketAddr::from(([0, 0, 0, 0], 8080)),
@@ -273,6 +277,9 @@ pub struct Settings {
     /// Where the TLS listeners listen once TLS is on (`mqtt.tls_addr`, `http.tls_addr`).
     tls_addrs: (SocketAddr, SocketAddr),
     pub(crate) broker: BrokerConfig,
+    /// Whether the broker's sessions and retained messages are kept in
+    /// `{data_dir}/broker` (`mqtt.persistence`).
+    pub(crate) broker_persistence: bool,
     /// Registry database URL; `None`: SQLite in the data dir.
     pub(crate) registry_url: Option<String>,
     pub(crate) log: LogSettings,
@@ -597,6 +604,7 @@ impl RawConfig {
             admin_token: self.admin_token,
             worker_threads,
             mqtt_addr: self.mqtt.addr,
+            broker_persistence: self.mqtt.persistence,
             http_addr: self.http.addr,
             tls,
             tls_addrs: (self.mqtt.tls_addr, self.http.tls_addr),

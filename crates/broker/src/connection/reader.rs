@@ -14,7 +14,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use fleetwire_mqtt_codec::{
     Packet, PacketId, Properties, PubAck, PubComp, PubRec, PubRel, Publish, QoS, ReasonCode,
-    SubAck, UnsubAck, decode,
+    SubAck, Subscribe, UnsubAck, decode,
 };
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, watch};
@@ -24,6 +24,7 @@ use super::settlement::Settlement;
 use super::socket::ReadSide;
 use super::{Closed, Connection, encode_or_log};
 use crate::broker::{Broker, Congested};
+use crate::durable::{Change, Ticket};
 use crate::ingest::Hooks;
 use crate::limits::PublishBudget;
 use crate::park::{PARK_AFTER, keep_alive_limit};
@@ -73,6 +74,9 @@ pub(super) struct Reader {
     /// Boxed, with the pause it asks for: it costs a connection without limits (and
     /// every connection's task) one pointer.
     budget: Option<Box<PublishBudget>>,
+    /// The durable-state changes of this read's packets: nothing is answered before
+    /// they are durable.
+    durable: Option<Ticket>,
 }
 
 impl Reader {
@@ -98,6 +102,7 @@ impl Reader {
             signals,
             direct_out: BytesMut::new(),
             budget,
+            durable: None,
         }
     }
 
@@ -157,12 +162,15 @@ impl Reader {
                     Ok(Some(packet)) => {
                         // A SUBSCRIBE sends its SUBACK (and everything before it) at
                         // once: earlier messages must be judged first.
-                        if matches!(packet, Packet::Subscribe(_)) {
-                            if let Err(closed) = self.settle_and_flush(reader.tcp()).await {
-                                return Stop::Closed(closed);
+                        let outcome = if let Packet::Subscribe(subscribe) = packet {
+                            match self.settle_and_flush(reader.tcp()).await {
+                                Ok(()) => Box::pin(self.handle_subscribe(subscribe)).await,
+                                Err(closed) => return Stop::Closed(closed),
                             }
-                        }
-                        if let Err(closed) = self.handle(packet) {
+                        } else {
+                            self.handle(packet)
+                        };
+                        if let Err(closed) = outcome {
                             let closed = self
                                 .settle_and_flush(reader.tcp())
                                 .await
@@ -282,6 +290,10 @@ impl Reader {
     /// client whose message could not be stored (it is disconnected unacknowledged).
     /// `tcp` is the socket if it is plain TCP (see [`Reader::write_outbox`]).
     async fn settle_and_flush(&mut self, tcp: Option<&TcpStream>) -> Result<(), Closed> {
+        if let Some(ticket) = self.durable.take() {
+            // Boxed, like the settlement below.
+            Box::pin(self.wait_durable(ticket)).await?;
+        }
         let settled = if !self.settlement.is_waiting() {
             Ok(())
         } else {
@@ -303,6 +315,73 @@ impl Reader {
             Box::pin(waited).await;
         }
         settled
+    }
+
+    /// Waits until the durable state holds everything up to `ticket`. If it cannot, the
+    /// replies that depended on it are never sent: the connection closes, and the client
+    /// sends its unacknowledged messages again.
+    async fn wait_durable(&mut self, ticket: Ticket) -> Result<(), Closed> {
+        let Some(state) = self.broker.state() else {
+            return Ok(());
+        };
+        match state.durable(ticket).await {
+            Ok(()) => Ok(()),
+            Err(error) => {
+                tracing::error!(%error, client_id = %self.connection.session.client_id, "broker state not durable: closing the connection unacknowledged");
+                self.outbox.clear();
+                Err(Closed::StateFailed)
+            }
+        }
+    }
+
+    /// Notes a durable-state change this read's replies wait for.
+    fn wait_for(&mut self, ticket: Option<Ticket>) {
+        self.durable = self.durable.max(ticket);
+    }
+
+    /// Saves `change` when the session is persistent; its replies wait for it.
+    fn save(&mut self, change: Change<'_>) {
+        if self.connection.session.is_saved.load(Ordering::Relaxed) {
+            let ticket = self.broker.save(change);
+            self.wait_for(ticket);
+        }
+    }
+
+    /// Adds the subscriptions of `SUBSCRIBE` and answers it; once the subscriptions are
+    /// durable (a persistent session), `SUBACK`, then the retained messages they match.
+    async fn handle_subscribe(&mut self, subscribe: Subscribe) -> Result<(), Closed> {
+        if subscribe
+            .filters
+            .iter()
+            .any(|(filter, options)| filter.share().is_some() && options.no_local)
+        {
+            return Err(Closed::ProtocolViolation {
+                reason: ReasonCode::PROTOCOL_ERROR,
+                detail: "no-local on a shared subscription (MQTT-3.8.3-4)",
+            });
+        }
+        let (reasons, retained, ticket) = self.broker.subscribe(
+            &self.connection.session,
+            &subscribe,
+            &self.connection.access,
+        );
+        self.outbox.push(Packet::SubAck(SubAck {
+            packet_id: subscribe.packet_id,
+            reasons,
+            properties: Properties::default(),
+        }));
+        if let Some(ticket) = ticket {
+            self.wait_durable(ticket).await?;
+        }
+        // The SUBACK goes out before any retained message it causes.
+        self.flush_outbox();
+        for delivery in retained {
+            let ticket = self.broker.save_queued(&self.connection.session, &delivery);
+            self.wait_for(ticket);
+            // Retained messages for its own subscription never pause a client.
+            let _ = self.connection.session.deliver(delivery, &self.broker);
+        }
+        Ok(())
     }
 
     fn flush_outbox(&mut self) {
@@ -422,6 +501,13 @@ impl Reader {
                         .map(|index| state.incoming_qos2.swap_remove(index))
                         .is_some()
                 };
+                if found {
+                    let client_id = Arc::clone(&self.connection.session);
+                    self.save(Change::Completed {
+                        client_id: client_id.client_id.as_str(),
+                        packet_id: release.packet_id,
+                    });
+                }
                 let mut complete = PubComp::new(release.packet_id);
                 if !found && self.connection.version.is_v5() {
                     complete.reason = ReasonCode::PACKET_IDENTIFIER_NOT_FOUND;
@@ -430,33 +516,12 @@ impl Reader {
                 Ok(())
             }
             Packet::Subscribe(subscribe) => {
-                if subscribe
-                    .filters
-                    .iter()
-                    .any(|(filter, options)| filter.share().is_some() && options.no_local)
-                {
-                    return Err(Closed::ProtocolViolation {
-                        reason: ReasonCode::PROTOCOL_ERROR,
-                        detail: "no-local on a shared subscription (MQTT-3.8.3-4)",
-                    });
-                }
-                let (reasons, retained) = self.broker.subscribe(
-                    &self.connection.session,
-                    &subscribe,
-                    &self.connection.access,
-                );
-                self.outbox.push(Packet::SubAck(SubAck {
-                    packet_id: subscribe.packet_id,
-                    reasons,
-                    properties: Properties::default(),
-                }));
-                // The SUBACK goes out before any retained message it causes.
-                self.flush_outbox();
-                for delivery in retained {
-                    // Retained messages for its own subscription never pause a client.
-                    let _ = self.connection.session.deliver(delivery, &self.broker);
-                }
-                Ok(())
+                // Handled by the read loop ([`Reader::handle_subscribe`]), which can wait.
+                let _ = subscribe;
+                Err(Closed::ProtocolViolation {
+                    reason: ReasonCode::IMPLEMENTATION_SPECIFIC_ERROR,
+                    detail: "SUBSCRIBE outside the read loop",
+                })
             }
             Packet::Unsubscribe(unsubscribe) => {
                 let existed = self
@@ -543,6 +608,8 @@ impl Reader {
             (QoS::AtMostOnce, _) => {
                 if !is_denied {
                     self.offer(&publish, None);
+                    // Nothing is acknowledged: a retained QoS 0 message is saved, not
+                    // waited for.
                     self.broker
                         .publish(publish, self.connection.session.id, &mut self.congested);
                 }
@@ -552,8 +619,13 @@ impl Reader {
                 let delivered = if is_denied {
                     0
                 } else {
-                    self.broker
-                        .publish(publish, self.connection.session.id, &mut self.congested)
+                    let routed = self.broker.publish(
+                        publish,
+                        self.connection.session.id,
+                        &mut self.congested,
+                    );
+                    self.wait_for(routed.ticket);
+                    routed.delivered
                 };
                 let reason = self.publish_reason(is_denied, delivered + usize::from(is_ingested));
                 self.outbox.push(Packet::PubAck(PubAck {
@@ -573,11 +645,19 @@ impl Reader {
                 let mut delivered = 1;
                 if !is_duplicate && !is_denied {
                     let is_ingested = self.offer(&publish, Some(packet_id));
-                    delivered = self.broker.publish(
+                    // A copy sent again after a restart is not routed again.
+                    let session = Arc::clone(&self.connection.session);
+                    self.save(Change::Received {
+                        client_id: session.client_id.as_str(),
+                        packet_id,
+                    });
+                    let routed = self.broker.publish(
                         publish,
                         self.connection.session.id,
                         &mut self.congested,
-                    ) + usize::from(is_ingested);
+                    );
+                    self.wait_for(routed.ticket);
+                    delivered = routed.delivered + usize::from(is_ingested);
                     self.connection
                         .session
                         .state
@@ -670,13 +750,25 @@ impl Reader {
                     .and_then(|entry| entry.delivery.message.receipt.clone()),
                 Awaiting::PubComp => None,
             };
+            let durable_id = state
+                .inflight
+                .get(position)
+                .and_then(|entry| entry.delivery.message.durable_id.get().copied())
+                .filter(|_| self.connection.session.is_saved.load(Ordering::Relaxed));
+            let client_id = self.connection.session.client_id.as_str();
             if is_final {
                 state.inflight.remove(position);
                 if !state.pending.is_empty() {
                     state.wake_writer();
                 }
+                if let Some(id) = durable_id {
+                    self.broker.save(Change::Removed { client_id, id });
+                }
             } else if let Some(entry) = state.inflight.get_mut(position) {
                 entry.awaiting = Awaiting::PubComp;
+                if let Some(id) = durable_id {
+                    self.broker.save(Change::Released { client_id, id });
+                }
             }
             receipt
         };

@@ -18,6 +18,7 @@ use tokio::task::JoinHandle;
 use super::encode_or_log;
 use super::socket::WriteSide;
 use crate::broker::Broker;
+use crate::durable::{Change, Ticket};
 use crate::session::{Awaiting, Delivery, Inflight, Receipt, Session, SessionState, Signals};
 use crate::stats;
 
@@ -73,6 +74,7 @@ async fn write_loop(writer: Writer) -> Option<WriteSide> {
     let mut out = BytesMut::new();
     let mut has_written = false;
     let mut receipts: Vec<Arc<Receipt>> = Vec::new();
+    let mut durable: Option<Ticket> = None;
     loop {
         let step = {
             let mut state = session.state.lock();
@@ -99,7 +101,7 @@ async fn write_loop(writer: Writer) -> Option<WriteSide> {
             } else if state.is_parking {
                 Step::Park
             } else {
-                let drained = drain(&mut state, &mut out, &mut is_resending);
+                let drained = drain(&broker, &session, &mut state, &mut out, &mut is_resending);
                 if drained.published > 0 {
                     stats::add(&broker.stats().messages_sent, drained.published as u64);
                 }
@@ -117,6 +119,7 @@ async fn write_loop(writer: Writer) -> Option<WriteSide> {
                     signals.is_writing.store(true, Ordering::Relaxed);
                 }
                 receipts = drained.receipts;
+                durable = drained.durable;
                 Step::Write {
                     is_closing: state.is_closing,
                     has_more: drained.has_more,
@@ -147,6 +150,16 @@ async fn write_loop(writer: Writer) -> Option<WriteSide> {
                 break;
             }
         };
+        if let (Some(ticket), Some(state)) = (durable.take(), broker.state()) {
+            // QoS 2 messages of a persistent session go out once their packet ids are
+            // durable: after a crash they are sent again with the same ids, so the
+            // client recognises them (exactly once).
+            if let Err(error) = state.durable(ticket).await {
+                tracing::error!(client_id = %session.client_id, %error, "broker state not durable: closing the connection");
+                signals.kick.notify_one();
+                break;
+            }
+        }
         if !out.is_empty() {
             if let Err(error) = socket.send(&out).await {
                 tracing::debug!(client_id = %session.client_id, %error, "write failed");
@@ -183,12 +196,20 @@ struct Drained {
     has_more: bool,
     /// Tracked QoS 0 messages in this batch: delivered once it is written.
     receipts: Vec<Arc<Receipt>>,
+    /// What must be durable before the batch is written (QoS 2 packet ids).
+    durable: Option<Ticket>,
 }
 
 /// Encodes queued control packets, then (once after a reconnect) the in-flight messages
 /// with DUP set, then pending messages while the in-flight window has room, up to
 /// [`WRITE_BATCH`] bytes.
-fn drain(state: &mut SessionState, out: &mut BytesMut, is_resending: &mut bool) -> Drained {
+fn drain(
+    broker: &Broker,
+    session: &Session,
+    state: &mut SessionState,
+    out: &mut BytesMut,
+    is_resending: &mut bool,
+) -> Drained {
     let version = state.version;
     while let Some(packet) = state.control.pop_front() {
         encode_or_log(&packet, version, out);
@@ -209,6 +230,15 @@ fn drain(state: &mut SessionState, out: &mut BytesMut, is_resending: &mut bool) 
         dropped: 0,
         has_more: false,
         receipts: Vec::new(),
+        durable: None,
+    };
+    let is_saved = session.is_saved.load(Ordering::Relaxed);
+    // Saves that a message left a persistent session's queue unsent.
+    let forget = |delivery: &Delivery| {
+        if let (true, Some(&id)) = (is_saved, delivery.message.durable_id.get()) {
+            let client_id = session.client_id.as_str();
+            broker.save(Change::Removed { client_id, id });
+        }
     };
     let now = std::time::Instant::now();
     while out.len() < WRITE_BATCH {
@@ -217,7 +247,9 @@ fn drain(state: &mut SessionState, out: &mut BytesMut, is_resending: &mut bool) 
         };
         if front.message.is_expired(now) {
             // Past its expiry while queued (MQTT-3.3.2-5): never sent.
-            state.pop_pending();
+            if let Some(expired) = state.pop_pending() {
+                forget(&expired);
+            }
             drained.dropped += 1;
             continue;
         }
@@ -242,6 +274,7 @@ fn drain(state: &mut SessionState, out: &mut BytesMut, is_resending: &mut bool) 
             // MQTT-3.1.2-25: a packet larger than the client accepts is discarded.
             if (out.len() - start) as u64 > u64::from(limit) {
                 out.truncate(start);
+                forget(&delivery);
                 drained.dropped += 1;
                 continue;
             }
@@ -254,6 +287,15 @@ fn drain(state: &mut SessionState, out: &mut BytesMut, is_resending: &mut bool) 
             let awaiting = if delivery.qos == QoS::AtLeastOnce {
                 Awaiting::PubAck
             } else {
+                if let (true, Some(&id)) = (is_saved, delivery.message.durable_id.get()) {
+                    let client_id = session.client_id.as_str();
+                    let saved = broker.save(Change::Sent {
+                        client_id,
+                        id,
+                        packet_id,
+                    });
+                    drained.durable = drained.durable.max(saved);
+                }
                 Awaiting::PubRec
             };
             state.inflight.push_back(Inflight {

@@ -1,0 +1,394 @@
+//! The broker's side of its durable state at start and in snapshots: rebuilding
+//! sessions, subscriptions, queues and retained messages from saved [`Change`]s, and
+//! describing the live state as changes for a snapshot.
+//!
+//! Applying a change is idempotent (a snapshot may be followed by changes it already
+//! holds): a message is queued for a session at most once (keyed by its id), the other
+//! changes set a value.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock};
+use std::time::{Instant, SystemTime};
+
+use fleetwire_mqtt_codec::{PacketId, QoS};
+
+use crate::broker::{Broker, instant_of, saved_message, wall_clock};
+use crate::compact;
+use crate::durable::{Change, SavedMessage, SnapshotWriter, StateError, StateStore, Target};
+use crate::session::{Awaiting, ClientId, Delivery, Inflight, Message, Session, SessionId};
+
+/// What loading has built so far beyond the broker's own state.
+struct Loader<'a> {
+    broker: &'a Broker,
+    /// Saved messages by id (shared by every session they are queued for).
+    messages: HashMap<u64, Arc<Message>>,
+    /// (session, message) pairs already queued: a change seen twice queues once.
+    queued: HashSet<(SessionId, u64)>,
+    last_id: u64,
+    /// Counts for the start-up log line.
+    changes: u64,
+}
+
+/// Loads the durable state into `broker` (before it serves anyone).
+pub(crate) fn load(broker: &Broker, store: &dyn StateStore) -> Result<(), StateError> {
+    let started = Instant::now();
+    let mut loader = Loader {
+        broker,
+        messages: HashMap::new(),
+        queued: HashSet::new(),
+        last_id: 0,
+        changes: 0,
+    };
+    store.load(&mut |change| loader.apply(change))?;
+    broker.restore_message_ids(loader.last_id);
+    let stats = broker.stats_snapshot();
+    tracing::info!(
+        sessions = stats.sessions,
+        subscriptions = stats.subscriptions,
+        queued_messages = loader.queued.len(),
+        retained_messages = stats.retained_messages,
+        changes = loader.changes,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "broker state loaded"
+    );
+    Ok(())
+}
+
+impl Loader<'_> {
+    fn apply(&mut self, change: Change<'_>) -> Result<(), String> {
+        self.changes += 1;
+        match change {
+            Change::Session {
+                client_id,
+                owner,
+                expiry_interval,
+                is_v5,
+                disconnected_at,
+            } => {
+                // A session connected when the broker stopped counts as disconnected
+                // from the start: its expiry counts from now, never shorter than saved.
+                let disconnected_at = disconnected_at.map_or_else(Instant::now, instant_of);
+                let session = self.broker.restore_session(
+                    client_id,
+                    owner,
+                    expiry_interval,
+                    is_v5,
+                    disconnected_at,
+                );
+                if owner.map(Arc::<str>::from) != session.owner {
+                    return Err(format!(
+                        "session {client_id:?} is saved with two different owners"
+                    ));
+                }
+            }
+            Change::SessionEnded { client_id } => {
+                if let Some(session) = self.broker.session(client_id) {
+                    self.queued.retain(|(id, _)| *id != session.id);
+                }
+                self.broker.restore_end(client_id);
+            }
+            Change::Subscribed {
+                client_id,
+                filter,
+                options,
+                subscription_id,
+            } => {
+                if let Some(session) = self.broker.session(client_id) {
+                    self.broker
+                        .restore_subscription(&session, filter, options, subscription_id);
+                }
+            }
+            Change::Unsubscribed { client_id, filter } => {
+                if let Some(session) = self.broker.session(client_id) {
+                    self.broker.restore_unsubscription(&session, filter);
+                }
+            }
+            Change::Queued {
+                id,
+                message,
+                targets,
+            } => {
+                self.last_id = self.last_id.max(id);
+                let message = Arc::clone(
+                    self.messages
+                        .entry(id)
+                        .or_insert_with(|| restored_message(message, Some(id))),
+                );
+                for target in targets {
+                    self.queue(&message, id, target);
+                }
+            }
+            Change::Sent {
+                client_id,
+                id,
+                packet_id,
+            } => self.with_session(client_id, |state| {
+                let in_flight = state
+                    .inflight
+                    .iter_mut()
+                    .find(|entry| entry.delivery.message.durable_id.get() == Some(&id));
+                if let Some(entry) = in_flight {
+                    entry.packet_id = packet_id;
+                    return;
+                }
+                if let Some(delivery) = state.take_pending(id) {
+                    state.inflight.push_back(Inflight {
+                        packet_id,
+                        delivery,
+                        awaiting: Awaiting::PubRec,
+                    });
+                }
+            }),
+            Change::Released { client_id, id } => self.with_session(client_id, |state| {
+                if let Some(entry) = state
+                    .inflight
+                    .iter_mut()
+                    .find(|entry| entry.delivery.message.durable_id.get() == Some(&id))
+                {
+                    entry.awaiting = Awaiting::PubComp;
+                }
+            }),
+            Change::Removed { client_id, id } => {
+                if let Some(session) = self.broker.session(client_id) {
+                    self.queued.remove(&(session.id, id));
+                    let mut state = session.state.lock();
+                    if state.take_pending(id).is_none() {
+                        state
+                            .inflight
+                            .retain(|entry| entry.delivery.message.durable_id.get() != Some(&id));
+                    }
+                }
+            }
+            Change::Received {
+                client_id,
+                packet_id,
+            } => self.with_session(client_id, |state| {
+                if !state.incoming_qos2.contains(&packet_id) {
+                    state.incoming_qos2.push(packet_id);
+                }
+            }),
+            Change::Completed {
+                client_id,
+                packet_id,
+            } => self.with_session(client_id, |state| {
+                state.incoming_qos2.retain(|id| *id != packet_id);
+            }),
+            Change::Retained { message } => {
+                let topic = message.topic.clone();
+                let is_expired = message.expires_at.is_some_and(|at| at <= SystemTime::now());
+                let message = (!is_expired).then(|| restored_message(message, None));
+                self.broker.restore_retained(&topic, message);
+            }
+            Change::RetainedCleared { topic } => self.broker.restore_retained(topic, None),
+        }
+        Ok(())
+    }
+
+    /// Queues `message` for the target session, once.
+    fn queue(&mut self, message: &Arc<Message>, id: u64, target: &Target<'_>) {
+        let Some(session) = self.broker.session(target.client_id) else {
+            // Saved after the session ended (a race with its end): nobody to queue for.
+            return;
+        };
+        if !self.queued.insert((session.id, id)) {
+            return;
+        }
+        session.state.lock().restore_pending(Delivery {
+            message: Arc::clone(message),
+            qos: target.qos,
+            is_retained: target.is_retained,
+            subscription_ids: target.subscription_ids.to_vec(),
+        });
+    }
+
+    fn with_session(
+        &self,
+        client_id: &str,
+        change: impl FnOnce(&mut crate::session::SessionState),
+    ) {
+        if let Some(session) = self.broker.session(client_id) {
+            change(&mut session.state.lock());
+        }
+    }
+}
+
+/// A saved message in allocations of its own (not slices of the loaded file).
+fn restored_message(saved: SavedMessage<'_>, id: Option<u64>) -> Arc<Message> {
+    let durable_id = OnceLock::new();
+    if let Some(id) = id {
+        let _ = durable_id.set(id);
+    }
+    Arc::new(Message {
+        topic: compact::topic(saved.topic),
+        payload: compact::payload(saved.payload),
+        qos: saved.qos,
+        is_retained: saved.is_retained,
+        properties: saved.properties.clone(),
+        origin: None,
+        is_compact: true,
+        stored_copy: OnceLock::new(),
+        receipt: None,
+        expires_at: saved.expires_at.map(instant_of),
+        durable_id,
+    })
+}
+
+/// A message queued or in flight for one session: id, message, QoS, retain flag and
+/// subscription identifiers.
+type QueuedEntry = (u64, Arc<Message>, QoS, bool, Vec<u32>);
+
+/// Where a message is queued: (index of the session's part, index in its queue).
+type Places = Vec<(usize, usize)>;
+
+/// One session's part of a snapshot, taken under its lock.
+struct SessionPart {
+    client_id: ClientId,
+    /// Messages queued or in flight, in order.
+    queued: Vec<QueuedEntry>,
+    /// QoS 2 messages sent: (id, packet id, whether `PUBREC` came).
+    sent: Vec<(u64, PacketId, bool)>,
+}
+
+/// Writes a snapshot of the broker's durable state: the changes that rebuild every
+/// persistent session and retained message as they are now.
+pub(crate) fn write_snapshot(broker: &Broker, store: &dyn StateStore) -> Result<(), StateError> {
+    let started = Instant::now();
+    let mut writer = store.snapshot()?;
+    let mut parts = Vec::new();
+    for session in broker.all_sessions() {
+        if let Some(part) = snapshot_session(broker, &session, writer.as_mut())? {
+            parts.push(part);
+        }
+    }
+    // Messages once each, by id (per publisher, ids follow the order it published in),
+    // with every session they are queued for.
+    let mut messages: BTreeMap<u64, (Arc<Message>, Places)> = BTreeMap::new();
+    for (part_index, part) in parts.iter().enumerate() {
+        for (entry_index, (id, message, ..)) in part.queued.iter().enumerate() {
+            messages
+                .entry(*id)
+                .or_insert_with(|| (Arc::clone(message), Vec::new()))
+                .1
+                .push((part_index, entry_index));
+        }
+    }
+    let mut written = 0u64;
+    for (id, (message, places)) in &messages {
+        let targets: Vec<Target<'_>> = places
+            .iter()
+            .filter_map(|&(part_index, entry_index)| {
+                let part = parts.get(part_index)?;
+                let (_, _, qos, is_retained, subscription_ids) = part.queued.get(entry_index)?;
+                Some(Target {
+                    client_id: part.client_id.as_str(),
+                    qos: *qos,
+                    is_retained: *is_retained,
+                    subscription_ids,
+                })
+            })
+            .collect();
+        writer.add(Change::Queued {
+            id: *id,
+            message: saved_message(message),
+            targets: &targets,
+        })?;
+        written += 1;
+    }
+    for part in &parts {
+        for &(id, packet_id, is_released) in &part.sent {
+            let client_id = part.client_id.as_str();
+            writer.add(Change::Sent {
+                client_id,
+                id,
+                packet_id,
+            })?;
+            if is_released {
+                writer.add(Change::Released { client_id, id })?;
+            }
+        }
+    }
+    let retained = broker.all_retained();
+    for message in &retained {
+        writer.add(Change::Retained {
+            message: saved_message(message),
+        })?;
+    }
+    writer.finish()?;
+    tracing::info!(
+        sessions = parts.len(),
+        messages = written,
+        retained = retained.len(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "broker state snapshot written"
+    );
+    Ok(())
+}
+
+/// Writes a persistent session's own changes (session, subscriptions, incoming QoS 2)
+/// and returns what it has queued; `None` for a session that is not saved.
+fn snapshot_session(
+    broker: &Broker,
+    session: &Arc<Session>,
+    writer: &mut dyn SnapshotWriter,
+) -> Result<Option<SessionPart>, StateError> {
+    let state = session.state.lock();
+    if !session.is_saved.load(Ordering::Relaxed) {
+        return Ok(None);
+    }
+    let client_id = session.client_id.as_str();
+    writer.add(Change::Session {
+        client_id,
+        owner: session.owner.as_deref(),
+        expiry_interval: state.expiry_interval,
+        is_v5: state.version.is_v5(),
+        disconnected_at: match state.attachment {
+            Some(_) => None,
+            None => state.disconnected_at.map(wall_clock),
+        },
+    })?;
+    for (filter, options, subscription_id) in state.subscriptions.iter() {
+        writer.add(Change::Subscribed {
+            client_id,
+            filter,
+            options,
+            subscription_id,
+        })?;
+    }
+    for &packet_id in &state.incoming_qos2 {
+        writer.add(Change::Received {
+            client_id,
+            packet_id,
+        })?;
+    }
+    let mut part = SessionPart {
+        client_id: session.client_id.clone(),
+        queued: Vec::new(),
+        sent: Vec::new(),
+    };
+    let in_flight = state
+        .inflight
+        .iter()
+        .map(|entry| (&entry.delivery, Some(entry)));
+    let pending = state.pending.iter().map(|delivery| (delivery, None));
+    for (delivery, entry) in in_flight.chain(pending) {
+        if delivery.qos == QoS::AtMostOnce {
+            continue;
+        }
+        let id = broker.message_id(&delivery.message);
+        part.queued.push((
+            id,
+            Arc::clone(&delivery.message),
+            delivery.qos,
+            delivery.is_retained,
+            delivery.subscription_ids.clone(),
+        ));
+        if let Some(entry) = entry {
+            if delivery.qos == QoS::ExactlyOnce {
+                part.sent
+                    .push((id, entry.packet_id, entry.awaiting == Awaiting::PubComp));
+            }
+        }
+    }
+    Ok(Some(part))
+}
