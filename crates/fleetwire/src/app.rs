@@ -75,6 +75,8 @@ impl App {
                  access; use this only for development and testing"
             );
         }
+        // Loaded before the listeners open: "listening" means clients are served.
+        let broker = open_broker(&settings).await?;
         let (mqtt_listener, mqtt_addr) = listen("mqtt", settings.mqtt_addr).await?;
         let (http_listener, http_addr) = listen("http", settings.http_addr).await?;
         let tls = match &settings.tls {
@@ -83,7 +85,6 @@ impl App {
         };
 
         let store = open_store(&settings).await?;
-        let broker = open_broker(&settings).await?;
         let platform = Platform::start(PlatformDeps {
             store,
             registry,
