@@ -77,6 +77,10 @@ pub struct BenchConfig {
     /// User names and passwords the `connections` scenario logs in with, in turn;
     /// empty connects anonymously.
     pub logins: Vec<(String, String)>,
+    /// Subscribers keep persistent sessions (MQTT 3.1.1 clean session 0), so a broker
+    /// with durable sessions saves what it queues for them; the sessions are ended
+    /// after the run.
+    pub persistent_subscribers: bool,
 }
 
 impl BenchConfig {
@@ -109,6 +113,7 @@ impl BenchConfig {
             drain: Duration::from_secs(3),
             broker_pid: None,
             logins: Vec::new(),
+            persistent_subscribers: false,
         }
     }
 

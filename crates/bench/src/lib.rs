@@ -50,6 +50,7 @@ pub mod http;
 mod latency;
 pub mod line_protocol;
 mod messaging;
+pub mod persistence;
 pub mod rate;
 mod report;
 pub mod system;
@@ -60,7 +61,7 @@ pub use config::{BenchConfig, Scenario};
 pub use counters::{Counters, CountersSnapshot};
 pub use error::BenchError;
 /// The transports of [`BenchConfig::transport`], from the client crate.
-pub use fleetwire_client::{TlsOptions, Transport, WebSocketOptions};
+pub use fleetwire_client::{ConnectOptions, TlsOptions, Transport, WebSocketOptions};
 pub use latency::{LatencyRecorder, LatencySummary};
 pub use line_protocol::{LineProtocolConfig, LineProtocolReport, TimePrecision};
 pub use report::{BrokerUsage, ConnectionsResult, CpuUsage, Report};

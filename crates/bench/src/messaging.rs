@@ -246,6 +246,10 @@ pub(crate) async fn run(
         }
     }
 
+    if config.persistent_subscribers {
+        end_sessions(config, &run_id, config.subscribers).await;
+    }
+
     let duration_s = window.as_secs_f64();
     Ok(Report {
         scenario: config.scenario.name(),
@@ -288,7 +292,8 @@ async fn open_all(
         let options = ConnectOptions {
             addr: config.target,
             transport: config.transport.clone(),
-            client_id: format!("fwb-{run_id}-{}{index}", &role[..1]),
+            client_id: client_id(run_id, role, index),
+            clean_start: !(config.persistent_subscribers && role == "subscribers"),
             version: config.version,
             keep_alive: config.keep_alive,
             max_inflight: config.inflight,
@@ -336,6 +341,28 @@ async fn open_all(
             first,
         }),
         None => Ok(opened.into_iter().flatten().collect()),
+    }
+}
+
+/// The client id of connection `index` of `role` in run `run_id`.
+fn client_id(run_id: &str, role: &str, index: usize) -> String {
+    format!("fwb-{run_id}-{}{index}", &role[..1])
+}
+
+/// Ends the persistent sessions of the run's subscribers (connects each with a clean
+/// session and leaves), so that they queue nothing for runs that follow.
+async fn end_sessions(config: &BenchConfig, run_id: &str, count: usize) {
+    for index in 0..count {
+        let options = ConnectOptions {
+            addr: config.target,
+            transport: config.transport.clone(),
+            client_id: client_id(run_id, "subscribers", index),
+            version: config.version,
+            ..ConnectOptions::default()
+        };
+        if let Ok((connection, _)) = Connection::connect(&options).await {
+            let _ = connection.disconnect().await;
+        }
     }
 }
 

@@ -9,10 +9,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
+use fleetwire_bench::persistence::PersistenceConfig;
 use fleetwire_bench::{
-    Bench, BenchConfig, Counters, LineProtocolConfig, Scenario, TimePrecision, TlsOptions,
-    Transport, WebSocketOptions,
+    Bench, BenchConfig, ConnectOptions, Counters, LineProtocolConfig, Scenario, TimePrecision,
+    TlsOptions, Transport, WebSocketOptions,
 };
+
 use fleetwire_mqtt_codec::QoS;
 
 use crate::sim::{init_logging, parse_version, seconds};
@@ -23,8 +25,12 @@ use crate::sim::{init_logging, parse_version, seconds};
 pub(crate) struct BenchArgs {
     /// Load pattern: fan-in (many publishers, one wildcard subscriber), fan-out (one
     /// publisher, many subscribers), pairs (publisher/subscriber pairs, latency),
-    /// connections (idle connections, connect rate and broker memory) or line-protocol
-    /// (InfluxDB line protocol POSTed to --url, points/s and request latency).
+    /// connections (idle connections, connect rate and broker memory), line-protocol
+    /// (InfluxDB line protocol POSTed to --url, points/s and request latency),
+    /// offline-drain (--sessions persistent sessions queue --messages QoS 1 messages
+    /// while offline, then drain them; MQTT 3.1.1) or load-state (fills a broker with
+    /// --sessions offline persistent sessions holding --messages each, and --retained
+    /// retained messages, for a restart measurement).
     #[arg(value_enum)]
     scenario: ScenarioArg,
     /// Broker to measure, as HOST:PORT: its MQTT listener, its MQTT over TLS listener
@@ -135,6 +141,19 @@ pub(crate) struct BenchArgs {
     /// Worker threads of the generator [default: one per core].
     #[arg(long, value_name = "N")]
     threads: Option<usize>,
+    /// offline-drain, load-state: persistent sessions.
+    #[arg(long, default_value_t = 1_000, value_name = "N")]
+    sessions: usize,
+    /// offline-drain, load-state: QoS 1 messages queued for each session.
+    #[arg(long, default_value_t = 100, value_name = "N")]
+    messages: usize,
+    /// load-state: retained messages to set.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    retained: usize,
+    /// fan-in, fan-out, pairs: subscribers keep persistent sessions (MQTT 3.1.1 clean
+    /// session 0), ended after the run.
+    #[arg(long)]
+    persistent_subscribers: bool,
     /// Device logins for the connections scenario, used in turn: CSV `device_id,password`
     /// or JSON lines (the format `fleetwire sim --credentials` reads).
     #[arg(long, value_name = "FILE")]
@@ -148,6 +167,8 @@ enum ScenarioArg {
     Pairs,
     Connections,
     LineProtocol,
+    OfflineDrain,
+    LoadState,
 }
 
 /// Runs one scenario and prints its report.
@@ -178,6 +199,9 @@ async fn measure(args: BenchArgs) -> anyhow::Result<()> {
             }
             return measure_line_protocol(args).await;
         }
+        ScenarioArg::OfflineDrain | ScenarioArg::LoadState => {
+            return measure_persistence(args).await;
+        }
     };
     let transport = transport(&args)?;
     let defaults = BenchConfig::for_scenario(scenario);
@@ -203,6 +227,7 @@ async fn measure(args: BenchArgs) -> anyhow::Result<()> {
         per_source: args.per_source,
         drain: seconds("--drain", args.drain)?,
         broker_pid: args.broker_pid,
+        persistent_subscribers: args.persistent_subscribers,
         logins: match &args.credentials {
             Some(path) => fleetwire_sim::read_credentials(path)?
                 .into_iter()
@@ -234,6 +259,52 @@ async fn measure(args: BenchArgs) -> anyhow::Result<()> {
     } else {
         print!("{report}");
     }
+    Ok(())
+}
+
+/// The persistent-session scenarios: their own configuration and reports (one JSON
+/// object; the last line of stdout).
+async fn measure_persistence(args: BenchArgs) -> anyhow::Result<()> {
+    let config = PersistenceConfig {
+        connect: ConnectOptions {
+            addr: resolve(&args.target).await?,
+            transport: transport(&args)?,
+            version: parse_version(&args.mqtt_version),
+            keep_alive: Duration::from_secs(u64::from(args.keep_alive)),
+            ..ConnectOptions::default()
+        },
+        sessions: args.sessions,
+        messages: args.messages,
+        retained: args.retained,
+        payload: args.payload,
+        inflight: args.inflight,
+        concurrency: args.connect_concurrency,
+    };
+    let json = match args.scenario {
+        ScenarioArg::LoadState => {
+            let report = fleetwire_bench::persistence::load_state(&config).await?;
+            eprintln!(
+                "load-state: {} sessions x {} messages, {} retained in {:.1} s",
+                report.sessions, report.messages_per_session, report.retained, report.elapsed_s
+            );
+            serde_json::to_string(&report)?
+        }
+        _ => {
+            let report = fleetwire_bench::persistence::offline_drain(&config).await?;
+            eprintln!(
+                "offline-drain: {} sessions x {} messages: {} of {} delivered; publish {:.2} s, drain {:.2} s, {:.0} deliveries/s",
+                report.sessions,
+                report.messages,
+                report.deliveries,
+                report.expected,
+                report.publish_s,
+                report.drain_s,
+                report.deliveries_per_sec
+            );
+            serde_json::to_string(&report)?
+        }
+    };
+    println!("{json}");
     Ok(())
 }
 
