@@ -265,8 +265,19 @@ impl Broker {
     /// what depends on it. A failed save is logged and gives a ticket that never becomes
     /// durable (waiting for it fails), so nothing that depends on it is acknowledged.
     pub(crate) fn save(&self, change: Change<'_>) -> Option<Ticket> {
+        self.save_change(change, true)
+    }
+
+    /// Saves a change nobody waits for (losing it to a crash loses nothing
+    /// acknowledged: a session's connect or disconnect, an acknowledgement from its
+    /// client, an unsubscribe).
+    pub(crate) fn note(&self, change: Change<'_>) {
+        self.save_change(change, false);
+    }
+
+    fn save_change(&self, change: Change<'_>, is_waited: bool) -> Option<Ticket> {
         let state = self.shared.state.as_ref()?;
-        match state.save(change) {
+        match state.save(change, is_waited) {
             Ok(ticket) => Some(ticket),
             Err(error) => {
                 tracing::error!(%error, "saving broker state failed");
@@ -572,7 +583,7 @@ impl Broker {
             state.attachment = Some(attachment);
             if self.shared.state.is_some() {
                 if expiry_interval > 0 {
-                    self.save(Change::Session {
+                    self.note(Change::Session {
                         client_id: session.client_id.as_str(),
                         owner: session.owner.as_deref(),
                         expiry_interval,
@@ -581,7 +592,7 @@ impl Broker {
                     });
                     session.is_saved.store(true, Ordering::Relaxed);
                 } else if session.is_saved.swap(false, Ordering::Relaxed) {
-                    self.save(Change::SessionEnded {
+                    self.note(Change::SessionEnded {
                         client_id: session.client_id.as_str(),
                     });
                 }
@@ -640,7 +651,7 @@ impl Broker {
                 .pending
                 .retain(|delivery| delivery.qos != QoS::AtMostOnce);
             if state.is_persistent && session.is_saved.load(Ordering::Relaxed) {
-                self.save(Change::Session {
+                self.note(Change::Session {
                     client_id: session.client_id.as_str(),
                     owner: session.owner.as_deref(),
                     expiry_interval: state.expiry_interval,
@@ -682,7 +693,7 @@ impl Broker {
     fn forget_saved(&self, session: &Session) {
         let _state = session.state.lock();
         if session.is_saved.swap(false, Ordering::Relaxed) {
-            self.save(Change::SessionEnded {
+            self.note(Change::SessionEnded {
                 client_id: session.client_id.as_str(),
             });
         }
@@ -957,7 +968,7 @@ impl Broker {
                 let mut state = session.state.lock();
                 state.subscriptions.remove(filter);
                 if session.is_saved.load(Ordering::Relaxed) {
-                    self.save(Change::Unsubscribed {
+                    self.note(Change::Unsubscribed {
                         client_id: session.client_id.as_str(),
                         filter,
                     });
@@ -1117,7 +1128,7 @@ impl Broker {
     fn unsave_dropped(&self, queued: Queued, session: &Session, message: &Message, is_saved: bool) {
         if queued == Queued::Dropped && is_saved {
             if let Some(&id) = message.durable_id.get() {
-                self.save(Change::Removed {
+                self.note(Change::Removed {
                     client_id: session.client_id.as_str(),
                     id,
                 });

@@ -732,7 +732,8 @@ impl Reader {
     /// Handles the acknowledgement the in-flight message `packet_id` was awaiting; whether
     /// it was found. `is_final` ends the exchange (`PUBACK`, `PUBCOMP`, a refusing
     /// `PUBREC`); otherwise a `PUBREC` moves it on to awaiting `PUBCOMP`.
-    fn acknowledge(&self, packet_id: PacketId, awaiting: Awaiting, is_final: bool) -> bool {
+    fn acknowledge(&mut self, packet_id: PacketId, awaiting: Awaiting, is_final: bool) -> bool {
+        let mut released = None;
         let receipt = {
             let mut state = self.connection.session.state.lock();
             let Some(position) = state
@@ -762,12 +763,14 @@ impl Reader {
                     state.wake_writer();
                 }
                 if let Some(id) = durable_id {
-                    self.broker.save(Change::Removed { client_id, id });
+                    self.broker.note(Change::Removed { client_id, id });
                 }
             } else if let Some(entry) = state.inflight.get_mut(position) {
                 entry.awaiting = Awaiting::PubComp;
                 if let Some(id) = durable_id {
-                    self.broker.save(Change::Released { client_id, id });
+                    // The client forgets the packet id at PUBREL: after a crash the
+                    // message must not be sent again, so PUBREL waits for this.
+                    released = self.broker.save(Change::Released { client_id, id });
                 }
             }
             receipt
@@ -776,6 +779,7 @@ impl Reader {
         if let Some(receipt) = receipt {
             receipt.fire();
         }
+        self.wait_for(released);
         true
     }
 }

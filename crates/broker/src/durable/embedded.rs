@@ -84,13 +84,12 @@ impl EmbeddedState {
 }
 
 impl StateStore for EmbeddedState {
-    fn save(&self, change: Change<'_>) -> Result<Ticket, StateError> {
+    fn save(&self, change: Change<'_>, is_waited: bool) -> Result<Ticket, StateError> {
         let mut out = Vec::with_capacity(64);
         codec::encode(&change, &mut out);
         self.saved_bytes
             .fetch_add(out.len() as u64, Ordering::Relaxed);
-        // Every change wants durability: the broker waits only for those it must.
-        Ok(Ticket(self.log()?.append(&out, true)?))
+        Ok(Ticket(self.log()?.append(&out, is_waited)?))
     }
 
     fn durable(&self, ticket: Ticket) -> BoxFuture<'static, Result<(), StateError>> {

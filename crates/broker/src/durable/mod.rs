@@ -186,8 +186,12 @@ pub enum Change<'a> {
 /// session's lock): [`save`](StateStore::save) must only queue the change, never wait.
 pub trait StateStore: Send + Sync + 'static {
     /// Queues `change` after every change saved before it; returns the ticket to wait
-    /// for its durability. Fails once the store cannot promise durability any more.
-    fn save(&self, change: Change<'_>) -> Result<Ticket, StateError>;
+    /// for its durability. `is_waited` says whether someone will wait for it (an
+    /// acknowledgement): a change nobody waits for may reach the disk a little later
+    /// (the embedded store: within 100 ms, or with the next waited-for change), as
+    /// losing it to a crash loses nothing acknowledged. Fails once the store cannot
+    /// promise durability any more.
+    fn save(&self, change: Change<'_>, is_waited: bool) -> Result<Ticket, StateError>;
 
     /// Resolves once every change up to `ticket` is durable.
     fn durable(&self, ticket: Ticket) -> BoxFuture<'static, Result<(), StateError>>;
