@@ -101,15 +101,7 @@ pub async fn offline_drain(config: &PersistenceConfig) -> Result<DrainReport, Be
     let client_id = |index: usize| format!("fwb-{run}-q{index}");
 
     for_each(config, "subscribers", |index| {
-        let options = config.options(client_id(index), false);
-        let filter = filter.clone();
-        async move {
-            let (mut connection, _) = Connection::connect(&options).await?;
-            connection
-                .subscribe_and_wait(&[(filter, QoS::AtLeastOnce)])
-                .await?;
-            connection.disconnect().await
-        }
+        subscribe_and_leave(config.options(client_id(index), false), Ok(filter.clone()))
     })
     .await?;
 
@@ -179,15 +171,10 @@ pub async fn load_state(config: &PersistenceConfig) -> Result<LoadReport, BenchE
     config.validate()?;
     let started = Instant::now();
     for_each(config, "sessions", |index| {
-        let options = config.options(format!("fwb-state-{index}"), false);
-        async move {
-            let filter = filter(&format!("fwbench/state/{index}")).map_err(client_error)?;
-            let (mut connection, _) = Connection::connect(&options).await?;
-            connection
-                .subscribe_and_wait(&[(filter, QoS::AtLeastOnce)])
-                .await?;
-            connection.disconnect().await
-        }
+        subscribe_and_leave(
+            config.options(format!("fwb-state-{index}"), false),
+            filter(&format!("fwbench/state/{index}")),
+        )
     })
     .await?;
     let queued = (0..config.messages)
@@ -207,6 +194,19 @@ pub async fn load_state(config: &PersistenceConfig) -> Result<LoadReport, BenchE
         retained: config.retained,
         elapsed_s: round3(started.elapsed().as_secs_f64()),
     })
+}
+
+/// Connects a persistent session, subscribes it to `filter` at QoS 1 and leaves it.
+async fn subscribe_and_leave(
+    options: ConnectOptions,
+    filter: Result<TopicFilter, BenchError>,
+) -> Result<(), ClientError> {
+    let filter = filter.map_err(client_error)?;
+    let (mut connection, _) = Connection::connect(&options).await?;
+    connection
+        .subscribe_and_wait(&[(filter, QoS::AtLeastOnce)])
+        .await?;
+    connection.disconnect().await
 }
 
 /// Publishes one QoS 1 message per item (topic, retain) from one connection, keeping
