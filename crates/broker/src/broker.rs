@@ -1130,7 +1130,7 @@ impl Broker {
             if let Some(&id) = message.durable_id.get() {
                 self.note(Change::Removed {
                     client_id: session.client_id.as_str(),
-                    id,
+                    ids: &[id],
                 });
             }
         }

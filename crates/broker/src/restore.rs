@@ -152,14 +152,16 @@ impl Loader<'_> {
                     entry.awaiting = Awaiting::PubComp;
                 }
             }),
-            Change::Removed { client_id, id } => {
+            Change::Removed { client_id, ids } => {
                 if let Some(session) = self.broker.session(client_id) {
-                    self.queued.remove(&(session.id, id));
                     let mut state = session.state.lock();
-                    if state.take_pending(id).is_none() {
-                        state
-                            .inflight
-                            .retain(|entry| entry.delivery.message.durable_id.get() != Some(&id));
+                    for &id in ids {
+                        self.queued.remove(&(session.id, id));
+                        if state.take_pending(id).is_none() {
+                            state.inflight.retain(|entry| {
+                                entry.delivery.message.durable_id.get() != Some(&id)
+                            });
+                        }
                     }
                 }
             }

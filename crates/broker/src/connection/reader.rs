@@ -77,6 +77,8 @@ pub(super) struct Reader {
     /// The durable-state changes of this read's packets: nothing is answered before
     /// they are durable.
     durable: Option<Ticket>,
+    /// Saved messages the client acknowledged in this read, saved together at its end.
+    removed: Vec<u64>,
 }
 
 impl Reader {
@@ -103,6 +105,7 @@ impl Reader {
             direct_out: BytesMut::new(),
             budget,
             durable: None,
+            removed: Vec::new(),
         }
     }
 
@@ -290,6 +293,14 @@ impl Reader {
     /// client whose message could not be stored (it is disconnected unacknowledged).
     /// `tcp` is the socket if it is plain TCP (see [`Reader::write_outbox`]).
     async fn settle_and_flush(&mut self, tcp: Option<&TcpStream>) -> Result<(), Closed> {
+        if !self.removed.is_empty() {
+            // Nobody waits for these: a crash that loses them sends the messages again.
+            self.broker.note(Change::Removed {
+                client_id: self.connection.session.client_id.as_str(),
+                ids: &self.removed,
+            });
+            self.removed.clear();
+        }
         if let Some(ticket) = self.durable.take() {
             // Boxed, like the settlement below.
             Box::pin(self.wait_durable(ticket)).await?;
@@ -763,7 +774,7 @@ impl Reader {
                     state.wake_writer();
                 }
                 if let Some(id) = durable_id {
-                    self.broker.note(Change::Removed { client_id, id });
+                    self.removed.push(id);
                 }
             } else if let Some(entry) = state.inflight.get_mut(position) {
                 entry.awaiting = Awaiting::PubComp;

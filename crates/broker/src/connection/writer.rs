@@ -237,7 +237,10 @@ fn drain(
     let forget = |delivery: &Delivery| {
         if let (true, Some(&id)) = (is_saved, delivery.message.durable_id.get()) {
             let client_id = session.client_id.as_str();
-            broker.note(Change::Removed { client_id, id });
+            broker.note(Change::Removed {
+                client_id,
+                ids: &[id],
+            });
         }
     };
     let now = std::time::Instant::now();

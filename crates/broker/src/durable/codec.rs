@@ -108,10 +108,13 @@ pub(super) fn encode(change: &Change<'_>, out: &mut Vec<u8>) {
             record::put_str(out, client_id);
             record::put_varint(out, id);
         }
-        Change::Removed { client_id, id } => {
+        Change::Removed { client_id, ids } => {
             out.push(REMOVED);
             record::put_str(out, client_id);
-            record::put_varint(out, id);
+            record::put_varint(out, ids.len() as u64);
+            for &id in ids {
+                record::put_varint(out, id);
+            }
         }
         Change::Received {
             client_id,
@@ -244,14 +247,23 @@ pub(super) fn decode(
                 packet_id,
             })
         }
-        RELEASED | REMOVED => {
+        RELEASED => {
             let client_id = cursor.str().ok_or_else(truncated)?;
             let id = cursor.varint().ok_or_else(truncated)?;
             end(&cursor)?;
-            apply(if kind == RELEASED {
-                Change::Released { client_id, id }
-            } else {
-                Change::Removed { client_id, id }
+            apply(Change::Released { client_id, id })
+        }
+        REMOVED => {
+            let client_id = cursor.str().ok_or_else(truncated)?;
+            let count = cursor.varint().ok_or_else(truncated)?;
+            let mut ids = SmallVec::<[u64; 8]>::new();
+            for _ in 0..count {
+                ids.push(cursor.varint().ok_or_else(truncated)?);
+            }
+            end(&cursor)?;
+            apply(Change::Removed {
+                client_id,
+                ids: &ids,
             })
         }
         RECEIVED | COMPLETED => {
@@ -502,7 +514,7 @@ mod tests {
             },
             Change::Removed {
                 client_id: "c2",
-                id: 3,
+                ids: &[3, u64::MAX, 0],
             },
             Change::Received {
                 client_id: "c2",

@@ -148,12 +148,13 @@ pub enum Change<'a> {
         /// The message.
         id: u64,
     },
-    /// Message `id` left the session's queue: acknowledged, expired or dropped.
+    /// Messages `ids` left the session's queue: acknowledged, expired or dropped.
+    /// (One change for all the acknowledgements of one read.)
     Removed {
         /// The session's client id.
         client_id: &'a str,
-        /// The message.
-        id: u64,
+        /// The messages.
+        ids: &'a [u64],
     },
     /// The session's client sent QoS 2 message `packet_id`, which was routed and
     /// answered `PUBREC`: a copy sent again is not routed again.
