@@ -30,8 +30,8 @@ use crate::durable::{Change, SavedMessage, StateError, StateStore, Target as Sav
 use crate::ingest::Hooks;
 use crate::limits::{ConnectionGate, ConnectionPermit};
 use crate::session::{
-    Attachment, ClientId, Delivery, Link, Message, Queued, Receipt, Session, SessionId, Signals,
-    expiry_from_interval,
+    Attachment, ClientId, Delivery, Link, Message, MessageProperties, Queued, Receipt, Session,
+    SessionId, Signals, expiry_from_interval,
 };
 use crate::stats::{self, Stats, StatsSnapshot};
 
@@ -752,8 +752,7 @@ impl Broker {
 
     /// The session of `client_id`, if there is one.
     pub(crate) fn session(&self, client_id: &str) -> Option<Arc<Session>> {
-        let client_id = ClientId::new(client_id.to_owned());
-        self.shared.sessions.lock().get(&client_id).cloned()
+        self.shared.sessions.lock().get(client_id).cloned()
     }
 
     /// Ends a session the durable state says ended (at start).
@@ -995,7 +994,7 @@ impl Broker {
             payload: publish.payload,
             qos: publish.qos,
             is_retained: publish.retain,
-            properties: forwarded_properties(publish.properties),
+            properties: MessageProperties::new(forwarded_properties(publish.properties)),
             origin: Some(origin),
             is_compact: false,
             stored_copy: OnceLock::new(),
@@ -1013,7 +1012,7 @@ impl Broker {
             payload: will.payload,
             qos: will.qos,
             is_retained: will.retain,
-            properties: forwarded_properties(will.properties),
+            properties: MessageProperties::new(forwarded_properties(will.properties)),
             origin: Some(origin),
             // Copied out of the CONNECT buffer when the connection started.
             is_compact: true,
@@ -1039,7 +1038,7 @@ impl Broker {
             payload,
             qos,
             is_retained,
-            properties: Properties::default(),
+            properties: MessageProperties::default(),
             origin: None,
             is_compact: true,
             stored_copy: OnceLock::new(),
@@ -1071,7 +1070,7 @@ impl Broker {
             payload,
             qos,
             is_retained: false,
-            properties: Properties::default(),
+            properties: MessageProperties::default(),
             origin: None,
             is_compact: true,
             stored_copy: OnceLock::new(),
@@ -1283,7 +1282,7 @@ pub(crate) fn saved_message(message: &Message) -> SavedMessage<'_> {
         payload: &message.payload,
         qos: message.qos,
         is_retained: message.is_retained,
-        properties: &message.properties,
+        properties: message.properties.get(),
         expires_at: message.expires_at.map(wall_clock),
     }
 }

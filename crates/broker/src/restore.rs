@@ -14,17 +14,21 @@ use std::time::{Instant, SystemTime};
 use fleetwire_mqtt_codec::{PacketId, QoS};
 
 use crate::broker::{Broker, instant_of, saved_message, wall_clock};
-use crate::compact;
 use crate::durable::{Change, SavedMessage, SnapshotWriter, StateError, StateStore, Target};
-use crate::session::{Awaiting, ClientId, Delivery, Inflight, Message, Session, SessionId};
+use crate::session::{
+    Awaiting, ClientId, Delivery, Inflight, Message, MessageProperties, Session, SessionId,
+};
+
+/// Ids come from this broker, not from an adversary: a fast hash (millions of them).
+type Fast = foldhash::fast::RandomState;
 
 /// What loading has built so far beyond the broker's own state.
 struct Loader<'a> {
     broker: &'a Broker,
     /// Saved messages by id (shared by every session they are queued for).
-    messages: HashMap<u64, Arc<Message>>,
+    messages: HashMap<u64, Arc<Message>, Fast>,
     /// (session, message) pairs already queued: a change seen twice queues once.
-    queued: HashSet<(SessionId, u64)>,
+    queued: HashSet<(SessionId, u64), Fast>,
     last_id: u64,
     /// Counts for the start-up log line.
     changes: u64,
@@ -35,8 +39,8 @@ pub(crate) fn load(broker: &Broker, store: &dyn StateStore) -> Result<(), StateE
     let started = Instant::now();
     let mut loader = Loader {
         broker,
-        messages: HashMap::new(),
-        queued: HashSet::new(),
+        messages: HashMap::default(),
+        queued: HashSet::default(),
         last_id: 0,
         changes: 0,
     };
@@ -218,18 +222,23 @@ impl Loader<'_> {
     }
 }
 
-/// A saved message in allocations of its own (not slices of the loaded file).
+/// A saved message. Its topic and payload are slices of one allocation of its own (the
+/// store decodes each message from a copy of its bytes), not of the loaded file.
 fn restored_message(saved: SavedMessage<'_>, id: Option<u64>) -> Arc<Message> {
     let durable_id = OnceLock::new();
     if let Some(id) = id {
         let _ = durable_id.set(id);
     }
     Arc::new(Message {
-        topic: compact::topic(saved.topic),
-        payload: compact::payload(saved.payload),
+        topic: saved.topic.clone(),
+        payload: saved.payload.clone(),
         qos: saved.qos,
         is_retained: saved.is_retained,
-        properties: saved.properties.clone(),
+        properties: if saved.properties.is_empty() {
+            MessageProperties::default()
+        } else {
+            MessageProperties::new(saved.properties.clone())
+        },
         origin: None,
         is_compact: true,
         stored_copy: OnceLock::new(),

@@ -327,7 +327,7 @@ fn publish_packet(
             && delivery.subscription_ids.is_empty()
             && message.expires_at.is_none())
     {
-        let mut properties = message.properties.clone();
+        let mut properties = message.properties.get().clone();
         properties.subscription_identifiers = delivery.subscription_ids.clone();
         // The receiver is told what is left of the interval (MQTT-3.3.2-6).
         properties.message_expiry_interval = message.remaining_expiry(std::time::Instant::now());

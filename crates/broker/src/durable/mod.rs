@@ -198,7 +198,8 @@ pub trait StateStore: Send + Sync + 'static {
     fn durable(&self, ticket: Ticket) -> BoxFuture<'static, Result<(), StateError>>;
 
     /// Hands every saved change to `apply`, in order (at start, before any client is
-    /// served). An `Err` from `apply` says what is wrong with a change: the store reports
+    /// served). The broker keeps the topics and payloads of saved messages as they are
+    /// handed over: they should not be slices of a buffer much larger than the message. An `Err` from `apply` says what is wrong with a change: the store reports
     /// it as corruption, naming where it found it.
     fn load(
         &self,
