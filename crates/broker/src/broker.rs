@@ -1179,10 +1179,15 @@ impl Broker {
         let mut ticket = None;
         // Clean sessions and QoS 0 save nothing: one relaxed load per target.
         let mut saved: SmallVec<[SavedTarget<'_>; 4]> = SmallVec::new();
+        // Which targets were saved, by position (empty when none was).
+        let mut is_saved: SmallVec<[bool; 4]> = SmallVec::new();
         if message.qos != QoS::AtMostOnce && self.shared.state.is_some() {
             for target in &targets {
                 let session = &target.subscriber.session;
-                if target.qos != QoS::AtMostOnce && session.is_saved.load(Ordering::Relaxed) {
+                let is_target_saved =
+                    target.qos != QoS::AtMostOnce && session.is_saved.load(Ordering::Relaxed);
+                is_saved.push(is_target_saved);
+                if is_target_saved {
                     saved.push(SavedTarget {
                         client_id: session.client_id.as_str(),
                         qos: message.qos.min(target.qos),
@@ -1193,8 +1198,11 @@ impl Broker {
             }
             ticket = self.save_targets(message, &saved);
         }
+        if saved.is_empty() {
+            is_saved.clear();
+        }
         let mut delivered = 0;
-        for target in &targets {
+        for (index, target) in targets.iter().enumerate() {
             let session = &target.subscriber.session;
             let qos = message.qos.min(target.qos);
             let queued = session.deliver(
@@ -1206,11 +1214,8 @@ impl Broker {
                 },
                 self,
             );
-            if !saved.is_empty() {
-                let is_saved = saved
-                    .iter()
-                    .any(|known| known.client_id == session.client_id.as_str());
-                self.unsave_dropped(queued, session, message, is_saved);
+            if is_saved.get(index).copied().unwrap_or(false) {
+                self.unsave_dropped(queued, session, message, true);
             }
             note_congestion(queued, session, congested);
             delivered += 1;

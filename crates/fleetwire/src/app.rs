@@ -220,14 +220,31 @@ async fn listen(
     addr: SocketAddr,
 ) -> anyhow::Result<(TcpListener, SocketAddr)> {
     let name = protocol.to_ascii_uppercase();
-    let listener = TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen for {name} on {addr}"))?;
+    let listener = bind(addr).with_context(|| format!("cannot listen for {name} on {addr}"))?;
     let local = listener
         .local_addr()
         .with_context(|| format!("cannot read the {name} listener's address"))?;
     tracing::info!(protocol, addr = %local, "listening");
     Ok((listener, local))
+}
+
+/// Connections the kernel holds for a listener before it accepts them (capped by
+/// `net.core.somaxconn`). The standard library's 128 overflowed when a few hundred
+/// clients connected at once (a fleet reconnecting after a restart): the kernel drops
+/// their SYNs and they try again only a second later.
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// A listening socket on `addr`, with [`LISTEN_BACKLOG`].
+fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    // As the standard library does: a restarted server can listen at once.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// The admin token: configured, read from the data dir, or created (and printed once).
