@@ -27,6 +27,9 @@ const THREAD_NAME: &str = "fleetwire-state";
 /// A snapshot is due once the logs since the last one hold this much, or twice the last
 /// snapshot's size if that is more.
 const SNAPSHOT_AFTER_BYTES: u64 = 64 * 1024 * 1024;
+/// Fsyncs under load at most every this often: acknowledgements of messages to
+/// persistent sessions wait at most this much longer, and many more share an fsync.
+const GROUP_DELAY: std::time::Duration = std::time::Duration::from_micros(500);
 
 /// The broker's state in a local directory. Open it, [`load`](StateStore::load) it once
 /// (which starts the log), then save.
@@ -149,7 +152,14 @@ impl StateStore for EmbeddedState {
             codec::decode(payload, apply)
         })?;
         self.saved_bytes.store(saved, Ordering::Relaxed);
-        let log = Log::start(&self.directory, LOG, THREAD_NAME, self.flush, next.max(1))?;
+        let log = Log::start_grouped(
+            &self.directory,
+            LOG,
+            THREAD_NAME,
+            self.flush,
+            next.max(1),
+            GROUP_DELAY,
+        )?;
         // Only this call sets it (checked above); a lost race would leave the thread
         // of the other log running, which cannot happen with one loader.
         let _ = self.log.set(Arc::new(log));
