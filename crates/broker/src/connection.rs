@@ -259,6 +259,7 @@ fn reactivate(
             hooks,
             connection,
             Socket::Tcp { stream, lot }.split(),
+            BytesMut::new(),
             peer,
             false,
         )),
@@ -274,12 +275,14 @@ impl Established {
     /// Starts the tasks of an attached connection (new, or back from the lot): points the
     /// session's attachment at fresh signals and spawns the writer. A session that was
     /// taken over or revoked meanwhile has the reader kicked at once, so that it closes
-    /// with the right reason.
+    /// with the right reason. `buffer` holds what was already read from the socket and
+    /// not decoded yet (packets that came in the same read as `CONNECT`).
     fn activate(
         broker: Broker,
         hooks: Arc<Hooks>,
         connection: Connection,
         (socket, write_half): (ReadSide, WriteSide),
+        buffer: BytesMut,
         peer: SocketAddr,
         is_resending: bool,
     ) -> Established {
@@ -310,7 +313,7 @@ impl Established {
             reader: Reader::new(broker, hooks, connection, Arc::clone(&signals)),
             peer,
             socket,
-            buffer: BytesMut::new(),
+            buffer,
             writer_task: Some(writer_task),
             signals,
             idle_since: Instant::now(),

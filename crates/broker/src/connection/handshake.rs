@@ -148,11 +148,13 @@ pub(super) async fn handshake(
         permit,
     };
     if !may_park {
+        // Whatever came after CONNECT in the same read is served first.
         return Some(Established::activate(
             broker,
             hooks,
             connection,
             (reader, writer),
+            buffer,
             peer,
             is_resending,
         ));
