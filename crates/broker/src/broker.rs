@@ -325,6 +325,7 @@ impl Broker {
             publish_rate_exceeded: stats::get(&stats.publish_rate_exceeded),
             subscriptions_refused: stats::get(&stats.subscriptions_refused),
             queued_bytes_dropped: stats::get(&stats.queued_bytes_dropped),
+            messages_too_large: stats::get(&stats.messages_too_large),
         }
     }
 

@@ -27,6 +27,7 @@ mod handshake;
 mod reader;
 mod settlement;
 mod socket;
+mod topic_alias;
 mod writer;
 
 use std::io;
@@ -47,6 +48,7 @@ use self::reader::{Reader, Stop};
 pub use self::socket::Duplex;
 pub(crate) use self::socket::Socket;
 use self::socket::{ReadSide, WriteSide};
+use self::topic_alias::TopicAliases;
 use self::writer::Writer;
 use crate::auth::{Access, PeerCertificate};
 use crate::broker::Broker;
@@ -75,6 +77,9 @@ pub(crate) struct Connection {
     pub(crate) keep_alive: u16,
     pub(crate) session_expiry_at_connect: u32,
     pub(crate) version: ProtocolVersion,
+    /// 5.0 topic aliases: those the client set, and how many the writer may assign
+    /// toward it. `None` for a client that uses none (most).
+    pub(crate) topic_aliases: Option<Box<TopicAliases>>,
     /// The connection's place within the connection limits, given back when it closes
     /// (held for its `Drop`).
     #[allow(dead_code)]
@@ -306,6 +311,7 @@ impl Established {
             socket: write_half,
             signals: Arc::clone(&signals),
             version: connection.version,
+            topic_alias_maximum: TopicAliases::outbound_maximum(&connection.topic_aliases),
             is_resending,
         }
         .spawn();
@@ -398,6 +404,9 @@ impl Established {
                     socket: writer,
                     signals: Arc::clone(&signals),
                     version: reader.connection().version,
+                    topic_alias_maximum: TopicAliases::outbound_maximum(
+                        &reader.connection().topic_aliases,
+                    ),
                     is_resending: false,
                 }
                 .spawn();
@@ -431,7 +440,8 @@ impl Established {
     }
 
     /// Flushes what is queued, publishes the will if the close was abnormal, and
-    /// detaches from the session.
+    /// detaches from the session; then, if a 5.0 client was told why, lingers (see
+    /// [`linger`]).
     async fn close(self, closed: Closed) {
         let Established {
             reader,
@@ -442,7 +452,7 @@ impl Established {
             signals,
             ..
         } = self;
-        drop((socket, buffer, signals));
+        drop((buffer, signals));
         let (broker, hooks, connection) = reader.into_parts();
         let Connection {
             session,
@@ -496,12 +506,34 @@ impl Established {
             publish_will(&broker, *will, &session);
         }
         broker.detach(&session, generation, &access, &hooks);
+        let is_told = version.is_v5() && closed.disconnect_reason().is_some();
+        if is_told && !matches!(closed, Closed::Shutdown) {
+            linger(socket).await;
+        }
     }
 }
 
 fn publish_will(broker: &Broker, will: Will, session: &Session) {
     tracing::debug!(client_id = %session.client_id, topic = %will.topic, "publishing will");
     broker.publish_will(will, session.id);
+}
+
+/// How long a closing connection keeps reading after its `DISCONNECT`, at most.
+const LINGER: Duration = Duration::from_secs(1);
+
+/// Reads and discards what the client still sends after the broker's `DISCONNECT`,
+/// until it closes its side or for [`LINGER`]. Closing a socket with unread input
+/// resets the connection, and a reset can make the client's system drop what it had
+/// not read yet, the `DISCONNECT` with its reason code included; a client that was
+/// busy sending (past its receive maximum, say) would then only see a broken pipe.
+async fn linger(mut socket: ReadSide) {
+    let mut discarded = BytesMut::new();
+    let _ = tokio::time::timeout(LINGER, async {
+        while let Ok(1..) = socket.read_some(&mut discarded, 512).await {
+            discarded.clear();
+        }
+    })
+    .await;
 }
 
 /// Encodes `packet` into `out`; whether it could (a packet that cannot be encoded is

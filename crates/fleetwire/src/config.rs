@@ -138,6 +138,10 @@ struct RawMqtt {
     sys_interval_secs: u64,
     auth_failure_burst: u64,
     auth_failures_per_minute: u64,
+    /// 5.0 topic aliases per connection and direction; 0 turns them off.
+    topic_alias_maximum: u64,
+    /// 5.0 Receive Maximum: unacknowledged QoS 1/2 messages a client may send.
+    receive_maximum: u64,
     // Limits (0 turns one off); see `fleetwire_broker::Limits`.
     /// Most open MQTT connections, all listeners together.
     max_connections: u64,
@@ -203,6 +207,8 @@ impl Default for RawConfig {
                 sys_interval_secs: broker.sys_interval.as_secs(),
                 auth_failure_burst: u64::from(broker.auth_failure_burst),
                 auth_failures_per_minute: u64::from(broker.auth_failures_per_minute),
+                topic_alias_maximum: u64::from(broker.topic_alias_maximum),
+                receive_maximum: u64::from(broker.receive_maximum),
                 max_connections: broker.limits.max_connections as u64,
                 max_connections_per_address: u64::from(broker.limits.max_connections_per_address),
                 connection_rate_per_address: u64::from(broker.limits.connection_rate_per_address),
@@ -523,6 +529,13 @@ impl RawConfig {
             0,
             1_000_000,
         )?;
+        check_range(
+            "mqtt.topic_alias_maximum",
+            mqtt.topic_alias_maximum,
+            0,
+            65_535,
+        )?;
+        check_range("mqtt.receive_maximum", mqtt.receive_maximum, 1, 65_535)?;
         let registry_url = match self.registry.url.trim() {
             "" => None,
             url if url.starts_with("sqlite:")
@@ -572,6 +585,9 @@ impl RawConfig {
                 .context("mqtt.auth_failures_per_minute")?,
             socket_send_buffer: None,
             limits: mqtt.limits()?,
+            topic_alias_maximum: u16::try_from(mqtt.topic_alias_maximum)
+                .context("mqtt.topic_alias_maximum")?,
+            receive_maximum: u16::try_from(mqtt.receive_maximum).context("mqtt.receive_maximum")?,
         };
         let tls = self.tls.validate(self.mqtt.tls_addr, self.http.tls_addr)?;
         let store = self.storage.validate()?;

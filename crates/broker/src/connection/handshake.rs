@@ -1,7 +1,8 @@
 //! The start of a connection: reading `CONNECT` (within the connect timeout, in small
 //! reads), admitting the client (authentication through the listener's hooks, the
 //! failed-login limiter, the will's ACL check), attaching its session and answering
-//! `CONNACK`. A client with nothing more to say parks at once, in the same step.
+//! `CONNACK`, with what 5.0 negotiates there (topic alias and receive maximums). A
+//! client with nothing more to say parks at once, in the same step.
 
 use std::io;
 use std::net::SocketAddr;
@@ -17,6 +18,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::socket::{ReadSide, Socket, WriteSide};
+use super::topic_alias::TopicAliases;
 use super::{Connection, Established, encode_or_log, park, reactivate};
 use crate::auth::{Access, Credentials, Denial, PeerCertificate};
 use crate::broker::Broker;
@@ -107,8 +109,12 @@ pub(super) async fn handshake(
         properties: Properties::default(),
     };
     if version.is_v5() {
-        acknowledgement.properties.assigned_client_identifier = attached.assigned_client_id;
-        acknowledgement.properties.maximum_packet_size = u32::try_from(config.max_packet_size).ok();
+        let properties = &mut acknowledgement.properties;
+        properties.assigned_client_identifier = attached.assigned_client_id;
+        properties.maximum_packet_size = u32::try_from(config.max_packet_size).ok();
+        properties.receive_maximum = Some(config.receive_maximum.max(1));
+        properties.topic_alias_maximum =
+            (config.topic_alias_maximum > 0).then_some(config.topic_alias_maximum);
     }
     let mut out = BytesMut::new();
     let is_encoded = encode_or_log(&Packet::ConnAck(acknowledgement), version, &mut out);
@@ -145,6 +151,10 @@ pub(super) async fn handshake(
         keep_alive,
         session_expiry_at_connect: properties.session_expiry_interval.unwrap_or(0),
         version,
+        topic_aliases: TopicAliases::for_client(
+            properties.topic_alias_maximum,
+            config.topic_alias_maximum,
+        ),
         permit,
     };
     if !may_park {

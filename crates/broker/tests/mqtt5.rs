@@ -1,0 +1,416 @@
+//! MQTT 5.0 negotiation and flow over real sockets: topic aliases both ways, receive
+//! maximum, the client's maximum packet size, subscription identifiers and `AUTH`.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use fleetwire_broker::BrokerConfig;
+use fleetwire_mqtt_codec::{
+    Auth, ConnAck, Connect, Packet, PacketId, Properties, ProtocolVersion, PubAck, PubRel, Publish,
+    QoS, ReasonCode, Subscribe, SubscriptionOptions, TopicFilter, TopicName,
+};
+use support::{Client, anonymous, connect_packet, publish, start};
+
+const SHORT: Duration = Duration::from_millis(300);
+
+fn v5(client_id: &str) -> Connect {
+    connect_packet(client_id, ProtocolVersion::V5, true)
+}
+
+async fn connect(addr: SocketAddr, connect: Connect) -> (Client, ConnAck) {
+    match Client::connect_with(addr, connect).await {
+        (client, Packet::ConnAck(ack)) => (client, ack),
+        (_, other) => panic!("expected CONNACK, got {other:?}"),
+    }
+}
+
+async fn connected(addr: SocketAddr, connect: Connect) -> Client {
+    let (client, ack) = self::connect(addr, connect).await;
+    assert_eq!(ack.code, ReasonCode::SUCCESS, "{ack:?}");
+    client
+}
+
+/// A PUBLISH with a topic alias (and an empty topic when `topic` is empty).
+fn aliased(topic: &str, alias: u16, qos: QoS, packet_id: u16) -> Packet {
+    let mut message = if topic.is_empty() {
+        let mut message = publish("x", b"by alias", qos, packet_id, false);
+        message.topic = TopicName::empty();
+        message
+    } else {
+        publish(topic, b"by alias", qos, packet_id, false)
+    };
+    message.properties.topic_alias = Some(alias);
+    Packet::Publish(message)
+}
+
+/// Reads until the broker closes; the reason code of its `DISCONNECT`.
+async fn disconnect_reason(client: &mut Client) -> Option<ReasonCode> {
+    client
+        .expect_closed()
+        .await
+        .into_iter()
+        .find_map(|packet| match packet {
+            Packet::Disconnect(disconnect) => Some(disconnect.reason),
+            _ => None,
+        })
+}
+
+/// Skips acknowledgements until the next PUBLISH.
+async fn next_publish(client: &mut Client) -> Publish {
+    loop {
+        match client.recv().await {
+            Some(Packet::Publish(publish)) => return publish,
+            Some(Packet::PubAck(_) | Packet::PubRec(_) | Packet::PubComp(_)) => {}
+            other => panic!("expected PUBLISH, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn connack_announces_what_the_broker_supports() {
+    let (_broker, addr) = start(anonymous()).await;
+    let (_client, ack) = connect(addr, v5("announce")).await;
+    let properties = &ack.properties;
+    assert_eq!(properties.topic_alias_maximum, Some(64));
+    assert_eq!(properties.receive_maximum, Some(1024));
+    assert_eq!(
+        properties.server_keep_alive, None,
+        "the client's 60 s is kept"
+    );
+    assert_eq!(properties.response_information, None, "not asked for");
+    // Absent means available: wildcards, subscription identifiers, shared
+    // subscriptions, retain and QoS 2 are all supported.
+    assert_eq!(properties.wildcard_subscription_available, None);
+    assert_eq!(properties.subscription_identifier_available, None);
+    assert_eq!(properties.shared_subscription_available, None);
+    assert_eq!(properties.retain_available, None);
+    assert_eq!(properties.maximum_qos, None);
+
+    let config = BrokerConfig {
+        topic_alias_maximum: 0,
+        ..anonymous()
+    };
+    let (_broker, addr) = start(config).await;
+    let (_client, ack) = connect(addr, v5("no-aliases")).await;
+    assert_eq!(ack.properties.topic_alias_maximum, None);
+}
+
+#[tokio::test]
+async fn an_inbound_topic_alias_stands_for_its_topic_until_the_connection_ends() {
+    let (_broker, addr) = start(anonymous()).await;
+    let mut subscriber = Client::connect(addr, "alias-sub").await;
+    subscriber.subscribe("alias/in", QoS::AtLeastOnce).await;
+    let mut persistent = v5("alias-pub");
+    persistent.properties.session_expiry_interval = Some(60);
+    let mut publisher = connected(addr, persistent.clone()).await;
+
+    publisher
+        .send(aliased("alias/in", 5, QoS::AtLeastOnce, 1))
+        .await;
+    publisher.send(aliased("", 5, QoS::AtLeastOnce, 2)).await;
+    publisher.send(aliased("", 5, QoS::AtMostOnce, 0)).await;
+    for _ in 0..3 {
+        let message = subscriber.expect_publish().await;
+        assert_eq!(message.topic.as_str(), "alias/in");
+        assert_eq!(&message.payload[..], b"by alias");
+        if let Some(packet_id) = message.packet_id {
+            subscriber
+                .send(Packet::PubAck(PubAck::new(packet_id)))
+                .await;
+        }
+    }
+    drop(publisher);
+
+    // The same session on a new connection: the alias is gone (MQTT-3.3.2-7).
+    persistent.clean_start = false;
+    let mut again = connected(addr, persistent).await;
+    again.send(aliased("", 5, QoS::AtMostOnce, 0)).await;
+    assert_eq!(
+        disconnect_reason(&mut again).await,
+        Some(ReasonCode::PROTOCOL_ERROR)
+    );
+    subscriber.expect_silence(SHORT).await;
+}
+
+#[tokio::test]
+async fn invalid_inbound_topic_aliases_close_the_connection() {
+    let (_broker, addr) = start(BrokerConfig {
+        topic_alias_maximum: 4,
+        ..anonymous()
+    })
+    .await;
+    let cases = [
+        (
+            aliased("t", 5, QoS::AtMostOnce, 0),
+            ReasonCode::TOPIC_ALIAS_INVALID,
+        ),
+        (
+            aliased("t", 0, QoS::AtMostOnce, 0),
+            ReasonCode::TOPIC_ALIAS_INVALID,
+        ),
+        (
+            aliased("", 3, QoS::AtMostOnce, 0),
+            ReasonCode::PROTOCOL_ERROR,
+        ),
+    ];
+    for (index, (packet, expected)) in cases.into_iter().enumerate() {
+        let mut client = connected(addr, v5(&format!("bad-alias-{index}"))).await;
+        client.send(packet).await;
+        assert_eq!(
+            disconnect_reason(&mut client).await,
+            Some(expected),
+            "case {index}"
+        );
+    }
+    let (_broker, addr) = start(BrokerConfig {
+        topic_alias_maximum: 0,
+        ..anonymous()
+    })
+    .await;
+    let mut client = connected(addr, v5("aliases-off")).await;
+    client.send(aliased("t", 1, QoS::AtMostOnce, 0)).await;
+    assert_eq!(
+        disconnect_reason(&mut client).await,
+        Some(ReasonCode::TOPIC_ALIAS_INVALID)
+    );
+}
+
+#[tokio::test]
+async fn outbound_aliases_are_bound_once_then_sent_with_an_empty_topic_per_connection() {
+    let (_broker, addr) = start(anonymous()).await;
+    let mut accepting = v5("alias-out");
+    accepting.properties.topic_alias_maximum = Some(1);
+    accepting.properties.session_expiry_interval = Some(60);
+    let mut subscriber = connected(addr, accepting.clone()).await;
+    subscriber.subscribe("out/+", QoS::AtLeastOnce).await;
+    let mut publisher = Client::connect(addr, "alias-out-pub").await;
+    for (index, topic) in ["out/a", "out/a", "out/b", "out/a"].into_iter().enumerate() {
+        let packet_id = u16::try_from(index + 1).unwrap();
+        publisher
+            .publish(topic, b"m", QoS::AtLeastOnce, packet_id, false)
+            .await;
+    }
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        let message = subscriber.expect_publish().await;
+        subscriber
+            .send(Packet::PubAck(PubAck::new(message.packet_id.unwrap())))
+            .await;
+        seen.push((
+            message.topic.as_str().to_owned(),
+            message.properties.topic_alias,
+        ));
+    }
+    // One alias: "out/b" takes it over, then "out/a" takes it back, each with its topic.
+    let expected = [
+        ("out/a", Some(1)),
+        ("", Some(1)),
+        ("out/b", Some(1)),
+        ("out/a", Some(1)),
+    ];
+    let expected: Vec<_> = expected
+        .iter()
+        .map(|(topic, alias)| ((*topic).to_owned(), *alias))
+        .collect();
+    assert_eq!(seen, expected);
+    drop(subscriber);
+
+    // A new connection to the same session starts with no aliases.
+    accepting.clean_start = false;
+    let mut again = connected(addr, accepting).await;
+    publisher
+        .publish("out/a", b"m", QoS::AtLeastOnce, 9, false)
+        .await;
+    let message = next_publish(&mut again).await;
+    assert_eq!(
+        (message.topic.as_str(), message.properties.topic_alias),
+        ("out/a", Some(1))
+    );
+
+    // A client that did not ask for aliases gets none.
+    let mut plain = connected(addr, v5("alias-none")).await;
+    plain.subscribe("out/+", QoS::AtMostOnce).await;
+    for _ in 0..2 {
+        publisher
+            .publish("out/c", b"m", QoS::AtMostOnce, 0, false)
+            .await;
+        let message = plain.expect_publish().await;
+        assert_eq!(
+            (message.topic.as_str(), message.properties.topic_alias),
+            ("out/c", None)
+        );
+    }
+}
+
+#[tokio::test]
+async fn more_unacknowledged_publishes_than_the_receive_maximum_disconnect_with_0x93() {
+    let (_broker, addr) = start(BrokerConfig {
+        receive_maximum: 2,
+        ..anonymous()
+    })
+    .await;
+    // QoS 2: in flight until PUBREL. Releasing one makes room for another.
+    let mut client = connected(addr, v5("recv-max-2")).await;
+    for packet_id in [1, 2] {
+        client
+            .publish("rm/t", b"m", QoS::ExactlyOnce, packet_id, false)
+            .await;
+        assert!(matches!(client.recv().await, Some(Packet::PubRec(_))));
+    }
+    // Sent again before its PUBREL, a message is still one in flight, not two.
+    let mut duplicate = publish("rm/t", b"m", QoS::ExactlyOnce, 2, false);
+    duplicate.dup = true;
+    client.send(Packet::Publish(duplicate)).await;
+    assert!(matches!(client.recv().await, Some(Packet::PubRec(_))));
+    client
+        .send(Packet::PubRel(PubRel::new(PacketId::new(1).unwrap())))
+        .await;
+    assert!(matches!(client.recv().await, Some(Packet::PubComp(_))));
+    client
+        .publish("rm/t", b"m", QoS::ExactlyOnce, 3, false)
+        .await;
+    assert!(matches!(client.recv().await, Some(Packet::PubRec(_))));
+    client
+        .publish("rm/t", b"m", QoS::ExactlyOnce, 4, false)
+        .await;
+    assert_eq!(
+        disconnect_reason(&mut client).await,
+        Some(ReasonCode::RECEIVE_MAXIMUM_EXCEEDED)
+    );
+
+    // QoS 1: in flight until its PUBACK leaves; three in one write are one too many.
+    let mut client = connected(addr, v5("recv-max-1")).await;
+    let mut burst = bytes::BytesMut::new();
+    for packet_id in 1..=3 {
+        let packet = Packet::Publish(publish("rm/t", b"m", QoS::AtLeastOnce, packet_id, false));
+        fleetwire_mqtt_codec::encode(&packet, ProtocolVersion::V5, &mut burst).unwrap();
+    }
+    client.send_bytes(&burst).await;
+    assert_eq!(
+        disconnect_reason(&mut client).await,
+        Some(ReasonCode::RECEIVE_MAXIMUM_EXCEEDED)
+    );
+
+    // A 3.1.1 client was told no receive maximum.
+    let mut client = Client::connect(addr, "recv-max-v3").await;
+    for packet_id in 1..=3 {
+        client
+            .publish("rm/t", b"m", QoS::ExactlyOnce, packet_id, false)
+            .await;
+        assert!(matches!(client.recv().await, Some(Packet::PubRec(_))));
+    }
+}
+
+#[tokio::test]
+async fn a_client_busy_answering_when_it_is_disconnected_still_reads_why() {
+    let (_broker, addr) = start(BrokerConfig {
+        receive_maximum: 2,
+        ..anonymous()
+    })
+    .await;
+    let mut client = connected(addr, v5("busy-answering")).await;
+    let mut burst = bytes::BytesMut::new();
+    for packet_id in 1..=3 {
+        let packet = Packet::Publish(publish("rm/t", b"m", QoS::ExactlyOnce, packet_id, false));
+        fleetwire_mqtt_codec::encode(&packet, ProtocolVersion::V5, &mut burst).unwrap();
+    }
+    client.send_bytes(&burst).await;
+    // Like a client with a receive loop: every PUBREC is answered, a little later.
+    loop {
+        match client.recv().await {
+            Some(Packet::PubRec(rec)) => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                let mut release = bytes::BytesMut::new();
+                let packet = Packet::PubRel(PubRel::new(rec.packet_id));
+                fleetwire_mqtt_codec::encode(&packet, ProtocolVersion::V5, &mut release).unwrap();
+                tokio::io::AsyncWriteExt::write_all(&mut client.stream, &release)
+                    .await
+                    .expect("the broker still reads while it closes");
+            }
+            Some(Packet::Disconnect(disconnect)) => {
+                assert_eq!(disconnect.reason, ReasonCode::RECEIVE_MAXIMUM_EXCEEDED);
+                break;
+            }
+            other => panic!("expected PUBREC or DISCONNECT, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_message_larger_than_the_client_accepts_is_dropped_counted_and_does_not_block_the_window()
+{
+    let (broker, addr) = start(BrokerConfig {
+        max_inflight: 1,
+        ..anonymous()
+    })
+    .await;
+    let mut small = v5("small-packets");
+    small.properties.maximum_packet_size = Some(64);
+    let mut subscriber = connected(addr, small).await;
+    subscriber.subscribe("big/t", QoS::AtLeastOnce).await;
+    let mut publisher = Client::connect(addr, "big-pub").await;
+    publisher
+        .publish("big/t", &[b'x'; 100], QoS::AtLeastOnce, 1, false)
+        .await;
+    publisher
+        .publish("big/t", b"fits", QoS::AtLeastOnce, 2, false)
+        .await;
+    let message = subscriber.expect_publish().await;
+    assert_eq!(&message.payload[..], b"fits");
+    assert_eq!(broker.stats_snapshot().messages_too_large, 1);
+}
+
+#[tokio::test]
+async fn connect_with_an_authentication_method_is_refused_and_auth_without_one_is_a_protocol_error()
+{
+    let (_broker, addr) = start(anonymous()).await;
+    let mut enhanced = v5("scram");
+    enhanced.properties.authentication_method = Some("SCRAM-SHA-256".into());
+    let (mut client, ack) = connect(addr, enhanced).await;
+    assert_eq!(ack.code, ReasonCode::BAD_AUTHENTICATION_METHOD);
+    assert!(client.expect_closed().await.is_empty());
+
+    let mut client = connected(addr, v5("auth-later")).await;
+    client.send(Packet::Auth(Auth::default())).await;
+    assert_eq!(
+        disconnect_reason(&mut client).await,
+        Some(ReasonCode::PROTOCOL_ERROR)
+    );
+}
+
+#[tokio::test]
+async fn subscription_identifiers_of_every_matching_subscription_are_delivered() {
+    let (_broker, addr) = start(anonymous()).await;
+    let mut client = connected(addr, v5("sub-ids")).await;
+    for (packet_id, filter, identifier) in [(1, "ids/+", 7), (2, "ids/#", 300_000)] {
+        client
+            .send(Packet::Subscribe(Subscribe {
+                packet_id: PacketId::new(packet_id).unwrap(),
+                filters: vec![(
+                    TopicFilter::new(filter).unwrap(),
+                    SubscriptionOptions::with_qos(QoS::AtMostOnce),
+                )],
+                properties: Properties {
+                    subscription_identifiers: vec![identifier],
+                    ..Properties::default()
+                },
+            }))
+            .await;
+        assert!(matches!(client.recv().await, Some(Packet::SubAck(_))));
+    }
+    let mut publisher = Client::connect(addr, "sub-ids-pub").await;
+    publisher
+        .publish("ids/x", b"m", QoS::AtMostOnce, 0, false)
+        .await;
+    let mut identifiers = client
+        .expect_publish()
+        .await
+        .properties
+        .subscription_identifiers;
+    identifiers.sort_unstable();
+    assert_eq!(identifiers, [7, 300_000]);
+}
