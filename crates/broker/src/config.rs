@@ -46,6 +46,11 @@ pub struct BrokerConfig {
     /// acknowledged (QoS 1 until `PUBACK`, QoS 2 until `PUBCOMP`); one more closes the
     /// connection with `DISCONNECT` 0x93. At least 1.
     pub receive_maximum: u16,
+    /// The longest keep-alive a 5.0 client may use, in seconds: a client asking for more
+    /// (or for none) is told this one (`CONNACK` Server Keep Alive), and held to it.
+    /// 0 accepts every client's keep-alive as it is, as does a 3.1.1 client's always
+    /// (3.1.1 cannot be told another).
+    pub max_keep_alive: u16,
 }
 
 impl Default for BrokerConfig {
@@ -64,6 +69,7 @@ impl Default for BrokerConfig {
             limits: Limits::default(),
             topic_alias_maximum: 64,
             receive_maximum: 1024,
+            max_keep_alive: 0,
         }
     }
 }

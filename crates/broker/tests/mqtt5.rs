@@ -1,19 +1,24 @@
 //! MQTT 5.0 negotiation and flow over real sockets: topic aliases both ways, receive
-//! maximum, the client's maximum packet size, subscription identifiers and `AUTH`.
+//! maximum, the client's maximum packet size, server keep alive, request / response,
+//! subscription identifiers and `AUTH`.
 
 #![allow(clippy::unwrap_used)]
 
 mod support;
 
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use fleetwire_broker::BrokerConfig;
+use bytes::Bytes;
+use fleetwire_broker::{
+    Access, Authenticator, BoxFuture, BrokerConfig, Credentials, Denial, Hooks,
+};
 use fleetwire_mqtt_codec::{
     Auth, ConnAck, Connect, Packet, PacketId, Properties, ProtocolVersion, PubAck, PubRel, Publish,
     QoS, ReasonCode, Subscribe, SubscriptionOptions, TopicFilter, TopicName,
 };
-use support::{Client, anonymous, connect_packet, publish, start};
+use support::{Client, anonymous, connect_packet, publish, start, start_with_hooks};
 
 const SHORT: Duration = Duration::from_millis(300);
 
@@ -413,4 +418,126 @@ async fn subscription_identifiers_of_every_matching_subscription_are_delivered()
         .subscription_identifiers;
     identifiers.sort_unstable();
     assert_eq!(identifiers, [7, 300_000]);
+}
+
+#[tokio::test]
+async fn the_server_keep_alive_caps_a_v5_clients_keep_alive() {
+    let (_broker, addr) = start(BrokerConfig {
+        max_keep_alive: 1,
+        ..anonymous()
+    })
+    .await;
+    let (mut client, ack) = connect(addr, v5("keep-alive-long")).await;
+    assert_eq!(ack.properties.server_keep_alive, Some(1));
+    let started = Instant::now();
+    assert_eq!(
+        disconnect_reason(&mut client).await,
+        Some(ReasonCode::KEEP_ALIVE_TIMEOUT)
+    );
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(1400) && waited < Duration::from_secs(4),
+        "closed after {waited:?}, expected 1.5 s"
+    );
+
+    let mut none = v5("keep-alive-none");
+    none.keep_alive = 0;
+    let (_client, ack) = connect(addr, none).await;
+    assert_eq!(ack.properties.server_keep_alive, Some(1));
+
+    let mut within = v5("keep-alive-short");
+    within.keep_alive = 1;
+    let (_client, ack) = connect(addr, within).await;
+    assert_eq!(ack.properties.server_keep_alive, None);
+
+    // 3.1.1 has no way to be told: its own keep-alive holds.
+    let mut v3 = Client::connect(addr, "keep-alive-v3").await;
+    v3.expect_silence(Duration::from_secs(2)).await;
+}
+
+/// Logs everyone in as the device of its user name, with the platform's device ACL.
+struct Devices;
+
+impl Authenticator for Devices {
+    fn authenticate<'a>(
+        &'a self,
+        credentials: Credentials<'a>,
+    ) -> BoxFuture<'a, Result<Access, Denial>> {
+        Box::pin(async move {
+            let id = credentials.username.unwrap_or_default();
+            let filter = |text: String| TopicFilter::new(text).unwrap();
+            Ok(Access::user(
+                id,
+                [filter(format!("devices/{id}/+/#"))],
+                [filter(format!("devices/{id}/commands/#"))],
+            ))
+        })
+    }
+
+    fn presence(&self, _user: &str, _online: bool) {}
+}
+
+#[tokio::test]
+async fn response_information_is_a_prefix_the_client_may_subscribe_to() {
+    let (_broker, addr) = start(anonymous()).await;
+    let mut asking = v5("requester");
+    asking.properties.request_response_information = Some(1);
+    let (mut requester, ack) = connect(addr, asking).await;
+    let prefix = ack.properties.response_information.unwrap();
+    assert_eq!(prefix, "$response/requester/");
+
+    // The responder answers on the response topic with the correlation data it got;
+    // every property the broker does not act on passes through.
+    let mut responder = connected(addr, v5("responder")).await;
+    responder
+        .subscribe("service/request", QoS::AtLeastOnce)
+        .await;
+    requester
+        .subscribe(&format!("{prefix}#"), QoS::AtLeastOnce)
+        .await;
+    let mut request = publish("service/request", b"ping", QoS::AtLeastOnce, 1, false);
+    request.properties = Properties {
+        response_topic: Some(TopicName::new(format!("{prefix}ping")).unwrap()),
+        correlation_data: Some(Bytes::from_static(b"\x00\x01id")),
+        content_type: Some("text/plain".into()),
+        payload_format_indicator: Some(1),
+        user_properties: vec![("a".into(), "1".into()), ("a".into(), "2".into())],
+        ..Properties::default()
+    };
+    requester.send(Packet::Publish(request.clone())).await;
+    let received = next_publish(&mut responder).await;
+    assert_eq!(received.properties, request.properties);
+    let mut response = publish(
+        received
+            .properties
+            .response_topic
+            .as_ref()
+            .unwrap()
+            .as_str(),
+        b"pong",
+        QoS::AtLeastOnce,
+        1,
+        false,
+    );
+    response.properties.correlation_data = received.properties.correlation_data.clone();
+    responder.send(Packet::Publish(response)).await;
+    let answer = next_publish(&mut requester).await;
+    assert_eq!(answer.topic.as_str(), "$response/requester/ping");
+    assert_eq!(
+        answer.properties.correlation_data.as_deref(),
+        Some(&b"\x00\x01id"[..])
+    );
+
+    // A device may only subscribe within its own topics: it is offered no prefix.
+    let hooks = Hooks {
+        authenticator: Some(Arc::new(Devices)),
+        ingest: None,
+    };
+    let (_broker, addr) = start_with_hooks(BrokerConfig::default(), hooks).await;
+    let mut device = v5("d1");
+    device.username = Some("d1".into());
+    device.properties.request_response_information = Some(1);
+    let (_device, ack) = connect(addr, device).await;
+    assert_eq!(ack.code, ReasonCode::SUCCESS);
+    assert_eq!(ack.properties.response_information, None);
 }

@@ -142,6 +142,8 @@ struct RawMqtt {
     topic_alias_maximum: u64,
     /// 5.0 Receive Maximum: unacknowledged QoS 1/2 messages a client may send.
     receive_maximum: u64,
+    /// The longest keep-alive a 5.0 client may use, in seconds; 0: any.
+    max_keep_alive: u64,
     // Limits (0 turns one off); see `fleetwire_broker::Limits`.
     /// Most open MQTT connections, all listeners together.
     max_connections: u64,
@@ -209,6 +211,7 @@ impl Default for RawConfig {
                 auth_failures_per_minute: u64::from(broker.auth_failures_per_minute),
                 topic_alias_maximum: u64::from(broker.topic_alias_maximum),
                 receive_maximum: u64::from(broker.receive_maximum),
+                max_keep_alive: u64::from(broker.max_keep_alive),
                 max_connections: broker.limits.max_connections as u64,
                 max_connections_per_address: u64::from(broker.limits.max_connections_per_address),
                 connection_rate_per_address: u64::from(broker.limits.connection_rate_per_address),
@@ -536,6 +539,7 @@ impl RawConfig {
             65_535,
         )?;
         check_range("mqtt.receive_maximum", mqtt.receive_maximum, 1, 65_535)?;
+        check_range("mqtt.max_keep_alive", mqtt.max_keep_alive, 0, 65_535)?;
         let registry_url = match self.registry.url.trim() {
             "" => None,
             url if url.starts_with("sqlite:")
@@ -588,6 +592,7 @@ impl RawConfig {
             topic_alias_maximum: u16::try_from(mqtt.topic_alias_maximum)
                 .context("mqtt.topic_alias_maximum")?,
             receive_maximum: u16::try_from(mqtt.receive_maximum).context("mqtt.receive_maximum")?,
+            max_keep_alive: u16::try_from(mqtt.max_keep_alive).context("mqtt.max_keep_alive")?,
         };
         let tls = self.tls.validate(self.mqtt.tls_addr, self.http.tls_addr)?;
         let store = self.storage.validate()?;

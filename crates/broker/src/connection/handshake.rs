@@ -1,8 +1,9 @@
 //! The start of a connection: reading `CONNECT` (within the connect timeout, in small
 //! reads), admitting the client (authentication through the listener's hooks, the
 //! failed-login limiter, the will's ACL check), attaching its session and answering
-//! `CONNACK`, with what 5.0 negotiates there (topic alias and receive maximums). A
-//! client with nothing more to say parks at once, in the same step.
+//! `CONNACK`, with what 5.0 negotiates there (topic alias and receive maximums, the
+//! server keep alive, response information). A client with nothing more to say parks
+//! at once, in the same step.
 
 use std::io;
 use std::net::SocketAddr;
@@ -11,7 +12,7 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use fleetwire_mqtt_codec::{
     ConnAck, Connect, DecodeError, Packet, PacketType, Properties, ProtocolVersion, ReasonCode,
-    decode, encode,
+    TopicFilter, decode, encode,
 };
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -25,7 +26,7 @@ use crate::broker::Broker;
 use crate::ingest::Hooks;
 use crate::limits::ConnectionPermit;
 use crate::park::Parked;
-use crate::session::Signals;
+use crate::session::{ClientId, Signals};
 use crate::stats;
 
 /// Bytes asked for while reading `CONNECT`, which is usually small: thousands of
@@ -108,6 +109,8 @@ pub(super) async fn handshake(
         code: ReasonCode::SUCCESS,
         properties: Properties::default(),
     };
+    let (keep_alive, server_keep_alive) =
+        negotiate_keep_alive(connect.keep_alive, version, config.max_keep_alive);
     if version.is_v5() {
         let properties = &mut acknowledgement.properties;
         properties.assigned_client_identifier = attached.assigned_client_id;
@@ -115,6 +118,10 @@ pub(super) async fn handshake(
         properties.receive_maximum = Some(config.receive_maximum.max(1));
         properties.topic_alias_maximum =
             (config.topic_alias_maximum > 0).then_some(config.topic_alias_maximum);
+        properties.server_keep_alive = server_keep_alive;
+        if connect.properties.request_response_information == Some(1) {
+            properties.response_information = response_information(&session.client_id, &access);
+        }
     }
     let mut out = BytesMut::new();
     let is_encoded = encode_or_log(&Packet::ConnAck(acknowledgement), version, &mut out);
@@ -123,10 +130,7 @@ pub(super) async fn handshake(
     // fields point into) is freed now. The will is copied out of that buffer for the
     // same reason: it lives as long as the connection.
     let Connect {
-        keep_alive,
-        will,
-        properties,
-        ..
+        will, properties, ..
     } = *connect;
     let will = will.map(|will| Box::new(crate::compact::will(will)));
     let is_resending = attached.is_session_present && !session.state.lock().inflight.is_empty();
@@ -282,6 +286,33 @@ impl std::fmt::Display for Truncated<'_> {
             None => f.write_str(self.0),
         }
     }
+}
+
+/// The keep-alive a client is held to, and the Server Keep Alive that tells a 5.0
+/// client so when it is not the one it asked for: past `maximum` (or none, 0), the
+/// maximum. A 3.1.1 client cannot be told, so its own is honoured; `maximum` 0 honours
+/// everyone's.
+fn negotiate_keep_alive(
+    requested: u16,
+    version: ProtocolVersion,
+    maximum: u16,
+) -> (u16, Option<u16>) {
+    if version.is_v5() && maximum > 0 && (requested == 0 || requested > maximum) {
+        (maximum, Some(maximum))
+    } else {
+        (requested, None)
+    }
+}
+
+/// The Response Information a 5.0 client that asks for it is given: a topic prefix of
+/// its own, `$response/{client id}/`, under which it can receive responses
+/// (MQTT 5.0 section 4.10). None when the client id cannot be part of a topic, or when
+/// the client's access would not let it subscribe there (a device's ACL keeps it within
+/// its own topics).
+fn response_information(client_id: &ClientId, access: &Access) -> Option<String> {
+    let prefix = format!("$response/{client_id}/");
+    let filter = TopicFilter::new(format!("{prefix}#")).ok()?;
+    access.may_subscribe(&filter).then_some(prefix)
 }
 
 fn connack(session_present: bool, code: ReasonCode) -> Packet {
