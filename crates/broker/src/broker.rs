@@ -19,7 +19,7 @@ use fleetwire_mqtt_codec::{
     TopicFilter, TopicName, Unsubscribe, Will,
 };
 use fleetwire_topics::{RetainedStore, TopicTree};
-use parking_lot::{Mutex, RwLock};
+use parking_lot::{Mutex, MutexGuard, RwLock};
 use smallvec::SmallVec;
 use tokio::sync::watch;
 
@@ -33,6 +33,7 @@ use crate::session::{
     expiry_from_interval,
 };
 use crate::stats::{self, Stats, StatsSnapshot};
+use crate::will::DelayedWills;
 
 /// Key of one subscription in the tree: the session, and the share group for
 /// `$share/{group}/...` filters (a session may hold both `a/+` and `$share/g/a/+`).
@@ -84,6 +85,8 @@ struct Shared {
     share_cursor: AtomicU64,
     started: Instant,
     shutdown: watch::Sender<bool>,
+    /// Wills waiting for their 5.0 delay (`will.rs`). Locked after a session's mutex.
+    delayed_wills: DelayedWills,
 }
 
 /// The retained messages, and when those with a 5.0 message expiry interval expire.
@@ -174,6 +177,7 @@ impl Broker {
                 share_cursor: AtomicU64::new(0),
                 started: Instant::now(),
                 shutdown,
+                delayed_wills: DelayedWills::default(),
             }),
         }
     }
@@ -203,6 +207,15 @@ impl Broker {
 
     pub(crate) fn failed_logins(&self) -> &FailureLimiter {
         &self.shared.failed_logins
+    }
+
+    pub(crate) fn delayed_wills(&self) -> &DelayedWills {
+        &self.shared.delayed_wills
+    }
+
+    /// The session table, locked (first in the lock order).
+    pub(crate) fn session_table(&self) -> MutexGuard<'_, HashMap<ClientId, Arc<Session>>> {
+        self.shared.sessions.lock()
     }
 
     /// Closes every connection of user `name` (for instance: its credentials changed,
@@ -449,6 +462,9 @@ impl Broker {
             state.is_parking = false;
             state.attachment = Some(attachment);
         }
+        // After the attachment is set: a will its last connection is about to leave is
+        // then dropped by that connection itself (see `will_at_close`).
+        self.settle_delayed_will(&session);
         if let Some(user) = access.user_name() {
             self.add_user_connection(user, &session, generation, hooks);
         }
@@ -528,6 +544,7 @@ impl Broker {
             }
         }
         self.remove_subscriptions(session);
+        self.end_delayed_will(session);
     }
 
     fn remove_subscriptions(&self, session: &Session) {

@@ -97,7 +97,7 @@ impl Connection {
     /// will is published (the close is abnormal) and the session detached.
     fn abandon(self, broker: &Broker, hooks: &Hooks) {
         if let Some(will) = self.will {
-            publish_will(broker, *will, &self.session);
+            broker.will_at_close(*will, &self.session, self.generation);
         }
         broker.detach(&self.session, self.generation, &self.access, hooks);
     }
@@ -503,7 +503,7 @@ impl Established {
         }
 
         if let (true, Some(will)) = (closed.publishes_will(), will) {
-            publish_will(&broker, *will, &session);
+            broker.will_at_close(*will, &session, generation);
         }
         broker.detach(&session, generation, &access, &hooks);
         let is_told = version.is_v5() && closed.disconnect_reason().is_some();
@@ -511,11 +511,6 @@ impl Established {
             linger(socket).await;
         }
     }
-}
-
-fn publish_will(broker: &Broker, will: Will, session: &Session) {
-    tracing::debug!(client_id = %session.client_id, topic = %will.topic, "publishing will");
-    broker.publish_will(will, session.id);
 }
 
 /// How long a closing connection keeps reading after its `DISCONNECT`, at most.

@@ -35,6 +35,7 @@ mod park;
 mod session;
 mod stats;
 mod sys;
+mod will;
 
 pub use auth::{
     Access, Authenticator, BoxFuture, Credentials, Denial, PeerCertificate, UserAccess,

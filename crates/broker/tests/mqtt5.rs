@@ -1,6 +1,6 @@
 //! MQTT 5.0 negotiation and flow over real sockets: topic aliases both ways, receive
 //! maximum, the client's maximum packet size, server keep alive, request / response,
-//! subscription identifiers and `AUTH`.
+//! will delay, subscription identifiers and `AUTH`.
 
 #![allow(clippy::unwrap_used)]
 
@@ -18,7 +18,7 @@ use fleetwire_mqtt_codec::{
     Auth, ConnAck, Connect, Packet, PacketId, Properties, ProtocolVersion, PubAck, PubRel, Publish,
     QoS, ReasonCode, Subscribe, SubscriptionOptions, TopicFilter, TopicName,
 };
-use support::{Client, anonymous, connect_packet, publish, start, start_with_hooks};
+use support::{Client, anonymous, connect_packet, publish, start, start_with_hooks, will};
 
 const SHORT: Duration = Duration::from_millis(300);
 
@@ -540,4 +540,90 @@ async fn response_information_is_a_prefix_the_client_may_subscribe_to() {
     let (_device, ack) = connect(addr, device).await;
     assert_eq!(ack.code, ReasonCode::SUCCESS);
     assert_eq!(ack.properties.response_information, None);
+}
+
+/// A 5.0 CONNECT with a will on `topic` that waits `delay` seconds, in a session that
+/// lasts `expiry` seconds after the connection.
+fn with_delayed_will(client_id: &str, topic: &str, delay: u32, expiry: u32) -> Connect {
+    let mut connect = v5(client_id);
+    let mut will = will(topic, b"gone", QoS::AtLeastOnce, false);
+    will.properties.will_delay_interval = Some(delay);
+    connect.will = Some(will);
+    connect.properties.session_expiry_interval = Some(expiry);
+    connect
+}
+
+async fn watcher(addr: SocketAddr, client_id: &str, topic: &str) -> Client {
+    let mut watcher = Client::connect(addr, client_id).await;
+    watcher.subscribe(topic, QoS::AtLeastOnce).await;
+    watcher
+}
+
+/// How long after now the will arrives at `watcher`.
+async fn will_arrives(watcher: &mut Client) -> Duration {
+    let started = Instant::now();
+    let message = watcher.expect_publish().await;
+    assert_eq!(&message.payload[..], b"gone");
+    started.elapsed()
+}
+
+#[tokio::test]
+async fn a_delayed_will_is_published_when_its_delay_passes() {
+    let (_broker, addr) = start(anonymous()).await;
+    let mut watcher = watcher(addr, "will-watch-1", "wills/1").await;
+    let client = connected(addr, with_delayed_will("will-1", "wills/1", 1, 60)).await;
+    drop(client);
+    let waited = will_arrives(&mut watcher).await;
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(3),
+        "will after {waited:?}, expected 1 s"
+    );
+}
+
+#[tokio::test]
+async fn a_delayed_will_is_published_when_the_session_ends_first() {
+    let (_broker, addr) = start(anonymous()).await;
+    // Session expiry 1 s, will delay 60 s: the will goes with the session.
+    let mut watcher = watcher(addr, "will-watch-2", "wills/2").await;
+    let client = connected(addr, with_delayed_will("will-2", "wills/2", 60, 1)).await;
+    drop(client);
+    let waited = will_arrives(&mut watcher).await;
+    assert!(waited < Duration::from_secs(3), "will after {waited:?}");
+
+    // No session after the connection: the will goes at once.
+    let client = connected(addr, with_delayed_will("will-3", "wills/2", 60, 0)).await;
+    drop(client);
+    let waited = will_arrives(&mut watcher).await;
+    assert!(waited < Duration::from_millis(500), "will after {waited:?}");
+
+    // A clean start ends the session that held the will: it goes then.
+    let client = connected(addr, with_delayed_will("will-4", "wills/2", 60, 60)).await;
+    drop(client);
+    watcher.expect_silence(SHORT).await;
+    let _replaced = connected(addr, v5("will-4")).await;
+    let waited = will_arrives(&mut watcher).await;
+    assert!(waited < Duration::from_millis(500), "will after {waited:?}");
+}
+
+#[tokio::test]
+async fn a_delayed_will_is_dropped_when_the_session_is_resumed_in_time() {
+    let (_broker, addr) = start(anonymous()).await;
+    let mut watcher = watcher(addr, "will-watch-5", "wills/5").await;
+    let connect = with_delayed_will("will-5", "wills/5", 1, 60);
+    let client = connected(addr, connect.clone()).await;
+    drop(client);
+    let mut resume = connect.clone();
+    resume.clean_start = false;
+    resume.will = None;
+    let _resumed = connected(addr, resume.clone()).await;
+    watcher.expect_silence(Duration::from_millis(1500)).await;
+
+    // Taken over by a connection that resumes the session: the old connection's will
+    // is not sent either.
+    let mut first = connect;
+    first.client_id = "will-6".into();
+    let _old = connected(addr, first.clone()).await;
+    resume.client_id = "will-6".into();
+    let _new = connected(addr, resume).await;
+    watcher.expect_silence(Duration::from_millis(1500)).await;
 }
