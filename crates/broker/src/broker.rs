@@ -28,6 +28,7 @@ use crate::compact;
 use crate::config::BrokerConfig;
 use crate::ingest::Hooks;
 use crate::limits::{ConnectionGate, ConnectionPermit};
+use crate::redirect::Redirection;
 use crate::session::{
     Attachment, ClientId, Delivery, Link, Message, Queued, Receipt, Session, SessionId, Signals,
     expiry_from_interval,
@@ -87,6 +88,8 @@ struct Shared {
     shutdown: watch::Sender<bool>,
     /// Wills waiting for their 5.0 delay (`will.rs`). Locked after a session's mutex.
     delayed_wills: DelayedWills,
+    /// Where clients are sent instead while set (`redirect.rs`). Locked alone.
+    redirection: RwLock<Option<Arc<Redirection>>>,
 }
 
 /// The retained messages, and when those with a 5.0 message expiry interval expire.
@@ -178,6 +181,7 @@ impl Broker {
                 started: Instant::now(),
                 shutdown,
                 delayed_wills: DelayedWills::default(),
+                redirection: RwLock::new(None),
             }),
         }
     }
@@ -213,9 +217,18 @@ impl Broker {
         &self.shared.delayed_wills
     }
 
+    pub(crate) fn redirection_slot(&self) -> &RwLock<Option<Arc<Redirection>>> {
+        &self.shared.redirection
+    }
+
     /// The session table, locked (first in the lock order).
     pub(crate) fn session_table(&self) -> MutexGuard<'_, HashMap<ClientId, Arc<Session>>> {
         self.shared.sessions.lock()
+    }
+
+    /// Every session known now.
+    pub(crate) fn sessions(&self) -> Vec<Arc<Session>> {
+        self.shared.sessions.lock().values().cloned().collect()
     }
 
     /// Closes every connection of user `name` (for instance: its credentials changed,

@@ -55,6 +55,7 @@ use crate::broker::Broker;
 use crate::ingest::Hooks;
 use crate::limits::ConnectionPermit;
 use crate::park::{Lot, Parked, keep_alive_limit};
+use crate::redirect::Redirection;
 use crate::session::{Link, Session, Signals};
 use crate::stats;
 
@@ -123,6 +124,8 @@ enum Closed {
     TakenOver,
     /// The user was disconnected ([`Broker::disconnect_user`]).
     Revoked,
+    /// The broker sends its clients to another server ([`Broker::redirect_all`]).
+    Redirected(Arc<Redirection>),
     /// A 5.0 client published faster than its budget
     /// ([`Limits::publish_rate`](crate::Limits::publish_rate)).
     RateExceeded,
@@ -150,11 +153,20 @@ impl Closed {
             Closed::KeepAliveExpired => Some(ReasonCode::KEEP_ALIVE_TIMEOUT),
             Closed::TakenOver => Some(ReasonCode::SESSION_TAKEN_OVER),
             Closed::Revoked => Some(ReasonCode::ADMINISTRATIVE_ACTION),
+            Closed::Redirected(redirection) => Some(redirection.reason_code()),
             Closed::RateExceeded => Some(ReasonCode::MESSAGE_RATE_TOO_HIGH),
             Closed::Shutdown => Some(ReasonCode::SERVER_SHUTTING_DOWN),
             Closed::Disconnect(_) | Closed::EndOfStream | Closed::Io(_) | Closed::IngestFailed => {
                 None
             }
+        }
+    }
+
+    /// The properties of that `DISCONNECT`: a redirection's Server Reference.
+    fn disconnect_properties(&self) -> Properties {
+        match self {
+            Closed::Redirected(redirection) => redirection.properties(),
+            _ => Properties::default(),
         }
     }
 }
@@ -486,7 +498,7 @@ impl Established {
                 if let (true, Some(reason)) = (version.is_v5(), closed.disconnect_reason()) {
                     state.control.push_back(Packet::Disconnect(Disconnect {
                         reason,
-                        properties: Properties::default(),
+                        properties: closed.disconnect_properties(),
                     }));
                 }
                 state.is_closing = true;

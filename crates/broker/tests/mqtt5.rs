@@ -1,6 +1,6 @@
 //! MQTT 5.0 negotiation and flow over real sockets: topic aliases both ways, receive
 //! maximum, the client's maximum packet size, server keep alive, request / response,
-//! will delay, subscription identifiers and `AUTH`.
+//! will delay, `AUTH`, and server redirection.
 
 #![allow(clippy::unwrap_used)]
 
@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use fleetwire_broker::{
-    Access, Authenticator, BoxFuture, BrokerConfig, Credentials, Denial, Hooks,
+    Access, Authenticator, BoxFuture, Broker, BrokerConfig, Credentials, Denial, Hooks, Redirection,
 };
 use fleetwire_mqtt_codec::{
     Auth, ConnAck, Connect, Packet, PacketId, Properties, ProtocolVersion, PubAck, PubRel, Publish,
@@ -370,57 +370,6 @@ async fn a_message_larger_than_the_client_accepts_is_dropped_counted_and_does_no
 }
 
 #[tokio::test]
-async fn connect_with_an_authentication_method_is_refused_and_auth_without_one_is_a_protocol_error()
-{
-    let (_broker, addr) = start(anonymous()).await;
-    let mut enhanced = v5("scram");
-    enhanced.properties.authentication_method = Some("SCRAM-SHA-256".into());
-    let (mut client, ack) = connect(addr, enhanced).await;
-    assert_eq!(ack.code, ReasonCode::BAD_AUTHENTICATION_METHOD);
-    assert!(client.expect_closed().await.is_empty());
-
-    let mut client = connected(addr, v5("auth-later")).await;
-    client.send(Packet::Auth(Auth::default())).await;
-    assert_eq!(
-        disconnect_reason(&mut client).await,
-        Some(ReasonCode::PROTOCOL_ERROR)
-    );
-}
-
-#[tokio::test]
-async fn subscription_identifiers_of_every_matching_subscription_are_delivered() {
-    let (_broker, addr) = start(anonymous()).await;
-    let mut client = connected(addr, v5("sub-ids")).await;
-    for (packet_id, filter, identifier) in [(1, "ids/+", 7), (2, "ids/#", 300_000)] {
-        client
-            .send(Packet::Subscribe(Subscribe {
-                packet_id: PacketId::new(packet_id).unwrap(),
-                filters: vec![(
-                    TopicFilter::new(filter).unwrap(),
-                    SubscriptionOptions::with_qos(QoS::AtMostOnce),
-                )],
-                properties: Properties {
-                    subscription_identifiers: vec![identifier],
-                    ..Properties::default()
-                },
-            }))
-            .await;
-        assert!(matches!(client.recv().await, Some(Packet::SubAck(_))));
-    }
-    let mut publisher = Client::connect(addr, "sub-ids-pub").await;
-    publisher
-        .publish("ids/x", b"m", QoS::AtMostOnce, 0, false)
-        .await;
-    let mut identifiers = client
-        .expect_publish()
-        .await
-        .properties
-        .subscription_identifiers;
-    identifiers.sort_unstable();
-    assert_eq!(identifiers, [7, 300_000]);
-}
-
-#[tokio::test]
 async fn the_server_keep_alive_caps_a_v5_clients_keep_alive() {
     let (_broker, addr) = start(BrokerConfig {
         max_keep_alive: 1,
@@ -626,4 +575,126 @@ async fn a_delayed_will_is_dropped_when_the_session_is_resumed_in_time() {
     resume.client_id = "will-6".into();
     let _new = connected(addr, resume).await;
     watcher.expect_silence(Duration::from_millis(1500)).await;
+}
+
+#[tokio::test]
+async fn connect_with_an_authentication_method_is_refused_and_auth_without_one_is_a_protocol_error()
+{
+    let (_broker, addr) = start(anonymous()).await;
+    let mut enhanced = v5("scram");
+    enhanced.properties.authentication_method = Some("SCRAM-SHA-256".into());
+    let (mut client, ack) = connect(addr, enhanced).await;
+    assert_eq!(ack.code, ReasonCode::BAD_AUTHENTICATION_METHOD);
+    assert!(client.expect_closed().await.is_empty());
+
+    let mut client = connected(addr, v5("auth-later")).await;
+    client.send(Packet::Auth(Auth::default())).await;
+    assert_eq!(
+        disconnect_reason(&mut client).await,
+        Some(ReasonCode::PROTOCOL_ERROR)
+    );
+}
+
+#[tokio::test]
+async fn subscription_identifiers_of_every_matching_subscription_are_delivered() {
+    let (_broker, addr) = start(anonymous()).await;
+    let mut client = connected(addr, v5("sub-ids")).await;
+    for (packet_id, filter, identifier) in [(1, "ids/+", 7), (2, "ids/#", 300_000)] {
+        client
+            .send(Packet::Subscribe(Subscribe {
+                packet_id: PacketId::new(packet_id).unwrap(),
+                filters: vec![(
+                    TopicFilter::new(filter).unwrap(),
+                    SubscriptionOptions::with_qos(QoS::AtMostOnce),
+                )],
+                properties: Properties {
+                    subscription_identifiers: vec![identifier],
+                    ..Properties::default()
+                },
+            }))
+            .await;
+        assert!(matches!(client.recv().await, Some(Packet::SubAck(_))));
+    }
+    let mut publisher = Client::connect(addr, "sub-ids-pub").await;
+    publisher
+        .publish("ids/x", b"m", QoS::AtMostOnce, 0, false)
+        .await;
+    let mut identifiers = client
+        .expect_publish()
+        .await
+        .properties
+        .subscription_identifiers;
+    identifiers.sort_unstable();
+    assert_eq!(identifiers, [7, 300_000]);
+}
+
+async fn expect_redirect(addr: SocketAddr, version: ProtocolVersion, expected: ReasonCode) {
+    let (mut client, connack) =
+        Client::connect_with(addr, connect_packet("latecomer", version, true)).await;
+    match connack {
+        Packet::ConnAck(ack) if version.is_v5() => {
+            assert_eq!(ack.code, expected);
+            assert_eq!(
+                ack.properties.server_reference.as_deref(),
+                Some("other.example:1883")
+            );
+        }
+        // 3.1.1 can only say "server unavailable".
+        Packet::ConnAck(ack) => assert_eq!(ack.code, ReasonCode::SERVER_UNAVAILABLE),
+        other => panic!("expected CONNACK, got {other:?}"),
+    }
+    assert!(client.expect_closed().await.is_empty());
+}
+
+async fn until_parked(broker: &Broker, count: u64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while broker.stats_snapshot().clients_parked < count {
+        assert!(Instant::now() < deadline, "connections did not park");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn redirection_sends_connected_and_new_clients_to_another_server() {
+    let (broker, addr) = start(anonymous()).await;
+    let mut running = connected(addr, v5("busy")).await;
+    running.subscribe("keep/busy", QoS::AtMostOnce).await;
+    let mut idle = connected(addr, v5("idle")).await;
+    let mut v3 = Client::connect(addr, "old-client").await;
+    // The idle ones park; the redirection reaches them in the lot too.
+    until_parked(&broker, 3).await;
+
+    let redirection = Redirection {
+        server_reference: "other.example:1883".into(),
+        is_permanent: false,
+    };
+    assert_eq!(broker.redirect_all(redirection.clone()), 3);
+    for client in [&mut running, &mut idle] {
+        let closing = client.expect_closed().await;
+        match closing.as_slice() {
+            [Packet::Disconnect(disconnect)] => {
+                assert_eq!(disconnect.reason, ReasonCode::USE_ANOTHER_SERVER);
+                assert_eq!(
+                    disconnect.properties.server_reference.as_deref(),
+                    Some("other.example:1883")
+                );
+            }
+            other => panic!("expected one DISCONNECT, got {other:?}"),
+        }
+    }
+    assert!(
+        v3.expect_closed().await.is_empty(),
+        "3.1.1: closed silently"
+    );
+    expect_redirect(addr, ProtocolVersion::V5, ReasonCode::USE_ANOTHER_SERVER).await;
+    expect_redirect(addr, ProtocolVersion::V311, ReasonCode::SERVER_UNAVAILABLE).await;
+
+    broker.redirect_all(Redirection {
+        is_permanent: true,
+        ..redirection
+    });
+    expect_redirect(addr, ProtocolVersion::V5, ReasonCode::SERVER_MOVED).await;
+
+    broker.stop_redirecting();
+    connected(addr, v5("welcome-back")).await;
 }

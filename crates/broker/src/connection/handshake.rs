@@ -1,9 +1,9 @@
 //! The start of a connection: reading `CONNECT` (within the connect timeout, in small
 //! reads), admitting the client (authentication through the listener's hooks, the
-//! failed-login limiter, the will's ACL check), attaching its session and answering
-//! `CONNACK`, with what 5.0 negotiates there (topic alias and receive maximums, the
-//! server keep alive, response information). A client with nothing more to say parks
-//! at once, in the same step.
+//! failed-login limiter, the will's ACL check, a redirection to another server),
+//! attaching its session and answering `CONNACK`, with what 5.0 negotiates there (topic
+//! alias and receive maximums, the server keep alive, response information). A client
+//! with nothing more to say parks at once, in the same step.
 
 use std::io;
 use std::net::SocketAddr;
@@ -26,6 +26,7 @@ use crate::broker::Broker;
 use crate::ingest::Hooks;
 use crate::limits::ConnectionPermit;
 use crate::park::Parked;
+use crate::redirect::Redirection;
 use crate::session::{ClientId, Signals};
 use crate::stats;
 
@@ -75,6 +76,11 @@ pub(super) async fn handshake(
         }
     };
     let version = connect.protocol;
+    if let Some(redirection) = broker.redirection() {
+        tracing::debug!(%peer, client_id = %connect.client_id, "refusing connection: redirected");
+        let _ = write_packet(&mut writer, &redirect(&redirection), version).await;
+        return None;
+    }
 
     let access = match admit(&broker, &hooks, &connect, peer, certificate.as_deref()).await {
         Ok(access) => access,
@@ -95,6 +101,13 @@ pub(super) async fn handshake(
     };
     let session = attached.session;
     let generation = attached.generation;
+    if let Some(redirection) = broker.redirection() {
+        // Redirected while this client was being admitted, after the redirection
+        // closed the connected ones.
+        broker.detach(&session, generation, &access, &hooks);
+        let _ = write_packet(&mut writer, &redirect(&redirection), version).await;
+        return None;
+    }
     tracing::debug!(
         %peer, client_id = %session.client_id, ?version,
         session_present = attached.is_session_present, "client connected"
@@ -313,6 +326,15 @@ fn response_information(client_id: &ClientId, access: &Access) -> Option<String>
     let prefix = format!("$response/{client_id}/");
     let filter = TopicFilter::new(format!("{prefix}#")).ok()?;
     access.may_subscribe(&filter).then_some(prefix)
+}
+
+/// The `CONNACK` that sends a client to another server.
+fn redirect(redirection: &Redirection) -> Packet {
+    Packet::ConnAck(ConnAck {
+        session_present: false,
+        code: redirection.reason_code(),
+        properties: redirection.properties(),
+    })
 }
 
 fn connack(session_present: bool, code: ReasonCode) -> Packet {

@@ -271,14 +271,20 @@ impl Reader {
     }
 
     /// Why the reader was kicked: its user was disconnected
-    /// ([`Broker::disconnect_user`]), or another connection took the session (or the
+    /// ([`Broker::disconnect_user`]) or the broker sends every client elsewhere
+    /// ([`Broker::redirect_all`]), or another connection took the session (or the
     /// writer failed, in which case the reason is not sent).
     fn kicked_reason(&self) -> Closed {
-        let state = self.connection.session.state.lock();
-        if state.is_attached(self.connection.generation) && state.is_revoked {
-            Closed::Revoked
-        } else {
-            Closed::TakenOver
+        let is_revoked = {
+            let state = self.connection.session.state.lock();
+            state.is_attached(self.connection.generation) && state.is_revoked
+        };
+        if !is_revoked {
+            return Closed::TakenOver;
+        }
+        match self.broker.redirection() {
+            Some(redirection) => Closed::Redirected(redirection),
+            None => Closed::Revoked,
         }
     }
 
