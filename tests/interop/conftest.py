@@ -155,7 +155,8 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def _start_mosquitto(tmp: Path) -> Broker:
+def _start_mosquitto(tmp: Path, extra: str = "") -> Broker:
+    """Starts a local Mosquitto on a free loopback port; `extra` is appended to its config."""
     binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
     for _attempt in range(5):
         port = _free_port()
@@ -168,6 +169,7 @@ def _start_mosquitto(tmp: Path) -> Broker:
             "persistence false\n"
             "log_dest stderr\n"
             "log_type error\nlog_type warning\nlog_type notice\nlog_type information\n"
+            + extra
         )
         process = subprocess.Popen(
             [binary, "-c", str(config)], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE

@@ -134,9 +134,11 @@ class Peer:
         assert self.connack_reason == 0, f"connection refused: {self.connack_reason}"
         return self
 
-    def subscribe(self, *filters: tuple[str, int], timeout: float = TIMEOUT) -> list[int]:
+    def subscribe(
+        self, *filters: tuple[str, int], properties: Properties | None = None, timeout: float = TIMEOUT
+    ) -> list[int]:
         """Subscribe and wait for the SUBACK; returns its return/reason codes."""
-        result, mid = self.client.subscribe(list(filters))
+        result, mid = self.client.subscribe(list(filters), properties=properties)
         assert result == mqtt.MQTT_ERR_SUCCESS, f"subscribe failed locally: {result}"
         self._wait_for(lambda: mid in self._subacks, f"SUBACK for {filters}", timeout)
         return self._subacks[mid]
@@ -146,8 +148,15 @@ class Peer:
         assert result == mqtt.MQTT_ERR_SUCCESS, f"unsubscribe failed locally: {result}"
         self._wait_for(lambda: mid in self._unsubacks, f"UNSUBACK for {filters}", timeout)
 
-    def publish_nowait(self, topic: str, payload: bytes | str = b"", qos: int = 0, retain: bool = False) -> int:
-        info = self.client.publish(topic, payload, qos=qos, retain=retain)
+    def publish_nowait(
+        self,
+        topic: str,
+        payload: bytes | str = b"",
+        qos: int = 0,
+        retain: bool = False,
+        properties: Properties | None = None,
+    ) -> int:
+        info = self.client.publish(topic, payload, qos=qos, retain=retain, properties=properties)
         assert info.rc == mqtt.MQTT_ERR_SUCCESS, f"publish failed locally: {info.rc}"
         return info.mid
 
@@ -157,10 +166,16 @@ class Peer:
         self._wait_for(lambda: pending <= self._acked, f"ack for {len(pending)} publishes", timeout)
 
     def publish(
-        self, topic: str, payload: bytes | str = b"", qos: int = 0, retain: bool = False, timeout: float = TIMEOUT
+        self,
+        topic: str,
+        payload: bytes | str = b"",
+        qos: int = 0,
+        retain: bool = False,
+        timeout: float = TIMEOUT,
+        properties: Properties | None = None,
     ) -> int:
         """Publish and wait for the publish flow to complete."""
-        mid = self.publish_nowait(topic, payload, qos, retain)
+        mid = self.publish_nowait(topic, payload, qos, retain, properties)
         self.wait_acked([mid], timeout)
         return mid
 

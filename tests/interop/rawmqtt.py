@@ -15,7 +15,7 @@ from dataclasses import dataclass
 # Control packet types (high nibble of the first byte).
 CONNECT, CONNACK, PUBLISH, PUBACK, PUBREC, PUBREL, PUBCOMP = 1, 2, 3, 4, 5, 6, 7
 SUBSCRIBE, SUBACK, UNSUBSCRIBE, UNSUBACK = 8, 9, 10, 11
-PINGREQ, PINGRESP, DISCONNECT = 12, 13, 14
+PINGREQ, PINGRESP, DISCONNECT, AUTH = 12, 13, 14, 15
 
 V311, V5 = 4, 5
 
@@ -57,11 +57,22 @@ def packet(first_byte: int, body: bytes) -> bytes:
     return bytes([first_byte]) + varint(len(body)) + body
 
 
-def properties(props: dict[int, int | str] | None = None) -> bytes:
-    """Encode a 5.0 property block for the few integer/string properties used here."""
+def properties(props: dict[int, object] | None = None) -> bytes:
+    """Encode a 5.0 property block. Values: int, str, bytes (binary data), a list of
+    ints for the subscription identifier, a list of (name, value) for user properties."""
     out = bytearray()
     for ident, value in (props or {}).items():
         kind = _PROPERTY_KINDS[ident]
+        if kind == "pair":
+            for name, text in value:
+                out.append(ident)
+                out += string(name) + string(text)
+            continue
+        if kind == "varint":
+            for number in value if isinstance(value, list) else [value]:
+                out.append(ident)
+                out += varint(number)
+            continue
         out.append(ident)
         if kind == "u32":
             out += struct.pack("!I", value)
@@ -69,7 +80,7 @@ def properties(props: dict[int, int | str] | None = None) -> bytes:
             out += struct.pack("!H", value)
         elif kind == "byte":
             out.append(value)
-        elif kind == "string":
+        elif kind in ("string", "binary"):
             out += string(value)
         else:
             raise ValueError(f"encoding property kind {kind} is not supported here")
@@ -93,18 +104,21 @@ def connect(
     will: Will | None = None,
     session_expiry: int | None = None,
     protocol_name: str = "MQTT",
+    props: dict[int, object] | None = None,
+    will_props: dict[int, object] | None = None,
 ) -> bytes:
+    """`props` and `will_props`: 5.0 CONNECT and will properties (besides `session_expiry`)."""
     flags = 0x02 if clean else 0x00
     if will:
         flags |= 0x04 | (will.qos << 3) | (0x20 if will.retain else 0)
     body = string(protocol_name) + bytes([version, flags]) + struct.pack("!H", keepalive)
     if version == V5:
-        props = {SESSION_EXPIRY_INTERVAL: session_expiry} if session_expiry else {}
-        body += properties(props)
+        connect_props = {SESSION_EXPIRY_INTERVAL: session_expiry} if session_expiry else {}
+        body += properties({**connect_props, **(props or {})})
     body += string(client_id)
     if will:
         if version == V5:
-            body += properties()
+            body += properties(will_props)
         body += string(will.topic) + string(will.payload)
     return packet(CONNECT << 4, body)
 
@@ -127,19 +141,25 @@ def publish(
     dup: bool = False,
     packet_id: int | None = None,
     version: int = V311,
+    props: dict[int, object] | None = None,
 ) -> bytes:
     first = PUBLISH << 4 | (0x08 if dup else 0) | (qos << 1) | (0x01 if retain else 0)
     body = string(topic)
     if qos:
         body += struct.pack("!H", packet_id)
     if version == V5:
-        body += properties()
+        body += properties(props)
     return packet(first, body + payload)
 
 
 def ack(kind: int, packet_id: int) -> bytes:
     """PUBACK, PUBREC, PUBREL or PUBCOMP (success, no reason code: valid in 3.1.1 and 5.0)."""
     return packet(kind << 4 | (0x02 if kind == PUBREL else 0), struct.pack("!H", packet_id))
+
+
+def auth(reason: int = 0) -> bytes:
+    """5.0 AUTH with a reason code and no properties."""
+    return packet(AUTH << 4, bytes([reason]) + properties())
 
 
 def pingreq() -> bytes:
@@ -152,7 +172,8 @@ def disconnect(*, version: int = V311, reason: int = 0) -> bytes:
 
 
 def decode_properties(data: bytes, pos: int) -> tuple[dict[int, object], int]:
-    """Decode a 5.0 property block at `pos`; returns (properties, position after it)."""
+    """Decode a 5.0 property block at `pos`; returns (properties, position after it).
+    User properties and subscription identifiers, which may repeat, come as lists."""
     length, pos = _read_varint(data, pos)
     end, props = pos + length, {}
     while pos < end:
@@ -173,7 +194,10 @@ def decode_properties(data: bytes, pos: int) -> tuple[dict[int, object], int]:
         else:
             raw, pos = _read_string(data, pos)
             value = raw.decode() if kind == "string" else raw
-        props[ident] = value
+        if kind in ("pair", "varint"):
+            props.setdefault(ident, []).append(value)
+        else:
+            props[ident] = value
     return props, end
 
 
@@ -229,6 +253,13 @@ class Packet:
         if version == V5:
             _, pos = decode_properties(self.body, pos)
         return topic.decode(), self.body[pos:]
+
+    def publish_properties(self) -> dict[int, object]:
+        """The properties of a 5.0 PUBLISH."""
+        _, pos = _read_string(self.body, 0)
+        if self.qos:
+            pos += 2
+        return decode_properties(self.body, pos)[0]
 
     @property
     def session_present(self) -> bool:

@@ -221,7 +221,7 @@ pub(crate) fn render(
     extra: &[Arc<dyn MetricsSource>],
 ) -> String {
     let stats = &platform.mqtt;
-    let metrics: [(&str, &str, &str, u64); 19] = [
+    let metrics: [(&str, &str, &str, u64); 20] = [
         (
             "fleetwire_mqtt_clients_connected",
             "gauge",
@@ -329,6 +329,12 @@ pub(crate) fn render(
             "counter",
             "Messages not queued because their session had mqtt.max_queued_bytes waiting",
             stats.queued_bytes_dropped,
+        ),
+        (
+            "fleetwire_mqtt_messages_too_large_total",
+            "counter",
+            "Messages not sent to a 5.0 client because they were larger than its maximum packet size",
+            stats.messages_too_large,
         ),
         (
             "fleetwire_uptime_seconds",

@@ -19,7 +19,7 @@ use fleetwire_mqtt_codec::{
     TopicFilter, TopicName, Unsubscribe, Will,
 };
 use fleetwire_topics::{RetainedStore, TopicTree};
-use parking_lot::{Mutex, RwLock};
+use parking_lot::{Mutex, MutexGuard, RwLock};
 use smallvec::SmallVec;
 use tokio::sync::watch;
 
@@ -29,11 +29,13 @@ use crate::config::BrokerConfig;
 use crate::durable::{Change, SavedMessage, StateError, StateStore, Target as SavedTarget, Ticket};
 use crate::ingest::Hooks;
 use crate::limits::{ConnectionGate, ConnectionPermit};
+use crate::redirect::Redirection;
 use crate::session::{
     Attachment, ClientId, Delivery, Link, Message, MessageProperties, Queued, Receipt, Session,
     SessionId, Signals, expiry_from_interval,
 };
 use crate::stats::{self, Stats, StatsSnapshot};
+use crate::will::DelayedWills;
 
 /// Key of one subscription in the tree: the session, and the share group for
 /// `$share/{group}/...` filters (a session may hold both `a/+` and `$share/g/a/+`).
@@ -92,6 +94,10 @@ struct Shared {
     next_message_id: AtomicU64,
     /// A snapshot of `state` is being written.
     is_snapshotting: AtomicBool,
+    /// Wills waiting for their 5.0 delay (`will.rs`). Locked after a session's mutex.
+    delayed_wills: DelayedWills,
+    /// Where clients are sent instead while set (`redirect.rs`). Locked alone.
+    redirection: RwLock<Option<Arc<Redirection>>>,
 }
 
 /// The retained messages, and when those with a 5.0 message expiry interval expire.
@@ -203,6 +209,8 @@ impl Broker {
                 state,
                 next_message_id: AtomicU64::new(1),
                 is_snapshotting: AtomicBool::new(false),
+                delayed_wills: DelayedWills::default(),
+                redirection: RwLock::new(None),
             }),
         }
     }
@@ -338,6 +346,24 @@ impl Broker {
         &self.shared.failed_logins
     }
 
+    pub(crate) fn delayed_wills(&self) -> &DelayedWills {
+        &self.shared.delayed_wills
+    }
+
+    pub(crate) fn redirection_slot(&self) -> &RwLock<Option<Arc<Redirection>>> {
+        &self.shared.redirection
+    }
+
+    /// The session table, locked (first in the lock order).
+    pub(crate) fn session_table(&self) -> MutexGuard<'_, HashMap<ClientId, Arc<Session>>> {
+        self.shared.sessions.lock()
+    }
+
+    /// Every session known now.
+    pub(crate) fn sessions(&self) -> Vec<Arc<Session>> {
+        self.shared.sessions.lock().values().cloned().collect()
+    }
+
     /// Closes every connection of user `name` (for instance: its credentials changed,
     /// or it was removed); 5.0 clients are told "administrative action" (`DISCONNECT`
     /// 0x98). Returns how many connections were closed.
@@ -458,6 +484,7 @@ impl Broker {
             publish_rate_exceeded: stats::get(&stats.publish_rate_exceeded),
             subscriptions_refused: stats::get(&stats.subscriptions_refused),
             queued_bytes_dropped: stats::get(&stats.queued_bytes_dropped),
+            messages_too_large: stats::get(&stats.messages_too_large),
         }
     }
 
@@ -598,6 +625,9 @@ impl Broker {
                 }
             }
         }
+        // After the attachment is set: a will its last connection is about to leave is
+        // then dropped by that connection itself (see `will_at_close`).
+        self.settle_delayed_will(&session);
         if let Some(user) = access.user_name() {
             self.add_user_connection(user, &session, generation, hooks);
         }
@@ -687,6 +717,7 @@ impl Broker {
             }
         }
         self.remove_subscriptions(session);
+        self.end_delayed_will(session);
     }
 
     /// Removes an ending session from the durable state.

@@ -37,6 +37,20 @@ pub struct BrokerConfig {
     pub socket_send_buffer: Option<usize>,
     /// Connections, connection rate, publish rate, subscriptions and queued bytes.
     pub limits: Limits,
+    /// 5.0 topic aliases, per connection and direction: how many a client may set toward
+    /// the broker (the Topic Alias Maximum of `CONNACK`), and the most the broker assigns
+    /// toward a client that accepts them (fewer if the client's own maximum is lower).
+    /// 0 turns topic aliases off.
+    pub topic_alias_maximum: u16,
+    /// 5.0 Receive Maximum: QoS 1/2 `PUBLISH`es a client may have sent and not yet seen
+    /// acknowledged (QoS 1 until `PUBACK`, QoS 2 until `PUBCOMP`); one more closes the
+    /// connection with `DISCONNECT` 0x93. At least 1.
+    pub receive_maximum: u16,
+    /// The longest keep-alive a 5.0 client may use, in seconds: a client asking for more
+    /// (or for none) is told this one (`CONNACK` Server Keep Alive), and held to it.
+    /// 0 accepts every client's keep-alive as it is, as does a 3.1.1 client's always
+    /// (3.1.1 cannot be told another).
+    pub max_keep_alive: u16,
 }
 
 impl Default for BrokerConfig {
@@ -53,6 +67,9 @@ impl Default for BrokerConfig {
             auth_failures_per_minute: 6,
             socket_send_buffer: None,
             limits: Limits::default(),
+            topic_alias_maximum: 64,
+            receive_maximum: 1024,
+            max_keep_alive: 0,
         }
     }
 }

@@ -27,6 +27,7 @@ mod handshake;
 mod reader;
 mod settlement;
 mod socket;
+mod topic_alias;
 mod writer;
 
 use std::io;
@@ -47,12 +48,14 @@ use self::reader::{Reader, Stop};
 pub use self::socket::Duplex;
 pub(crate) use self::socket::Socket;
 use self::socket::{ReadSide, WriteSide};
+use self::topic_alias::TopicAliases;
 use self::writer::Writer;
 use crate::auth::{Access, PeerCertificate};
 use crate::broker::Broker;
 use crate::ingest::Hooks;
 use crate::limits::ConnectionPermit;
 use crate::park::{Lot, Parked, keep_alive_limit};
+use crate::redirect::Redirection;
 use crate::session::{Link, Session, Signals};
 use crate::stats;
 
@@ -75,6 +78,9 @@ pub(crate) struct Connection {
     pub(crate) keep_alive: u16,
     pub(crate) session_expiry_at_connect: u32,
     pub(crate) version: ProtocolVersion,
+    /// 5.0 topic aliases: those the client set, and how many the writer may assign
+    /// toward it. `None` for a client that uses none (most).
+    pub(crate) topic_aliases: Option<Box<TopicAliases>>,
     /// The connection's place within the connection limits, given back when it closes
     /// (held for its `Drop`).
     #[allow(dead_code)]
@@ -92,7 +98,7 @@ impl Connection {
     /// will is published (the close is abnormal) and the session detached.
     fn abandon(self, broker: &Broker, hooks: &Hooks) {
         if let Some(will) = self.will {
-            publish_will(broker, *will, &self.session);
+            broker.will_at_close(*will, &self.session, self.generation);
         }
         broker.detach(&self.session, self.generation, &self.access, hooks);
     }
@@ -118,6 +124,8 @@ enum Closed {
     TakenOver,
     /// The user was disconnected ([`Broker::disconnect_user`]).
     Revoked,
+    /// The broker sends its clients to another server ([`Broker::redirect_all`]).
+    Redirected(Arc<Redirection>),
     /// A 5.0 client published faster than its budget
     /// ([`Limits::publish_rate`](crate::Limits::publish_rate)).
     RateExceeded,
@@ -148,12 +156,21 @@ impl Closed {
             Closed::KeepAliveExpired => Some(ReasonCode::KEEP_ALIVE_TIMEOUT),
             Closed::TakenOver => Some(ReasonCode::SESSION_TAKEN_OVER),
             Closed::Revoked => Some(ReasonCode::ADMINISTRATIVE_ACTION),
+            Closed::Redirected(redirection) => Some(redirection.reason_code()),
             Closed::RateExceeded => Some(ReasonCode::MESSAGE_RATE_TOO_HIGH),
             Closed::Shutdown => Some(ReasonCode::SERVER_SHUTTING_DOWN),
             Closed::StateFailed => Some(ReasonCode::UNSPECIFIED_ERROR),
             Closed::Disconnect(_) | Closed::EndOfStream | Closed::Io(_) | Closed::IngestFailed => {
                 None
             }
+        }
+    }
+
+    /// The properties of that `DISCONNECT`: a redirection's Server Reference.
+    fn disconnect_properties(&self) -> Properties {
+        match self {
+            Closed::Redirected(redirection) => redirection.properties(),
+            _ => Properties::default(),
         }
     }
 }
@@ -263,6 +280,7 @@ fn reactivate(
             hooks,
             connection,
             Socket::Tcp { stream, lot }.split(),
+            BytesMut::new(),
             peer,
             false,
         )),
@@ -278,12 +296,14 @@ impl Established {
     /// Starts the tasks of an attached connection (new, or back from the lot): points the
     /// session's attachment at fresh signals and spawns the writer. A session that was
     /// taken over or revoked meanwhile has the reader kicked at once, so that it closes
-    /// with the right reason.
+    /// with the right reason. `buffer` holds what was already read from the socket and
+    /// not decoded yet (packets that came in the same read as `CONNECT`).
     fn activate(
         broker: Broker,
         hooks: Arc<Hooks>,
         connection: Connection,
         (socket, write_half): (ReadSide, WriteSide),
+        buffer: BytesMut,
         peer: SocketAddr,
         is_resending: bool,
     ) -> Established {
@@ -307,6 +327,7 @@ impl Established {
             socket: write_half,
             signals: Arc::clone(&signals),
             version: connection.version,
+            topic_alias_maximum: TopicAliases::outbound_maximum(&connection.topic_aliases),
             is_resending,
         }
         .spawn();
@@ -314,7 +335,7 @@ impl Established {
             reader: Reader::new(broker, hooks, connection, Arc::clone(&signals)),
             peer,
             socket,
-            buffer: BytesMut::new(),
+            buffer,
             writer_task: Some(writer_task),
             signals,
             idle_since: Instant::now(),
@@ -399,6 +420,9 @@ impl Established {
                     socket: writer,
                     signals: Arc::clone(&signals),
                     version: reader.connection().version,
+                    topic_alias_maximum: TopicAliases::outbound_maximum(
+                        &reader.connection().topic_aliases,
+                    ),
                     is_resending: false,
                 }
                 .spawn();
@@ -432,7 +456,8 @@ impl Established {
     }
 
     /// Flushes what is queued, publishes the will if the close was abnormal, and
-    /// detaches from the session.
+    /// detaches from the session; then, if a 5.0 client was told why, lingers (see
+    /// [`linger`]).
     async fn close(self, closed: Closed) {
         let Established {
             reader,
@@ -443,7 +468,7 @@ impl Established {
             signals,
             ..
         } = self;
-        drop((socket, buffer, signals));
+        drop((buffer, signals));
         let (broker, hooks, connection) = reader.into_parts();
         let Connection {
             session,
@@ -477,7 +502,7 @@ impl Established {
                 if let (true, Some(reason)) = (version.is_v5(), closed.disconnect_reason()) {
                     state.control.push_back(Packet::Disconnect(Disconnect {
                         reason,
-                        properties: Properties::default(),
+                        properties: closed.disconnect_properties(),
                     }));
                 }
                 state.is_closing = true;
@@ -494,15 +519,32 @@ impl Established {
         }
 
         if let (true, Some(will)) = (closed.publishes_will(), will) {
-            publish_will(&broker, *will, &session);
+            broker.will_at_close(*will, &session, generation);
         }
         broker.detach(&session, generation, &access, &hooks);
+        let is_told = version.is_v5() && closed.disconnect_reason().is_some();
+        if is_told && !matches!(closed, Closed::Shutdown) {
+            linger(socket).await;
+        }
     }
 }
 
-fn publish_will(broker: &Broker, will: Will, session: &Session) {
-    tracing::debug!(client_id = %session.client_id, topic = %will.topic, "publishing will");
-    broker.publish_will(will, session.id);
+/// How long a closing connection keeps reading after its `DISCONNECT`, at most.
+const LINGER: Duration = Duration::from_secs(1);
+
+/// Reads and discards what the client still sends after the broker's `DISCONNECT`,
+/// until it closes its side or for [`LINGER`]. Closing a socket with unread input
+/// resets the connection, and a reset can make the client's system drop what it had
+/// not read yet, the `DISCONNECT` with its reason code included; a client that was
+/// busy sending (past its receive maximum, say) would then only see a broken pipe.
+async fn linger(mut socket: ReadSide) {
+    let mut discarded = BytesMut::new();
+    let _ = tokio::time::timeout(LINGER, async {
+        while let Ok(1..) = socket.read_some(&mut discarded, 512).await {
+            discarded.clear();
+        }
+    })
+    .await;
 }
 
 /// Encodes `packet` into `out`; whether it could (a packet that cannot be encoded is

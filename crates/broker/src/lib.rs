@@ -33,10 +33,12 @@ mod ingest;
 mod limits;
 mod listener;
 mod park;
+mod redirect;
 mod restore;
 mod session;
 mod stats;
 mod sys;
+mod will;
 
 pub use auth::{
     Access, Authenticator, BoxFuture, Credentials, Denial, PeerCertificate, UserAccess,
@@ -51,5 +53,6 @@ pub use fleetwire_journal::Flush;
 pub use ingest::{Collector, Hooks, Inbound, Ingest, Settled, Verdict};
 pub use limits::{ConnectionPermit, Limits};
 pub use listener::{Incoming, Running, StreamSender, Streams};
+pub use redirect::Redirection;
 pub use session::{ClientId, SessionId};
 pub use stats::StatsSnapshot;

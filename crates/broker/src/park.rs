@@ -437,9 +437,10 @@ mod tests {
     #[test]
     #[cfg(target_pointer_width = "64")]
     fn a_parked_connection_and_its_session_stay_small() {
-        // 64 bytes, plus the connection limits' permit (one pointer).
+        // 64 bytes, plus the connection limits' permit and the 5.0 topic aliases (one
+        // pointer each).
         assert!(
-            size_of::<Parked>() <= 72,
+            size_of::<Parked>() <= 80,
             "Parked is {} bytes",
             size_of::<Parked>()
         );

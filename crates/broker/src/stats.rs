@@ -23,6 +23,7 @@ pub(crate) struct Stats {
     pub(crate) publish_rate_exceeded: AtomicU64,
     pub(crate) subscriptions_refused: AtomicU64,
     pub(crate) queued_bytes_dropped: AtomicU64,
+    pub(crate) messages_too_large: AtomicU64,
 }
 
 /// A copy of the counters at one moment.
@@ -69,6 +70,9 @@ pub struct StatsSnapshot {
     /// Messages not queued because their session had `max_queued_bytes` waiting (also
     /// counted in `messages_dropped`).
     pub queued_bytes_dropped: u64,
+    /// Messages not sent to a 5.0 client because their `PUBLISH` was larger than the
+    /// client's Maximum Packet Size (also counted in `messages_dropped`).
+    pub messages_too_large: u64,
 }
 
 pub(crate) fn add(counter: &AtomicU64, value: u64) {

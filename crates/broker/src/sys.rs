@@ -1,5 +1,5 @@
 //! Housekeeping: the `$SYS/broker/...` topics, the expiry of offline sessions and of
-//! retained messages.
+//! retained messages, and the publication of delayed wills when they are due.
 //!
 //! Topic names follow Mosquitto's, so existing dashboards and scripts that read them
 //! keep working.
@@ -15,8 +15,8 @@ use crate::broker::Broker;
 const EXPIRY_SWEEP: Duration = Duration::from_secs(1);
 
 impl Broker {
-    /// Publishes `$SYS` topics every `sys_interval` and expires sessions, until
-    /// [`Broker::shutdown`].
+    /// Publishes `$SYS` topics every `sys_interval`, expires sessions and publishes
+    /// delayed wills when due, until [`Broker::shutdown`].
     pub async fn run_housekeeping(&self) {
         let mut shutdown = self.shutdown_signal();
         let sys_interval = self.config().sys_interval;
@@ -35,6 +35,7 @@ impl Broker {
                     self.snapshot_if_due();
                 }
                 _ = sys.tick(), if !sys_interval.is_zero() => self.publish_sys(),
+                () = self.next_will_due() => self.publish_due_wills(),
             }
         }
     }

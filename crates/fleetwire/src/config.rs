@@ -138,6 +138,12 @@ struct RawMqtt {
     sys_interval_secs: u64,
     auth_failure_burst: u64,
     auth_failures_per_minute: u64,
+    /// 5.0 topic aliases per connection and direction; 0 turns them off.
+    topic_alias_maximum: u64,
+    /// 5.0 Receive Maximum: unacknowledged QoS 1/2 messages a client may send.
+    receive_maximum: u64,
+    /// The longest keep-alive a 5.0 client may use, in seconds; 0: any.
+    max_keep_alive: u64,
     // Limits (0 turns one off); see `fleetwire_broker::Limits`.
     /// Most open MQTT connections, all listeners together.
     max_connections: u64,
@@ -206,6 +212,9 @@ impl Default for RawConfig {
                 sys_interval_secs: broker.sys_interval.as_secs(),
                 auth_failure_burst: u64::from(broker.auth_failure_burst),
                 auth_failures_per_minute: u64::from(broker.auth_failures_per_minute),
+                topic_alias_maximum: u64::from(broker.topic_alias_maximum),
+                receive_maximum: u64::from(broker.receive_maximum),
+                max_keep_alive: u64::from(broker.max_keep_alive),
                 max_connections: broker.limits.max_connections as u64,
                 max_connections_per_address: u64::from(broker.limits.max_connections_per_address),
                 connection_rate_per_address: u64::from(broker.limits.connection_rate_per_address),
@@ -530,6 +539,14 @@ impl RawConfig {
             0,
             1_000_000,
         )?;
+        check_range(
+            "mqtt.topic_alias_maximum",
+            mqtt.topic_alias_maximum,
+            0,
+            65_535,
+        )?;
+        check_range("mqtt.receive_maximum", mqtt.receive_maximum, 1, 65_535)?;
+        check_range("mqtt.max_keep_alive", mqtt.max_keep_alive, 0, 65_535)?;
         let registry_url = match self.registry.url.trim() {
             "" => None,
             url if url.starts_with("sqlite:")
@@ -579,6 +596,10 @@ impl RawConfig {
                 .context("mqtt.auth_failures_per_minute")?,
             socket_send_buffer: None,
             limits: mqtt.limits()?,
+            topic_alias_maximum: u16::try_from(mqtt.topic_alias_maximum)
+                .context("mqtt.topic_alias_maximum")?,
+            receive_maximum: u16::try_from(mqtt.receive_maximum).context("mqtt.receive_maximum")?,
+            max_keep_alive: u16::try_from(mqtt.max_keep_alive).context("mqtt.max_keep_alive")?,
         };
         let tls = self.tls.validate(self.mqtt.tls_addr, self.http.tls_addr)?;
         let store = self.storage.validate()?;

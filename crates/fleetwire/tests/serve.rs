@@ -250,6 +250,14 @@ fn bad_value_in_the_config_file_stops_start_up_naming_the_key() {
         "mqtt.max_inflight must be between 1 and 65535, got 0",
     );
     refused(
+        "[mqtt]\nreceive_maximum = 0\n",
+        "mqtt.receive_maximum must be between 1 and 65535, got 0",
+    );
+    refused(
+        "[mqtt]\nmax_keep_alive = 70000\n",
+        "mqtt.max_keep_alive must be between 0 and 65535, got 70000",
+    );
+    refused(
         "[storage]\nwrite_linger_us = 200000\n",
         "storage.write_linger_us must be between 0 and 100000, got 200000",
     );

@@ -111,6 +111,8 @@ impl DecodeError {
     pub fn reason_code(&self) -> ReasonCode {
         match self {
             DecodeError::PacketTooLarge { .. } => ReasonCode::PACKET_TOO_LARGE,
+            // A topic alias of 0 (MQTT-3.3.2-8) has a code of its own.
+            DecodeError::InvalidPropertyValue { id: 0x23, .. } => ReasonCode::TOPIC_ALIAS_INVALID,
             DecodeError::UnsupportedProtocolLevel(_) | DecodeError::InvalidProtocolName(_) => {
                 ReasonCode::UNSUPPORTED_PROTOCOL_VERSION
             }

@@ -1,7 +1,9 @@
 //! The start of a connection: reading `CONNECT` (within the connect timeout, in small
 //! reads), admitting the client (authentication through the listener's hooks, the
-//! failed-login limiter, the will's ACL check), attaching its session and answering
-//! `CONNACK`. A client with nothing more to say parks at once, in the same step.
+//! failed-login limiter, the will's ACL check, a redirection to another server),
+//! attaching its session and answering `CONNACK`, with what 5.0 negotiates there (topic
+//! alias and receive maximums, the server keep alive, response information). A client
+//! with nothing more to say parks at once, in the same step.
 
 use std::io;
 use std::net::SocketAddr;
@@ -10,20 +12,22 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use fleetwire_mqtt_codec::{
     ConnAck, Connect, DecodeError, Packet, PacketType, Properties, ProtocolVersion, ReasonCode,
-    decode, encode,
+    TopicFilter, decode, encode,
 };
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::socket::{ReadSide, Socket, WriteSide};
+use super::topic_alias::TopicAliases;
 use super::{Connection, Established, encode_or_log, park, reactivate};
 use crate::auth::{Access, Credentials, Denial, PeerCertificate};
 use crate::broker::Broker;
 use crate::ingest::Hooks;
 use crate::limits::ConnectionPermit;
 use crate::park::Parked;
-use crate::session::Signals;
+use crate::redirect::Redirection;
+use crate::session::{ClientId, Signals};
 use crate::stats;
 
 /// Bytes asked for while reading `CONNECT`, which is usually small: thousands of
@@ -72,6 +76,11 @@ pub(super) async fn handshake(
         }
     };
     let version = connect.protocol;
+    if let Some(redirection) = broker.redirection() {
+        tracing::debug!(%peer, client_id = %connect.client_id, "refusing connection: redirected");
+        let _ = write_packet(&mut writer, &redirect(&redirection), version).await;
+        return None;
+    }
 
     let access = match admit(&broker, &hooks, &connect, peer, certificate.as_deref()).await {
         Ok(access) => access,
@@ -92,6 +101,13 @@ pub(super) async fn handshake(
     };
     let session = attached.session;
     let generation = attached.generation;
+    if let Some(redirection) = broker.redirection() {
+        // Redirected while this client was being admitted, after the redirection
+        // closed the connected ones.
+        broker.detach(&session, generation, &access, &hooks);
+        let _ = write_packet(&mut writer, &redirect(&redirection), version).await;
+        return None;
+    }
     tracing::debug!(
         %peer, client_id = %session.client_id, ?version,
         session_present = attached.is_session_present, "client connected"
@@ -106,9 +122,19 @@ pub(super) async fn handshake(
         code: ReasonCode::SUCCESS,
         properties: Properties::default(),
     };
+    let (keep_alive, server_keep_alive) =
+        negotiate_keep_alive(connect.keep_alive, version, config.max_keep_alive);
     if version.is_v5() {
-        acknowledgement.properties.assigned_client_identifier = attached.assigned_client_id;
-        acknowledgement.properties.maximum_packet_size = u32::try_from(config.max_packet_size).ok();
+        let properties = &mut acknowledgement.properties;
+        properties.assigned_client_identifier = attached.assigned_client_id;
+        properties.maximum_packet_size = u32::try_from(config.max_packet_size).ok();
+        properties.receive_maximum = Some(config.receive_maximum.max(1));
+        properties.topic_alias_maximum =
+            (config.topic_alias_maximum > 0).then_some(config.topic_alias_maximum);
+        properties.server_keep_alive = server_keep_alive;
+        if connect.properties.request_response_information == Some(1) {
+            properties.response_information = response_information(&session.client_id, &access);
+        }
     }
     let mut out = BytesMut::new();
     let is_encoded = encode_or_log(&Packet::ConnAck(acknowledgement), version, &mut out);
@@ -117,10 +143,7 @@ pub(super) async fn handshake(
     // fields point into) is freed now. The will is copied out of that buffer for the
     // same reason: it lives as long as the connection.
     let Connect {
-        keep_alive,
-        will,
-        properties,
-        ..
+        will, properties, ..
     } = *connect;
     let will = will.map(|will| Box::new(crate::compact::will(will)));
     let is_resending = attached.is_session_present && !session.state.lock().inflight.is_empty();
@@ -145,14 +168,20 @@ pub(super) async fn handshake(
         keep_alive,
         session_expiry_at_connect: properties.session_expiry_interval.unwrap_or(0),
         version,
+        topic_aliases: TopicAliases::for_client(
+            properties.topic_alias_maximum,
+            config.topic_alias_maximum,
+        ),
         permit,
     };
     if !may_park {
+        // Whatever came after CONNECT in the same read is served first.
         return Some(Established::activate(
             broker,
             hooks,
             connection,
             (reader, writer),
+            buffer,
             peer,
             is_resending,
         ));
@@ -270,6 +299,42 @@ impl std::fmt::Display for Truncated<'_> {
             None => f.write_str(self.0),
         }
     }
+}
+
+/// The keep-alive a client is held to, and the Server Keep Alive that tells a 5.0
+/// client so when it is not the one it asked for: past `maximum` (or none, 0), the
+/// maximum. A 3.1.1 client cannot be told, so its own is honoured; `maximum` 0 honours
+/// everyone's.
+fn negotiate_keep_alive(
+    requested: u16,
+    version: ProtocolVersion,
+    maximum: u16,
+) -> (u16, Option<u16>) {
+    if version.is_v5() && maximum > 0 && (requested == 0 || requested > maximum) {
+        (maximum, Some(maximum))
+    } else {
+        (requested, None)
+    }
+}
+
+/// The Response Information a 5.0 client that asks for it is given: a topic prefix of
+/// its own, `$response/{client id}/`, under which it can receive responses
+/// (MQTT 5.0 section 4.10). None when the client id cannot be part of a topic, or when
+/// the client's access would not let it subscribe there (a device's ACL keeps it within
+/// its own topics).
+fn response_information(client_id: &ClientId, access: &Access) -> Option<String> {
+    let prefix = format!("$response/{client_id}/");
+    let filter = TopicFilter::new(format!("{prefix}#")).ok()?;
+    access.may_subscribe(&filter).then_some(prefix)
+}
+
+/// The `CONNACK` that sends a client to another server.
+fn redirect(redirection: &Redirection) -> Packet {
+    Packet::ConnAck(ConnAck {
+        session_present: false,
+        code: redirection.reason_code(),
+        properties: redirection.properties(),
+    })
 }
 
 fn connack(session_present: bool, code: ReasonCode) -> Packet {

@@ -22,6 +22,7 @@ use tokio::time::Instant;
 
 use super::settlement::Settlement;
 use super::socket::ReadSide;
+use super::topic_alias::TopicAliases;
 use super::{Closed, Connection, encode_or_log};
 use crate::broker::{Broker, Congested};
 use crate::durable::{Change, Ticket};
@@ -79,6 +80,9 @@ pub(super) struct Reader {
     durable: Option<Ticket>,
     /// Saved messages the client acknowledged in this read, saved together at its end.
     removed: Vec<u64>,
+    /// QoS 1 `PUBLISH`es decoded since the outbox was last handed on: their `PUBACK`s
+    /// are not sent yet, so they count against the Receive Maximum.
+    unacknowledged: u16,
 }
 
 impl Reader {
@@ -106,6 +110,7 @@ impl Reader {
             budget,
             durable: None,
             removed: Vec::new(),
+            unacknowledged: 0,
         }
     }
 
@@ -277,14 +282,20 @@ impl Reader {
     }
 
     /// Why the reader was kicked: its user was disconnected
-    /// ([`Broker::disconnect_user`]), or another connection took the session (or the
+    /// ([`Broker::disconnect_user`]) or the broker sends every client elsewhere
+    /// ([`Broker::redirect_all`]), or another connection took the session (or the
     /// writer failed, in which case the reason is not sent).
     fn kicked_reason(&self) -> Closed {
-        let state = self.connection.session.state.lock();
-        if state.is_attached(self.connection.generation) && state.is_revoked {
-            Closed::Revoked
-        } else {
-            Closed::TakenOver
+        let is_revoked = {
+            let state = self.connection.session.state.lock();
+            state.is_attached(self.connection.generation) && state.is_revoked
+        };
+        if !is_revoked {
+            return Closed::TakenOver;
+        }
+        match self.broker.redirection() {
+            Some(redirection) => Closed::Redirected(redirection),
+            None => Closed::Revoked,
         }
     }
 
@@ -396,6 +407,7 @@ impl Reader {
     }
 
     fn flush_outbox(&mut self) {
+        self.unacknowledged = 0;
         if !self.outbox.is_empty() {
             self.connection.session.send_control(self.outbox.drain(..));
         }
@@ -410,6 +422,7 @@ impl Reader {
     /// sends it before anything else. Returns whether the writer's queue is now longer
     /// than [`CONTROL_BACKLOG`]: the reader should wait for it before reading more.
     fn write_outbox(&mut self, socket: Option<&TcpStream>) -> bool {
+        self.unacknowledged = 0;
         if self.outbox.is_empty() {
             return false;
         }
@@ -476,8 +489,14 @@ impl Reader {
 
     fn handle(&mut self, packet: Packet) -> Result<(), Closed> {
         match packet {
-            Packet::Publish(publish) => {
+            Packet::Publish(mut publish) => {
                 self.spend_budget(&publish)?;
+                self.count_against_receive_maximum(&publish)?;
+                TopicAliases::resolve(
+                    &mut self.connection.topic_aliases,
+                    self.broker.config().topic_alias_maximum,
+                    &mut publish,
+                )?;
                 self.handle_publish(publish)
             }
             Packet::PubAck(ack) => {
@@ -598,13 +617,6 @@ impl Reader {
 
     fn handle_publish(&mut self, publish: Publish) -> Result<(), Closed> {
         stats::add(&self.broker.stats().messages_received, 1);
-        if publish.properties.topic_alias.is_some() {
-            // CONNACK announced no topic aliases (maximum 0).
-            return Err(Closed::ProtocolViolation {
-                reason: ReasonCode::TOPIC_ALIAS_INVALID,
-                detail: "topic alias used, but the topic alias maximum is 0",
-            });
-        }
         if publish.topic.is_empty() {
             return Err(Closed::ProtocolViolation {
                 reason: ReasonCode::TOPIC_NAME_INVALID,
@@ -710,6 +722,38 @@ impl Reader {
             return Err(Closed::RateExceeded);
         }
         budget.pause_for(over);
+        Ok(())
+    }
+
+    /// Counts a 5.0 client's QoS 1/2 `PUBLISH` against the Receive Maximum the broker
+    /// announced (MQTT-3.3.4-9): a QoS 1 message is in flight until its `PUBACK` leaves
+    /// (at the end of the read it came in), a QoS 2 one until its `PUBREL` arrives (its
+    /// packet id waits in the session until then). One past the maximum is 0x93. A QoS
+    /// 2 message sent again with a packet id still waiting is not counted twice.
+    fn count_against_receive_maximum(&mut self, publish: &Publish) -> Result<(), Closed> {
+        let Some(packet_id) = publish.packet_id else {
+            return Ok(());
+        };
+        if !self.connection.version.is_v5() {
+            return Ok(());
+        }
+        let awaiting_release = {
+            let state = self.connection.session.state.lock();
+            if publish.qos == QoS::ExactlyOnce && state.incoming_qos2.contains(&packet_id) {
+                return Ok(());
+            }
+            state.incoming_qos2.len()
+        };
+        let in_flight = awaiting_release + usize::from(self.unacknowledged);
+        if in_flight >= usize::from(self.broker.config().receive_maximum) {
+            return Err(Closed::ProtocolViolation {
+                reason: ReasonCode::RECEIVE_MAXIMUM_EXCEEDED,
+                detail: "more unacknowledged QoS 1/2 PUBLISHes than the receive maximum of CONNACK",
+            });
+        }
+        if publish.qos == QoS::AtLeastOnce {
+            self.unacknowledged = self.unacknowledged.saturating_add(1);
+        }
         Ok(())
     }
 

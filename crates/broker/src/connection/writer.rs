@@ -4,6 +4,11 @@
 //! [`WRITE_BATCH`] bytes, and writes it with one call. It stops when the connection
 //! closes, is taken over (telling a 5.0 client `DISCONNECT 0x8E`), or parks (handing its
 //! half of the socket back to the reader).
+//!
+//! How each message goes on the wire is decided here, per connection: the 5.0 topic
+//! alias it is sent with (the writer owns the aliases it assigned), and whether it fits
+//! the client's maximum packet size at all (one that does not is dropped and counted,
+//! never kept in the in-flight window).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -11,12 +16,14 @@ use std::sync::atomic::Ordering;
 use bytes::BytesMut;
 use fleetwire_mqtt_codec::{
     Disconnect, Packet, PacketId, Properties, ProtocolVersion, PubRel, Publish, QoS, ReasonCode,
+    TopicName,
 };
 use tokio::io::AsyncWriteExt;
 use tokio::task::JoinHandle;
 
 use super::encode_or_log;
 use super::socket::WriteSide;
+use super::topic_alias::{Alias, OutboundAliases};
 use crate::broker::Broker;
 use crate::durable::{Change, Ticket};
 use crate::session::{Awaiting, Delivery, Inflight, Receipt, Session, SessionState, Signals};
@@ -35,6 +42,8 @@ pub(super) struct Writer {
     /// stops the reader when a write fails.
     pub(super) signals: Arc<Signals>,
     pub(super) version: ProtocolVersion,
+    /// How many 5.0 topic aliases the writer may assign toward the client (0: none).
+    pub(super) topic_alias_maximum: u16,
     /// Resend in-flight messages first (a resumed session).
     pub(super) is_resending: bool,
 }
@@ -68,8 +77,12 @@ async fn write_loop(writer: Writer) -> Option<WriteSide> {
         mut socket,
         signals,
         version,
+        topic_alias_maximum,
         mut is_resending,
     } = writer;
+    // A writer starts with no aliases, also when it resumes a parked connection: it
+    // binds each topic again before using its alias, which the client always accepts.
+    let mut aliases = OutboundAliases::new(topic_alias_maximum);
     // Grows while there is work; released whenever the writer goes idle.
     let mut out = BytesMut::new();
     let mut has_written = false;
@@ -101,12 +114,22 @@ async fn write_loop(writer: Writer) -> Option<WriteSide> {
             } else if state.is_parking {
                 Step::Park
             } else {
-                let drained = drain(&broker, &session, &mut state, &mut out, &mut is_resending);
+                let drained = drain(
+                    &broker,
+                    &session,
+                    &mut state,
+                    &mut out,
+                    &mut is_resending,
+                    aliases.as_mut(),
+                );
                 if drained.published > 0 {
                     stats::add(&broker.stats().messages_sent, drained.published as u64);
                 }
                 if drained.dropped > 0 {
                     stats::add(&broker.stats().messages_dropped, drained.dropped as u64);
+                }
+                if drained.too_large > 0 {
+                    stats::add(&broker.stats().messages_too_large, drained.too_large as u64);
                 }
                 if state.take_relief() {
                     session.space.notify_waiters();
@@ -192,7 +215,10 @@ async fn write_loop(writer: Writer) -> Option<WriteSide> {
 
 struct Drained {
     published: usize,
+    /// Expired, too large for the client, or impossible to encode.
     dropped: usize,
+    /// Of those, larger than the client's maximum packet size.
+    too_large: usize,
     has_more: bool,
     /// Tracked QoS 0 messages in this batch: delivered once it is written.
     receipts: Vec<Arc<Receipt>>,
@@ -202,32 +228,24 @@ struct Drained {
 
 /// Encodes queued control packets, then (once after a reconnect) the in-flight messages
 /// with DUP set, then pending messages while the in-flight window has room, up to
-/// [`WRITE_BATCH`] bytes.
+/// [`WRITE_BATCH`] bytes. `aliases`: the topic aliases of this connection, if the client
+/// accepts them.
 fn drain(
     broker: &Broker,
     session: &Session,
     state: &mut SessionState,
     out: &mut BytesMut,
     is_resending: &mut bool,
+    mut aliases: Option<&mut OutboundAliases>,
 ) -> Drained {
     let version = state.version;
     while let Some(packet) = state.control.pop_front() {
         encode_or_log(&packet, version, out);
     }
-    if std::mem::take(is_resending) {
-        for entry in &state.inflight {
-            let packet = match entry.awaiting {
-                Awaiting::PubAck | Awaiting::PubRec => {
-                    publish_packet(&entry.delivery, Some(entry.packet_id), true, version)
-                }
-                Awaiting::PubComp => Packet::PubRel(PubRel::new(entry.packet_id)),
-            };
-            encode_or_log(&packet, version, out);
-        }
-    }
     let mut drained = Drained {
         published: 0,
         dropped: 0,
+        too_large: 0,
         has_more: false,
         receipts: Vec::new(),
         durable: None,
@@ -243,6 +261,38 @@ fn drain(
             });
         }
     };
+    if std::mem::take(is_resending) {
+        let mut index = 0;
+        while let Some(entry) = state.inflight.get(index) {
+            if entry.awaiting == Awaiting::PubComp {
+                encode_or_log(&Packet::PubRel(PubRel::new(entry.packet_id)), version, out);
+                index += 1;
+                continue;
+            }
+            let start = out.len();
+            let alias = choose_alias(aliases.as_deref_mut(), &entry.delivery);
+            let packet =
+                publish_packet(&entry.delivery, Some(entry.packet_id), true, version, alias);
+            if !encode_or_log(&packet, version, out) {
+                forget_alias(aliases.as_deref_mut(), alias);
+                index += 1;
+                continue;
+            }
+            if is_too_large(out.len() - start, state.client_max_packet_size) {
+                // This connection's client accepts less than the one it was first sent
+                // to: it can never have it, so it leaves the window.
+                out.truncate(start);
+                forget_alias(aliases.as_deref_mut(), alias);
+                if let Some(removed) = state.inflight.remove(index) {
+                    forget(&removed.delivery);
+                }
+                drained.dropped += 1;
+                drained.too_large += 1;
+                continue;
+            }
+            index += 1;
+        }
+    }
     let now = std::time::Instant::now();
     while out.len() < WRITE_BATCH {
         let Some(front) = state.pending.front() else {
@@ -265,22 +315,25 @@ fn drain(
         };
         let packet_id = (!is_qos0).then(|| state.allocate_packet_id());
         let start = out.len();
+        let alias = choose_alias(aliases.as_deref_mut(), &delivery);
         if !encode_or_log(
-            &publish_packet(&delivery, packet_id, false, version),
+            &publish_packet(&delivery, packet_id, false, version, alias),
             version,
             out,
         ) {
+            forget_alias(aliases.as_deref_mut(), alias);
             drained.dropped += 1;
             continue;
         }
-        if let Some(limit) = state.client_max_packet_size {
-            // MQTT-3.1.2-25: a packet larger than the client accepts is discarded.
-            if (out.len() - start) as u64 > u64::from(limit) {
-                out.truncate(start);
-                forget(&delivery);
-                drained.dropped += 1;
-                continue;
-            }
+        if is_too_large(out.len() - start, state.client_max_packet_size) {
+            // MQTT-3.1.2-25: a packet larger than the client accepts is discarded (it
+            // never enters the in-flight window).
+            out.truncate(start);
+            forget_alias(aliases.as_deref_mut(), alias);
+            forget(&delivery);
+            drained.dropped += 1;
+            drained.too_large += 1;
+            continue;
         }
         drained.published += 1;
         if let (None, Some(receipt)) = (packet_id, &delivery.message.receipt) {
@@ -315,31 +368,60 @@ fn drain(
     drained
 }
 
+/// Whether an encoded packet of `size` bytes is more than the client accepts.
+fn is_too_large(size: usize, client_max_packet_size: Option<u32>) -> bool {
+    client_max_packet_size.is_some_and(|limit| size as u64 > u64::from(limit))
+}
+
+/// The topic alias `delivery` goes with: none unless the client accepts aliases.
+fn choose_alias(aliases: Option<&mut OutboundAliases>, delivery: &Delivery) -> Alias {
+    aliases.map_or(Alias::None, |aliases| {
+        aliases.choose(&delivery.message.topic)
+    })
+}
+
+/// Takes back a binding whose packet was not sent.
+fn forget_alias(aliases: Option<&mut OutboundAliases>, alias: Alias) {
+    if let (Some(aliases), Alias::Bind(alias)) = (aliases, alias) {
+        aliases.forget(alias);
+    }
+}
+
 fn publish_packet(
     delivery: &Delivery,
     packet_id: Option<PacketId>,
     dup: bool,
     version: ProtocolVersion,
+    alias: Alias,
 ) -> Packet {
     let message = &delivery.message;
     let properties = if version.is_v5()
         && !(message.properties.is_empty()
             && delivery.subscription_ids.is_empty()
-            && message.expires_at.is_none())
+            && message.expires_at.is_none()
+            && alias == Alias::None)
     {
         let mut properties = message.properties.get().clone();
         properties.subscription_identifiers = delivery.subscription_ids.clone();
         // The receiver is told what is left of the interval (MQTT-3.3.2-6).
         properties.message_expiry_interval = message.remaining_expiry(std::time::Instant::now());
+        properties.topic_alias = match alias {
+            Alias::None => None,
+            Alias::Bind(alias) | Alias::Known(alias) => Some(alias),
+        };
         properties
     } else {
         Properties::default()
+    };
+    let topic = match alias {
+        Alias::Known(_) => TopicName::empty(),
+        Alias::None | Alias::Bind(_) => message.topic.clone(),
     };
     Packet::Publish(Publish {
         dup,
         qos: delivery.qos,
         retain: delivery.is_retained,
-        topic: message.topic.clone(),
+        topic,
         packet_id,
         payload: message.payload.clone(),
         properties,
