@@ -1362,7 +1362,7 @@ fn subscription_key(session: SessionId, filter: &TopicFilter) -> SubscriptionKey
 
 /// The 5.0 properties a broker forwards with a message (MQTT-3.3.2-*): everything the
 /// publisher set for the receivers, nothing that belongs to the publisher's connection.
-fn forwarded_properties(properties: Properties) -> Properties {
+pub(crate) fn forwarded_properties(properties: Properties) -> Properties {
     if properties.is_empty() {
         return properties;
     }

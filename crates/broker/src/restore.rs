@@ -11,13 +11,14 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 use std::time::{Instant, SystemTime};
 
-use fleetwire_mqtt_codec::{PacketId, QoS};
+use fleetwire_mqtt_codec::{PacketId, QoS, Will};
 
 use crate::broker::{Broker, instant_of, saved_message, wall_clock};
 use crate::durable::{Change, SavedMessage, SnapshotWriter, StateError, StateStore, Target};
 use crate::session::{
     Awaiting, ClientId, Delivery, Inflight, Message, MessageProperties, Session, SessionId,
 };
+use crate::will::save_delayed_will;
 
 /// Ids come from this broker, not from an adversary: a fast hash (millions of them).
 type Fast = foldhash::fast::RandomState;
@@ -190,6 +191,29 @@ impl Loader<'_> {
                 self.broker.restore_retained(&topic, message);
             }
             Change::RetainedCleared { topic } => self.broker.restore_retained(topic, None),
+            Change::WillDelayed {
+                client_id,
+                will,
+                due_at,
+            } => {
+                // Its session's record comes first; without one the will went with it.
+                if let Some(session) = self.broker.session(client_id) {
+                    let will = Will {
+                        topic: will.topic.clone(),
+                        payload: will.payload.clone(),
+                        qos: will.qos,
+                        retain: will.is_retained,
+                        properties: will.properties.clone(),
+                    };
+                    self.broker
+                        .restore_delayed_will(&session, will, instant_of(due_at));
+                }
+            }
+            Change::WillSettled { client_id } => {
+                if let Some(session) = self.broker.session(client_id) {
+                    self.broker.restore_will_settled(&session.client_id);
+                }
+            }
         }
         Ok(())
     }
@@ -374,6 +398,14 @@ fn snapshot_session(
             client_id,
             packet_id,
         })?;
+    }
+    if let Some(pending) = broker.delayed_wills().get(&session.client_id) {
+        save_delayed_will(
+            &mut |change| writer.add(change),
+            client_id,
+            &pending.will,
+            pending.due,
+        )?;
     }
     let mut part = SessionPart {
         client_id: session.client_id.clone(),

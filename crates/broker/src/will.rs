@@ -19,13 +19,15 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use fleetwire_mqtt_codec::Will;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
-use crate::broker::Broker;
+use crate::broker::{Broker, forwarded_properties, wall_clock};
+use crate::durable::{Change, SavedMessage, StateError};
 use crate::session::{ClientId, Session, SessionId};
 
 /// A will waiting for its delay to pass.
@@ -89,8 +91,8 @@ impl DelayedWills {
         Some(will)
     }
 
-    /// Takes every will due by `now`.
-    fn take_due(&self, now: Instant) -> Vec<PendingWill> {
+    /// Takes every will due by `now`, with its client id.
+    fn take_due(&self, now: Instant) -> Vec<(ClientId, PendingWill)> {
         let mut pending = self.pending.lock();
         let mut due = Vec::new();
         while let Some(entry) = pending.by_due.first_entry() {
@@ -99,10 +101,15 @@ impl DelayedWills {
             }
             let client_id = entry.remove();
             if let Some(will) = pending.by_client.remove(&client_id) {
-                due.push(will);
+                due.push((client_id, will));
             }
         }
         due
+    }
+
+    /// The pending will of `client_id` (for a snapshot of the durable state).
+    pub(crate) fn get(&self, client_id: &ClientId) -> Option<PendingWill> {
+        self.pending.lock().by_client.get(client_id).cloned()
     }
 
     /// When the next will is due.
@@ -149,6 +156,18 @@ impl Broker {
                     session: session.id,
                     due: now.checked_add(delay).unwrap_or(now),
                 };
+                if session.is_saved.load(Ordering::Relaxed) {
+                    // Survives a restart: published when due, even after a crash.
+                    let _ = save_delayed_will(
+                        &mut |change| {
+                            self.note(change);
+                            Ok(())
+                        },
+                        session.client_id.as_str(),
+                        &pending.will,
+                        pending.due,
+                    );
+                }
                 let replaced = self
                     .delayed_wills()
                     .schedule(session.client_id.clone(), pending);
@@ -171,6 +190,7 @@ impl Broker {
         let Some(pending) = self.delayed_wills().take(&session.client_id, None) else {
             return;
         };
+        self.note_will_settled(&session.client_id);
         if pending.session == session.id {
             tracing::debug!(client_id = %session.client_id, "delayed will dropped: the session was resumed");
         } else {
@@ -186,6 +206,7 @@ impl Broker {
             .delayed_wills()
             .take(&session.client_id, Some(session.id))
         {
+            self.note_will_settled(&session.client_id);
             tracing::debug!(client_id = %session.client_id, "publishing delayed will: its session ended");
             self.publish_will(pending.will, pending.session);
         }
@@ -193,9 +214,40 @@ impl Broker {
 
     /// Publishes the wills whose delay has passed.
     pub(crate) fn publish_due_wills(&self) {
-        for pending in self.delayed_wills().take_due(Instant::now()) {
+        for (client_id, pending) in self.delayed_wills().take_due(Instant::now()) {
+            self.note_will_settled(&client_id);
             tracing::debug!(topic = %pending.will.topic, "publishing delayed will");
             self.publish_will(pending.will, pending.session);
+        }
+    }
+
+    /// A delayed will the durable state holds (at start), for the restored `session`.
+    pub(crate) fn restore_delayed_will(&self, session: &Session, will: Will, due: Instant) {
+        let pending = PendingWill {
+            will,
+            session: session.id,
+            due,
+        };
+        if let Some(replaced) = self
+            .delayed_wills()
+            .schedule(session.client_id.clone(), pending)
+        {
+            // Two for one client cannot be saved; keep the later, as a live broker does.
+            drop(replaced);
+        }
+    }
+
+    /// Forgets the delayed will of `client_id` the durable state holds (at start).
+    pub(crate) fn restore_will_settled(&self, client_id: &ClientId) {
+        self.delayed_wills().take(client_id, None);
+    }
+
+    /// Saves that the delayed will of `client_id` is gone (published or dropped).
+    fn note_will_settled(&self, client_id: &ClientId) {
+        if self.state().is_some() {
+            self.note(Change::WillSettled {
+                client_id: client_id.as_str(),
+            });
         }
     }
 
@@ -214,6 +266,29 @@ impl Broker {
             None => scheduled.await,
         }
     }
+}
+
+/// Saves the delayed will of `client_id` (due at `due`) in the durable state: as the
+/// message it will be (its will delay is the due time now).
+pub(crate) fn save_delayed_will(
+    save: &mut dyn FnMut(Change<'_>) -> Result<(), StateError>,
+    client_id: &str,
+    will: &Will,
+    due: Instant,
+) -> Result<(), StateError> {
+    let properties = forwarded_properties(will.properties.clone());
+    save(Change::WillDelayed {
+        client_id,
+        will: SavedMessage {
+            topic: &will.topic,
+            payload: &will.payload,
+            qos: will.qos,
+            is_retained: will.retain,
+            properties: &properties,
+            expires_at: None,
+        },
+        due_at: wall_clock(due),
+    })
 }
 
 #[cfg(test)]
@@ -249,7 +324,7 @@ mod tests {
         assert!(wills.take_due(now).is_empty());
         let due = wills.take_due(now + Duration::from_secs(1));
         assert_eq!(
-            due.iter().map(|will| will.session).collect::<Vec<_>>(),
+            due.iter().map(|(_, will)| will.session).collect::<Vec<_>>(),
             [SessionId(1)]
         );
         assert_eq!(wills.len(), 1);

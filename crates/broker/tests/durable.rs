@@ -383,3 +383,41 @@ async fn a_damaged_log_is_an_error_naming_the_file() {
     assert!(text.contains("corrupt"), "{text}");
     std::fs::remove_dir_all(&directory).unwrap();
 }
+
+#[tokio::test]
+async fn a_delayed_will_is_published_after_a_restart() {
+    let directory = directory("will");
+    let node = Node::start(&directory).await;
+    let mut connect = connect_packet("leaves", ProtocolVersion::V5, false);
+    connect.properties.session_expiry_interval = Some(3600);
+    let mut will = support::will("wills/leaves", b"gone", QoS::AtLeastOnce, true);
+    will.properties.will_delay_interval = Some(2);
+    connect.will = Some(will);
+    let (client, connack) = Client::connect_with(node.addr, connect).await;
+    assert!(matches!(connack, Packet::ConnAck(ref ack) if ack.code == ReasonCode::SUCCESS));
+    // The connection breaks without DISCONNECT: the will waits for its delay.
+    drop(client);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let node = node.restart(&directory).await;
+    let mut watcher = Client::connect(node.addr, "watcher").await;
+    watcher.subscribe("wills/#", QoS::AtLeastOnce).await;
+    let will = tokio::time::timeout(Duration::from_secs(5), watcher.expect_publish())
+        .await
+        .expect("the will within its delay after the restart");
+    assert_eq!(
+        (will.topic.as_str(), &will.payload[..]),
+        ("wills/leaves", &b"gone"[..])
+    );
+    node.stop().await;
+
+    // Published once: after another restart it is not published again (it is retained,
+    // so a new subscriber gets exactly one copy).
+    let node = Node::start(&directory).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let mut watcher = Client::connect(node.addr, "watcher-2").await;
+    watcher.subscribe("wills/#", QoS::AtLeastOnce).await;
+    assert_eq!(&watcher.expect_publish().await.payload[..], b"gone");
+    watcher.expect_silence(Duration::from_millis(300)).await;
+    node.stop().await;
+    std::fs::remove_dir_all(&directory).unwrap();
+}

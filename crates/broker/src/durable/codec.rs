@@ -29,6 +29,8 @@ const RECEIVED: u8 = 9;
 const COMPLETED: u8 = 10;
 const RETAINED: u8 = 11;
 const RETAINED_CLEARED: u8 = 12;
+const WILL_DELAYED: u8 = 13;
+const WILL_SETTLED: u8 = 14;
 
 /// Appends `change` to `out` as one framed record.
 pub(super) fn encode(change: &Change<'_>, out: &mut Vec<u8>) {
@@ -139,6 +141,20 @@ pub(super) fn encode(change: &Change<'_>, out: &mut Vec<u8>) {
         Change::RetainedCleared { topic } => {
             out.push(RETAINED_CLEARED);
             record::put_str(out, topic.as_str());
+        }
+        Change::WillDelayed {
+            client_id,
+            will,
+            due_at,
+        } => {
+            out.push(WILL_DELAYED);
+            record::put_str(out, client_id);
+            put_time(out, Some(due_at));
+            put_message(out, &will);
+        }
+        Change::WillSettled { client_id } => {
+            out.push(WILL_SETTLED);
+            record::put_str(out, client_id);
         }
     }
     record::finish_frame(out, start);
@@ -295,6 +311,24 @@ pub(super) fn decode(
                 .map_err(|error| format!("bad retained topic {text:?}: {error}"))?;
             end(&cursor)?;
             apply(Change::RetainedCleared { topic: &topic })
+        }
+        WILL_DELAYED => {
+            let client_id = cursor.str().ok_or_else(truncated)?;
+            let due_at = time(&mut cursor)
+                .flatten()
+                .ok_or("a delayed will without its due time")?;
+            let (publish, expires_at) = message(&mut cursor)?;
+            end(&cursor)?;
+            apply(Change::WillDelayed {
+                client_id,
+                will: saved(&publish, expires_at),
+                due_at,
+            })
+        }
+        WILL_SETTLED => {
+            let client_id = cursor.str().ok_or_else(truncated)?;
+            end(&cursor)?;
+            apply(Change::WillSettled { client_id })
         }
         other => Err(format!("unknown record kind {other}")),
     }
@@ -526,6 +560,12 @@ mod tests {
             },
             Change::Retained { message },
             Change::RetainedCleared { topic: &topic },
+            Change::WillDelayed {
+                client_id: "c3",
+                will: message,
+                due_at: expires_at,
+            },
+            Change::WillSettled { client_id: "c3" },
         ];
         for change in changes {
             assert_eq!(round_trip(change), format!("{change:?}"));

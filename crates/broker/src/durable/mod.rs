@@ -181,6 +181,21 @@ pub enum Change<'a> {
         /// The topic.
         topic: &'a TopicName,
     },
+    /// A persistent session's connection ended with a will that waits for its 5.0 will
+    /// delay: published at `due_at` unless the session is resumed first.
+    WillDelayed {
+        /// The session's client id.
+        client_id: &'a str,
+        /// The will message.
+        will: SavedMessage<'a>,
+        /// When it is due (wall-clock: the time the broker is down counts).
+        due_at: SystemTime,
+    },
+    /// The delayed will of `client_id` was published or dropped.
+    WillSettled {
+        /// The session's client id.
+        client_id: &'a str,
+    },
 }
 
 /// Where the broker's state survives a crash. Called from the broker's hot paths (under a
