@@ -339,9 +339,16 @@ impl Log {
         let sequence = queue.appended;
         // (`batch` mode fsyncs on its own clock, whatever the record wants.)
         if is_durable_wanted && self.shared.flush == Flush::Sync {
+            // The thread looks for this under the lock before it sleeps: only the first
+            // record since the last fsync needs to wake it (it may be idle); later ones
+            // are found when it wakes, or when its fsync ends. Waking it for each record
+            // cost a futex call and a context switch apiece under load.
+            let is_already_due = queue.durable_wanted > queue.durable;
             queue.durable_wanted = sequence;
             drop(queue);
-            self.shared.work.notify_one();
+            if !is_already_due {
+                self.shared.work.notify_one();
+            }
         }
         // Otherwise the appender writes it itself in `wait`.
         Ok(sequence)
