@@ -295,7 +295,7 @@ impl Broker {
     }
 
     /// The id of `message` in the durable state, given on first use.
-    fn durable_id(&self, message: &Message) -> u64 {
+    pub(crate) fn durable_id(&self, message: &Message) -> u64 {
         *message
             .durable_id
             .get_or_init(|| self.shared.next_message_id.fetch_add(1, Ordering::Relaxed))
@@ -855,12 +855,6 @@ impl Broker {
         messages
     }
 
-    /// Makes sure `message` has a durable id (a snapshot writes every queued message
-    /// under one).
-    pub(crate) fn message_id(&self, message: &Message) -> u64 {
-        self.durable_id(message)
-    }
-
     /// Ends detached sessions whose 5.0 expiry interval has passed.
     pub(crate) fn expire_sessions(&self) {
         let now = Instant::now();
@@ -1155,8 +1149,8 @@ impl Broker {
 
     /// After a delivery to a persistent session was saved but not queued (its queue was
     /// full): saves that it is gone.
-    fn unsave_dropped(&self, queued: Queued, session: &Session, message: &Message, is_saved: bool) {
-        if queued == Queued::Dropped && is_saved {
+    fn unsave_dropped(&self, queued: Queued, session: &Session, message: &Message) {
+        if queued == Queued::Dropped {
             if let Some(&id) = message.durable_id.get() {
                 self.note(Change::Removed {
                     client_id: session.client_id.as_str(),
@@ -1210,15 +1204,14 @@ impl Broker {
         let mut ticket = None;
         // Clean sessions and QoS 0 save nothing: one relaxed load per target.
         let mut saved: SmallVec<[SavedTarget<'_>; 4]> = SmallVec::new();
-        // Which targets were saved, by position (empty when none was).
-        let mut is_saved: SmallVec<[bool; 4]> = SmallVec::new();
+        // The positions in `targets` of the saved ones, ascending (nothing to allocate
+        // when none is: a fan-out to clean sessions pays only the loads).
+        let mut saved_at: SmallVec<[usize; 4]> = SmallVec::new();
         if message.qos != QoS::AtMostOnce && self.shared.state.is_some() {
-            for target in &targets {
+            for (index, target) in targets.iter().enumerate() {
                 let session = &target.subscriber.session;
-                let is_target_saved =
-                    target.qos != QoS::AtMostOnce && session.is_saved.load(Ordering::Relaxed);
-                is_saved.push(is_target_saved);
-                if is_target_saved {
+                if target.qos != QoS::AtMostOnce && session.is_saved.load(Ordering::Relaxed) {
+                    saved_at.push(index);
                     saved.push(SavedTarget {
                         client_id: session.client_id.as_str(),
                         qos: message.qos.min(target.qos),
@@ -1229,9 +1222,7 @@ impl Broker {
             }
             ticket = self.save_targets(message, &saved);
         }
-        if saved.is_empty() {
-            is_saved.clear();
-        }
+        let mut next_saved = saved_at.iter().copied().peekable();
         let mut delivered = 0;
         for (index, target) in targets.iter().enumerate() {
             let session = &target.subscriber.session;
@@ -1245,8 +1236,8 @@ impl Broker {
                 },
                 self,
             );
-            if is_saved.get(index).copied().unwrap_or(false) {
-                self.unsave_dropped(queued, session, message, true);
+            if next_saved.next_if_eq(&index).is_some() {
+                self.unsave_dropped(queued, session, message);
             }
             note_congestion(queued, session, congested);
             delivered += 1;
@@ -1293,7 +1284,9 @@ impl Broker {
             let saved = self.save_queued(&chosen.session, &delivery);
             ticket = ticket.max(saved);
             let queued = chosen.session.deliver(delivery, self);
-            self.unsave_dropped(queued, &chosen.session, message, saved.is_some());
+            if saved.is_some() {
+                self.unsave_dropped(queued, &chosen.session, message);
+            }
             note_congestion(queued, &chosen.session, congested);
             delivered += 1;
         }

@@ -421,7 +421,7 @@ fn snapshot_session(
         if delivery.qos == QoS::AtMostOnce {
             continue;
         }
-        let id = broker.message_id(&delivery.message);
+        let id = broker.durable_id(&delivery.message);
         part.queued.push((
             id,
             Arc::clone(&delivery.message),

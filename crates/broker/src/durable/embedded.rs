@@ -49,11 +49,8 @@ impl EmbeddedState {
     /// disk; [`Flush::Sync`] is what "nothing acknowledged is lost" needs.
     pub fn open(directory: impl Into<PathBuf>, flush: Flush) -> Result<EmbeddedState, StateError> {
         let directory = directory.into();
-        std::fs::create_dir_all(&directory).map_err(|source| fleetwire_journal::Error::Io {
-            operation: "creating the broker state directory",
-            path: directory.clone(),
-            source,
-        })?;
+        std::fs::create_dir_all(&directory)
+            .map_err(io("creating the broker state directory", &directory))?;
         Ok(EmbeddedState {
             directory,
             flush,
@@ -114,11 +111,7 @@ impl StateStore for EmbeddedState {
         let mut first_log = 1;
         if let Some(number) = snapshot {
             let path = self.snapshot_path(number);
-            let data = std::fs::read(&path).map_err(|source| fleetwire_journal::Error::Io {
-                operation: "reading broker state snapshot",
-                path: path.clone(),
-                source,
-            })?;
+            let data = std::fs::read(&path).map_err(io("reading broker state snapshot", &path))?;
             self.snapshot_bytes
                 .store(data.len() as u64, Ordering::Relaxed);
             let mut offset = 0;
@@ -178,11 +171,7 @@ impl StateStore for EmbeddedState {
         let number = log.rotate()?;
         self.saved_bytes.store(0, Ordering::Relaxed);
         let path = self.snapshot_path(number).with_extension("snapshot.tmp");
-        let file = File::create(&path).map_err(|source| fleetwire_journal::Error::Io {
-            operation: "creating broker state snapshot",
-            path: path.clone(),
-            source,
-        })?;
+        let file = File::create(&path).map_err(io("creating broker state snapshot", &path))?;
         Ok(Box::new(Snapshot {
             directory: self.directory.clone(),
             number,
@@ -218,14 +207,7 @@ struct Snapshot {
 
 impl Snapshot {
     fn io(&self, operation: &'static str) -> impl FnOnce(std::io::Error) -> StateError + use<> {
-        let path = self.temporary.clone();
-        move |source| {
-            StateError::Log(fleetwire_journal::Error::Io {
-                operation,
-                path,
-                source,
-            })
-        }
+        io(operation, &self.temporary)
     }
 }
 
@@ -262,13 +244,22 @@ impl SnapshotWriter for Snapshot {
     }
 }
 
+/// Wraps an I/O error with what was being done, and to which file.
+fn io(operation: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> StateError + use<> {
+    let path = path.to_owned();
+    move |source| {
+        StateError::Log(fleetwire_journal::Error::Io {
+            operation,
+            path,
+            source,
+        })
+    }
+}
+
 /// Deletes snapshots a crash left half-written.
 fn remove_unfinished_snapshots(directory: &Path) -> Result<(), StateError> {
-    let entries = std::fs::read_dir(directory).map_err(|source| fleetwire_journal::Error::Io {
-        operation: "listing the broker state directory",
-        path: directory.to_owned(),
-        source,
-    })?;
+    let entries = std::fs::read_dir(directory)
+        .map_err(io("listing the broker state directory", directory))?;
     for entry in entries.flatten() {
         let path = entry.path();
         if path
@@ -276,11 +267,8 @@ fn remove_unfinished_snapshots(directory: &Path) -> Result<(), StateError> {
             .and_then(|name| name.to_str())
             .is_some_and(|name| name.ends_with(".snapshot.tmp"))
         {
-            std::fs::remove_file(&path).map_err(|source| fleetwire_journal::Error::Io {
-                operation: "removing an unfinished broker state snapshot",
-                path: path.clone(),
-                source,
-            })?;
+            std::fs::remove_file(&path)
+                .map_err(io("removing an unfinished broker state snapshot", &path))?;
         }
     }
     Ok(())
