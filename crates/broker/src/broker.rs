@@ -51,6 +51,9 @@ struct Subscriber {
     session: Arc<Session>,
     options: SubscriptionOptions,
     subscription_id: Option<u32>,
+    /// Its filter may match a topic of `deny_subscribe`: each message is checked
+    /// against that list before delivery (no other subscription pays for it).
+    is_screened: bool,
 }
 
 /// The result of a successful `CONNECT`.
@@ -807,6 +810,7 @@ impl Broker {
             session: Arc::clone(session),
             options,
             subscription_id,
+            is_screened: self.is_screened(&filter),
         };
         self.shared.subscriptions.write().insert(
             &filter,
@@ -911,9 +915,15 @@ impl Broker {
         let mut reasons = Vec::with_capacity(subscribe.filters.len());
         let mut retained = Vec::new();
         let max_subscriptions = self.shared.config.limits.max_subscriptions;
+        let denied = &self.shared.config.deny_subscribe;
         for (filter, options) in &subscribe.filters {
             if !access.may_subscribe(filter) {
                 reasons.push(ReasonCode::NOT_AUTHORIZED);
+                continue;
+            }
+            // Refused to everyone, whoever asks: "unspecified", not "not authorized".
+            if denied.iter().any(|denied| filter.is_within(denied)) {
+                reasons.push(ReasonCode::UNSPECIFIED_ERROR);
                 continue;
             }
             if max_subscriptions > 0 {
@@ -929,10 +939,12 @@ impl Broker {
             }
             let filter = &compact::filter(filter);
             let key = subscription_key(session.id, filter);
+            let is_screened = self.is_screened(filter);
             let subscriber = Subscriber {
                 session: Arc::clone(session),
                 options: *options,
                 subscription_id,
+                is_screened,
             };
             let existed = self
                 .shared
@@ -966,6 +978,9 @@ impl Broker {
                 retained_messages
                     .store
                     .for_each_match(filter, |_, message| {
+                        if is_screened && self.is_denied(&message.topic) {
+                            return;
+                        }
                         retained.push(Delivery {
                             message: Arc::clone(message),
                             qos: message.qos.min(options.qos),
@@ -976,6 +991,18 @@ impl Broker {
             }
         }
         (reasons, retained, ticket)
+    }
+
+    /// Whether a subscription to `filter` may match a topic no one may subscribe to.
+    fn is_screened(&self, filter: &TopicFilter) -> bool {
+        let denied = &self.shared.config.deny_subscribe;
+        denied.iter().any(|denied| filter.may_overlap(denied))
+    }
+
+    /// Whether `topic` is one no subscriber may receive (`deny_subscribe`).
+    fn is_denied(&self, topic: &TopicName) -> bool {
+        let denied = &self.shared.config.deny_subscribe;
+        denied.iter().any(|denied| denied.matches(topic))
     }
 
     /// Removes subscriptions; per filter, whether it existed.
@@ -1172,7 +1199,14 @@ impl Broker {
         let tree = self.shared.subscriptions.read();
         let mut targets: SmallVec<[Target<'_>; 4]> = SmallVec::new();
         let mut shared: SmallVec<[(&ByteString, &Subscriber); 4]> = SmallVec::new();
+        // Looked up once, and only if a screened subscription matches.
+        let mut is_denied = None;
         tree.for_each_match(&message.topic, |key, subscriber| {
+            if subscriber.is_screened
+                && *is_denied.get_or_insert_with(|| self.is_denied(&message.topic))
+            {
+                return;
+            }
             if let Some(group) = &key.share_group {
                 shared.push((group, subscriber));
                 return;

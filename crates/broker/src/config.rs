@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use fleetwire_mqtt_codec::TopicFilter;
+
 use crate::limits::Limits;
 
 /// How the broker behaves; every limit here is per client unless it says otherwise.
@@ -51,6 +53,11 @@ pub struct BrokerConfig {
     /// 0 accepts every client's keep-alive as it is, as does a 3.1.1 client's always
     /// (3.1.1 cannot be told another).
     pub max_keep_alive: u16,
+    /// Topic filters no client may subscribe to, whoever it is: a subscription within
+    /// one is refused (reason 0x80), and a broader one that could match their topics
+    /// (`#`, `test/+`) is granted but never delivers a message on them. For topics
+    /// only the platform or a bridge should read. Access control lists still apply.
+    pub deny_subscribe: Vec<TopicFilter>,
 }
 
 impl Default for BrokerConfig {
@@ -70,6 +77,7 @@ impl Default for BrokerConfig {
             topic_alias_maximum: 64,
             receive_maximum: 1024,
             max_keep_alive: 0,
+            deny_subscribe: Vec::new(),
         }
     }
 }

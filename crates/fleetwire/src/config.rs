@@ -13,6 +13,7 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use fleetwire_broker::BrokerConfig;
 use fleetwire_model::{RuleId, RuleSpec};
+use fleetwire_mqtt_codec::TopicFilter;
 use serde::{Deserialize, Serialize};
 
 use crate::cli::{LogFormat, ServeArgs};
@@ -162,6 +163,8 @@ struct RawMqtt {
     /// Persistent sessions and retained messages survive restarts and crashes (in
     /// `{data_dir}/broker`); false keeps them in memory only.
     persistence: bool,
+    /// Topic filters no client may subscribe to (see `BrokerConfig::deny_subscribe`).
+    deny_subscribe: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -223,6 +226,7 @@ impl Default for RawConfig {
                 max_subscriptions: broker.limits.max_subscriptions as u64,
                 max_queued_bytes: broker.limits.max_queued_bytes as u64,
                 persistence: true,
+                deny_subscribe: Vec::new(),
             },
             http: RawHttp {
                 addr: SocketAddr::from(([0, 0, 0, 0], 8080)),
@@ -413,6 +417,21 @@ impl Settings {
 }
 
 impl RawMqtt {
+    /// `deny_subscribe`, each entry checked as an MQTT topic filter.
+    fn deny_subscribe(&self) -> anyhow::Result<Vec<TopicFilter>> {
+        self.deny_subscribe
+            .iter()
+            .map(|text| {
+                TopicFilter::new(text.as_str()).map_err(|error| {
+                    anyhow::anyhow!(
+                        "invalid configuration: mqtt.deny_subscribe: {text:?} is not a topic \
+                         filter: {error}"
+                    )
+                })
+            })
+            .collect()
+    }
+
     /// The broker's limits, each checked against what its type holds.
     fn limits(&self) -> anyhow::Result<fleetwire_broker::Limits> {
         let count = |key: &str, value: u64| {
@@ -600,6 +619,7 @@ impl RawConfig {
                 .context("mqtt.topic_alias_maximum")?,
             receive_maximum: u16::try_from(mqtt.receive_maximum).context("mqtt.receive_maximum")?,
             max_keep_alive: u16::try_from(mqtt.max_keep_alive).context("mqtt.max_keep_alive")?,
+            deny_subscribe: mqtt.deny_subscribe()?,
         };
         let tls = self.tls.validate(self.mqtt.tls_addr, self.http.tls_addr)?;
         let store = self.storage.validate()?;

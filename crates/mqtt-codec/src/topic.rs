@@ -222,6 +222,28 @@ impl TopicFilter {
     }
 }
 
+impl TopicFilter {
+    /// Whether some topic may match both this filter and `other`: `false` only when
+    /// none can (two levels differ and neither is a wildcard, or one filter is deeper
+    /// with no `#` to cover it). Errs towards `true` (it ignores the rule for topics
+    /// starting with `$`). Shared subscriptions are compared by the filters they match.
+    pub fn may_overlap(&self, other: &TopicFilter) -> bool {
+        let mut levels = self.pattern().split('/');
+        let mut other_levels = other.pattern().split('/');
+        loop {
+            match (levels.next(), other_levels.next()) {
+                (Some("#"), _) | (_, Some("#")) | (None, None) => return true,
+                (Some(level), Some(other)) => {
+                    if level != other && level != "+" && other != "+" {
+                        return false;
+                    }
+                }
+                (None, Some(_)) | (Some(_), None) => return false,
+            }
+        }
+    }
+}
+
 impl std::fmt::Display for TopicFilter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.0)
@@ -411,5 +433,34 @@ mod tests {
         assert_eq!(TopicName::new("a\0"), Err(TopicError::NullCharacter));
         assert_eq!(TopicName::new(""), Err(TopicError::Empty));
         assert!(TopicName::new("/").is_ok());
+    }
+
+    #[test]
+    fn overlapping_filters_are_found() {
+        let filter = |text: &str| TopicFilter::new(text).expect("valid filter");
+        let cases = [
+            ("#", "test/nosubscribe", true),
+            ("test/+", "test/nosubscribe", true),
+            ("+/+", "test/nosubscribe", true),
+            ("test/nosubscribe/#", "test/nosubscribe", true),
+            ("$share/group/test/#", "test/nosubscribe", true),
+            ("test/other", "test/nosubscribe", false),
+            ("test", "test/nosubscribe", false),
+            ("test/nosubscribe/deeper", "test/nosubscribe", false),
+            ("+", "test/nosubscribe", false),
+            ("a/+/c", "a/b/+", true),
+        ];
+        for (left, right, expected) in cases {
+            assert_eq!(
+                filter(left).may_overlap(&filter(right)),
+                expected,
+                "{left} ~ {right}"
+            );
+            assert_eq!(
+                filter(right).may_overlap(&filter(left)),
+                expected,
+                "{right} ~ {left}"
+            );
+        }
     }
 }
