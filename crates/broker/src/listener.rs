@@ -3,9 +3,12 @@
 //! over WebSocket: a front-end outside the broker terminates them) come in through a
 //! [`Streams`] listener instead.
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
@@ -81,6 +84,8 @@ impl Broker {
         let mut shutdown = self.shutdown_signal();
         let mut connections = JoinSet::new();
         let mut resume: Vec<Parked> = Vec::new();
+        // This task's waker, for the first steps of resumed connections.
+        let waker = std::future::poll_fn(|context| Poll::Ready(context.waker().clone())).await;
         // The earliest keep-alive deadline among parked connections.
         let keep_alive = tokio::time::sleep(Duration::from_secs(86_400 * 365));
         tokio::pin!(keep_alive);
@@ -131,12 +136,12 @@ impl Broker {
                     keep_alive.as_mut().reset(next);
                 }
             }
-            self.resume_parked(&lot, &hooks, &mut resume, &mut connections);
+            self.resume_parked(&lot, &hooks, &mut resume, &mut connections, &waker);
             while connections.try_join_next().is_some() {}
         }
         // Parked connections are resumed to close: 5.0 clients are told why.
         lot.close(&mut resume);
-        self.resume_parked(&lot, &hooks, &mut resume, &mut connections);
+        self.resume_parked(&lot, &hooks, &mut resume, &mut connections, &waker);
         drop(listener);
         close_all(connections).await;
         Ok(())
@@ -266,18 +271,32 @@ impl Broker {
         hooks: &Arc<Hooks>,
         resume: &mut Vec<Parked>,
         connections: &mut JoinSet<()>,
+        waker: &Waker,
     ) {
         for parked in resume.drain(..) {
             lot.forget(&parked);
             self.stats()
                 .clients_parked
                 .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-            connections.spawn(connection::resume(
+            let mut resumed = Box::pin(connection::resume(
                 self.clone(),
                 Arc::clone(hooks),
                 parked,
                 Arc::clone(lot),
             ));
+            // Its first steps run here, in the listener's task: the packet that woke it
+            // is handled now, not after the tasks the runtime already queued (another
+            // client's PUBLISH read in the same wake-up must not overtake this one's
+            // SUBSCRIBE). A connection future accepts a new waker on every poll, so it
+            // moves to a task of its own afterwards. A panic ends only this connection.
+            let is_done = {
+                let mut context = Context::from_waker(waker);
+                panic::catch_unwind(AssertUnwindSafe(|| resumed.as_mut().poll(&mut context)))
+                    .map_or(true, |poll| poll.is_ready())
+            };
+            if !is_done {
+                connections.spawn(resumed);
+            }
         }
     }
 }

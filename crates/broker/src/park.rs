@@ -3,7 +3,8 @@
 //! An attached connection runs two tasks (reader and writer) over a socket registered
 //! with tokio, which costs about 3 KB even when nothing happens; most clients of an IoT
 //! fleet say nothing for minutes at a time. So a connection with nothing to read or
-//! write (right after `CONNECT`, or after [`PARK_AFTER`] of silence) hands its socket
+//! write (after [`PARK_AFTER`] of silence, or right after `CONNECT` when [`MAX_FRESH`]
+//! new connections are attached already) hands its socket
 //! and what it needs to resume ([`Parked`], 64 bytes) to its listener's [`Lot`], and its
 //! tasks end. The lot watches the parked sockets with an epoll instance of its own (mio,
 //! no allocation per socket) and keeps their keep-alive deadlines in one heap, served by
@@ -23,6 +24,7 @@ use std::collections::BinaryHeap;
 use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use mio::unix::SourceFd;
@@ -39,6 +41,13 @@ use crate::stats::{self, Stats};
 /// it parks. Short enough that idle fleets cost little, long enough that a client
 /// talking every few hundred milliseconds keeps its tasks.
 pub(crate) const PARK_AFTER: Duration = Duration::from_secs(2);
+
+/// New connections of one listener that stay attached after `CONNACK` (and park only
+/// after [`PARK_AFTER`] of silence, like any other), so that a client's first packets
+/// are served by its own tasks in the order they arrive; past this many (a storm of
+/// connections) a new one parks at once. Bounded, so that idle connections cost the
+/// same per connection however many there are.
+pub(crate) const MAX_FRESH: usize = 1024;
 
 /// `PINGREQ` and `PINGRESP`, the same in 3.1.1 and 5.0.
 const PINGREQ: [u8; 2] = [0xC0, 0x00];
@@ -107,6 +116,18 @@ pub(crate) struct Lot {
     state: Mutex<LotState>,
     /// Wakes the listener: connections to resume, or an earlier keep-alive deadline.
     attention: Notify,
+    /// New connections attached without parking ([`MAX_FRESH`]).
+    fresh: AtomicUsize,
+}
+
+/// A new connection's place among the [`MAX_FRESH`] that stay attached after
+/// `CONNACK`; given back when dropped (when the connection parks or closes).
+pub(crate) struct Fresh(Arc<Lot>);
+
+impl Drop for Fresh {
+    fn drop(&mut self) {
+        self.0.fresh.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 struct LotState {
@@ -160,6 +181,7 @@ impl Lot {
                 is_closed: false,
             }),
             attention: Notify::new(),
+            fresh: AtomicUsize::new(0),
         };
         // Deprecated because a type's `as_raw_fd` could change or close its descriptor
         // (tokio#8587); a `Poll` keeps its epoll descriptor open and unchanged until it
@@ -171,6 +193,17 @@ impl Lot {
             events: Events::with_capacity(256),
         };
         Ok((Arc::new(lot), poller))
+    }
+
+    /// A place for a new connection to stay attached after `CONNACK`; `None` when
+    /// [`MAX_FRESH`] are already taken: it should park at once.
+    pub(crate) fn fresh(self: &Arc<Lot>) -> Option<Fresh> {
+        let taken = self.fresh.fetch_add(1, Ordering::Relaxed);
+        if taken >= MAX_FRESH {
+            self.fresh.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(Fresh(Arc::clone(self)))
     }
 
     /// Parks a connection; called with its session locked. Gives it back when the lot

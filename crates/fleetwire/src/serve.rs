@@ -19,12 +19,19 @@ pub(crate) fn run_demo(settings: Settings, devices: usize) -> anyhow::Result<()>
 }
 
 fn runtime(worker_threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder
         .worker_threads(worker_threads)
         .enable_all()
-        .thread_name("fleetwire")
-        .build()
-        .context("cannot start the async runtime")
+        .thread_name("fleetwire");
+    // The LIFO slot runs the task woken last first: of two connections with packets in
+    // the same wake-up, the later one's would be handled first, and a client's PUBLISH
+    // could overtake another's SUBSCRIBE sent just before it (single-threaded brokers
+    // keep that order; clients and test suites rely on it). Measured: no throughput
+    // difference (docs/BENCHMARKS.md). Needs `--cfg tokio_unstable` (.cargo/config.toml).
+    #[cfg(tokio_unstable)]
+    builder.disable_lifo_slot();
+    builder.build().context("cannot start the async runtime")
 }
 
 /// `demo_devices` is `Some` for the demo: the size of its simulated fleet.

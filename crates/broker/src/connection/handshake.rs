@@ -3,7 +3,8 @@
 //! failed-login limiter, the will's ACL check, a redirection to another server),
 //! attaching its session and answering `CONNACK`, with what 5.0 negotiates there (topic
 //! alias and receive maximums, the server keep alive, response information). A client
-//! with nothing more to say parks at once, in the same step.
+//! with nothing more to say parks at once, in the same step, when too many new
+//! connections are attached already (see [`crate::park::MAX_FRESH`]).
 
 use std::io;
 use std::net::SocketAddr;
@@ -114,7 +115,8 @@ pub(super) async fn handshake(
     );
 
     // CONNACK is written here, before the writer exists. A client with nothing more to
-    // say parks right away: its CONNACK goes out on the parked socket in the same step,
+    // say, past the new connections that stay attached, parks right away: its CONNACK
+    // goes out on the parked socket in the same step,
     // with no `.await` in between, so that a broker short of CPU never holds more
     // half-finished connections than the handshakes it is reading.
     let mut acknowledgement = ConnAck {
@@ -152,6 +154,12 @@ pub(super) async fn handshake(
         && buffer.is_empty()
         && !is_resending
         && session.state.lock().may_park(generation);
+    // A new connection stays attached for a while, unless too many are new at once.
+    let fresh = match reader.lot() {
+        Some(lot) if may_park => lot.fresh(),
+        _ => None,
+    };
+    let may_park = may_park && fresh.is_none();
     if !may_park && !out.is_empty() {
         match writer.send(&out).await {
             Ok(()) => stats::add(&broker.stats().bytes_sent, out.len() as u64),
@@ -176,7 +184,7 @@ pub(super) async fn handshake(
     };
     if !may_park {
         // Whatever came after CONNECT in the same read is served first.
-        return Some(Established::activate(
+        let mut established = Established::activate(
             broker,
             hooks,
             connection,
@@ -184,7 +192,9 @@ pub(super) async fn handshake(
             buffer,
             peer,
             is_resending,
-        ));
+        );
+        established.fresh = fresh;
+        return Some(established);
     }
     let (stream, lot) = match reader.reunite(writer) {
         Ok(whole) => whole,

@@ -154,6 +154,10 @@ impl Reader {
         let kicked = kick.notified();
         tokio::pin!(kicked);
         let mut shutdown: watch::Receiver<bool> = self.broker.shutdown_signal();
+        // Something was read and not yet judged: the next packet other than PINGREQ
+        // makes the connection busy since that read. (A resumed connection was woken
+        // by such a packet, or has something to send.)
+        let mut is_reading = false;
         if *shutdown.borrow_and_update() {
             return Stop::Closed(Closed::Shutdown);
         }
@@ -168,6 +172,10 @@ impl Reader {
             while self.congested.is_empty() && !self.is_throttled() {
                 match decode(buffer, self.connection.version, self.max_packet_size) {
                     Ok(Some(packet)) => {
+                        if is_reading && !matches!(packet, Packet::PingReq) {
+                            is_reading = false;
+                            *idle_since = self.connection.last_read;
+                        }
                         // A SUBSCRIBE sends its SUBACK (and everything before it) at
                         // once: earlier messages must be judged first.
                         let outcome = if let Packet::Subscribe(subscribe) = packet {
@@ -241,7 +249,9 @@ impl Reader {
                     Ok(count) => {
                         stats::add(&self.broker.stats().bytes_received, count as u64);
                         self.connection.last_read = Instant::now();
-                        *idle_since = self.connection.last_read;
+                        // Activity for parking is a packet other than PINGREQ (see
+                        // the decoding above): pings are answered while parked too.
+                        is_reading = true;
                     }
                     Err(error) => return Stop::Closed(Closed::Io(error)),
                 },
@@ -443,6 +453,11 @@ impl Reader {
                 .store(true, Ordering::Relaxed);
             socket
         };
+        // Answers to pings are not activity: a client that only pings may park.
+        let is_only_pings = self
+            .outbox
+            .iter()
+            .all(|packet| matches!(packet, Packet::PingResp));
         let mut out = std::mem::take(&mut self.direct_out);
         for packet in self.outbox.drain(..) {
             encode_or_log(&packet, self.connection.version, &mut out);
@@ -456,10 +471,12 @@ impl Reader {
         }
         if written > 0 {
             stats::add(&self.broker.stats().bytes_sent, written as u64);
-            self.connection
-                .session
-                .progress
-                .fetch_add(1, Ordering::Relaxed);
+            if !is_only_pings {
+                self.connection
+                    .session
+                    .progress
+                    .fetch_add(1, Ordering::Relaxed);
+            }
         }
         let has_rest = written < out.len();
         {

@@ -83,6 +83,14 @@ impl ReadSide {
         matches!(self, ReadSide::Tcp { .. })
     }
 
+    /// The lot a TCP connection parks in.
+    pub(super) fn lot(&self) -> Option<&Arc<Lot>> {
+        match self {
+            ReadSide::Tcp { lot, .. } => Some(lot),
+            ReadSide::Stream(_) => None,
+        }
+    }
+
     /// The socket whole again, if both halves are TCP (to park); the halves back
     /// otherwise.
     pub(super) fn reunite(
