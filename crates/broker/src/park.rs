@@ -45,9 +45,11 @@ pub(crate) const PARK_AFTER: Duration = Duration::from_secs(2);
 /// New connections of one listener that stay attached after `CONNACK` (and park only
 /// after [`PARK_AFTER`] of silence, like any other), so that a client's first packets
 /// are served by its own tasks in the order they arrive; past this many (a storm of
-/// connections) a new one parks at once. Bounded, so that idle connections cost the
-/// same per connection however many there are.
-pub(crate) const MAX_FRESH: usize = 1024;
+/// connections) a new one parks at once. Small and bounded: each costs about 4.5 KB of
+/// the broker's high-water memory while attached (64 of them: about 17 B per connection
+/// over 19,000 idle ones; 1,024 cost 240 B), and idle connections cost the same per
+/// connection however many there are.
+pub(crate) const MAX_FRESH: usize = 64;
 
 /// `PINGREQ` and `PINGRESP`, the same in 3.1.1 and 5.0.
 const PINGREQ: [u8; 2] = [0xC0, 0x00];
