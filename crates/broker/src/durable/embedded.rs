@@ -28,8 +28,12 @@ const THREAD_NAME: &str = "fleetwire-state";
 /// snapshot's size if that is more.
 const SNAPSHOT_AFTER_BYTES: u64 = 64 * 1024 * 1024;
 /// Fsyncs under load at most every this often: acknowledgements of messages to
-/// persistent sessions wait at most this much longer, and many more share an fsync.
-const GROUP_DELAY: std::time::Duration = std::time::Duration::from_micros(500);
+/// persistent sessions wait at most this much longer, and many more share an fsync (an
+/// fsync after a quiet spell is not delayed). Each fsync costs the state's thread a
+/// round of block-device notifications (VM exits on a virtual disk): 500 us here cost
+/// 4.4-5.6 us of broker CPU per message of a persistent QoS 1 fan-in, 2 ms 3.8-4.4 us
+/// (docs/BENCHMARKS.md).
+const GROUP_DELAY: std::time::Duration = std::time::Duration::from_micros(2000);
 
 /// The broker's state in a local directory. Open it, [`load`](StateStore::load) it once
 /// (which starts the log), then save.
