@@ -1,6 +1,6 @@
 """MQTT 5.0 negotiation and flow: topic aliases both ways, server keep alive, receive maximum
 (both ways), the client's maximum packet size, will delay, request / response, subscription
-identifiers and AUTH.
+identifiers and options (no local, retain as published, retain handling) and AUTH.
 
 The broker of this module announces small limits so they are quick to reach: Fleetwire with
 `mqtt.max_keep_alive = 60`, `mqtt.receive_maximum = 10` and `mqtt.topic_alias_maximum = 4`;
@@ -18,6 +18,7 @@ from conftest import BROKER_KIND, _start_fleetwire, _start_mosquitto, _stop
 from peer import V5
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 # MQTT 5.0 property identifiers used here.
 PAYLOAD_FORMAT_INDICATOR = 0x01
@@ -341,3 +342,60 @@ def test_auth_after_a_connect_without_authentication_method_is_a_protocol_error(
     reason = disconnect_reason(client)
     if broker.is_fleetwire:  # Mosquitto closes without saying why
         assert reason == PROTOCOL_ERROR
+
+
+def test_no_local_keeps_a_clients_own_messages_from_it(peers, uid):
+    topic = f"{uid}/chat"
+    talker = peers("talker", protocol=V5).connect()
+    listener = peers("listener", protocol=V5).connect()
+    talker.subscribe((topic, SubscribeOptions(qos=1, noLocal=True)))
+    listener.subscribe((topic, SubscribeOptions(qos=1, noLocal=True)))
+    talker.publish(topic, b"from talker", qos=1)
+    assert listener.expect_message(topic).payload == b"from talker"
+    # The listener's message reaches the talker; the talker's own never did.
+    listener.publish(topic, b"from listener", qos=1)
+    assert talker.expect_message(topic).payload == b"from listener"
+    assert talker.drain() == []
+
+
+def test_retain_as_published_keeps_the_retain_flag_of_live_messages(peers, uid):
+    topic = f"{uid}/state"
+    keeps = peers("keeps", protocol=V5).connect()
+    clears = peers("clears", protocol=V5).connect()
+    keeps.subscribe((topic, SubscribeOptions(qos=1, retainAsPublished=True)))
+    clears.subscribe((topic, SubscribeOptions(qos=1)))
+    publisher = peers("publisher").connect()
+    publisher.publish(topic, b"plain", qos=1)
+    publisher.publish(topic, b"retained", qos=1, retain=True)
+    assert [(m.payload, m.retain) for m in (keeps.expect_message(topic), keeps.expect_message(topic))] == [
+        (b"plain", 0),
+        (b"retained", 1),
+    ]
+    assert [(m.payload, m.retain) for m in (clears.expect_message(topic), clears.expect_message(topic))] == [
+        (b"plain", 0),
+        (b"retained", 0),
+    ]
+    publisher.publish(topic, b"", qos=1, retain=True)
+
+
+@pytest.mark.parametrize(
+    ("handling", "first", "again"),
+    [(0, 2, 2), (1, 2, 0), (2, 0, 0)],
+    ids=["send-on-every-subscribe", "send-on-new-subscription", "never-send"],
+)
+def test_retain_handling_decides_when_retained_messages_are_sent(peers, uid, handling, first, again):
+    publisher = peers("publisher").connect()
+    for index in range(2):
+        publisher.publish(f"{uid}/r/{index}", f"retained {index}".encode(), qos=1, retain=True)
+    subscriber = peers("subscriber", protocol=V5).connect()
+    options = SubscribeOptions(qos=1, retainHandling=handling)
+    marker = f"{uid}/marker"
+    subscriber.subscribe((marker, 1))
+    for expected in (first, again):
+        subscriber.subscribe((f"{uid}/r/+", options))
+        publisher.publish(marker, b"", qos=1)
+        received = subscriber.messages_until(marker)
+        assert len(received) == expected, [m.topic for m in received]
+        assert all(message.retain for message in received)
+    for index in range(2):
+        publisher.publish(f"{uid}/r/{index}", b"", qos=1, retain=True)
