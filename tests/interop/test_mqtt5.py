@@ -80,6 +80,14 @@ def connect_v5(raw, client_id: str, **kwargs) -> tuple[rawmqtt.RawClient, dict]:
     return client, connack.connack_properties()
 
 
+def subscribed_v5(raw, client_id: str, topic: str, qos: int, **kwargs) -> rawmqtt.RawClient:
+    """A raw 5.0 client, connected (with `kwargs` in its CONNECT) and subscribed to `topic`."""
+    client, _ = connect_v5(raw, client_id, **kwargs)
+    client.send(rawmqtt.subscribe(1, [(topic, qos)], version=rawmqtt.V5))
+    client.expect(rawmqtt.SUBACK)
+    return client
+
+
 def disconnect_reason(client: rawmqtt.RawClient) -> int | None:
     """Reads until the broker closes; the reason code of its DISCONNECT, if it sent one."""
     for received in client.read_until_closed():
@@ -135,12 +143,8 @@ def test_a_topic_alias_above_the_maximum_is_refused_with_0x94(broker, raw, uid):
 
 def test_the_broker_sends_topic_aliases_to_a_client_that_accepts_them(broker, peers, raw, uid):
     topic = f"{uid}/out"
-    subscriber, _ = connect_v5(raw, f"{uid}-alias-reader", props={TOPIC_ALIAS_MAXIMUM: 1})
-    subscriber.send(rawmqtt.subscribe(1, [(topic, 2)], version=rawmqtt.V5))
-    subscriber.expect(rawmqtt.SUBACK)
-    plain, _ = connect_v5(raw, f"{uid}-plain-reader")
-    plain.send(rawmqtt.subscribe(1, [(topic, 0)], version=rawmqtt.V5))
-    plain.expect(rawmqtt.SUBACK)
+    subscriber = subscribed_v5(raw, f"{uid}-alias-reader", topic, 2, props={TOPIC_ALIAS_MAXIMUM: 1})
+    plain = subscribed_v5(raw, f"{uid}-plain-reader", topic, 0)
     publisher = peers("publisher").connect()
     for qos in (0, 1, 2):
         publisher.publish(topic, f"qos {qos}", qos=qos)
@@ -210,9 +214,7 @@ def test_released_qos2_messages_make_room_within_the_receive_maximum(raw, uid):
 
 def test_the_clients_receive_maximum_limits_what_it_is_sent_unacknowledged(peers, raw, uid):
     topic = f"{uid}/window"
-    subscriber, _ = connect_v5(raw, f"{uid}-window", props={RECEIVE_MAXIMUM: 2})
-    subscriber.send(rawmqtt.subscribe(1, [(topic, 1)], version=rawmqtt.V5))
-    subscriber.expect(rawmqtt.SUBACK)
+    subscriber = subscribed_v5(raw, f"{uid}-window", topic, 1, props={RECEIVE_MAXIMUM: 2})
     publisher = peers("publisher").connect()
     for index in range(3):
         publisher.publish(topic, f"m{index}", qos=1)
@@ -226,9 +228,7 @@ def test_the_clients_receive_maximum_limits_what_it_is_sent_unacknowledged(peers
 
 def test_a_message_larger_than_the_clients_maximum_packet_size_is_not_sent(peers, raw, uid):
     topic = f"{uid}/sized"
-    subscriber, _ = connect_v5(raw, f"{uid}-small", props={MAXIMUM_PACKET_SIZE: 128})
-    subscriber.send(rawmqtt.subscribe(1, [(topic, 1)], version=rawmqtt.V5))
-    subscriber.expect(rawmqtt.SUBACK)
+    subscriber = subscribed_v5(raw, f"{uid}-small", topic, 1, props={MAXIMUM_PACKET_SIZE: 128})
     publisher = peers("publisher").connect()
     publisher.publish(topic, b"x" * 200, qos=1)
     publisher.publish(topic, b"small", qos=1)
