@@ -157,6 +157,16 @@ def test_kill_9_loses_nothing_acknowledged(tmp_path: Path):
             _stop(started)
 
 
+def records_end(data: bytes) -> int:
+    """Where the records of a log file end: `length:u32le crc:u32le payload` each, then
+    zeros up to the end of the file (none with a length and checksum of zero)."""
+    offset = 0
+    while offset + 8 <= len(data) and data[offset : offset + 8] != bytes(8):
+        offset += 8 + int.from_bytes(data[offset : offset + 4], "little")
+    assert offset <= len(data), "the records run past the end of the file"
+    return offset
+
+
 def test_a_torn_write_is_cut_and_a_damaged_log_is_named(tmp_path: Path):
     started = _start_fleetwire(tmp_path, env=ENV)
     peers: list[Peer] = []
@@ -171,9 +181,14 @@ def test_a_torn_write_is_cut_and_a_damaged_log_is_named(tmp_path: Path):
         close_all(peers)
         kill(started)
 
-        # A crash in the middle of a write: a record header announcing more than follows.
+        # A crash in the middle of a write: a record header announcing more than follows,
+        # where the records end (before the zeros the log writes ahead of them).
         newest = log_files(tmp_path / "data")[-1]
-        with newest.open("ab") as log:
+        data = newest.read_bytes()
+        end = records_end(data)
+        assert data[end:].count(0) == len(data) - end, "only zeros after the records"
+        with newest.open("r+b") as log:
+            log.seek(end)
             log.write((64).to_bytes(4, "little") + b"\x01\x02\x03\x04partial")
         started = _start_fleetwire(tmp_path, env=ENV)
         text = wait_loaded(started)

@@ -18,6 +18,6 @@ pub mod record;
 
 pub use error::{Error, Result};
 pub use log::{
-    Flush, Log, UNACKNOWLEDGED_SYNC_INTERVAL, bytes, delete_before, file_path, list, replay,
-    sync_directory, truncate,
+    Flush, Log, Settings, UNACKNOWLEDGED_SYNC_INTERVAL, bytes, delete_before, file_path, list,
+    replay, sync_directory, truncate,
 };

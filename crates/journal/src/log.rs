@@ -24,6 +24,14 @@
 //! and otherwise the thread fsyncs it within [`UNACKNOWLEDGED_SYNC_INTERVAL`] of its
 //! write, as [`Flush::Batch`] does within its interval.
 //!
+//! **Zeros written ahead.** With [`Settings::preallocate`], the log writes zeros past its
+//! records, a step at a time, so that its records land in blocks the file system has
+//! already allocated: an fsync then only writes the data, not the file's size and block
+//! map too (half the cost of each fsync on ext4 here). A file is cut back to its records
+//! when the log moves on from it or shuts down; after a crash the newest file ends in
+//! zeros, which [`replay`] takes as its end (no record is all zeros: its checksum
+//! covers its length).
+//!
 //! **Rotation.** [`Log::rotate`] moves on to a new file; the caller deletes the older ones
 //! once what they hold is saved elsewhere ([`Log::delete_before`]).
 //!
@@ -34,7 +42,7 @@
 //! record with more data after it) is [`Error::Corrupt`].
 
 use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -65,6 +73,32 @@ pub enum Flush {
         /// The longest a written record waits for its fsync.
         interval: Duration,
     },
+}
+
+/// How a log writes: [`Settings::new`], then the fields that differ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Settings {
+    /// When appended records reach the disk.
+    pub flush: Flush,
+    /// The least time between the starts of two fsyncs while records keep coming: under
+    /// load more records share each fsync, for at most this much more latency; an fsync
+    /// after a quiet spell starts at once. Each fsync costs a round trip to the disk (on
+    /// a virtual machine, exits to the host) whatever it carries.
+    pub group_delay: Duration,
+    /// Zeros are written this many bytes at a time ahead of the records (0: none). See
+    /// the module documentation.
+    pub preallocate: u64,
+}
+
+impl Settings {
+    /// `flush`, no group delay, nothing written ahead.
+    pub fn new(flush: Flush) -> Settings {
+        Settings {
+            flush,
+            group_delay: Duration::ZERO,
+            preallocate: 0,
+        }
+    }
 }
 
 /// The path of log file `number`.
@@ -126,6 +160,13 @@ pub fn replay(
                     offset = next;
                 }
                 Next::End => break,
+                Next::Torn(_) if is_newest && data[offset..].iter().all(|&byte| byte == 0) => {
+                    // Zeros written ahead ([`Settings::preallocate`]) that no record
+                    // reached before a crash: the end, as after a clean shutdown.
+                    tracing::debug!(path = %path.display(), offset, "log ends in zeros written ahead");
+                    truncate(&path, offset as u64)?;
+                    break;
+                }
                 Next::Torn(detail) if is_newest && is_torn_tail(&data, offset) => {
                     tracing::warn!(
                         path = %path.display(),
@@ -151,17 +192,22 @@ pub fn replay(
 }
 
 /// Whether the damaged record at `offset` is what a crash mid-write leaves: the last
-/// thing in the file (it announces a length reaching the end, or only zeros follow, as
-/// when the file system extended the file but never wrote the data). A damaged record
-/// with more data after it is corruption, not a torn write: cutting there would drop
-/// records that were acknowledged.
+/// thing in the file but zeros (it announces a length reaching past the last non-zero
+/// byte; zeros follow when the file system extended the file but never wrote the data,
+/// or when they were written ahead). A damaged record with more data after it is
+/// corruption, not a torn write: cutting there would drop records that were
+/// acknowledged.
 fn is_torn_tail(data: &[u8], offset: usize) -> bool {
     let rest = data.get(offset..).unwrap_or_default();
+    let rest = &rest[..rest
+        .iter()
+        .rposition(|&byte| byte != 0)
+        .map_or(0, |last| last + 1)];
     let Some(header) = rest.get(..4) else {
         return true;
     };
     let length = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
-    record::HEADER_LEN.saturating_add(length) >= rest.len() || rest.iter().all(|&byte| byte == 0)
+    record::HEADER_LEN.saturating_add(length) >= rest.len()
 }
 
 /// Deletes the log files numbered below `number`, oldest first.
@@ -234,9 +280,7 @@ struct Shared {
     extension: &'static str,
     /// Tells waiting tasks what became durable.
     progress_watch: watch::Sender<Progress>,
-    /// The least time between the starts of two fsyncs (see [`Log::start_grouped`]).
-    group_delay: Duration,
-    flush: Flush,
+    settings: Settings,
     queue: Mutex<Queue>,
     /// The log's thread waits here for records to fsync or requests.
     work: Condvar,
@@ -248,7 +292,7 @@ struct Shared {
 struct Queue {
     buffer: Vec<u8>,
     /// The open file; `None` while somebody writes or syncs it (outside the lock).
-    file: Option<File>,
+    file: Option<Segment>,
     /// Sequence number of the last record appended to `buffer`.
     appended: u64,
     /// ... handed to the operating system.
@@ -276,39 +320,15 @@ impl Log {
         directory: &Path,
         extension: &'static str,
         thread_name: &str,
-        flush: Flush,
+        settings: Settings,
         file_number: u64,
-    ) -> Result<Log> {
-        Log::start_grouped(
-            directory,
-            extension,
-            thread_name,
-            flush,
-            file_number,
-            Duration::ZERO,
-        )
-    }
-
-    /// [`Log::start`], with fsyncs at least `group_delay` apart (from the start of one to
-    /// the start of the next) while records keep coming: under load more records share
-    /// each fsync, for at most `group_delay` more latency; an fsync after a quiet spell
-    /// starts at once. Each fsync costs a round trip to the disk (on a virtual machine,
-    /// exits to the host) whatever it carries.
-    pub fn start_grouped(
-        directory: &Path,
-        extension: &'static str,
-        thread_name: &str,
-        flush: Flush,
-        file_number: u64,
-        group_delay: Duration,
     ) -> Result<Log> {
         let file = create(directory, extension, file_number)?;
         let shared = Arc::new(Shared {
             directory: directory.to_owned(),
             extension,
             progress_watch: watch::Sender::new(Progress::default()),
-            group_delay,
-            flush,
+            settings,
             queue: Mutex::new(Queue {
                 file: Some(file),
                 file_number,
@@ -338,7 +358,7 @@ impl Log {
         queue.appended += 1;
         let sequence = queue.appended;
         // (`batch` mode fsyncs on its own clock, whatever the record wants.)
-        if is_durable_wanted && self.shared.flush == Flush::Sync {
+        if is_durable_wanted && self.shared.settings.flush == Flush::Sync {
             // The thread looks for this under the lock before it sleeps: only the first
             // record since the last fsync needs to wake it (it may be idle); later ones
             // are found when it wakes, or when its fsync ends. Waking it for each record
@@ -359,7 +379,7 @@ impl Log {
     /// is written by the waiter itself, with everything queued before it, when nobody
     /// else is writing: no hand-over to the log's thread and back.
     pub fn wait(&self, sequence: u64, is_durable_wanted: bool) -> Result<()> {
-        let is_sync_wait = is_durable_wanted && self.shared.flush == Flush::Sync;
+        let is_sync_wait = is_durable_wanted && self.shared.settings.flush == Flush::Sync;
         let mut queue = self.shared.queue.lock();
         loop {
             let reached = if is_sync_wait {
@@ -389,12 +409,12 @@ impl Log {
 
     /// Writes the queued records to `file` (taken from the queue) outside the lock,
     /// then gives the file back and reports progress.
-    fn write_queued(&self, mut queue: parking_lot::MutexGuard<'_, Queue>, mut file: File) {
+    fn write_queued(&self, mut queue: parking_lot::MutexGuard<'_, Queue>, mut file: Segment) {
         let mut chunk = std::mem::take(&mut queue.buffer);
         let sequence = queue.appended;
         drop(queue);
         let outcome = file
-            .write_all(&chunk)
+            .write(&chunk, self.shared.settings.preallocate)
             .map_err(io("writing log", &self.shared.directory));
         chunk.clear();
         let mut queue = self.shared.queue.lock();
@@ -530,15 +550,66 @@ fn fail(queue: &mut Queue, error: Error) {
     queue.failure = Some(Arc::new(error));
 }
 
-fn create(directory: &Path, extension: &str, number: u64) -> Result<File> {
+fn create(directory: &Path, extension: &str, number: u64) -> Result<Segment> {
     let path = file_path(directory, extension, number);
     let file = OpenOptions::new()
         .create_new(true)
-        .append(true)
+        .write(true)
         .open(&path)
         .map_err(io("creating log", &path))?;
     sync_directory(directory)?;
-    Ok(file)
+    Ok(Segment {
+        file,
+        end: 0,
+        allocated: 0,
+    })
+}
+
+/// Zeros to write ahead from ([`Settings::preallocate`]).
+static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
+
+/// The log file being written, and where its records end.
+#[derive(Debug)]
+struct Segment {
+    /// Positioned at `end`.
+    file: File,
+    /// Bytes of records in the file.
+    end: u64,
+    /// Bytes the file holds: its records, then zeros written ahead.
+    allocated: u64,
+}
+
+impl Segment {
+    /// Writes `records` after the others; then, if they went past the zeros written
+    /// ahead, zeros up to the next multiple of `preallocate` (0: none).
+    fn write(&mut self, records: &[u8], preallocate: u64) -> std::io::Result<()> {
+        self.file.write_all(records)?;
+        self.end += records.len() as u64;
+        if preallocate > 0 && self.end > self.allocated {
+            let target = (self.end / preallocate + 1).saturating_mul(preallocate);
+            let mut at = self.end;
+            while at < target {
+                let length = ZEROS
+                    .len()
+                    .min(usize::try_from(target - at).unwrap_or(usize::MAX));
+                self.file.write_all(&ZEROS[..length])?;
+                at += length as u64;
+            }
+            self.file.seek(SeekFrom::Start(self.end))?;
+            self.allocated = target;
+        }
+        Ok(())
+    }
+
+    /// Cuts off the zeros written ahead, durably: the file holds its records only.
+    fn finish(&mut self) -> std::io::Result<()> {
+        if self.allocated > self.end {
+            self.file.set_len(self.end)?;
+            self.file.sync_data()?;
+            self.allocated = self.end;
+        }
+        Ok(())
+    }
 }
 
 /// The log's thread: fsyncs what writers want durable (writing what is queued first),
@@ -547,7 +618,7 @@ fn create(directory: &Path, extension: &str, number: u64) -> Result<File> {
 fn run(shared: &Shared) {
     // The longest a written record may wait for its fsync (in `sync` mode, only records
     // nobody waits for wait at all).
-    let interval = match shared.flush {
+    let interval = match shared.settings.flush {
         Flush::Sync => UNACKNOWLEDGED_SYNC_INTERVAL,
         Flush::Batch { interval } => interval,
     };
@@ -584,7 +655,7 @@ fn run(shared: &Shared) {
                 || queue.is_shutdown
                 || queue.buffer.len() >= GROUP_BYTES;
             let grouping_until = last_sync
-                .map(|at| at + shared.group_delay)
+                .map(|at| at + shared.settings.group_delay)
                 .filter(|until| has_work && !is_urgent && Instant::now() < *until);
             if let Some(until) = grouping_until {
                 // Busy: fsyncs follow each other closely. Let more records join this one.
@@ -609,7 +680,7 @@ fn run(shared: &Shared) {
         let Some(mut file) = queue.file.take() else {
             continue;
         };
-        last_sync = (!shared.group_delay.is_zero()).then(Instant::now);
+        last_sync = (!shared.settings.group_delay.is_zero()).then(Instant::now);
         chunk.clear();
         std::mem::swap(&mut chunk, &mut queue.buffer);
         let sequence = queue.appended;
@@ -620,15 +691,21 @@ fn run(shared: &Shared) {
         let next_number = queue.file_number + 1;
         drop(queue);
 
-        let outcome = (|| -> Result<Option<File>> {
+        let outcome = (|| -> Result<Option<Segment>> {
             if !chunk.is_empty() {
-                file.write_all(&chunk)
+                file.write(&chunk, shared.settings.preallocate)
                     .map_err(io("writing log", &shared.directory))?;
             }
             // Everything that brings the thread here wants an fsync.
             if is_dirty {
-                file.sync_data()
+                file.file
+                    .sync_data()
                     .map_err(io("syncing log", &shared.directory))?;
+            }
+            if is_rotate || is_shutdown {
+                // Before the next file exists: only the newest may end in zeros.
+                file.finish()
+                    .map_err(io("cutting log to its records", &shared.directory))?;
             }
             Ok(if is_rotate {
                 Some(create(&shared.directory, shared.extension, next_number)?)
@@ -683,7 +760,14 @@ mod tests {
             std::env::temp_dir().join(format!("fleetwire-journal-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&directory);
         std::fs::create_dir_all(&directory).unwrap();
-        let wal = Log::start(&directory, EXTENSION, "fleetwire-test-log", Flush::Sync, 1).unwrap();
+        let wal = Log::start(
+            &directory,
+            EXTENSION,
+            "fleetwire-test-log",
+            Settings::new(Flush::Sync),
+            1,
+        )
+        .unwrap();
         (directory, wal)
     }
 
@@ -770,6 +854,93 @@ mod tests {
             }
         }
         assert_eq!(next, [RECORDS; WRITERS as usize]);
+        std::fs::remove_dir_all(&directory).unwrap();
+    }
+
+    /// Zeros written ahead: the records are all that is read back, before and after a
+    /// crash (the file as it was then, zeros and all), and after a rotation and a clean
+    /// shutdown each file holds its records only; a record torn in front of the zeros
+    /// is a torn tail, a damaged one with records after it is corruption.
+    #[test]
+    fn zeros_written_ahead_are_not_records() {
+        let directory = std::env::temp_dir().join(format!(
+            "fleetwire-journal-preallocate-{}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&directory);
+        std::fs::create_dir_all(&directory).unwrap();
+        const STEP: u64 = 4096;
+        let settings = Settings {
+            preallocate: STEP,
+            ..Settings::new(Flush::Sync)
+        };
+        let wal = Log::start(&directory, EXTENSION, "fleetwire-test-log", settings, 1).unwrap();
+        let mut records = Vec::new();
+        let mut texts = Vec::new();
+        for n in 0..300 {
+            let text = format!("record {n}");
+            let mut record = Vec::new();
+            record::frame(&mut record, text.as_bytes());
+            let sequence = wal.append(&record, true).unwrap();
+            wal.wait(sequence, true).unwrap();
+            records.extend_from_slice(&record);
+            texts.push(text);
+        }
+        let path = file_path(&directory, EXTENSION, 1);
+        let crashed = std::fs::read(&path).unwrap();
+        assert_eq!(crashed.len() as u64 % STEP, 0, "zeros up to a whole step");
+        assert!(crashed.len() > records.len());
+        assert_eq!(&crashed[..records.len()], &records[..]);
+        assert!(crashed[records.len()..].iter().all(|&byte| byte == 0));
+
+        // A rotation and a shutdown leave each file with its records only.
+        assert_eq!(wal.rotate().unwrap(), 2);
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().len(),
+            records.len() as u64
+        );
+        let mut last = Vec::new();
+        record::frame(&mut last, b"after the rotation");
+        let sequence = wal.append(&last, true).unwrap();
+        wal.wait(sequence, true).unwrap();
+        wal.shutdown().unwrap();
+        let second = file_path(&directory, EXTENSION, 2);
+        assert_eq!(std::fs::read(&second).unwrap(), last);
+
+        // The crash image: replay reads the records, cuts the zeros, starts file 2.
+        std::fs::remove_file(&second).unwrap();
+        std::fs::write(&path, &crashed).unwrap();
+        let read_back = |directory: &Path| {
+            let mut seen = Vec::new();
+            replay(directory, EXTENSION, 0, |payload| {
+                seen.push(String::from_utf8_lossy(payload).into_owned());
+                Ok(())
+            })
+            .map(|next| (seen, next))
+        };
+        let (seen, next) = read_back(&directory).unwrap();
+        assert_eq!(seen, texts);
+        assert_eq!(next, 2);
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().len(),
+            records.len() as u64
+        );
+
+        // A record torn just before the zeros: the records before it.
+        let mut torn = crashed.clone();
+        let last_start = records.len() - (record::HEADER_LEN + texts[299].len());
+        torn[records.len() - 1] ^= 0xFF;
+        std::fs::write(&path, &torn).unwrap();
+        let (seen, _) = read_back(&directory).unwrap();
+        assert_eq!(seen, texts[..299]);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), last_start as u64);
+
+        // A damaged record with others after it (zeros or not): corruption.
+        let mut damaged = crashed.clone();
+        damaged[record::HEADER_LEN] ^= 0xFF;
+        std::fs::write(&path, &damaged).unwrap();
+        let error = read_back(&directory).unwrap_err();
+        assert!(matches!(error, Error::Corrupt { offset: 0, .. }), "{error}");
         std::fs::remove_dir_all(&directory).unwrap();
     }
 

@@ -35,10 +35,27 @@ pub fn encode(
 ) -> Result<(), EncodeError> {
     let sizes = measure(packet, version)?;
     out.reserve(1 + variable_byte_integer_len(sizes.body) + sizes.body);
+    write_packet(packet, version, &sizes, out);
+    Ok(())
+}
+
+/// [`encode`] into a `Vec`: for a packet kept inside a record of the caller's (the
+/// broker's state log), written there without a buffer in between.
+pub fn encode_to_vec(
+    packet: &Packet,
+    version: ProtocolVersion,
+    out: &mut Vec<u8>,
+) -> Result<(), EncodeError> {
+    let sizes = measure(packet, version)?;
+    out.reserve(1 + variable_byte_integer_len(sizes.body) + sizes.body);
+    write_packet(packet, version, &sizes, out);
+    Ok(())
+}
+
+fn write_packet(packet: &Packet, version: ProtocolVersion, sizes: &Sizes, out: &mut impl BufMut) {
     out.put_u8(first_byte(packet));
     put_variable_byte_integer(out, sizes.body);
-    write_body(packet, version, &sizes, out);
-    Ok(())
+    write_body(packet, version, sizes, out);
 }
 
 /// The size of the encoded packet, fixed header included.
@@ -345,7 +362,7 @@ fn first_byte(packet: &Packet) -> u8 {
     }
 }
 
-fn write_body(packet: &Packet, version: ProtocolVersion, sizes: &Sizes, out: &mut BytesMut) {
+fn write_body(packet: &Packet, version: ProtocolVersion, sizes: &Sizes, out: &mut impl BufMut) {
     let is_v5 = version.is_v5();
     match packet {
         Packet::Connect(connect) => write_connect(connect, sizes, out),
@@ -453,7 +470,7 @@ fn write_body(packet: &Packet, version: ProtocolVersion, sizes: &Sizes, out: &mu
     }
 }
 
-fn write_connect(connect: &Connect, sizes: &Sizes, out: &mut BytesMut) {
+fn write_connect(connect: &Connect, sizes: &Sizes, out: &mut impl BufMut) {
     let is_v5 = connect.protocol.is_v5();
     put_bytes(out, protocol_name(connect.protocol));
     out.put_u8(connect.protocol.level());
@@ -494,7 +511,7 @@ fn write_ack(
     properties: &Properties,
     is_v5: bool,
     sizes: &Sizes,
-    out: &mut BytesMut,
+    out: &mut impl BufMut,
 ) {
     out.put_u16(packet_id.get());
     if !is_v5 {
@@ -514,7 +531,7 @@ fn write_reason_and_properties(
     reason: ReasonCode,
     properties: &Properties,
     sizes: &Sizes,
-    out: &mut BytesMut,
+    out: &mut impl BufMut,
 ) {
     match (reason, sizes.properties) {
         (ReasonCode::SUCCESS, 0) => {}
@@ -538,30 +555,30 @@ fn subscription_options(options: &SubscriptionOptions, is_v5: bool) -> u8 {
 
 /// Writes the property length `len` (from [`properties_len`]) and the properties in
 /// identifier order.
-fn write_properties(p: &Properties, len: usize, out: &mut BytesMut) {
+fn write_properties(p: &Properties, len: usize, out: &mut impl BufMut) {
     put_variable_byte_integer(out, len);
     if len == 0 {
         return;
     }
-    fn byte(out: &mut BytesMut, id: u8, value: Option<u8>) {
+    fn byte(out: &mut impl BufMut, id: u8, value: Option<u8>) {
         if let Some(value) = value {
             out.put_u8(id);
             out.put_u8(value);
         }
     }
-    fn two(out: &mut BytesMut, id: u8, value: Option<u16>) {
+    fn two(out: &mut impl BufMut, id: u8, value: Option<u16>) {
         if let Some(value) = value {
             out.put_u8(id);
             out.put_u16(value);
         }
     }
-    fn four(out: &mut BytesMut, id: u8, value: Option<u32>) {
+    fn four(out: &mut impl BufMut, id: u8, value: Option<u32>) {
         if let Some(value) = value {
             out.put_u8(id);
             out.put_u32(value);
         }
     }
-    fn text(out: &mut BytesMut, id: u8, value: Option<&[u8]>) {
+    fn text(out: &mut impl BufMut, id: u8, value: Option<&[u8]>) {
         if let Some(value) = value {
             out.put_u8(id);
             put_bytes(out, value);
@@ -622,12 +639,12 @@ fn write_properties(p: &Properties, len: usize, out: &mut BytesMut) {
 }
 
 /// A two-byte length and the bytes; the length was checked by [`measure`].
-fn put_bytes(out: &mut BytesMut, bytes: &[u8]) {
+fn put_bytes(out: &mut impl BufMut, bytes: &[u8]) {
     out.put_u16(bytes.len() as u16);
     out.put_slice(bytes);
 }
 
-fn put_variable_byte_integer(out: &mut BytesMut, mut value: usize) {
+fn put_variable_byte_integer(out: &mut impl BufMut, mut value: usize) {
     loop {
         let byte = (value % 128) as u8;
         value /= 128;

@@ -39,7 +39,7 @@ mod reason;
 mod topic;
 
 pub use decode::decode;
-pub use encode::{encode, encoded_len};
+pub use encode::{encode, encode_to_vec, encoded_len};
 pub use error::{DecodeError, EncodeError};
 pub use packet::{
     Auth, ConnAck, Connect, Disconnect, Packet, PacketId, PacketType, ProtocolVersion, PubAck,

@@ -11,7 +11,7 @@ use fleetwire_mqtt_codec::{
     Auth, ConnAck, Connect, Disconnect, Packet, PacketId, Properties, ProtocolVersion, PubAck,
     PubComp, PubRec, PubRel, Publish, QoS, ReasonCode, RetainHandling, SubAck, Subscribe,
     SubscriptionOptions, TopicFilter, TopicName, UnsubAck, Unsubscribe, Will, decode, encode,
-    encoded_len,
+    encode_to_vec, encoded_len,
 };
 use proptest::collection::vec;
 use proptest::prelude::*;
@@ -487,6 +487,11 @@ fn assert_round_trip(
     prop_assert_eq!(&out[..prefix.len()], prefix);
     let written = out.len() - prefix.len();
     prop_assert_eq!(encoded_len(&packet, version), Ok(written));
+
+    // `encode_to_vec` writes the same bytes.
+    let mut vec_out = prefix.to_vec();
+    prop_assert_eq!(encode_to_vec(&packet, version, &mut vec_out), Ok(()));
+    prop_assert_eq!(&vec_out[..], &out[..]);
 
     let mut wire = out.split_off(prefix.len());
     let decoded = decode(&mut wire, version, written);

@@ -40,7 +40,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use fleetwire_journal::record::{self, Cursor};
-use fleetwire_journal::{Flush, Log};
+use fleetwire_journal::{Flush, Log, Settings};
 
 use crate::config::Durability;
 use crate::error::{Error, Result};
@@ -166,7 +166,13 @@ impl Wal {
                 interval: flush_interval,
             },
         };
-        let log = Log::start(directory, EXTENSION, THREAD_NAME, flush, file_number)?;
+        let log = Log::start(
+            directory,
+            EXTENSION,
+            THREAD_NAME,
+            Settings::new(flush),
+            file_number,
+        )?;
         Ok(Wal { log })
     }
 

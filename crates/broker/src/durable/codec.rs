@@ -376,15 +376,16 @@ fn put_message(out: &mut Vec<u8>, message: &SavedMessage<'_>) {
         payload: message.payload.clone(),
         properties: message.properties.clone(),
     });
-    let mut encoded = BytesMut::new();
-    match fleetwire_mqtt_codec::encode(&publish, ProtocolVersion::V5, &mut encoded) {
-        Ok(()) => record::put_bytes(out, &encoded),
-        // Cannot happen for a message the broker accepted; an empty field fails loudly
-        // at replay instead of silently.
-        Err(error) => {
-            tracing::error!(%error, "cannot encode a message for the broker's log");
-            record::put_bytes(out, &[]);
-        }
+    let encoded =
+        fleetwire_mqtt_codec::encoded_len(&publish, ProtocolVersion::V5).and_then(|length| {
+            record::put_varint(out, length as u64);
+            fleetwire_mqtt_codec::encode_to_vec(&publish, ProtocolVersion::V5, out)
+        });
+    // Cannot happen for a message the broker accepted (and nothing is written then); an
+    // empty field fails loudly at replay instead of silently.
+    if let Err(error) = encoded {
+        tracing::error!(%error, "cannot encode a message for the broker's log");
+        record::put_bytes(out, &[]);
     }
 }
 
