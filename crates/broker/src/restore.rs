@@ -26,6 +26,9 @@ type Fast = foldhash::fast::RandomState;
 /// What loading has built so far beyond the broker's own state.
 struct Loader<'a> {
     broker: &'a Broker,
+    /// The session a change was last applied to: consecutive changes are often for the
+    /// same one (a snapshot writes a session's changes together).
+    last_session: Option<Arc<Session>>,
     /// Saved messages by id (shared by every session they are queued for).
     messages: HashMap<u64, Arc<Message>, Fast>,
     /// (session, message) pairs already queued: a change seen twice queues once.
@@ -40,6 +43,7 @@ pub(crate) fn load(broker: &Broker, store: &dyn StateStore) -> Result<(), StateE
     let started = Instant::now();
     let mut loader = Loader {
         broker,
+        last_session: None,
         messages: HashMap::default(),
         queued: HashSet::default(),
         last_id: 0,
@@ -74,6 +78,8 @@ impl Loader<'_> {
                 // A session connected when the broker stopped counts as disconnected
                 // from the start: its expiry counts from now, never shorter than saved.
                 let disconnected_at = disconnected_at.map_or_else(Instant::now, instant_of);
+                // The session may be replaced or ended here.
+                self.last_session = None;
                 if let Some(existing) = self.broker.session(client_id) {
                     if existing.owner.as_deref() != owner {
                         // Another user's session of the same id (a snapshot can hold a
@@ -91,6 +97,7 @@ impl Loader<'_> {
                 );
             }
             Change::SessionEnded { client_id } => {
+                self.last_session = None;
                 if let Some(session) = self.broker.session(client_id) {
                     self.queued.retain(|(id, _)| *id != session.id);
                 }
@@ -102,13 +109,13 @@ impl Loader<'_> {
                 options,
                 subscription_id,
             } => {
-                if let Some(session) = self.broker.session(client_id) {
+                if let Some(session) = self.session(client_id) {
                     self.broker
                         .restore_subscription(&session, filter, options, subscription_id);
                 }
             }
             Change::Unsubscribed { client_id, filter } => {
-                if let Some(session) = self.broker.session(client_id) {
+                if let Some(session) = self.session(client_id) {
                     self.broker.restore_unsubscription(&session, filter);
                 }
             }
@@ -158,7 +165,7 @@ impl Loader<'_> {
                 }
             }),
             Change::Removed { client_id, ids } => {
-                if let Some(session) = self.broker.session(client_id) {
+                if let Some(session) = self.session(client_id) {
                     let mut state = session.state.lock();
                     for &id in ids {
                         self.queued.remove(&(session.id, id));
@@ -197,7 +204,7 @@ impl Loader<'_> {
                 due_at,
             } => {
                 // Its session's record comes first; without one the will went with it.
-                if let Some(session) = self.broker.session(client_id) {
+                if let Some(session) = self.session(client_id) {
                     let will = Will {
                         topic: will.topic.clone(),
                         payload: will.payload.clone(),
@@ -210,7 +217,7 @@ impl Loader<'_> {
                 }
             }
             Change::WillSettled { client_id } => {
-                if let Some(session) = self.broker.session(client_id) {
+                if let Some(session) = self.session(client_id) {
                     self.broker.restore_will_settled(&session.client_id);
                 }
             }
@@ -218,9 +225,21 @@ impl Loader<'_> {
         Ok(())
     }
 
+    /// The session of `client_id`, if there is one.
+    fn session(&mut self, client_id: &str) -> Option<Arc<Session>> {
+        if let Some(last) = &self.last_session {
+            if last.client_id.as_str() == client_id {
+                return Some(Arc::clone(last));
+            }
+        }
+        let session = self.broker.session(client_id)?;
+        self.last_session = Some(Arc::clone(&session));
+        Some(session)
+    }
+
     /// Queues `message` for the target session, once.
     fn queue(&mut self, message: &Arc<Message>, id: u64, target: &Target<'_>) {
-        let Some(session) = self.broker.session(target.client_id) else {
+        let Some(session) = self.session(target.client_id) else {
             // Saved after the session ended (a race with its end): nobody to queue for.
             return;
         };
@@ -236,11 +255,11 @@ impl Loader<'_> {
     }
 
     fn with_session(
-        &self,
+        &mut self,
         client_id: &str,
         change: impl FnOnce(&mut crate::session::SessionState),
     ) {
-        if let Some(session) = self.broker.session(client_id) {
+        if let Some(session) = self.session(client_id) {
             change(&mut session.state.lock());
         }
     }

@@ -18,6 +18,6 @@ pub mod record;
 
 pub use error::{Error, Result};
 pub use log::{
-    Flush, Log, Settings, UNACKNOWLEDGED_SYNC_INTERVAL, bytes, delete_before, file_path, list,
-    replay, sync_directory, truncate,
+    Ending, Flush, Log, Settings, UNACKNOWLEDGED_SYNC_INTERVAL, bytes, delete_before, file_path,
+    list, read_records, replay, sync_directory, truncate,
 };

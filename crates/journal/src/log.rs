@@ -42,7 +42,7 @@
 //! record with more data after it) is [`Error::Corrupt`].
 
 use std::fs::{File, OpenOptions};
-use std::io::{Seek, SeekFrom, Write};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -147,58 +147,135 @@ pub fn replay(
         }
         let is_newest = position + 1 == numbers.len();
         let path = file_path(directory, extension, number);
-        let data = std::fs::read(&path).map_err(io("reading log", &path))?;
-        let mut offset = 0;
-        loop {
-            match record::next(&data, offset) {
-                Next::Record(payload, next) => {
-                    apply(payload).map_err(|detail| Error::Corrupt {
-                        path: path.clone(),
-                        offset: offset as u64,
-                        detail,
-                    })?;
-                    offset = next;
-                }
-                Next::End => break,
-                Next::Torn(_) if is_newest && data[offset..].iter().all(|&byte| byte == 0) => {
-                    // Zeros written ahead ([`Settings::preallocate`]) that no record
-                    // reached before a crash: the end, as after a clean shutdown.
-                    tracing::debug!(path = %path.display(), offset, "log ends in zeros written ahead");
-                    truncate(&path, offset as u64)?;
-                    break;
-                }
-                Next::Torn(detail) if is_newest && is_torn_tail(&data, offset) => {
-                    tracing::warn!(
-                        path = %path.display(),
-                        offset,
-                        dropped_bytes = data.len() - offset,
-                        %detail,
-                        "log ends in a torn record (a crash mid-write); replayed up to it and cut it off"
-                    );
-                    truncate(&path, offset as u64)?;
-                    break;
-                }
-                Next::Torn(detail) => {
-                    return Err(Error::Corrupt {
-                        path,
-                        offset: offset as u64,
-                        detail,
-                    });
-                }
-            }
+        let Ending::Damaged { offset, detail } = read_records(&path, &mut apply)? else {
+            continue;
+        };
+        if !is_newest {
+            return Err(Error::Corrupt {
+                path,
+                offset,
+                detail,
+            });
         }
+        // What follows the damage decides (read again: only ever the end of a file).
+        let mut rest = Vec::new();
+        File::open(&path)
+            .and_then(|mut file| {
+                file.seek(SeekFrom::Start(offset))?;
+                file.read_to_end(&mut rest)
+            })
+            .map_err(io("reading log", &path))?;
+        if rest.iter().all(|&byte| byte == 0) {
+            // Zeros written ahead ([`Settings::preallocate`]) that no record reached
+            // before a crash: the end, as after a clean shutdown.
+            tracing::debug!(path = %path.display(), offset, "log ends in zeros written ahead");
+        } else if is_torn_tail(&rest) {
+            tracing::warn!(
+                path = %path.display(),
+                offset,
+                dropped_bytes = rest.len(),
+                %detail,
+                "log ends in a torn record (a crash mid-write); replayed up to it and cut it off"
+            );
+        } else {
+            return Err(Error::Corrupt {
+                path,
+                offset,
+                detail,
+            });
+        }
+        truncate(&path, offset)?;
     }
     Ok(numbers.last().map_or(from, |last| (last + 1).max(from)))
 }
 
-/// Whether the damaged record at `offset` is what a crash mid-write leaves: the last
-/// thing in the file but zeros (it announces a length reaching past the last non-zero
-/// byte; zeros follow when the file system extended the file but never wrote the data,
-/// or when they were written ahead). A damaged record with more data after it is
-/// corruption, not a torn write: cutting there would drop records that were
-/// acknowledged.
-fn is_torn_tail(data: &[u8], offset: usize) -> bool {
-    let rest = data.get(offset..).unwrap_or_default();
+/// How reading a file's records ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Ending {
+    /// At a record boundary, at the end of the file.
+    Complete,
+    /// At a record that is incomplete or fails its checksum; nothing after it was read.
+    Damaged {
+        /// Where the record starts.
+        offset: u64,
+        /// What is wrong with it.
+        detail: String,
+    },
+}
+
+/// Bytes read from a file at a time by [`read_records`].
+const READ_CHUNK: usize = 4 * 1024 * 1024;
+
+/// Hands the payload of each record of the file at `path` to `each`, in order, until
+/// the end or a damaged record. The file is read a chunk at a time: a file of any size
+/// costs a buffer of a few MiB (a larger record, that record's size), where reading it
+/// whole cost as much memory as the file (memory a restart touches for the first time,
+/// which is slow on a virtual machine). An `Err` from `each` names what is wrong with
+/// the record, returned as [`Error::Corrupt`].
+pub fn read_records(
+    path: &Path,
+    mut each: impl FnMut(&[u8]) -> Result<(), String>,
+) -> Result<Ending> {
+    let mut file = File::open(path).map_err(io("reading log", path))?;
+    let file_len = file.metadata().map_err(io("reading log", path))?.len();
+    let mut buffer = vec![0u8; READ_CHUNK.min(usize::try_from(file_len).unwrap_or(READ_CHUNK))];
+    // The unread data is `buffer[start..filled]`; `buffer[0]` is byte `base` of the file.
+    let (mut start, mut filled, mut base) = (0usize, 0usize, 0u64);
+    let mut is_eof = false;
+    loop {
+        match record::next(&buffer[..filled], start) {
+            Next::Record(payload, next) => {
+                each(payload).map_err(|detail| Error::Corrupt {
+                    path: path.to_owned(),
+                    offset: base + start as u64,
+                    detail,
+                })?;
+                start = next;
+                continue;
+            }
+            Next::End if is_eof => return Ok(Ending::Complete),
+            Next::Torn(detail) if is_eof => {
+                return Ok(Ending::Damaged {
+                    offset: base + start as u64,
+                    detail,
+                });
+            }
+            // The rest of the record is still in the file.
+            Next::End | Next::Torn(_) => {}
+        }
+        buffer.copy_within(start..filled, 0);
+        base += start as u64;
+        filled -= start;
+        start = 0;
+        if filled == buffer.len() {
+            // One record larger than the buffer: room for it, or for the whole rest of
+            // the file if its header announces more (a damaged length never allocates
+            // more than the file holds).
+            let announced = buffer
+                .get(..4)
+                .map_or(0, |length| {
+                    u32::from_le_bytes([length[0], length[1], length[2], length[3]]) as usize
+                })
+                .saturating_add(record::HEADER_LEN);
+            let remaining = usize::try_from(file_len.saturating_sub(base)).unwrap_or(usize::MAX);
+            let wanted = announced.min(remaining).max(buffer.len() + 1);
+            buffer.resize(wanted, 0);
+        }
+        let read = file
+            .read(&mut buffer[filled..])
+            .map_err(io("reading log", path))?;
+        is_eof = read == 0;
+        filled += read;
+    }
+}
+
+/// Whether `rest`, a file from a damaged record on, is what a crash mid-write leaves:
+/// the record is the last thing in the file but zeros (it announces a length reaching
+/// past the last non-zero byte; zeros follow when the file system extended the file but
+/// never wrote the data, or when they were written ahead). A damaged record with more
+/// data after it is corruption, not a torn write: cutting there would drop records that
+/// were acknowledged.
+fn is_torn_tail(rest: &[u8]) -> bool {
     let rest = &rest[..rest
         .iter()
         .rposition(|&byte| byte != 0)
@@ -941,6 +1018,57 @@ mod tests {
         std::fs::write(&path, &damaged).unwrap();
         let error = read_back(&directory).unwrap_err();
         assert!(matches!(error, Error::Corrupt { offset: 0, .. }), "{error}");
+        std::fs::remove_dir_all(&directory).unwrap();
+    }
+
+    /// Records read a chunk at a time come back whole: ones across a chunk boundary,
+    /// one larger than a chunk; a header announcing more than the file holds is damage
+    /// at its offset (and costs no buffer of the announced size).
+    #[test]
+    fn records_are_read_back_across_chunks() {
+        let directory =
+            std::env::temp_dir().join(format!("fleetwire-journal-chunks-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&directory);
+        std::fs::create_dir_all(&directory).unwrap();
+        let path = directory.join("records");
+        let mut payloads: Vec<Vec<u8>> = Vec::new();
+        let mut size = 0;
+        while size < 2 * READ_CHUNK {
+            let payload = vec![(payloads.len() % 251) as u8; 1000 + payloads.len() % 7];
+            size += payload.len() + record::HEADER_LEN;
+            payloads.push(payload);
+        }
+        payloads.push(vec![7; READ_CHUNK + 10]);
+        payloads.push(b"last".to_vec());
+        let mut data = Vec::new();
+        for payload in &payloads {
+            record::frame(&mut data, payload);
+        }
+        std::fs::write(&path, &data).unwrap();
+        let mut seen = Vec::new();
+        let ending = read_records(&path, |payload| {
+            seen.push(payload.to_vec());
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(ending, Ending::Complete);
+        assert!(seen == payloads, "every record, whole and in order");
+
+        let mut torn = data.clone();
+        torn.extend_from_slice(&u32::MAX.to_le_bytes());
+        torn.extend_from_slice(b"\x01\x02\x03\x04partial");
+        std::fs::write(&path, &torn).unwrap();
+        let mut count = 0;
+        let ending = read_records(&path, |_| {
+            count += 1;
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(count, payloads.len());
+        assert!(
+            matches!(ending, Ending::Damaged { offset, .. } if offset == data.len() as u64),
+            "{ending:?}"
+        );
         std::fs::remove_dir_all(&directory).unwrap();
     }
 

@@ -15,7 +15,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use fleetwire_journal::record::{self, Next};
+use fleetwire_journal::Ending;
+use fleetwire_journal::record;
 use fleetwire_journal::{Flush, Log, Settings};
 
 use super::{Change, SnapshotWriter, StateError, StateStore, Ticket, codec};
@@ -123,31 +124,19 @@ impl StateStore for EmbeddedState {
         let mut first_log = 1;
         if let Some(number) = snapshot {
             let path = self.snapshot_path(number);
-            let data = std::fs::read(&path).map_err(io("reading broker state snapshot", &path))?;
-            self.snapshot_bytes
-                .store(data.len() as u64, Ordering::Relaxed);
-            let mut offset = 0;
-            loop {
-                match record::next(&data, offset) {
-                    Next::Record(payload, next) => {
-                        codec::decode(payload, apply).map_err(|detail| {
-                            StateError::Corrupt(format!(
-                                "{} at byte {offset}: {detail}",
-                                path.display()
-                            ))
-                        })?;
-                        offset = next;
-                    }
-                    Next::End => break,
-                    // A snapshot is renamed into place only once complete: any damage
-                    // is corruption.
-                    Next::Torn(detail) => {
-                        return Err(StateError::Corrupt(format!(
-                            "{} at byte {offset}: {detail}",
-                            path.display()
-                        )));
-                    }
-                }
+            let size = std::fs::metadata(&path)
+                .map_err(io("reading broker state snapshot", &path))?
+                .len();
+            self.snapshot_bytes.store(size, Ordering::Relaxed);
+            // A snapshot is renamed into place only once complete: any damage is
+            // corruption.
+            let ending =
+                fleetwire_journal::read_records(&path, |payload| codec::decode(payload, apply))?;
+            if let Ending::Damaged { offset, detail } = ending {
+                return Err(StateError::Corrupt(format!(
+                    "{} at byte {offset}: {detail}",
+                    path.display()
+                )));
             }
             first_log = number;
         }
