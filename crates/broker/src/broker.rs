@@ -29,6 +29,7 @@ use crate::config::BrokerConfig;
 use crate::durable::{Change, SavedMessage, StateError, StateStore, Target as SavedTarget, Ticket};
 use crate::ingest::Hooks;
 use crate::limits::{ConnectionGate, ConnectionPermit};
+use crate::peers::{PeerMessage, Peers};
 use crate::redirect::Redirection;
 use crate::session::{
     Attachment, ClientId, Delivery, Link, Message, MessageProperties, Queued, Receipt, Session,
@@ -97,6 +98,8 @@ struct Shared {
     next_message_id: AtomicU64,
     /// A snapshot of `state` is being written.
     is_snapshotting: AtomicBool,
+    /// The other nodes of a cluster, once set ([`Broker::set_peers`]).
+    peers: OnceLock<Arc<dyn Peers>>,
     /// Wills waiting for their 5.0 delay (`will.rs`). Locked after a session's mutex.
     delayed_wills: DelayedWills,
     /// Where clients are sent instead while set (`redirect.rs`). Locked alone.
@@ -212,6 +215,7 @@ impl Broker {
                 state,
                 next_message_id: AtomicU64::new(1),
                 is_snapshotting: AtomicBool::new(false),
+                peers: OnceLock::new(),
                 delayed_wills: DelayedWills::default(),
                 redirection: RwLock::new(None),
             }),
@@ -741,9 +745,22 @@ impl Broker {
         if filters.is_empty() {
             return;
         }
-        let mut tree = self.shared.subscriptions.write();
-        for filter in filters {
-            tree.remove(&filter, &subscription_key(session.id, &filter));
+        let mut removed = Vec::new();
+        {
+            let mut tree = self.shared.subscriptions.write();
+            for filter in filters {
+                if tree
+                    .remove(&filter, &subscription_key(session.id, &filter))
+                    .is_some()
+                {
+                    removed.push(filter);
+                }
+            }
+        }
+        if let Some(peers) = self.shared.peers.get() {
+            for filter in &removed {
+                peers.unsubscribed(filter);
+            }
         }
     }
 
@@ -812,11 +829,15 @@ impl Broker {
             subscription_id,
             is_screened: self.is_screened(&filter),
         };
-        self.shared.subscriptions.write().insert(
-            &filter,
-            subscription_key(session.id, &filter),
-            subscriber,
-        );
+        let existed = self
+            .shared
+            .subscriptions
+            .write()
+            .insert(&filter, subscription_key(session.id, &filter), subscriber)
+            .is_some();
+        if let (false, Some(peers)) = (existed, self.shared.peers.get()) {
+            peers.subscribed(&filter);
+        }
         session
             .state
             .lock()
@@ -826,10 +847,15 @@ impl Broker {
 
     /// Removes a subscription the durable state says was removed (at start).
     pub(crate) fn restore_unsubscription(&self, session: &Session, filter: &TopicFilter) {
-        self.shared
+        let removed = self
+            .shared
             .subscriptions
             .write()
-            .remove(filter, &subscription_key(session.id, filter));
+            .remove(filter, &subscription_key(session.id, filter))
+            .is_some();
+        if let (true, Some(peers)) = (removed, self.shared.peers.get()) {
+            peers.unsubscribed(filter);
+        }
         session.state.lock().subscriptions.remove(filter);
     }
 
@@ -952,6 +978,9 @@ impl Broker {
                 .write()
                 .insert(filter, key, subscriber)
                 .is_some();
+            if let (false, Some(peers)) = (existed, self.shared.peers.get()) {
+                peers.subscribed(filter);
+            }
             {
                 let mut state = session.state.lock();
                 state
@@ -1015,6 +1044,9 @@ impl Broker {
                 .write()
                 .remove(filter, &subscription_key(session.id, filter))
                 .is_some();
+            if let (true, Some(peers)) = (removed, self.shared.peers.get()) {
+                peers.unsubscribed(filter);
+            }
             {
                 let mut state = session.state.lock();
                 state.subscriptions.remove(filter);
@@ -1134,6 +1166,67 @@ impl Broker {
     }
 
     fn accept(&self, message: Arc<Message>, congested: &mut Congested) -> Routed {
+        let routed = self.accept_here(&message, congested);
+        if let Some(peers) = self.shared.peers.get() {
+            if !message.topic.is_system() {
+                peers.published(&PeerMessage {
+                    topic: message.topic.clone(),
+                    payload: message.payload.clone(),
+                    qos: message.qos,
+                    is_retained: message.is_retained,
+                    properties: message.properties.get().clone(),
+                });
+            }
+        }
+        routed
+    }
+
+    /// Routes a message published on another node of the cluster to this node's
+    /// sessions (and its retained store), as if it had been published here, without
+    /// handing it back to the peers. Returns how many sessions it was queued for.
+    pub fn publish_from_peer(&self, message: PeerMessage) -> usize {
+        let message = Arc::new(Message {
+            expires_at: expiry_from_interval(message.properties.message_expiry_interval),
+            topic: message.topic,
+            payload: message.payload,
+            qos: message.qos,
+            is_retained: message.is_retained,
+            properties: MessageProperties::new(message.properties),
+            origin: None,
+            is_compact: true,
+            stored_copy: OnceLock::new(),
+            receipt: None,
+            durable_id: OnceLock::new(),
+        });
+        // Nobody here waits for the acknowledgement or can be paused.
+        self.accept_here(&message, &mut Congested::new()).delivered
+    }
+
+    /// Connects the broker to the other nodes of a cluster: from now on they hear of
+    /// every subscription and every message published here, starting with the
+    /// subscriptions the broker already holds (restored ones). Set once, before serving;
+    /// `false` if peers were set already.
+    pub fn set_peers(&self, peers: Arc<dyn Peers>) -> bool {
+        if self.shared.peers.set(Arc::clone(&peers)).is_err() {
+            return false;
+        }
+        for session in self.all_sessions() {
+            let filters: Vec<TopicFilter> = {
+                let state = session.state.lock();
+                state
+                    .subscriptions
+                    .iter()
+                    .map(|(filter, ..)| filter.clone())
+                    .collect()
+            };
+            for filter in &filters {
+                peers.subscribed(filter);
+            }
+        }
+        true
+    }
+
+    fn accept_here(&self, message: &Arc<Message>, congested: &mut Congested) -> Routed {
         let mut ticket = None;
         if message.is_retained {
             let mut retained = self.shared.retained.write();
@@ -1150,12 +1243,12 @@ impl Broker {
                 // (`$SYS` topics are the broker's own, published again after a start.)
                 if self.shared.state.is_some() && !message.topic.is_system() {
                     ticket = self.save(Change::Retained {
-                        message: saved_message(&message),
+                        message: saved_message(message),
                     });
                 }
             }
         }
-        let mut routed = self.route(&message, congested);
+        let mut routed = self.route(message, congested);
         routed.ticket = routed.ticket.max(ticket);
         routed
     }

@@ -1,0 +1,44 @@
+//! The seam to the other nodes of a cluster (issue 20): the broker tells [`Peers`] which
+//! topic filters its sessions hold and which messages were published here, and takes
+//! the messages published on other nodes through [`Broker::publish_from_peer`]. How
+//! they travel (NATS, in the cluster crate) is not the broker's business.
+//!
+//! [`Broker::publish_from_peer`]: crate::Broker::publish_from_peer
+
+use bytes::Bytes;
+use fleetwire_mqtt_codec::{Properties, QoS, TopicFilter, TopicName};
+
+/// A message as it crosses between nodes: what a receiving node routes as if it had
+/// been published there (the 5.0 properties are the ones forwarded to subscribers).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PeerMessage {
+    /// Its topic.
+    pub topic: TopicName,
+    /// Its payload.
+    pub payload: Bytes,
+    /// The QoS it was published with.
+    pub qos: QoS,
+    /// It was published with the retain flag.
+    pub is_retained: bool,
+    /// The properties forwarded to subscribers.
+    pub properties: Properties,
+}
+
+/// The other nodes, as the broker sees them. Every method is called on the broker's
+/// paths (connections' tasks, with no lock of the broker's held) and must not block:
+/// hand the work to a task of your own.
+pub trait Peers: Send + Sync {
+    /// A session of this node subscribed to `filter`: once per session and filter,
+    /// also for every subscription the broker held when the peers were set. A shared
+    /// subscription's filter carries its group (`$share/{group}/{filter}`).
+    fn subscribed(&self, filter: &TopicFilter);
+
+    /// A session of this node no longer holds its subscription to `filter` (it
+    /// unsubscribed, or the session ended): once for each [`Peers::subscribed`].
+    fn unsubscribed(&self, filter: &TopicFilter);
+
+    /// A message was published on this node by a client, a will or the platform (not
+    /// one from a peer, and not the broker's own `$SYS` topics, which are per node),
+    /// after it was routed to this node's sessions.
+    fn published(&self, message: &PeerMessage);
+}
