@@ -41,6 +41,9 @@ pub struct BenchConfig {
     pub scenario: Scenario,
     /// The broker's MQTT listener (for WebSocket, its HTTP listener).
     pub target: SocketAddr,
+    /// Where the subscribers connect instead of `target`: another node of a cluster,
+    /// to measure messages crossing between nodes.
+    pub subscriber_target: Option<SocketAddr>,
     /// TCP, TLS, or WebSocket over either, for every connection. The TLS configuration
     /// inside is built once and shared by all connections.
     pub transport: Transport,
@@ -97,6 +100,7 @@ impl BenchConfig {
         BenchConfig {
             scenario,
             target: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 1883),
+            subscriber_target: None,
             transport: Transport::Tcp,
             version: ProtocolVersion::V311,
             qos: QoS::AtMostOnce,

@@ -289,8 +289,12 @@ async fn open_all(
     let limit = Arc::new(Semaphore::new(config.connect_concurrency));
     let mut tasks = JoinSet::new();
     for (index, filter) in filters.into_iter().enumerate() {
+        let addr = match role {
+            "subscribers" => config.subscriber_target.unwrap_or(config.target),
+            _ => config.target,
+        };
         let options = ConnectOptions {
-            addr: config.target,
+            addr,
             transport: config.transport.clone(),
             client_id: client_id(run_id, role, index),
             clean_start: !(config.persistent_subscribers && role == "subscribers"),
@@ -354,7 +358,7 @@ fn client_id(run_id: &str, role: &str, index: usize) -> String {
 async fn end_sessions(config: &BenchConfig, run_id: &str, count: usize) {
     for index in 0..count {
         let options = ConnectOptions {
-            addr: config.target,
+            addr: config.subscriber_target.unwrap_or(config.target),
             transport: config.transport.clone(),
             client_id: client_id(run_id, "subscribers", index),
             version: config.version,

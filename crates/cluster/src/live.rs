@@ -1,7 +1,8 @@
 //! Live routing between nodes over core NATS.
 //!
 //! The broker reports through [`Peers`] (on its own paths, which must not wait); [`Live`]
-//! queues those reports for one task of its own, which publishes messages and keeps one
+//! queues messages for a task that sends them (a bounded queue: past it messages for
+//! the other nodes are dropped and counted) and filter changes for a task that keeps one
 //! NATS subscription per distinct filter (counted: the first session on a filter
 //! subscribes, the last one leaving unsubscribes). Each NATS subscription has a task
 //! that hands what arrives to [`Broker::publish_from_peer`].
@@ -82,17 +83,25 @@ pub async fn connect(urls: &str, node_id: &str) -> Result<Client, ClusterError> 
         })
 }
 
-/// What the broker reported, in order.
-enum Report {
+/// A change of the filters the broker's sessions hold, in order.
+enum FilterReport {
     Subscribed(TopicFilter),
     Unsubscribed(TopicFilter),
-    /// A message ready to go: its subject, and its envelope and packet.
-    Published(String, bytes::Bytes),
 }
+
+/// Messages waiting for the NATS connection, at most: past that (NATS or the network
+/// slower than the node's publishers) messages for the other nodes are dropped and
+/// counted, never queued without bound. Core NATS is at most once anyway.
+const MESSAGE_QUEUE: usize = 16 * 1024;
 
 /// The broker's peers over core NATS: give it to [`Broker::set_peers`].
 pub struct Live {
-    reports: mpsc::UnboundedSender<Report>,
+    /// Filter changes: never dropped (few), to the task that keeps the subscriptions.
+    filters: mpsc::UnboundedSender<FilterReport>,
+    /// Messages ready to go (subject; envelope and packet), to the task that sends them.
+    messages: mpsc::Sender<(String, bytes::Bytes)>,
+    /// Messages not sent to the other nodes because the queue was full.
+    dropped: AtomicU64,
     node: Arc<Node>,
     subjects: Subjects,
 }
@@ -103,44 +112,67 @@ const ENVELOPE: usize = 16;
 impl Live {
     /// Starts live routing for `broker` over `client` (on the current Tokio runtime).
     pub fn start(client: Client, subjects: Subjects, broker: Broker) -> Arc<Live> {
-        let (reports, receiver) = mpsc::unbounded_channel();
+        let (filters, filter_reports) = mpsc::unbounded_channel();
+        let (messages, outgoing) = mpsc::channel(MESSAGE_QUEUE);
         let node = Node {
             id: random_id(),
             next_number: AtomicU64::new(1),
             seen: Mutex::new(HashMap::new()),
         };
         let node = Arc::new(node);
-        tokio::spawn(route(
+        tokio::spawn(send(client.clone(), outgoing));
+        tokio::spawn(keep_subscriptions(
             client,
             subjects.clone(),
             broker,
-            receiver,
+            filter_reports,
             Arc::clone(&node),
         ));
         Arc::new(Live {
-            reports,
+            filters,
+            messages,
+            dropped: AtomicU64::new(0),
             node,
             subjects,
         })
     }
 
-    fn report(&self, report: Report) {
-        // Fails only once the routing task ended (the runtime is shutting down).
-        let _ = self.reports.send(report);
+    /// Messages not sent to the other nodes because NATS could not keep up.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    fn report(&self, report: FilterReport) {
+        // Fails only once the task ended (the runtime is shutting down).
+        let _ = self.filters.send(report);
+    }
+
+    fn drop_message(&self) {
+        let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+        if dropped % 100_000 == 1 {
+            tracing::warn!(
+                dropped,
+                "NATS does not keep up: messages for the other nodes dropped"
+            );
+        }
     }
 }
 
 impl Peers for Live {
     fn subscribed(&self, filter: &TopicFilter) {
-        self.report(Report::Subscribed(filter.clone()));
+        self.report(FilterReport::Subscribed(filter.clone()));
     }
 
     fn unsubscribed(&self, filter: &TopicFilter) {
-        self.report(Report::Unsubscribed(filter.clone()));
+        self.report(FilterReport::Unsubscribed(filter.clone()));
     }
 
     fn published(&self, message: &PeerMessage) {
-        // Encoded here, on the publisher's task: the routing task only sends.
+        if self.messages.capacity() == 0 {
+            self.drop_message();
+            return;
+        }
+        // Encoded here, on the publisher's task: the sending task only sends.
         let mut encoded = BytesMut::with_capacity(ENVELOPE + 16 + message.payload.len());
         encoded.extend_from_slice(&self.node.id.to_le_bytes());
         let number = self.node.next_number.fetch_add(1, Ordering::Relaxed);
@@ -150,7 +182,9 @@ impl Peers for Live {
             return;
         }
         let subject = self.subjects.subject(&message.topic);
-        self.report(Report::Published(subject, encoded.freeze()));
+        if self.messages.try_send((subject, encoded.freeze())).is_err() {
+            self.drop_message();
+        }
     }
 }
 
@@ -244,23 +278,27 @@ struct Interest {
     receivers: Vec<JoinHandle<()>>,
 }
 
-/// The routing task: publishes messages, keeps the subscriptions.
-async fn route(
+/// The sending task: hands messages to the NATS connection.
+async fn send(client: Client, mut outgoing: mpsc::Receiver<(String, bytes::Bytes)>) {
+    while let Some((subject, payload)) = outgoing.recv().await {
+        if let Err(error) = client.publish(subject.clone(), payload).await {
+            tracing::warn!(%subject, %error, "message not sent to the other nodes");
+        }
+    }
+}
+
+/// The task that keeps one NATS subscription per distinct filter.
+async fn keep_subscriptions(
     client: Client,
     subjects: Subjects,
     broker: Broker,
-    mut reports: mpsc::UnboundedReceiver<Report>,
+    mut reports: mpsc::UnboundedReceiver<FilterReport>,
     node: Arc<Node>,
 ) {
     let mut interests: HashMap<String, Interest> = HashMap::new();
     while let Some(report) = reports.recv().await {
         match report {
-            Report::Published(subject, payload) => {
-                if let Err(error) = client.publish(subject.clone(), payload).await {
-                    tracing::warn!(%subject, %error, "message not sent to the other nodes");
-                }
-            }
-            Report::Subscribed(filter) => {
+            FilterReport::Subscribed(filter) => {
                 // Shared subscriptions stay within each node for now.
                 if filter.share().is_some() {
                     continue;
@@ -288,7 +326,7 @@ async fn route(
                     }
                 }
             }
-            Report::Unsubscribed(filter) => {
+            FilterReport::Unsubscribed(filter) => {
                 let Some(interest) = interests.get_mut(filter.as_str()) else {
                     continue;
                 };

@@ -37,6 +37,10 @@ pub(crate) struct BenchArgs {
     /// with --tls, its HTTP (or, with --tls, HTTPS) listener with --ws.
     #[arg(long, default_value = "127.0.0.1:1883", value_name = "HOST:PORT")]
     target: String,
+    /// Subscribers connect here instead of --target (publishers stay on --target):
+    /// another node of a cluster, so that every message crosses between nodes.
+    #[arg(long, value_name = "HOST:PORT")]
+    subscriber_target: Option<String>,
     /// MQTT over TLS (with --ws: secure WebSocket, wss://). Needs --cafile. Every
     /// connection makes a full handshake (no session resumption), as a fleet's devices
     /// connecting for the first time do.
@@ -212,6 +216,10 @@ async fn measure(args: BenchArgs) -> anyhow::Result<()> {
     };
     let config = BenchConfig {
         target: resolve(&args.target).await?,
+        subscriber_target: match &args.subscriber_target {
+            Some(target) => Some(resolve(target).await?),
+            None => None,
+        },
         transport,
         version: parse_version(&args.mqtt_version),
         qos: QoS::from_u8(args.qos).unwrap_or(QoS::AtMostOnce),
