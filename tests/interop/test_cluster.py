@@ -166,7 +166,8 @@ def test_an_unreachable_nats_stops_the_start_with_a_clear_error(tmp_path):
     assert "cannot join the cluster" in text and "cannot connect to NATS" in text, text
 
 
-def test_a_bad_nats_url_is_refused_naming_the_key(tmp_path):
+@pytest.mark.parametrize("url", ["http://127.0.0.1:4222", "tls://127.0.0.1:4222"])
+def test_a_bad_nats_url_is_refused_naming_the_key(tmp_path, url):
     with pytest.raises(RuntimeError) as refused:
-        _start_fleetwire(tmp_path, env={"FLEETWIRE_CLUSTER__NATS_URL": "http://127.0.0.1:4222"})
+        _start_fleetwire(tmp_path, env={"FLEETWIRE_CLUSTER__NATS_URL": url})
     assert "cluster.nats_url" in str(refused.value), str(refused.value)

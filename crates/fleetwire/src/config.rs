@@ -690,10 +690,15 @@ impl RawCluster {
             return Ok(None);
         }
         for url in nats_url.split(',').map(str::trim) {
-            let is_nats = ["nats://", "tls://"].iter().any(|scheme| {
-                url.strip_prefix(scheme)
-                    .is_some_and(|rest| !rest.is_empty())
-            });
+            if url.starts_with("tls://") {
+                bail!(
+                    "invalid configuration: cluster.nats_url: TLS to NATS is not supported yet, \
+                     use nats:// URLs (on a private network), got {url:?}"
+                );
+            }
+            let is_nats = url
+                .strip_prefix("nats://")
+                .is_some_and(|rest| !rest.is_empty());
             if !is_nats {
                 bail!(
                     "invalid configuration: cluster.nats_url must be NATS URLs such as \
