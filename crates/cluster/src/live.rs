@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use async_nats::{Client, ConnectOptions, ServerAddr};
 use bytes::BytesMut;
 use fleetwire_broker::{Broker, PeerMessage, Peers};
-use fleetwire_mqtt_codec::{Packet, PacketId, ProtocolVersion, Publish, QoS, TopicFilter};
+use fleetwire_mqtt_codec::{Packet, ProtocolVersion, Publish, TopicFilter};
 use futures_util::StreamExt;
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
@@ -383,17 +383,13 @@ fn encode(
     message: &PeerMessage,
     out: &mut BytesMut,
 ) -> Result<(), fleetwire_mqtt_codec::EncodeError> {
-    let packet = Packet::Publish(Publish {
-        dup: false,
-        qos: message.qos,
-        retain: message.is_retained,
-        topic: message.topic.clone(),
-        packet_id: (message.qos != QoS::AtMostOnce)
-            .then(|| PacketId::new(1))
-            .flatten(),
-        payload: message.payload.clone(),
-        properties: message.properties.clone(),
-    });
+    let packet = Packet::Publish(Publish::detached(
+        message.topic.clone(),
+        message.payload.clone(),
+        message.qos,
+        message.is_retained,
+        message.properties.clone(),
+    ));
     fleetwire_mqtt_codec::encode(&packet, ProtocolVersion::V5, out)
 }
 
@@ -415,7 +411,7 @@ fn decode(payload: bytes::Bytes) -> Result<PeerMessage, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use fleetwire_mqtt_codec::{Properties, TopicName};
+    use fleetwire_mqtt_codec::{Properties, QoS, TopicName};
 
     #[test]
     fn a_message_crosses_whole() {

@@ -212,6 +212,29 @@ pub struct Publish {
     pub properties: Properties,
 }
 
+impl Publish {
+    /// A message kept or passed on away from any connection (a broker's saved state,
+    /// another node of a cluster): not a redelivery, and packet id 1 as a placeholder when
+    /// its QoS needs one (ids belong to the connection that finally sends it).
+    pub fn detached(
+        topic: TopicName,
+        payload: Bytes,
+        qos: QoS,
+        retain: bool,
+        properties: Properties,
+    ) -> Publish {
+        Publish {
+            dup: false,
+            qos,
+            retain,
+            topic,
+            packet_id: (qos != QoS::AtMostOnce).then(|| PacketId::new(1)).flatten(),
+            payload,
+            properties,
+        }
+    }
+}
+
 macro_rules! ack_packet {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*

@@ -365,17 +365,13 @@ fn time(cursor: &mut Cursor<'_>) -> Option<Option<SystemTime>> {
 
 fn put_message(out: &mut Vec<u8>, message: &SavedMessage<'_>) {
     put_time(out, message.expires_at);
-    let publish = Packet::Publish(Publish {
-        dup: false,
-        qos: message.qos,
-        retain: message.is_retained,
-        topic: message.topic.clone(),
-        packet_id: (message.qos != QoS::AtMostOnce)
-            .then(|| PacketId::new(1))
-            .flatten(),
-        payload: message.payload.clone(),
-        properties: message.properties.clone(),
-    });
+    let publish = Packet::Publish(Publish::detached(
+        message.topic.clone(),
+        message.payload.clone(),
+        message.qos,
+        message.is_retained,
+        message.properties.clone(),
+    ));
     let encoded =
         fleetwire_mqtt_codec::encoded_len(&publish, ProtocolVersion::V5).and_then(|length| {
             record::put_varint(out, length as u64);
