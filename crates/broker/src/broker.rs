@@ -1184,22 +1184,37 @@ impl Broker {
     /// Routes a message published on another node of the cluster to this node's
     /// sessions (and its retained store), as if it had been published here, without
     /// handing it back to the peers. Returns how many sessions it was queued for.
+    /// Shared subscriptions are not served here: the peers deliver to them through
+    /// [`Broker::publish_to_share_group`].
     pub fn publish_from_peer(&self, message: PeerMessage) -> usize {
-        let message = Arc::new(Message {
-            expires_at: expiry_from_interval(message.properties.message_expiry_interval),
-            topic: message.topic,
-            payload: message.payload,
-            qos: message.qos,
-            is_retained: message.is_retained,
-            properties: MessageProperties::new(message.properties),
-            origin: None,
-            is_compact: true,
-            stored_copy: OnceLock::new(),
-            receipt: None,
-            durable_id: OnceLock::new(),
-        });
+        let message = peer_message(message);
         // Nobody here waits for the acknowledgement or can be paused.
         self.accept_here(&message, &mut Congested::new()).delivered
+    }
+
+    /// Delivers a message to one member of this node's share group `group`, one of
+    /// whose filters matches its topic: in a cluster the peers choose which node's
+    /// members get each message for a group (once cluster-wide), also for messages
+    /// published here, so [`Broker::publish`] leaves share groups to them. Returns 1 if
+    /// a member got it, 0 if this node has no matching member (any more).
+    pub fn publish_to_share_group(&self, group: &str, message: PeerMessage) -> usize {
+        let message = peer_message(message);
+        let tree = self.shared.subscriptions.read();
+        let mut members: SmallVec<[(&ByteString, &Subscriber); 4]> = SmallVec::new();
+        let mut is_denied = None;
+        tree.for_each_match(&message.topic, |key, subscriber| {
+            let Some(member_of) = key.share_group.as_ref().filter(|name| &***name == group) else {
+                return;
+            };
+            if subscriber.is_screened
+                && *is_denied.get_or_insert_with(|| self.is_denied(&message.topic))
+            {
+                return;
+            }
+            members.push((member_of, subscriber));
+        });
+        self.route_shared(&message, &mut members, &mut Congested::new())
+            .delivered
     }
 
     /// Connects the broker to the other nodes of a cluster: from now on they hear of
@@ -1292,9 +1307,14 @@ impl Broker {
         let tree = self.shared.subscriptions.read();
         let mut targets: SmallVec<[Target<'_>; 4]> = SmallVec::new();
         let mut shared: SmallVec<[(&ByteString, &Subscriber); 4]> = SmallVec::new();
+        // In a cluster the peers deliver to share groups (`$SYS` is per node).
+        let shares_here = self.shared.peers.get().is_none() || message.topic.is_system();
         // Looked up once, and only if a screened subscription matches.
         let mut is_denied = None;
         tree.for_each_match(&message.topic, |key, subscriber| {
+            if key.share_group.is_some() && !shares_here {
+                return;
+            }
             if subscriber.is_screened
                 && *is_denied.get_or_insert_with(|| self.is_denied(&message.topic))
             {
@@ -1419,6 +1439,23 @@ impl Broker {
         }
         Routed { delivered, ticket }
     }
+}
+
+/// A message from another node as the broker keeps it.
+fn peer_message(message: PeerMessage) -> Arc<Message> {
+    Arc::new(Message {
+        expires_at: expiry_from_interval(message.properties.message_expiry_interval),
+        topic: message.topic,
+        payload: message.payload,
+        qos: message.qos,
+        is_retained: message.is_retained,
+        properties: MessageProperties::new(message.properties),
+        origin: None,
+        is_compact: true,
+        stored_copy: OnceLock::new(),
+        receipt: None,
+        durable_id: OnceLock::new(),
+    })
 }
 
 /// What routing one message did.

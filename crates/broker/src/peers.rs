@@ -30,7 +30,12 @@ pub struct PeerMessage {
 pub trait Peers: Send + Sync {
     /// A session of this node subscribed to `filter`: once per session and filter,
     /// also for every subscription the broker held when the peers were set. A shared
-    /// subscription's filter carries its group (`$share/{group}/{filter}`).
+    /// subscription's filter carries its group (`$share/{group}/{filter}`): once peers
+    /// are set, the broker leaves share groups to them (each message to one member
+    /// cluster-wide), and they deliver to this node's members, messages published here
+    /// included, through [`Broker::publish_to_share_group`].
+    ///
+    /// [`Broker::publish_to_share_group`]: crate::Broker::publish_to_share_group
     fn subscribed(&self, filter: &TopicFilter);
 
     /// A session of this node no longer holds its subscription to `filter` (it

@@ -124,6 +124,39 @@ async fn peers_hear_subscriptions_and_local_publishes_and_their_messages_are_rou
     assert_eq!(other.expect_publish().await.payload, &b"remote"[..]);
     assert_eq!(recorder.take(), []);
 
+    // Share groups are the peers' to serve: neither a local publish nor one from a
+    // peer reaches the member, only a delivery to its group does.
+    publisher
+        .publish("b/1", b"local", QoS::AtMostOnce, 0, false)
+        .await;
+    let from_peer = |topic: &str, payload: &'static [u8]| PeerMessage {
+        topic: TopicName::new(topic).unwrap(),
+        payload: Bytes::from_static(payload),
+        qos: QoS::AtMostOnce,
+        is_retained: false,
+        properties: Properties::default(),
+    };
+    assert_eq!(broker.publish_from_peer(from_peer("b/2", b"remote")), 0);
+    assert_eq!(
+        broker.publish_to_share_group("h", from_peer("b/3", b"other group")),
+        0
+    );
+    assert_eq!(
+        broker.publish_to_share_group("g", from_peer("c/4", b"no match")),
+        0
+    );
+    assert_eq!(
+        broker.publish_to_share_group("g", from_peer("b/5", b"to the group")),
+        1
+    );
+    let received = subscriber.expect_publish().await;
+    assert_eq!(
+        (received.topic.as_str(), &received.payload[..]),
+        ("b/5", &b"to the group"[..]),
+        "only the group's delivery reached the member"
+    );
+    recorder.take();
+
     // Unsubscribing, and a clean session ending, take their subscriptions back.
     subscriber
         .send(Packet::Unsubscribe(Unsubscribe {

@@ -13,5 +13,5 @@
 mod live;
 mod subject;
 
-pub use live::{ClusterError, Live, connect};
+pub use live::{ClusterError, Live, Nats, connect};
 pub use subject::{SubjectError, Subjects};

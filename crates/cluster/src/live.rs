@@ -13,9 +13,16 @@
 //! (`a/#` and `a/+`) holds two NATS subscriptions that both match, and NATS sends it a
 //! copy for each: the receiving node routes each (node, number) once ([`Seen`]), since
 //! its own routing already delivers once per session. Delivery between nodes is what
-//! core NATS gives: at most once, in order per publishing node. Not yet: QoS 1/2 held
-//! durably across nodes (JetStream), shared subscriptions across nodes (each node's share
-//! groups are its own for now), retained messages cluster-wide, `$SYS` totals.
+//! core NATS gives: at most once, in order per publishing node.
+//!
+//! Shared subscriptions: a node's members of share group `g` hold NATS queue
+//! subscriptions in queue group `g` (on a second connection, with echo, so that the
+//! node's own messages can be given to its own members), and NATS gives each message to
+//! one of them cluster-wide; the node then picks one of its members
+//! ([`Broker::publish_to_share_group`]). No node delivers to a share group on its own.
+//!
+//! Not yet: QoS 1/2 held durably across nodes (JetStream), retained messages
+//! cluster-wide, `$SYS` totals.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -53,9 +60,18 @@ pub enum ClusterError {
     },
 }
 
-/// Connects to NATS at `urls` (comma-separated, any of them will do) as node `node_id`,
-/// without echo: this connection never receives what it publishes.
-pub async fn connect(urls: &str, node_id: &str) -> Result<Client, ClusterError> {
+/// A node's connections to NATS.
+pub struct Nats {
+    /// Publishes and subscribes without echo: it never receives what it publishes.
+    client: Client,
+    /// Holds the node's share-group (queue) subscriptions. With echo, as a second
+    /// connection: a message published here must reach this node's own members too
+    /// when NATS picks one of them.
+    queues: Client,
+}
+
+/// Connects to NATS at `urls` (comma-separated, any of them will do) as node `node_id`.
+pub async fn connect(urls: &str, node_id: &str) -> Result<Nats, ClusterError> {
     let mut addresses = Vec::new();
     for url in urls.split(',').map(str::trim).filter(|url| !url.is_empty()) {
         let address = url
@@ -72,15 +88,22 @@ pub async fn connect(urls: &str, node_id: &str) -> Result<Client, ClusterError> 
             detail: "no URL given".to_owned(),
         });
     }
-    ConnectOptions::new()
+    let failed = |error: async_nats::ConnectError| ClusterError::Connect {
+        urls: urls.to_owned(),
+        detail: error.to_string(),
+    };
+    let client = ConnectOptions::new()
         .no_echo()
         .name(format!("fleetwire {node_id}"))
+        .connect(addresses.clone())
+        .await
+        .map_err(failed)?;
+    let queues = ConnectOptions::new()
+        .name(format!("fleetwire {node_id} share groups"))
         .connect(addresses)
         .await
-        .map_err(|error| ClusterError::Connect {
-            urls: urls.to_owned(),
-            detail: error.to_string(),
-        })
+        .map_err(failed)?;
+    Ok(Nats { client, queues })
 }
 
 /// A change of the filters the broker's sessions hold, in order.
@@ -110,8 +133,8 @@ pub struct Live {
 const ENVELOPE: usize = 16;
 
 impl Live {
-    /// Starts live routing for `broker` over `client` (on the current Tokio runtime).
-    pub fn start(client: Client, subjects: Subjects, broker: Broker) -> Arc<Live> {
+    /// Starts live routing for `broker` over `nats` (on the current Tokio runtime).
+    pub fn start(nats: Nats, subjects: Subjects, broker: Broker) -> Arc<Live> {
         let (filters, filter_reports) = mpsc::unbounded_channel();
         let (messages, outgoing) = mpsc::channel(MESSAGE_QUEUE);
         let node = Node {
@@ -120,9 +143,9 @@ impl Live {
             seen: Mutex::new(HashMap::new()),
         };
         let node = Arc::new(node);
-        tokio::spawn(send(client.clone(), outgoing));
+        tokio::spawn(send(nats.client.clone(), outgoing));
         tokio::spawn(keep_subscriptions(
-            client,
+            nats,
             subjects.clone(),
             broker,
             filter_reports,
@@ -289,7 +312,7 @@ async fn send(client: Client, mut outgoing: mpsc::Receiver<(String, bytes::Bytes
 
 /// The task that keeps one NATS subscription per distinct filter.
 async fn keep_subscriptions(
-    client: Client,
+    nats: Nats,
     subjects: Subjects,
     broker: Broker,
     mut reports: mpsc::UnboundedReceiver<FilterReport>,
@@ -299,10 +322,6 @@ async fn keep_subscriptions(
     while let Some(report) = reports.recv().await {
         match report {
             FilterReport::Subscribed(filter) => {
-                // Shared subscriptions stay within each node for now.
-                if filter.share().is_some() {
-                    continue;
-                }
                 let interest = interests
                     .entry(filter.as_str().to_owned())
                     .or_insert_with(|| Interest {
@@ -313,12 +332,21 @@ async fn keep_subscriptions(
                 if interest.sessions > 1 {
                     continue;
                 }
+                let group = filter.share().map(|(group, _)| group.to_owned());
                 for subject in subjects.filter_subjects(&filter) {
-                    match client.subscribe(subject.clone()).await {
+                    let subscribed = match &group {
+                        None => nats.client.subscribe(subject.clone()).await,
+                        Some(group) => {
+                            let queue = subjects.queue_group(group);
+                            nats.queues.queue_subscribe(subject.clone(), queue).await
+                        }
+                    };
+                    match subscribed {
                         Ok(subscriber) => interest.receivers.push(tokio::spawn(receive(
                             subscriber,
                             broker.clone(),
                             Arc::clone(&node),
+                            group.clone(),
                         ))),
                         Err(error) => {
                             tracing::error!(%subject, %error, "cannot subscribe on NATS: messages of other nodes on this filter do not reach this node");
@@ -344,8 +372,15 @@ async fn keep_subscriptions(
     }
 }
 
-/// Hands what arrives on one NATS subscription to the broker.
-async fn receive(mut subscriber: async_nats::Subscriber, broker: Broker, node: Arc<Node>) {
+/// Hands what arrives on one NATS subscription to the broker: to its share group
+/// `group` for a queue subscription (NATS chose this node's members for the message),
+/// else to the node's other subscriptions.
+async fn receive(
+    mut subscriber: async_nats::Subscriber,
+    broker: Broker,
+    node: Arc<Node>,
+    group: Option<String>,
+) {
     while let Some(message) = subscriber.next().await {
         let payload = &message.payload;
         let (Some(origin), Some(number)) = (
@@ -358,19 +393,26 @@ async fn receive(mut subscriber: async_nats::Subscriber, broker: Broker, node: A
             continue;
         };
         let (origin, number) = (u64::from_le_bytes(origin), u64::from_le_bytes(number));
-        let is_first = node
-            .seen
-            .lock()
-            .entry(origin)
-            .or_insert_with(Seen::new)
-            .first_time(number);
+        // A group's queue subscriptions get one copy between them.
+        let is_first = group.is_some()
+            || node
+                .seen
+                .lock()
+                .entry(origin)
+                .or_insert_with(Seen::new)
+                .first_time(number);
         if !is_first {
             continue;
         }
         match decode(message.payload.slice(ENVELOPE..)) {
-            Ok(message) => {
-                broker.publish_from_peer(message);
-            }
+            Ok(message) => match &group {
+                Some(group) => {
+                    broker.publish_to_share_group(group, message);
+                }
+                None => {
+                    broker.publish_from_peer(message);
+                }
+            },
             Err(detail) => {
                 tracing::warn!(subject = %message.subject, %detail, "message from another node dropped");
             }

@@ -100,6 +100,16 @@ impl Subjects {
         subjects
     }
 
+    /// The NATS queue group of the MQTT share group `group` (`$share/{group}/...`): its
+    /// name escaped as a topic level is (NATS refuses white space in a queue name).
+    /// Every node's members of a group, whatever their filters, are one queue group,
+    /// so each message goes to one member cluster-wide, as within one node.
+    pub fn queue_group(&self, group: &str) -> String {
+        let mut queue = String::with_capacity(group.len());
+        push_level(&mut queue, group);
+        queue
+    }
+
     /// The topic a subject made by [`Subjects::subject`] stands for.
     pub fn topic(&self, subject: &str) -> Result<TopicName, SubjectError> {
         let tokens = subject
@@ -186,6 +196,14 @@ mod tests {
 
     fn subjects() -> Subjects {
         Subjects::new("fw.mqtt").unwrap()
+    }
+
+    #[test]
+    fn share_groups_are_queue_groups_without_white_space() {
+        let subjects = subjects();
+        assert_eq!(subjects.queue_group("workers"), "workers");
+        assert_eq!(subjects.queue_group("a b.c"), "a%20b%2Ec");
+        assert_ne!(subjects.queue_group("a b"), subjects.queue_group("a%20b"));
     }
 
     fn topic(text: &str) -> TopicName {

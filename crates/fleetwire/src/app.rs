@@ -219,13 +219,13 @@ async fn open_broker(settings: &Settings) -> anyhow::Result<Broker> {
 /// Connects the broker to the other nodes over NATS (live routing; see the cluster
 /// crate for what crosses between nodes so far).
 async fn join_cluster(broker: &Broker, cluster: &ClusterSettings) -> anyhow::Result<()> {
-    let client = fleetwire_cluster::connect(&cluster.nats_url, &cluster.node_id)
+    let nats = fleetwire_cluster::connect(&cluster.nats_url, &cluster.node_id)
         .await
         .context("cannot join the cluster")?;
     let subjects = fleetwire_cluster::Subjects::new(CLUSTER_SUBJECTS)
         .context("the cluster's subject prefix is invalid (a bug)")?;
     broker.set_peers(fleetwire_cluster::Live::start(
-        client,
+        nats,
         subjects,
         broker.clone(),
     ));
