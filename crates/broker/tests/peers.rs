@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use fleetwire_broker::{Broker, Hooks, PeerMessage, Peers};
+use fleetwire_broker::{BoxFuture, Broker, Hooks, PeerMessage, PeerTicket, Peers, PeersError};
 use fleetwire_mqtt_codec::{Packet, Properties, QoS, TopicFilter, TopicName, Unsubscribe};
 use parking_lot::Mutex;
 use support::{Client, anonymous};
@@ -46,11 +46,16 @@ impl Peers for Recorder {
             .push(Heard::Unsubscribed(filter.as_str().to_owned()));
     }
 
-    fn published(&self, message: &PeerMessage) {
+    fn published(&self, message: &PeerMessage) -> Option<PeerTicket> {
         self.0.lock().push(Heard::Published(
             message.topic.as_str().to_owned(),
             message.payload.clone(),
         ));
+        None
+    }
+
+    fn durable(&self, _: PeerTicket) -> BoxFuture<'static, Result<(), PeersError>> {
+        Box::pin(std::future::ready(Ok(())))
     }
 }
 
@@ -205,5 +210,109 @@ async fn subscriptions_held_before_the_peers_were_set_are_told_when_they_are() {
     assert_eq!(
         recorder.take(),
         [Heard::Published("x/y".to_owned(), Bytes::from_static(b"2"))]
+    );
+}
+
+/// Peers that keep retained messages: each gets a ticket, kept (or failed, for payload
+/// `fail`) only once the test says so.
+#[derive(Default)]
+struct Keeper(Arc<Kept>);
+
+#[derive(Default)]
+struct Kept {
+    next: std::sync::atomic::AtomicU64,
+    /// Tickets settled so far, and those that failed.
+    settled: Mutex<(u64, Vec<u64>)>,
+    changed: tokio::sync::Notify,
+    failing: Mutex<Vec<u64>>,
+}
+
+impl Kept {
+    fn settle_all(&self) {
+        let failing = self.failing.lock().clone();
+        let mut settled = self.settled.lock();
+        settled.0 = self.next.load(std::sync::atomic::Ordering::SeqCst);
+        settled.1 = failing;
+        self.changed.notify_waiters();
+    }
+}
+
+impl Peers for Keeper {
+    fn subscribed(&self, _: &TopicFilter) {}
+
+    fn unsubscribed(&self, _: &TopicFilter) {}
+
+    fn published(&self, message: &PeerMessage) -> Option<PeerTicket> {
+        if !message.is_retained {
+            return None;
+        }
+        let number = self
+            .0
+            .next
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            + 1;
+        if &message.payload[..] == b"fail" {
+            self.0.failing.lock().push(number);
+        }
+        Some(PeerTicket(std::num::NonZeroU64::new(number).unwrap()))
+    }
+
+    fn durable(&self, ticket: PeerTicket) -> BoxFuture<'static, Result<(), PeersError>> {
+        let kept = Arc::clone(&self.0);
+        Box::pin(async move {
+            loop {
+                let notified = kept.changed.notified();
+                {
+                    let settled = kept.settled.lock();
+                    if settled.0 >= ticket.0.get() {
+                        if settled.1.contains(&ticket.0.get()) {
+                            return Err(PeersError("refused".to_owned()));
+                        }
+                        return Ok(());
+                    }
+                }
+                notified.await;
+            }
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_retained_message_is_acknowledged_once_the_peers_keep_it_and_never_if_they_cannot() {
+    let (broker, addr) = support::start(anonymous()).await;
+    let keeper = Keeper::default();
+    let kept = Arc::clone(&keeper.0);
+    broker.set_peers(Arc::new(keeper));
+    let mut publisher = Client::connect(addr, "publisher").await;
+
+    // Not retained: acknowledged at once, the peers keep nothing.
+    publisher
+        .publish("r/plain", b"x", QoS::AtLeastOnce, 1, false)
+        .await;
+    assert!(matches!(publisher.recv().await, Some(Packet::PubAck(_))));
+
+    // Retained: no PUBACK until the peers have it.
+    publisher
+        .publish("r/kept", b"x", QoS::AtLeastOnce, 2, true)
+        .await;
+    publisher.expect_silence(Duration::from_millis(300)).await;
+    kept.settle_all();
+    match publisher.recv().await {
+        Some(Packet::PubAck(ack)) => assert_eq!(ack.packet_id.get(), 2),
+        other => panic!("expected the PUBACK, got {other:?}"),
+    }
+
+    // The peers could not keep it: closed, never acknowledged.
+    publisher
+        .publish("r/lost", b"fail", QoS::AtLeastOnce, 3, true)
+        .await;
+    publisher.expect_silence(Duration::from_millis(100)).await;
+    kept.settle_all();
+    let before_close = publisher.expect_closed().await;
+    assert!(
+        !before_close
+            .iter()
+            .any(|packet| matches!(packet, Packet::PubAck(_))),
+        "{before_close:?}"
     );
 }

@@ -1,17 +1,25 @@
 //! Running the broker as one MQTT service over many nodes, on NATS (issue 20): core NATS
-//! subjects carry live messages between nodes, JetStream (not yet) what must be durable
-//! and shared. Nothing here is a cluster protocol of our own.
+//! subjects carry live messages between nodes, JetStream what must be durable and
+//! shared. Nothing here is a cluster protocol of our own.
 //!
 //! So far:
 //! - [`Subjects`]: the reversible mapping of MQTT topics and topic filters to NATS
 //!   subjects.
-//! - [`Live`]: live routing. Every message published on a node goes to its subject;
+//! - Live routing (`live.rs`). Every message published on a node goes to its subject;
 //!   each node subscribes, once per distinct filter its sessions hold, to the subjects
 //!   of that filter, and routes what arrives to its sessions. No echo: a node never
-//!   receives its own messages back.
+//!   receives its own messages back. Share groups are NATS queue groups.
+//! - Retained messages (`retained.rs`) in a JetStream key-value bucket every node
+//!   watches into its own retained store; writes go through `writer.rs` (ordered,
+//!   pipelined, with tickets the publishers wait for).
+//! - [`NatsPeers`]: all of it as the broker's `Peers`, made by [`join`].
 
 mod live;
+mod peers;
+mod retained;
 mod subject;
+mod writer;
 
-pub use live::{ClusterError, Live, Nats, connect};
+pub use live::{ClusterError, Nats, connect};
+pub use peers::{NatsPeers, join};
 pub use subject::{SubjectError, Subjects};

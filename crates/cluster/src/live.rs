@@ -30,7 +30,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_nats::{Client, ConnectOptions, ServerAddr};
 use bytes::BytesMut;
-use fleetwire_broker::{Broker, PeerMessage, Peers};
+use fleetwire_broker::{Broker, PeerMessage};
 use fleetwire_mqtt_codec::{Packet, ProtocolVersion, Publish, TopicFilter};
 use futures_util::StreamExt;
 use parking_lot::Mutex;
@@ -58,16 +58,36 @@ pub enum ClusterError {
         /// The client's error.
         detail: String,
     },
+    /// JetStream refused or did not answer (is it enabled on the NATS servers?).
+    #[error("cannot open {what} in JetStream (is JetStream enabled?): {detail}")]
+    JetStream {
+        /// What was being opened.
+        what: &'static str,
+        /// JetStream's error.
+        detail: String,
+    },
 }
 
 /// A node's connections to NATS.
 pub struct Nats {
     /// Publishes and subscribes without echo: it never receives what it publishes.
-    client: Client,
+    pub(crate) client: Client,
     /// Holds the node's share-group (queue) subscriptions. With echo, as a second
     /// connection: a message published here must reach this node's own members too
     /// when NATS picks one of them.
     queues: Client,
+}
+
+impl Nats {
+    /// The servers of the NATS cluster the node is connected to, as far as the server
+    /// it talks to knows (itself included).
+    pub(crate) fn servers(&self) -> usize {
+        let info = self.client.server_info();
+        let mut urls = info.connect_urls;
+        urls.sort();
+        urls.dedup();
+        urls.len().max(1)
+    }
 }
 
 /// Connects to NATS at `urls` (comma-separated, any of them will do) as node `node_id`.
@@ -117,8 +137,8 @@ enum FilterReport {
 /// counted, never queued without bound. Core NATS is at most once anyway.
 const MESSAGE_QUEUE: usize = 16 * 1024;
 
-/// The broker's peers over core NATS: give it to [`Broker::set_peers`].
-pub struct Live {
+/// Live routing between nodes over core NATS.
+pub(crate) struct Live {
     /// Filter changes: never dropped (few), to the task that keeps the subscriptions.
     filters: mpsc::UnboundedSender<FilterReport>,
     /// Messages ready to go (subject; envelope and packet), to the task that sends them.
@@ -134,7 +154,7 @@ const ENVELOPE: usize = 16;
 
 impl Live {
     /// Starts live routing for `broker` over `nats` (on the current Tokio runtime).
-    pub fn start(nats: Nats, subjects: Subjects, broker: Broker) -> Arc<Live> {
+    pub(crate) fn start(nats: Nats, subjects: Subjects, broker: Broker) -> Live {
         let (filters, filter_reports) = mpsc::unbounded_channel();
         let (messages, outgoing) = mpsc::channel(MESSAGE_QUEUE);
         let node = Node {
@@ -151,17 +171,17 @@ impl Live {
             filter_reports,
             Arc::clone(&node),
         ));
-        Arc::new(Live {
+        Live {
             filters,
             messages,
             dropped: AtomicU64::new(0),
             node,
             subjects,
-        })
+        }
     }
 
     /// Messages not sent to the other nodes because NATS could not keep up.
-    pub fn dropped(&self) -> u64 {
+    pub(crate) fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
     }
 
@@ -181,16 +201,19 @@ impl Live {
     }
 }
 
-impl Peers for Live {
-    fn subscribed(&self, filter: &TopicFilter) {
+impl Live {
+    /// A session of this node subscribed to `filter`.
+    pub(crate) fn subscribed(&self, filter: &TopicFilter) {
         self.report(FilterReport::Subscribed(filter.clone()));
     }
 
-    fn unsubscribed(&self, filter: &TopicFilter) {
+    /// A session of this node gave `filter` back.
+    pub(crate) fn unsubscribed(&self, filter: &TopicFilter) {
         self.report(FilterReport::Unsubscribed(filter.clone()));
     }
 
-    fn published(&self, message: &PeerMessage) {
+    /// Sends a message published here to the nodes subscribed to its topic.
+    pub(crate) fn published(&self, message: &PeerMessage) {
         if self.messages.capacity() == 0 {
             self.drop_message();
             return;
@@ -421,7 +444,7 @@ async fn receive(
 }
 
 /// A message as its MQTT 5.0 `PUBLISH` packet.
-fn encode(
+pub(crate) fn encode(
     message: &PeerMessage,
     out: &mut BytesMut,
 ) -> Result<(), fleetwire_mqtt_codec::EncodeError> {
@@ -435,7 +458,8 @@ fn encode(
     fleetwire_mqtt_codec::encode(&packet, ProtocolVersion::V5, out)
 }
 
-fn decode(payload: bytes::Bytes) -> Result<PeerMessage, String> {
+/// The message of an MQTT 5.0 `PUBLISH` packet made by [`encode`].
+pub(crate) fn decode(payload: bytes::Bytes) -> Result<PeerMessage, String> {
     let mut buffer = BytesMut::from(&payload[..]);
     match fleetwire_mqtt_codec::decode(&mut buffer, ProtocolVersion::V5, usize::MAX) {
         Ok(Some(Packet::Publish(publish))) if buffer.is_empty() => Ok(PeerMessage {

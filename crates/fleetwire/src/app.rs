@@ -224,11 +224,10 @@ async fn join_cluster(broker: &Broker, cluster: &ClusterSettings) -> anyhow::Res
         .context("cannot join the cluster")?;
     let subjects = fleetwire_cluster::Subjects::new(CLUSTER_SUBJECTS)
         .context("the cluster's subject prefix is invalid (a bug)")?;
-    broker.set_peers(fleetwire_cluster::Live::start(
-        nats,
-        subjects,
-        broker.clone(),
-    ));
+    let peers = fleetwire_cluster::join(nats, subjects, broker)
+        .await
+        .context("cannot join the cluster")?;
+    broker.set_peers(peers);
     tracing::info!(node_id = %cluster.node_id, nats_url = %cluster.nats_url, "joined the cluster");
     Ok(())
 }

@@ -24,11 +24,12 @@ use super::settlement::Settlement;
 use super::socket::ReadSide;
 use super::topic_alias::TopicAliases;
 use super::{Closed, Connection, encode_or_log};
-use crate::broker::{Broker, Congested};
+use crate::broker::{Broker, Congested, Routed};
 use crate::durable::{Change, Ticket};
 use crate::ingest::Hooks;
 use crate::limits::PublishBudget;
 use crate::park::{PARK_AFTER, keep_alive_limit};
+use crate::peers::PeerTicket;
 use crate::session::{Awaiting, Session, Signals};
 use crate::stats;
 
@@ -78,6 +79,9 @@ pub(super) struct Reader {
     /// The durable-state changes of this read's packets: nothing is answered before
     /// they are durable.
     durable: Option<Ticket>,
+    /// What the cluster's other nodes keep of this read's messages (retained ones):
+    /// nothing is answered before they have it.
+    peers_durable: Option<PeerTicket>,
     /// Saved messages the client acknowledged in this read, saved together at its end.
     removed: Vec<u64>,
     /// QoS 1 `PUBLISH`es decoded since the outbox was last handed on: their `PUBACK`s
@@ -109,6 +113,7 @@ impl Reader {
             direct_out: BytesMut::new(),
             budget,
             durable: None,
+            peers_durable: None,
             removed: Vec::new(),
             unacknowledged: 0,
         }
@@ -326,6 +331,9 @@ impl Reader {
             // Boxed, like the settlement below.
             Box::pin(self.wait_durable(ticket)).await?;
         }
+        if let Some(ticket) = self.peers_durable.take() {
+            Box::pin(self.wait_peers(ticket)).await?;
+        }
         let settled = if !self.settlement.is_waiting() {
             Ok(())
         } else {
@@ -366,9 +374,31 @@ impl Reader {
         }
     }
 
+    /// Waits until the cluster's other nodes hold everything up to `ticket`; if they
+    /// cannot, as [`Reader::wait_durable`].
+    async fn wait_peers(&mut self, ticket: PeerTicket) -> Result<(), Closed> {
+        let Some(peers) = self.broker.peers() else {
+            return Ok(());
+        };
+        match peers.durable(ticket).await {
+            Ok(()) => Ok(()),
+            Err(error) => {
+                tracing::error!(%error, client_id = %self.connection.session.client_id, "closing the connection unacknowledged");
+                self.outbox.clear();
+                Err(Closed::StateFailed)
+            }
+        }
+    }
+
     /// Notes a durable-state change this read's replies wait for.
     fn wait_for(&mut self, ticket: Option<Ticket>) {
         self.durable = self.durable.max(ticket);
+    }
+
+    /// Notes what this read's replies wait for after routing a message.
+    fn wait_for_routed(&mut self, routed: &Routed) {
+        self.wait_for(routed.ticket);
+        self.peers_durable = self.peers_durable.max(routed.peers);
     }
 
     /// Saves `change` when the session is persistent; its replies wait for it.
@@ -664,7 +694,7 @@ impl Reader {
                         self.connection.session.id,
                         &mut self.congested,
                     );
-                    self.wait_for(routed.ticket);
+                    self.wait_for_routed(&routed);
                     routed.delivered
                 };
                 let reason = self.publish_reason(is_denied, delivered + usize::from(is_ingested));
@@ -696,7 +726,7 @@ impl Reader {
                         self.connection.session.id,
                         &mut self.congested,
                     );
-                    self.wait_for(routed.ticket);
+                    self.wait_for_routed(&routed);
                     delivered = routed.delivered + usize::from(is_ingested);
                     self.connection
                         .session

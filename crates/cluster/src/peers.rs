@@ -1,0 +1,69 @@
+//! The broker's peers over NATS: what a node joining its cluster gives to
+//! [`Broker::set_peers`].
+
+use std::sync::Arc;
+
+use async_nats::jetstream;
+use fleetwire_broker::{BoxFuture, Broker, PeerMessage, PeerTicket, Peers, PeersError};
+use fleetwire_mqtt_codec::TopicFilter;
+
+use crate::live::{Live, Nats};
+use crate::retained::Retained;
+use crate::{ClusterError, Subjects};
+
+/// Replicas of what the cluster keeps in JetStream, at most (and at most as many as
+/// there are NATS servers).
+const MAX_REPLICAS: usize = 3;
+
+/// The other nodes, over NATS: live routing on core NATS, retained messages in a
+/// JetStream bucket.
+pub struct NatsPeers {
+    live: Live,
+    retained: Retained,
+}
+
+/// Joins `broker` to the nodes sharing `nats`: opens what the cluster keeps in
+/// JetStream (creating it on the first node), reads the cluster's retained messages,
+/// and starts routing. The broker still has to be given the peers
+/// ([`Broker::set_peers`]) before it serves.
+pub async fn join(
+    nats: Nats,
+    subjects: Subjects,
+    broker: &Broker,
+) -> Result<Arc<NatsPeers>, ClusterError> {
+    let replicas = nats.servers().min(MAX_REPLICAS);
+    let jetstream = jetstream::new(nats.client.clone());
+    let retained = Retained::start(&jetstream, replicas, broker.clone()).await?;
+    tracing::info!(replicas, "cluster state in JetStream");
+    let live = Live::start(nats, subjects, broker.clone());
+    Ok(Arc::new(NatsPeers { live, retained }))
+}
+
+impl NatsPeers {
+    /// Messages not sent to the other nodes because NATS could not keep up.
+    pub fn dropped(&self) -> u64 {
+        self.live.dropped()
+    }
+}
+
+impl Peers for NatsPeers {
+    fn subscribed(&self, filter: &TopicFilter) {
+        self.live.subscribed(filter);
+    }
+
+    fn unsubscribed(&self, filter: &TopicFilter) {
+        self.live.unsubscribed(filter);
+    }
+
+    fn published(&self, message: &PeerMessage) -> Option<PeerTicket> {
+        self.live.published(message);
+        if message.is_retained {
+            return self.retained.published(message);
+        }
+        None
+    }
+
+    fn durable(&self, ticket: PeerTicket) -> BoxFuture<'static, Result<(), PeersError>> {
+        Box::pin(self.retained.durable(ticket))
+    }
+}

@@ -1,0 +1,294 @@
+//! Retained messages cluster-wide, in a JetStream key-value bucket.
+//!
+//! A retained message set or cleared on any node is written to the bucket (key: its
+//! topic, [`key`]; value: its MQTT 5.0 `PUBLISH`; a clear is a delete), and its
+//! publisher is acknowledged once JetStream keeps it (QoS 1/2). Every node watches the
+//! whole bucket and applies each change to its own retained store, this node's changes
+//! included, in the bucket's order, so all nodes end with the same retained messages
+//! ([`Broker::retain_from_peer`]). New subscriptions are answered from the local store,
+//! never from NATS. A node that starts reads the bucket's current values (deletes
+//! included) before it serves: what changed while it was away is there.
+//!
+//! A message expiry interval counts from when the bucket got the message.
+
+use std::time::{Duration, SystemTime};
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::Context;
+use async_nats::jetstream::kv::{self, Operation};
+use bytes::{Bytes, BytesMut};
+use fleetwire_broker::{Broker, PeerMessage, PeerTicket};
+use fleetwire_mqtt_codec::{Properties, QoS, TopicName};
+use futures_util::StreamExt;
+
+use crate::ClusterError;
+use crate::live::{decode, encode};
+use crate::writer::{Write, Writer};
+
+/// The bucket's name.
+const BUCKET: &str = "fleetwire_retained";
+
+/// The longest key written: a topic whose key is longer stays on its node (NATS
+/// refuses subjects longer than its control line, 4 KiB by default).
+const MAX_KEY: usize = 2048;
+
+/// Writes of QoS 0 retained messages pending, at most: past it they stay on their
+/// node (counted).
+const QOS0_PENDING: usize = 16 * 1024;
+
+/// How long a starting node waits to read the bucket before it serves anyway.
+const CATCH_UP: Duration = Duration::from_secs(60);
+
+/// The cluster's retained messages: see the module's text.
+pub(crate) struct Retained {
+    writer: Writer,
+    /// `$KV.{bucket}.`: the subjects the bucket's keys are written to.
+    subject_prefix: String,
+}
+
+impl Retained {
+    /// Opens (or creates, with `replicas`) the bucket, applies its current values to
+    /// `broker`, and keeps applying its changes.
+    pub(crate) async fn start(
+        jetstream: &Context,
+        replicas: usize,
+        broker: Broker,
+    ) -> Result<Retained, ClusterError> {
+        let failed = |detail: String| ClusterError::JetStream {
+            what: "the retained-messages bucket",
+            detail,
+        };
+        let store = match jetstream.get_key_value(BUCKET).await {
+            Ok(store) => store,
+            Err(_) => jetstream
+                .create_key_value(kv::Config {
+                    bucket: BUCKET.to_owned(),
+                    description: "Fleetwire: retained MQTT messages by topic".to_owned(),
+                    history: 1,
+                    num_replicas: replicas,
+                    storage: async_nats::jetstream::stream::StorageType::File,
+                    ..kv::Config::default()
+                })
+                .await
+                .map_err(|error| failed(error.to_string()))?,
+        };
+        let held = store
+            .status()
+            .await
+            .map_err(|error| failed(error.to_string()))?
+            .values();
+        let mut changes = store
+            .watch_with_history(">")
+            .await
+            .map_err(|error| failed(error.to_string()))?;
+        // Caught up when the watch has nothing pending (right away for an empty bucket).
+        if held > 0 {
+            let caught_up = async {
+                let mut applied = 0_u64;
+                while let Some(entry) = changes.next().await {
+                    let entry = entry.map_err(|error| failed(error.to_string()))?;
+                    apply(&broker, &entry);
+                    applied += 1;
+                    if entry.delta == 0 {
+                        break;
+                    }
+                }
+                Ok::<u64, ClusterError>(applied)
+            };
+            match tokio::time::timeout(CATCH_UP, caught_up).await {
+                Ok(applied) => {
+                    tracing::info!(
+                        applied = applied?,
+                        "retained messages read from the cluster"
+                    );
+                }
+                Err(_) => tracing::warn!(
+                    "the cluster's retained messages not all read within {CATCH_UP:?}: serving, and reading the rest"
+                ),
+            }
+        }
+        tokio::spawn(async move {
+            while let Some(entry) = changes.next().await {
+                match entry {
+                    Ok(entry) => apply(&broker, &entry),
+                    Err(error) => {
+                        tracing::error!(%error, "watching the cluster's retained messages failed: this node's retained messages may fall behind");
+                    }
+                }
+            }
+            tracing::warn!("the cluster's retained messages are no longer watched");
+        });
+        Ok(Retained {
+            writer: Writer::start(jetstream.clone()),
+            subject_prefix: format!("$KV.{BUCKET}."),
+        })
+    }
+
+    /// Writes a retained message (or its topic's clear) published on this node; the
+    /// ticket for a QoS 1/2 one.
+    pub(crate) fn published(&self, message: &PeerMessage) -> Option<PeerTicket> {
+        let Some(key) = key(&message.topic) else {
+            tracing::warn!(topic = %message.topic.as_str(), "retained message kept on this node only: its topic is too long for the cluster");
+            return None;
+        };
+        let subject = format!("{}{key}", self.subject_prefix);
+        let write = if message.payload.is_empty() {
+            let mut headers = HeaderMap::new();
+            headers.insert("KV-Operation", "DEL");
+            Write {
+                subject,
+                headers: Some(headers),
+                payload: Bytes::new(),
+            }
+        } else {
+            let mut encoded = BytesMut::with_capacity(message.payload.len() + 32);
+            if let Err(error) = encode(message, &mut encoded) {
+                tracing::warn!(topic = %message.topic.as_str(), %error, "retained message kept on this node only");
+                return None;
+            }
+            Write {
+                subject,
+                headers: None,
+                payload: encoded.freeze(),
+            }
+        };
+        if message.qos == QoS::AtMostOnce {
+            if !self.writer.try_write(write, QOS0_PENDING) {
+                let dropped = self.writer.dropped();
+                if dropped % 10_000 == 1 {
+                    tracing::warn!(
+                        dropped,
+                        "JetStream does not keep up: QoS 0 retained messages kept on their node only"
+                    );
+                }
+            }
+            return None;
+        }
+        Some(self.writer.write(write))
+    }
+
+    /// See [`Writer::durable`].
+    pub(crate) fn durable(
+        &self,
+        ticket: PeerTicket,
+    ) -> impl Future<Output = Result<(), fleetwire_broker::PeersError>> + Send + 'static {
+        self.writer.durable(ticket)
+    }
+}
+
+/// Applies one change of the bucket to `broker`'s retained store.
+fn apply(broker: &Broker, entry: &kv::Entry) {
+    let Some(topic) = topic(&entry.key) else {
+        tracing::warn!(key = %entry.key, "retained-messages bucket: a key that is not a topic, ignored");
+        return;
+    };
+    let cleared = || PeerMessage {
+        topic: topic.clone(),
+        payload: Bytes::new(),
+        qos: QoS::AtMostOnce,
+        is_retained: true,
+        properties: Properties::default(),
+    };
+    let message = match entry.operation {
+        Operation::Delete | Operation::Purge => cleared(),
+        Operation::Put => match decode(entry.value.clone()) {
+            Ok(mut message) if message.topic == topic => {
+                if let Some(interval) = message.properties.message_expiry_interval {
+                    let age = SystemTime::from(entry.created)
+                        .elapsed()
+                        .map_or(0, |age| age.as_secs());
+                    let left = u64::from(interval).saturating_sub(age);
+                    if left == 0 {
+                        broker.retain_from_peer(cleared());
+                        return;
+                    }
+                    message.properties.message_expiry_interval =
+                        Some(u32::try_from(left).unwrap_or(u32::MAX));
+                }
+                message
+            }
+            Ok(_) => {
+                tracing::warn!(key = %entry.key, "retained-messages bucket: a message under another topic's key, ignored");
+                return;
+            }
+            Err(detail) => {
+                tracing::warn!(key = %entry.key, %detail, "retained-messages bucket: a value that is not a message, ignored");
+                return;
+            }
+        },
+    };
+    broker.retain_from_peer(message);
+}
+
+/// The bucket key of `topic`: its bytes, but for those a key may not hold (and `=`),
+/// written `=XX` (hex). `None` when longer than [`MAX_KEY`].
+pub(crate) fn key(topic: &TopicName) -> Option<String> {
+    let mut key = String::with_capacity(topic.as_str().len());
+    for byte in topic.as_str().bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'/') {
+            key.push(char::from(byte));
+        } else {
+            key.push('=');
+            key.push(char::from(HEX[usize::from(byte >> 4)]));
+            key.push(char::from(HEX[usize::from(byte & 0xF)]));
+        }
+        if key.len() > MAX_KEY {
+            return None;
+        }
+    }
+    Some(key)
+}
+
+const HEX: &[u8; 16] = b"0123456789ABCDEF";
+
+/// The topic of a key made by [`key`].
+pub(crate) fn topic(key: &str) -> Option<TopicName> {
+    let mut bytes = Vec::with_capacity(key.len());
+    let mut rest = key.bytes();
+    while let Some(byte) = rest.next() {
+        if byte == b'=' {
+            let high = rest.next().and_then(hex_digit)?;
+            let low = rest.next().and_then(hex_digit)?;
+            bytes.push(high << 4 | low);
+        } else {
+            bytes.push(byte);
+        }
+    }
+    TopicName::new(String::from_utf8(bytes).ok()?).ok()
+}
+
+fn hex_digit(digit: u8) -> Option<u8> {
+    char::from(digit)
+        .to_digit(16)
+        .and_then(|value| u8::try_from(value).ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn keys_hold_only_what_a_bucket_key_may() {
+        let topic = TopicName::new("a.b/c d/=/*/>/é//").unwrap();
+        let key = key(&topic).unwrap();
+        assert_eq!(key, "a=2Eb/c=20d/=3D/=2A/=3E/=C3=A9//");
+        assert_eq!(super::topic(&key), Some(topic));
+        let long = TopicName::new("x".repeat(MAX_KEY + 1)).unwrap();
+        assert_eq!(super::key(&long), None);
+        assert_eq!(super::topic("a=4"), None, "a cut escape");
+        assert_eq!(super::topic("a=ZZ"), None);
+    }
+
+    proptest! {
+        #[test]
+        fn every_topic_comes_back_from_its_key(text in "[a-z./ =+é\\-_]{1,40}") {
+            let text = text.replace(['+'], "p");
+            if let Ok(topic) = TopicName::new(text) {
+                let key = key(&topic).unwrap();
+                prop_assert!(key.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_/=".contains(&b)));
+                prop_assert_eq!(super::topic(&key), Some(topic));
+            }
+        }
+    }
+}
