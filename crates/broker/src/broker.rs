@@ -301,6 +301,11 @@ impl Broker {
         }
     }
 
+    /// A new message id for the durable state.
+    pub(crate) fn next_message_id(&self) -> u64 {
+        self.shared.next_message_id.fetch_add(1, Ordering::Relaxed)
+    }
+
     /// The id of `message` in the durable state, given on first use.
     pub(crate) fn durable_id(&self, message: &Message) -> u64 {
         *message
@@ -714,6 +719,12 @@ impl Broker {
 
     fn end_session(&self, session: &Arc<Session>) {
         self.forget_saved(session);
+        self.remove_session(session);
+        self.end_delayed_will(session);
+    }
+
+    /// Removes `session` from the session table and its subscriptions from the tree.
+    pub(crate) fn remove_session(&self, session: &Arc<Session>) {
         {
             let mut sessions = self.shared.sessions.lock();
             if sessions
@@ -724,7 +735,6 @@ impl Broker {
             }
         }
         self.remove_subscriptions(session);
-        self.end_delayed_will(session);
     }
 
     /// Removes an ending session from the durable state.

@@ -38,6 +38,18 @@ pub struct PeerMessage {
     pub properties: Properties,
 }
 
+/// Where the session of a client connecting here was, as the peers found it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Claim {
+    /// Here, or nowhere: this node may attach the client as a single node would.
+    Here,
+    /// On another node, which closed its connection and released it: its state, for
+    /// [`Broker::adopt_session`] (empty: nothing to resume).
+    ///
+    /// [`Broker::adopt_session`]: crate::Broker::adopt_session
+    Moved(Bytes),
+}
+
 /// The other nodes, as the broker sees them. Every method is called on the broker's
 /// paths (connections' tasks, with no lock of the broker's held) and must not block:
 /// hand the work to a task of your own.
@@ -62,6 +74,12 @@ pub trait Peers: Send + Sync {
     /// keep the message durably (a retained message): its publisher is acknowledged
     /// only once [`Peers::durable`] says so.
     fn published(&self, message: &PeerMessage) -> Option<PeerTicket>;
+
+    /// A client connects here with `client_id` (before its session is attached): make
+    /// this node the only one that holds the client id; a node that held it closes its
+    /// connection and hands its session over. An error refuses the connection (server
+    /// unavailable): the client tries again.
+    fn claim(&self, client_id: &str) -> BoxFuture<'static, Result<Claim, PeersError>>;
 
     /// Resolves once everything up to `ticket` is durable with the peers, or fails if
     /// what `ticket` stands for could not be kept.

@@ -457,3 +457,125 @@ fn snapshot_session(
     }
     Ok(Some(part))
 }
+
+/// Describes `session` as the changes that rebuild it (session, subscriptions,
+/// incoming QoS 2 state, its delayed will, its queued and in-flight QoS 1/2 messages, one
+/// target each) as framed records: what [`adopt`] takes on another node.
+pub(crate) fn describe_session(broker: &Broker, session: &Arc<Session>) -> Vec<u8> {
+    struct Records(Vec<u8>);
+    impl SnapshotWriter for Records {
+        fn add(&mut self, change: Change<'_>) -> Result<(), StateError> {
+            crate::durable::encode_change(&change, &mut self.0);
+            Ok(())
+        }
+        fn finish(self: Box<Self>) -> Result<(), StateError> {
+            Ok(())
+        }
+    }
+    let mut records = Records(Vec::new());
+    // A session that is not saved here (persistence off) is described all the same.
+    let was_saved = session.is_saved.swap(true, Ordering::Relaxed);
+    let part = snapshot_session(broker, session, &mut records);
+    session.is_saved.store(was_saved, Ordering::Relaxed);
+    let Ok(Some(part)) = part else {
+        return records.0;
+    };
+    let client_id = part.client_id.as_str();
+    for (id, message, qos, is_retained, subscription_ids) in &part.queued {
+        let target = Target {
+            client_id,
+            qos: *qos,
+            is_retained: *is_retained,
+            subscription_ids,
+        };
+        let _ = records.add(Change::Queued {
+            id: *id,
+            message: saved_message(message),
+            targets: std::slice::from_ref(&target),
+        });
+    }
+    for &(id, packet_id, is_released) in &part.sent {
+        let _ = records.add(Change::Sent {
+            client_id,
+            id,
+            packet_id,
+        });
+        if is_released {
+            let _ = records.add(Change::Released { client_id, id });
+        }
+    }
+    records.0
+}
+
+/// Rebuilds a session another node described ([`describe_session`]) in `broker`, and
+/// saves it in the broker's own durable state. Its messages get ids of this broker
+/// (another node's ids may be in use here). Returns the ticket to wait for.
+pub(crate) fn adopt(
+    broker: &Broker,
+    records: &[u8],
+) -> Result<Option<crate::durable::Ticket>, String> {
+    let mut loader = Loader {
+        broker,
+        last_session: None,
+        messages: HashMap::default(),
+        queued: HashSet::default(),
+        last_id: 0,
+        changes: 0,
+    };
+    // Their ids → ours.
+    let mut ids: HashMap<u64, u64, Fast> = HashMap::default();
+    let mut ours = |id: u64| *ids.entry(id).or_insert_with(|| broker.next_message_id());
+    let mut ticket = None;
+    let mut client = None;
+    let mut offset = 0;
+    loop {
+        let record = match fleetwire_journal::record::next(records, offset) {
+            fleetwire_journal::record::Next::Record(record, next) => {
+                offset = next;
+                record
+            }
+            fleetwire_journal::record::Next::End => break,
+            fleetwire_journal::record::Next::Torn(detail) => return Err(detail),
+        };
+        crate::durable::decode_change(record, &mut |change| {
+            let change = match change {
+                Change::Queued {
+                    id,
+                    message,
+                    targets,
+                } => Change::Queued {
+                    id: ours(id),
+                    message,
+                    targets,
+                },
+                Change::Sent {
+                    client_id,
+                    id,
+                    packet_id,
+                } => Change::Sent {
+                    client_id,
+                    id: ours(id),
+                    packet_id,
+                },
+                Change::Released { client_id, id } => Change::Released {
+                    client_id,
+                    id: ours(id),
+                },
+                Change::Session { client_id, .. } => {
+                    client.get_or_insert_with(|| client_id.to_owned());
+                    change
+                }
+                change => change,
+            };
+            loader.apply(change)?;
+            ticket = ticket.max(broker.save(change));
+            Ok(())
+        })?;
+    }
+    if broker.state().is_none() {
+        if let Some(session) = client.and_then(|client| broker.session(&client)) {
+            session.is_saved.store(false, Ordering::Relaxed);
+        }
+    }
+    Ok(ticket)
+}

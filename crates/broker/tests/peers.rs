@@ -10,7 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use fleetwire_broker::{BoxFuture, Broker, Hooks, PeerMessage, PeerTicket, Peers, PeersError};
+use fleetwire_broker::{
+    BoxFuture, Broker, Claim, Hooks, PeerMessage, PeerTicket, Peers, PeersError,
+};
 use fleetwire_mqtt_codec::{Packet, Properties, QoS, TopicFilter, TopicName, Unsubscribe};
 use parking_lot::Mutex;
 use support::{Client, anonymous};
@@ -56,6 +58,10 @@ impl Peers for Recorder {
 
     fn durable(&self, _: PeerTicket) -> BoxFuture<'static, Result<(), PeersError>> {
         Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn claim(&self, _: &str) -> BoxFuture<'static, Result<Claim, PeersError>> {
+        Box::pin(std::future::ready(Ok(Claim::Here)))
     }
 }
 
@@ -255,6 +261,10 @@ impl Peers for Keeper {
             self.0.failing.lock().push(number);
         }
         Some(PeerTicket(std::num::NonZeroU64::new(number).unwrap()))
+    }
+
+    fn claim(&self, _: &str) -> BoxFuture<'static, Result<Claim, PeersError>> {
+        Box::pin(std::future::ready(Ok(Claim::Here)))
     }
 
     fn durable(&self, ticket: PeerTicket) -> BoxFuture<'static, Result<(), PeersError>> {

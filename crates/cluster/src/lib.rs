@@ -14,9 +14,11 @@
 //!   pipelined, with tickets the publishers wait for).
 //! - [`NatsPeers`]: all of it as the broker's `Peers`, made by [`join`].
 
+mod keys;
 mod live;
 mod peers;
 mod retained;
+mod sessions;
 mod subject;
 mod writer;
 

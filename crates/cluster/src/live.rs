@@ -417,28 +417,27 @@ async fn receive(
         };
         let (origin, number) = (u64::from_le_bytes(origin), u64::from_le_bytes(number));
         // A group's queue subscriptions get one copy between them.
-        let is_first = group.is_some()
-            || node
-                .seen
-                .lock()
-                .entry(origin)
-                .or_insert_with(Seen::new)
-                .first_time(number);
-        if !is_first {
-            continue;
-        }
-        match decode(message.payload.slice(ENVELOPE..)) {
-            Ok(message) => match &group {
-                Some(group) => {
-                    broker.publish_to_share_group(group, message);
-                }
-                None => {
-                    broker.publish_from_peer(message);
-                }
-            },
+        let decoded = match decode(message.payload.slice(ENVELOPE..)) {
+            Ok(decoded) => decoded,
             Err(detail) => {
                 tracing::warn!(subject = %message.subject, %detail, "message from another node dropped");
+                continue;
             }
+        };
+        if let Some(group) = &group {
+            // A group's queue subscriptions get one copy between them.
+            broker.publish_to_share_group(group, decoded);
+            continue;
+        }
+        // Noted and routed under one lock: another subscription's task must not route
+        // a later message of the same node before this one is routed.
+        let mut seen = node.seen.lock();
+        if seen
+            .entry(origin)
+            .or_insert_with(Seen::new)
+            .first_time(number)
+        {
+            broker.publish_from_peer(decoded);
         }
     }
 }

@@ -21,16 +21,12 @@ use fleetwire_broker::{Broker, PeerMessage, PeerTicket};
 use fleetwire_mqtt_codec::{Properties, QoS, TopicName};
 use futures_util::StreamExt;
 
-use crate::ClusterError;
 use crate::live::{decode, encode};
 use crate::writer::{Write, Writer};
+use crate::{ClusterError, keys};
 
 /// The bucket's name.
 const BUCKET: &str = "fleetwire_retained";
-
-/// The longest key written: a topic whose key is longer stays on its node (NATS
-/// refuses subjects longer than its control line, 4 KiB by default).
-const MAX_KEY: usize = 2048;
 
 /// Writes of QoS 0 retained messages pending, at most: past it they stay on their
 /// node (counted).
@@ -220,47 +216,14 @@ fn apply(broker: &Broker, entry: &kv::Entry) {
     broker.retain_from_peer(message);
 }
 
-/// The bucket key of `topic`: its bytes, but for those a key may not hold (and `=`),
-/// written `=XX` (hex). `None` when longer than [`MAX_KEY`].
-pub(crate) fn key(topic: &TopicName) -> Option<String> {
-    let mut key = String::with_capacity(topic.as_str().len());
-    for byte in topic.as_str().bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'/') {
-            key.push(char::from(byte));
-        } else {
-            key.push('=');
-            key.push(char::from(HEX[usize::from(byte >> 4)]));
-            key.push(char::from(HEX[usize::from(byte & 0xF)]));
-        }
-        if key.len() > MAX_KEY {
-            return None;
-        }
-    }
-    Some(key)
+/// The bucket key of `topic` (`None` when too long).
+fn key(topic: &TopicName) -> Option<String> {
+    keys::key(topic.as_str())
 }
-
-const HEX: &[u8; 16] = b"0123456789ABCDEF";
 
 /// The topic of a key made by [`key`].
-pub(crate) fn topic(key: &str) -> Option<TopicName> {
-    let mut bytes = Vec::with_capacity(key.len());
-    let mut rest = key.bytes();
-    while let Some(byte) = rest.next() {
-        if byte == b'=' {
-            let high = rest.next().and_then(hex_digit)?;
-            let low = rest.next().and_then(hex_digit)?;
-            bytes.push(high << 4 | low);
-        } else {
-            bytes.push(byte);
-        }
-    }
-    TopicName::new(String::from_utf8(bytes).ok()?).ok()
-}
-
-fn hex_digit(digit: u8) -> Option<u8> {
-    char::from(digit)
-        .to_digit(16)
-        .and_then(|value| u8::try_from(value).ok())
+fn topic(key: &str) -> Option<TopicName> {
+    TopicName::new(keys::text(key)?).ok()
 }
 
 #[cfg(test)]
@@ -274,10 +237,11 @@ mod tests {
         let key = key(&topic).unwrap();
         assert_eq!(key, "a=2Eb/c=20d/=3D/=2A/=3E/=C3=A9//");
         assert_eq!(super::topic(&key), Some(topic));
-        let long = TopicName::new("x".repeat(MAX_KEY + 1)).unwrap();
+        let long = TopicName::new("x".repeat(keys::MAX_KEY + 1)).unwrap();
         assert_eq!(super::key(&long), None);
         assert_eq!(super::topic("a=4"), None, "a cut escape");
         assert_eq!(super::topic("a=ZZ"), None);
+        assert_eq!(super::topic("=FF"), None, "not UTF-8");
     }
 
     proptest! {

@@ -105,9 +105,13 @@ impl Subjects {
     /// Every node's members of a group, whatever their filters, are one queue group,
     /// so each message goes to one member cluster-wide, as within one node.
     pub fn queue_group(&self, group: &str) -> String {
-        let mut queue = String::with_capacity(group.len());
-        push_level(&mut queue, group);
-        queue
+        token(group)
+    }
+
+    /// The subject `{prefix}.{token}.{name}` that node `node` answers requests of
+    /// another node on (`name` is one token).
+    pub(crate) fn node_subject(&self, node: &str, name: &str) -> String {
+        format!("{}node.{}.{name}", self.prefix, token(node))
     }
 
     /// The topic a subject made by [`Subjects::subject`] stands for.
@@ -152,6 +156,13 @@ impl Subjects {
 }
 
 /// Appends `level` as one token.
+/// `text` as one subject token, escaped as a topic level is.
+pub(crate) fn token(text: &str) -> String {
+    let mut token = String::with_capacity(text.len());
+    push_level(&mut token, text);
+    token
+}
+
 fn push_level(subject: &mut String, level: &str) {
     if level.is_empty() {
         subject.push_str(EMPTY_LEVEL);

@@ -224,7 +224,7 @@ async fn join_cluster(broker: &Broker, cluster: &ClusterSettings) -> anyhow::Res
         .context("cannot join the cluster")?;
     let subjects = fleetwire_cluster::Subjects::new(CLUSTER_SUBJECTS)
         .context("the cluster's subject prefix is invalid (a bug)")?;
-    let peers = fleetwire_cluster::join(nats, subjects, broker)
+    let peers = fleetwire_cluster::join(nats, subjects, &cluster.node_id, broker)
         .await
         .context("cannot join the cluster")?;
     broker.set_peers(peers);

@@ -27,6 +27,7 @@ use crate::broker::Broker;
 use crate::ingest::Hooks;
 use crate::limits::ConnectionPermit;
 use crate::park::Parked;
+use crate::peers::Claim;
 use crate::redirect::Redirection;
 use crate::session::{ClientId, Signals};
 use crate::stats;
@@ -92,6 +93,12 @@ pub(super) async fn handshake(
         }
     };
 
+    // Boxed: only a cluster's connections wait here.
+    if Box::pin(claim(&broker, &connect)).await.is_err() {
+        let refusal = connack(false, ReasonCode::SERVER_UNAVAILABLE);
+        let _ = write_packet(&mut writer, &refusal, version).await;
+        return None;
+    }
     let attached = match broker.attach(&connect, &access, Arc::new(Signals::default()), &hooks) {
         Ok(attached) => attached,
         Err(code) => {
@@ -234,6 +241,42 @@ pub(super) async fn handshake(
 /// the refusal otherwise. Clients with a user name are checked by the authenticator
 /// (when the listener's hooks have one), anonymous ones admitted only with
 /// `allow_anonymous`.
+/// In a cluster: makes this node the only one holding the client's id, and adopts its
+/// session if another node held it (saved here before the client is answered). `Err`
+/// when the cluster cannot say or the session cannot be saved: the client is refused
+/// and tries again.
+async fn claim(broker: &Broker, connect: &Connect) -> Result<(), ()> {
+    let Some(peers) = broker.peers() else {
+        return Ok(());
+    };
+    if connect.client_id.is_empty() {
+        // The broker assigns a fresh id: nobody else holds it.
+        return Ok(());
+    }
+    let state = match peers.claim(&connect.client_id).await {
+        Ok(Claim::Here) => return Ok(()),
+        Ok(Claim::Moved(state)) => state,
+        Err(error) => {
+            tracing::warn!(client_id = %connect.client_id, %error, "refusing connection: the cluster did not hand over its session");
+            return Err(());
+        }
+    };
+    let ticket = match broker.adopt_session(&state) {
+        Ok(ticket) => ticket,
+        Err(detail) => {
+            tracing::error!(client_id = %connect.client_id, %detail, "a session handed over by another node does not decode: starting a new one");
+            return Ok(());
+        }
+    };
+    if let (Some(ticket), Some(store)) = (ticket, broker.state()) {
+        if let Err(error) = store.durable(ticket).await {
+            tracing::error!(client_id = %connect.client_id, %error, "refusing connection: the session handed over could not be saved");
+            return Err(());
+        }
+    }
+    Ok(())
+}
+
 async fn admit(
     broker: &Broker,
     hooks: &Hooks,

@@ -33,7 +33,7 @@ const WILL_DELAYED: u8 = 13;
 const WILL_SETTLED: u8 = 14;
 
 /// Appends `change` to `out` as one framed record.
-pub(super) fn encode(change: &Change<'_>, out: &mut Vec<u8>) {
+pub(crate) fn encode(change: &Change<'_>, out: &mut Vec<u8>) {
     let start = record::begin_frame(out);
     match *change {
         Change::Session {
@@ -161,7 +161,7 @@ pub(super) fn encode(change: &Change<'_>, out: &mut Vec<u8>) {
 }
 
 /// Decodes the record `payload` and hands its change to `apply`.
-pub(super) fn decode(
+pub(crate) fn decode(
     payload: &[u8],
     apply: &mut dyn FnMut(Change<'_>) -> Result<(), String>,
 ) -> Result<(), String> {

@@ -27,6 +27,7 @@ use fleetwire_mqtt_codec::{
 
 use crate::auth::BoxFuture;
 
+pub(crate) use codec::{decode as decode_change, encode as encode_change};
 pub use embedded::EmbeddedState;
 
 /// A point in the store's sequence of changes: once it is durable, so is every change

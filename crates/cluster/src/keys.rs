@@ -1,0 +1,50 @@
+//! Keys of JetStream key-value buckets for MQTT text (topics, client ids): a key may
+//! hold only `-/_=.` and ASCII letters and digits, so other bytes (and `=`, and `.`,
+//! which separates subject tokens) are written `=XX` (hex), reversibly.
+
+/// The longest key written (NATS refuses subjects longer than its control line, 4 KiB
+/// by default).
+pub(crate) const MAX_KEY: usize = 2048;
+
+/// The key of `text`: its bytes, but for those a key may not hold (and `=`), written
+/// `=XX` (hex). `None` when longer than [`MAX_KEY`].
+pub(crate) fn key(text: &str) -> Option<String> {
+    let mut key = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'/') {
+            key.push(char::from(byte));
+        } else {
+            key.push('=');
+            key.push(char::from(HEX[usize::from(byte >> 4)]));
+            key.push(char::from(HEX[usize::from(byte & 0xF)]));
+        }
+        if key.len() > MAX_KEY {
+            return None;
+        }
+    }
+    Some(key)
+}
+
+const HEX: &[u8; 16] = b"0123456789ABCDEF";
+
+/// The text of a key made by [`key`].
+pub(crate) fn text(key: &str) -> Option<String> {
+    let mut bytes = Vec::with_capacity(key.len());
+    let mut rest = key.bytes();
+    while let Some(byte) = rest.next() {
+        if byte == b'=' {
+            let high = rest.next().and_then(hex_digit)?;
+            let low = rest.next().and_then(hex_digit)?;
+            bytes.push(high << 4 | low);
+        } else {
+            bytes.push(byte);
+        }
+    }
+    String::from_utf8(bytes).ok()
+}
+
+fn hex_digit(digit: u8) -> Option<u8> {
+    char::from(digit)
+        .to_digit(16)
+        .and_then(|value| u8::try_from(value).ok())
+}

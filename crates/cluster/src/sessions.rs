@@ -1,0 +1,220 @@
+//! Which node holds which client id, in a JetStream key-value bucket, and handing a
+//! session over between nodes.
+//!
+//! The bucket `fleetwire_sessions` maps a client id (its key: [`keys::key`]) to the node
+//! that holds its session. A client connecting to a node makes that node the holder
+//! with a compare-and-set on the key's revision ([`Sessions::claim`]): of two nodes
+//! claiming one id at once, one write fails and that node reads again, so two nodes
+//! never both hold an id. The node that held it is then asked (a core NATS request on
+//! `{prefix}.node.{node}.release`) to close the client's connection (5.0: 0x8E) and
+//! hand its session over ([`Broker::release_session`]); its answer is the session's
+//! state, which the claiming node adopts before it answers `CONNACK`.
+//!
+//! A holder that does not answer (dead: NATS says no one listens) hands nothing over:
+//! the client starts a new session (`CONNACK` says no session is present) and whatever
+//! that node kept for it stays on that node's disk. Keeping sessions in JetStream so
+//! that they outlive their node is not done yet.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::Client;
+use async_nats::jetstream::{self, kv};
+use bytes::Bytes;
+use fleetwire_broker::{Broker, Claim, PeersError};
+use futures_util::StreamExt;
+
+use crate::{ClusterError, Subjects, keys};
+
+/// The bucket's name.
+const BUCKET: &str = "fleetwire_sessions";
+
+/// Compare-and-set attempts before a claim gives up (other nodes claimed the same id
+/// meanwhile every time).
+const ATTEMPTS: usize = 10;
+
+/// How long the node that held a session has to hand it over.
+const RELEASE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Client ids and their nodes: see the module's text.
+pub(crate) struct Sessions {
+    store: kv::Store,
+    client: Client,
+    subjects: Subjects,
+    node: String,
+}
+
+impl Sessions {
+    /// Opens (or creates, with `replicas`) the bucket and starts answering other
+    /// nodes' release requests for `broker`'s sessions.
+    pub(crate) async fn start(
+        jetstream: &jetstream::Context,
+        client: Client,
+        subjects: Subjects,
+        node: &str,
+        replicas: usize,
+        broker: Broker,
+    ) -> Result<Arc<Sessions>, ClusterError> {
+        let failed = |detail: String| ClusterError::JetStream {
+            what: "the sessions bucket",
+            detail,
+        };
+        let store = match jetstream.get_key_value(BUCKET).await {
+            Ok(store) => store,
+            Err(_) => jetstream
+                .create_key_value(kv::Config {
+                    bucket: BUCKET.to_owned(),
+                    description: "Fleetwire: the node holding each MQTT client id".to_owned(),
+                    history: 1,
+                    num_replicas: replicas,
+                    storage: jetstream::stream::StorageType::File,
+                    ..kv::Config::default()
+                })
+                .await
+                .map_err(|error| failed(error.to_string()))?,
+        };
+        let subject = subjects.node_subject(node, "release");
+        let mut requests =
+            client
+                .subscribe(subject.clone())
+                .await
+                .map_err(|error| ClusterError::Connect {
+                    urls: subject,
+                    detail: error.to_string(),
+                })?;
+        let answering = client.clone();
+        tokio::spawn(async move {
+            while let Some(request) = requests.next().await {
+                let Some(reply) = request.reply else {
+                    continue;
+                };
+                let state = match std::str::from_utf8(&request.payload) {
+                    Ok(client_id) => broker.release_session(client_id),
+                    Err(_) => {
+                        tracing::warn!("a release request for a client id that is not UTF-8");
+                        Bytes::new()
+                    }
+                };
+                if let Err(error) = answering.publish(reply, state).await {
+                    tracing::warn!(%error, "a released session could not be sent to the node that asked");
+                }
+            }
+        });
+        Ok(Arc::new(Sessions {
+            store,
+            client,
+            subjects,
+            node: node.to_owned(),
+        }))
+    }
+
+    /// At start: the sessions `broker` loaded from this node's disk that another node
+    /// holds now (their clients reconnected there while this node was away) are
+    /// dropped here; the others are held by this node.
+    pub(crate) async fn reconcile(&self, broker: &Broker) -> Result<(), ClusterError> {
+        let failed = |detail: String| ClusterError::JetStream {
+            what: "the sessions bucket",
+            detail,
+        };
+        let me = Bytes::from(self.node.clone());
+        let (mut kept, mut dropped) = (0_u64, 0_u64);
+        for client_id in broker.client_ids() {
+            let Some(key) = keys::key(&client_id) else {
+                continue;
+            };
+            let entry = self
+                .store
+                .entry(key.clone())
+                .await
+                .map_err(|error| failed(error.to_string()))?;
+            match entry {
+                Some(entry) if entry.operation == kv::Operation::Put && entry.value != me => {
+                    broker.release_session(&client_id);
+                    dropped += 1;
+                }
+                Some(entry) if entry.operation == kv::Operation::Put => kept += 1,
+                _ => {
+                    // Held by nobody: this node, unless another claimed it meanwhile
+                    // (then that node asks this one to release it).
+                    let _ = self.store.create(&key, me.clone()).await;
+                    kept += 1;
+                }
+            }
+        }
+        if kept + dropped > 0 {
+            tracing::info!(
+                kept,
+                dropped,
+                "sessions on disk checked against the cluster"
+            );
+        }
+        Ok(())
+    }
+
+    /// Makes this node the holder of `client_id`; if another node held it, asks it to
+    /// release the session and returns its state.
+    pub(crate) async fn claim(&self, client_id: &str) -> Result<Claim, PeersError> {
+        let failed = |what: &str, error: &dyn std::fmt::Display| {
+            PeersError(format!("{what} client id {client_id:?}: {error}"))
+        };
+        let key = keys::key(client_id).ok_or_else(|| {
+            PeersError(format!(
+                "client id of {} bytes: too long for the cluster",
+                client_id.len()
+            ))
+        })?;
+        let me = Bytes::from(self.node.clone());
+        for _ in 0..ATTEMPTS {
+            let entry = self
+                .store
+                .entry(key.clone())
+                .await
+                .map_err(|error| failed("cannot read the holder of", &error))?;
+            let holder = match entry {
+                Some(entry) if entry.operation == kv::Operation::Put => entry,
+                _ => match self.store.create(&key, me.clone()).await {
+                    Ok(_) => return Ok(Claim::Here),
+                    Err(error) if error.kind() == kv::CreateErrorKind::AlreadyExists => continue,
+                    Err(error) => return Err(failed("cannot hold", &error)),
+                },
+            };
+            if holder.value == me {
+                return Ok(Claim::Here);
+            }
+            match self.store.update(&key, me.clone(), holder.revision).await {
+                Ok(_) => {}
+                Err(error) if error.kind() == kv::UpdateErrorKind::WrongLastRevision => continue,
+                Err(error) => return Err(failed("cannot take over", &error)),
+            }
+            let node = String::from_utf8_lossy(&holder.value).into_owned();
+            return self.release_from(&node, client_id).await;
+        }
+        Err(PeersError(format!(
+            "client id {client_id:?} claimed by other nodes {ATTEMPTS} times in a row"
+        )))
+    }
+
+    /// Asks `node` to release the session of `client_id`.
+    async fn release_from(&self, node: &str, client_id: &str) -> Result<Claim, PeersError> {
+        let subject = self.subjects.node_subject(node, "release");
+        let request = self
+            .client
+            .request(subject, Bytes::copy_from_slice(client_id.as_bytes()));
+        match tokio::time::timeout(RELEASE_TIMEOUT, request).await {
+            Ok(Ok(answer)) => {
+                tracing::debug!(%client_id, %node, bytes = answer.payload.len(), "session taken over from another node");
+                Ok(Claim::Moved(answer.payload))
+            }
+            Ok(Err(error)) if error.kind() == async_nats::RequestErrorKind::NoResponders => {
+                tracing::warn!(%client_id, %node, "the node that held this client's session is gone: a new session starts");
+                Ok(Claim::Moved(Bytes::new()))
+            }
+            Ok(Err(error)) => Err(PeersError(format!(
+                "node {node} did not release client {client_id:?}: {error}"
+            ))),
+            Err(_) => Err(PeersError(format!(
+                "node {node} did not release client {client_id:?} within {RELEASE_TIMEOUT:?}"
+            ))),
+        }
+    }
+}
