@@ -10,10 +10,11 @@ routed to each other, with JetStream. Subscriptions reach the other nodes
 asynchronously (through NATS), so each test first waits until a probe crosses.
 
 A client id connecting on another node takes its session over (the old connection is
-told 0x8E) and a persistent session resumes on another node with its queue.
+told 0x8E) and a persistent session resumes on another node with its queue. QoS 1/2
+messages acknowledged by a node killed right after reach the others; a node back from
+kill -9 delivers what its sessions missed.
 
-Not yet (issue 20): QoS 1/2 held durably across nodes (a message crosses at most once),
-sessions that outlive their node (kept in JetStream)."""
+Not yet (issue 20): sessions that outlive a dead node, a NATS server killed."""
 
 from __future__ import annotations
 
@@ -39,6 +40,15 @@ def nats_cluster(tmp_path_factory):
         cluster.stop()
 
 
+def node_env(nats_cluster: NatsCluster, node_id: str) -> dict[str, str]:
+    return {
+        "FLEETWIRE_CLUSTER__NATS_URL": nats_cluster.urls,
+        "FLEETWIRE_CLUSTER__NODE_ID": node_id,
+        # A session resumed elsewhere brings 1,000 queued messages.
+        "FLEETWIRE_MQTT__MAX_QUEUED_MESSAGES": "5000",
+    }
+
+
 @pytest.fixture(scope="module")
 def nodes(tmp_path_factory, nats_cluster):
     """Three nodes, each given every NATS server (the client picks one)."""
@@ -47,13 +57,7 @@ def nodes(tmp_path_factory, nats_cluster):
     try:
         for name in ("a", "b", "c"):
             (tmp / name).mkdir()
-            env = {
-                "FLEETWIRE_CLUSTER__NATS_URL": nats_cluster.urls,
-                "FLEETWIRE_CLUSTER__NODE_ID": f"node-{name}",
-                # A session resumed elsewhere brings 1,000 queued messages.
-                "FLEETWIRE_MQTT__MAX_QUEUED_MESSAGES": "5000",
-            }
-            started.append(_start_fleetwire(tmp / name, env=env))
+            started.append(_start_fleetwire(tmp / name, env=node_env(nats_cluster, f"node-{name}")))
         for node in started:
             assert "joined the cluster" in node.log_text(), node.log_text()
         yield started
@@ -235,7 +239,7 @@ def test_retained_messages_set_and_cleared_on_any_node_are_the_same_on_all(nodes
 def test_a_node_that_starts_later_serves_the_retained_messages_of_the_cluster(nodes, nats_cluster, tmp_path, uid):
     node_a = nodes[0]
     publisher = Peer(node_a, f"{uid}-pub").connect()
-    env = {"FLEETWIRE_CLUSTER__NATS_URL": nats_cluster.urls, "FLEETWIRE_CLUSTER__NODE_ID": "node-late"}
+    env = node_env(nats_cluster, "node-late")
     try:
         publisher.publish(f"{uid}/late/kept", b"before", qos=1, retain=True)
         publisher.publish(f"{uid}/late/gone", b"soon cleared", qos=1, retain=True)
@@ -307,6 +311,64 @@ def test_a_persistent_session_resumes_on_a_third_node_with_its_queue(nodes, uid)
         assert got == sent, f"{len(got)} of {len(sent)}, first differences: {[(a, b) for a, b in zip(got, sent) if a != b][:3]}"
     finally:
         close_all([peer for peer in (device, witness, publisher, resumed) if peer is not None])
+
+
+def _kill(node) -> None:
+    """kill -9."""
+    node.process.kill()
+    node.process.wait(10)
+
+
+def test_messages_acknowledged_by_a_node_killed_right_after_reach_the_other_nodes(nodes, nats_cluster, tmp_path, uid):
+    env = node_env(nats_cluster, "node-doomed")
+    doomed = _start_fleetwire(tmp_path, env=env)
+    subscriber = Peer(nodes[1], f"{uid}-sub").connect()
+    publisher = Peer(doomed, f"{uid}-pub")
+    try:
+        subscriber.subscribe((f"{uid}/k/#", 1))
+        publisher.connect()
+        wait_until_routed(subscriber, publisher, f"{uid}/k/probe")
+        payloads = {publisher.publish_nowait(f"{uid}/k/x", f"m{n}", qos=1): f"m{n}" for n in range(2000)}
+        # Killed while messages are still being acknowledged.
+        deadline = time.monotonic() + 30
+        while len(publisher.publish_reasons) < 300 and time.monotonic() < deadline:
+            time.sleep(0.001)
+        _kill(doomed)
+        acknowledged = {payloads[mid] for mid in list(publisher.publish_reasons) if mid in payloads}
+        assert len(acknowledged) >= 300
+        got = {m.payload.decode() for m in subscriber.drain(quiet=3)}
+        assert acknowledged <= got, f"{len(acknowledged - got)} acknowledged messages lost, e.g. {sorted(acknowledged - got)[:5]}"
+    finally:
+        close_all([subscriber, publisher])
+        if doomed.process.poll() is None:
+            _kill(doomed)
+
+
+def test_a_node_back_from_kill_9_delivers_what_its_sessions_missed_meanwhile(nodes, nats_cluster, tmp_path, uid):
+    env = node_env(nats_cluster, "node-phoenix")
+    phoenix = _start_fleetwire(tmp_path, env=env)
+    publisher = Peer(nodes[0], f"{uid}-pub").connect()
+    device = Peer(phoenix, f"{uid}-dev", protocol=V5, clean=False).connect(session_expiry=3600)
+    resumed = None
+    try:
+        device.subscribe((f"{uid}/p/#", 1))
+        wait_until_routed(device, publisher, f"{uid}/p/probe")
+        device.disconnect()
+        _kill(phoenix)
+        # Acknowledged while the session's node is down: JetStream keeps them for it.
+        sent = [f"m{n}" for n in range(200)]
+        mids = [publisher.publish_nowait(f"{uid}/p/x", payload, qos=1) for payload in sent]
+        publisher.wait_acked(mids, timeout=30)
+        publisher.publish(f"{uid}/p/end", b"", qos=1)
+        phoenix = _start_fleetwire(tmp_path, env=env)
+        resumed = Peer(phoenix, f"{uid}-dev", protocol=V5, clean=False).connect(session_expiry=3600)
+        assert resumed.session_present
+        got = [m.payload.decode() for m in resumed.messages_until(f"{uid}/p/end", timeout=30)]
+        assert [g for g in got if g != "probe"] == sent, f"{len(got)} of {len(sent)}"
+    finally:
+        close_all([peer for peer in (publisher, device, resumed) if peer is not None])
+        if phoenix.process.poll() is None:
+            _stop(phoenix)
 
 
 def test_an_unreachable_nats_stops_the_start_with_a_clear_error(tmp_path):

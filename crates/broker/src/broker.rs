@@ -23,13 +23,13 @@ use parking_lot::{Mutex, MutexGuard, RwLock};
 use smallvec::SmallVec;
 use tokio::sync::watch;
 
-use crate::auth::{Access, FailureLimiter};
+use crate::auth::{Access, BoxFuture, FailureLimiter};
 use crate::compact;
 use crate::config::BrokerConfig;
 use crate::durable::{Change, SavedMessage, StateError, StateStore, Target as SavedTarget, Ticket};
 use crate::ingest::Hooks;
 use crate::limits::{ConnectionGate, ConnectionPermit};
-use crate::peers::{PeerMessage, PeerTicket, Peers};
+use crate::peers::{PeerMessage, PeerRouted, PeerTicket, Peers};
 use crate::redirect::Redirection;
 use crate::session::{
     Attachment, ClientId, Delivery, Link, Message, MessageProperties, Queued, Receipt, Session,
@@ -1196,10 +1196,23 @@ impl Broker {
     /// handing it back to the peers. Returns how many sessions it was queued for.
     /// Shared subscriptions are not served here: the peers deliver to them through
     /// [`Broker::publish_to_share_group`].
-    pub fn publish_from_peer(&self, message: PeerMessage) -> usize {
+    pub fn publish_from_peer(&self, message: PeerMessage) -> PeerRouted {
         let message = peer_message(message);
-        // Nobody here waits for the acknowledgement or can be paused.
-        self.accept_here(&message, &mut Congested::new()).delivered
+        // Nobody here can be paused.
+        let routed = self.accept_here(&message, &mut Congested::new());
+        PeerRouted {
+            delivered: routed.delivered,
+            ticket: routed.ticket,
+        }
+    }
+
+    /// Resolves once the durable state holds every change up to `ticket` (at once
+    /// without a durable state).
+    pub fn durable(&self, ticket: Ticket) -> BoxFuture<'static, Result<(), StateError>> {
+        match self.state() {
+            Some(state) => state.durable(ticket),
+            None => Box::pin(std::future::ready(Ok(()))),
+        }
     }
 
     /// Delivers a message to one member of this node's share group `group`, one of

@@ -11,6 +11,7 @@ use bytes::Bytes;
 use fleetwire_mqtt_codec::{Properties, QoS, TopicFilter, TopicName};
 
 use crate::auth::BoxFuture;
+use crate::durable::Ticket;
 
 /// A point in the order of what the peers were handed to keep durably (retained
 /// messages so far): once it is durable, so is everything handed to them before it.
@@ -36,6 +37,18 @@ pub struct PeerMessage {
     pub is_retained: bool,
     /// The properties forwarded to subscribers.
     pub properties: Properties,
+}
+
+/// What routing a message from another node did here.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PeerRouted {
+    /// Sessions it was queued for.
+    pub delivered: usize,
+    /// The durable-state ticket that covers it (queued for persistent sessions,
+    /// retained): wait for it ([`Broker::durable`]) before telling anyone it is kept.
+    ///
+    /// [`Broker::durable`]: crate::Broker::durable
+    pub ticket: Option<Ticket>,
 }
 
 /// Where the session of a client connecting here was, as the peers found it.

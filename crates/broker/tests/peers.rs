@@ -126,7 +126,7 @@ async fn peers_hear_subscriptions_and_local_publishes_and_their_messages_are_rou
         is_retained: false,
         properties: Properties::default(),
     });
-    assert_eq!(delivered, 2);
+    assert_eq!(delivered.delivered, 2);
     let received = subscriber.expect_publish().await;
     assert_eq!(
         (received.topic.as_str(), &received.payload[..]),
@@ -147,7 +147,12 @@ async fn peers_hear_subscriptions_and_local_publishes_and_their_messages_are_rou
         is_retained: false,
         properties: Properties::default(),
     };
-    assert_eq!(broker.publish_from_peer(from_peer("b/2", b"remote")), 0);
+    assert_eq!(
+        broker
+            .publish_from_peer(from_peer("b/2", b"remote"))
+            .delivered,
+        0
+    );
     assert_eq!(
         broker.publish_to_share_group("h", from_peer("b/3", b"other group")),
         0

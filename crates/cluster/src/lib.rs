@@ -9,11 +9,16 @@
 //!   each node subscribes, once per distinct filter its sessions hold, to the subjects
 //!   of that filter, and routes what arrives to its sessions. No echo: a node never
 //!   receives its own messages back. Share groups are NATS queue groups.
+//! - QoS 1/2 messages (`durable.rs`) in a JetStream stream, one durable consumer per
+//!   node; the publisher is acknowledged once JetStream keeps the message.
+//! - Who holds which client id (`sessions.rs`), in a JetStream key-value bucket, and
+//!   sessions handed over between nodes.
 //! - Retained messages (`retained.rs`) in a JetStream key-value bucket every node
 //!   watches into its own retained store; writes go through `writer.rs` (ordered,
 //!   pipelined, with tickets the publishers wait for).
 //! - [`NatsPeers`]: all of it as the broker's `Peers`, made by [`join`].
 
+mod durable;
 mod keys;
 mod live;
 mod peers;

@@ -1,6 +1,7 @@
-//! Live routing between nodes over core NATS.
+//! Live routing between nodes over core NATS: QoS 0 messages, and what share groups
+//! get (QoS 1/2 messages to the other subscriptions go through JetStream: `durable.rs`).
 //!
-//! The broker reports through [`Peers`] (on its own paths, which must not wait); [`Live`]
+//! The broker reports through its `Peers` (on its own paths, which must not wait); [`Live`]
 //! queues messages for a task that sends them (a bounded queue: past it messages for
 //! the other nodes are dropped and counted) and filter changes for a task that keeps one
 //! NATS subscription per distinct filter (counted: the first session on a filter
@@ -8,36 +9,39 @@
 //! that hands what arrives to [`Broker::publish_from_peer`].
 //!
 //! A message crosses as its MQTT 5.0 `PUBLISH` packet (topic, QoS, retain flag,
-//! properties, payload), on the subject of its topic, after the publishing node's id
+//! properties, payload), on the subject of its topic (`fleetwire.mqtt.{topic}` for QoS
+//! 0, `fleetwire.share.{topic}` for QoS 1/2, which only share groups subscribe to),
+//! after the publishing node's id
 //! (random per process) and the message's number from it. A node whose filters overlap
 //! (`a/#` and `a/+`) holds two NATS subscriptions that both match, and NATS sends it a
 //! copy for each: the receiving node routes each (node, number) once ([`Seen`]), since
-//! its own routing already delivers once per session. Delivery between nodes is what
-//! core NATS gives: at most once, in order per publishing node.
+//! its own routing already delivers once per session; noting and routing happen under
+//! one lock, so that two subscriptions' tasks cannot reorder a node's messages. Delivery
+//! between nodes is what core NATS gives: at most once, in order per publishing node.
 //!
 //! Shared subscriptions: a node's members of share group `g` hold NATS queue
 //! subscriptions in queue group `g` (on a second connection, with echo, so that the
 //! node's own messages can be given to its own members), and NATS gives each message to
 //! one of them cluster-wide; the node then picks one of its members
 //! ([`Broker::publish_to_share_group`]). No node delivers to a share group on its own.
-//!
-//! Not yet: QoS 1/2 held durably across nodes (JetStream), retained messages
-//! cluster-wide, `$SYS` totals.
+//! A share group's members subscribe to both kinds of subject; across nodes they get
+//! messages at most once (not through JetStream).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_nats::{Client, ConnectOptions, ServerAddr};
+use bytes::Bytes;
 use bytes::BytesMut;
 use fleetwire_broker::{Broker, PeerMessage};
-use fleetwire_mqtt_codec::{Packet, ProtocolVersion, Publish, TopicFilter};
+use fleetwire_mqtt_codec::{Packet, ProtocolVersion, Publish, QoS, TopicFilter};
 use futures_util::StreamExt;
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::Subjects;
+use crate::subject::ClusterSubjects;
 
 /// Why a node could not join its cluster.
 #[derive(Debug, thiserror::Error)]
@@ -146,15 +150,15 @@ pub(crate) struct Live {
     /// Messages not sent to the other nodes because the queue was full.
     dropped: AtomicU64,
     node: Arc<Node>,
-    subjects: Subjects,
+    subjects: ClusterSubjects,
 }
 
 /// Bytes before the `PUBLISH` packet: the publishing node's id, the message's number.
-const ENVELOPE: usize = 16;
+pub(crate) const ENVELOPE: usize = 16;
 
 impl Live {
     /// Starts live routing for `broker` over `nats` (on the current Tokio runtime).
-    pub(crate) fn start(nats: Nats, subjects: Subjects, broker: Broker) -> Live {
+    pub(crate) fn start(nats: Nats, subjects: ClusterSubjects, broker: Broker) -> Live {
         let (filters, filter_reports) = mpsc::unbounded_channel();
         let (messages, outgoing) = mpsc::channel(MESSAGE_QUEUE);
         let node = Node {
@@ -212,11 +216,14 @@ impl Live {
         self.report(FilterReport::Unsubscribed(filter.clone()));
     }
 
-    /// Sends a message published here to the nodes subscribed to its topic.
-    pub(crate) fn published(&self, message: &PeerMessage) {
-        if self.messages.capacity() == 0 {
+    /// Sends a message published here to the nodes subscribed to its topic: a QoS 0
+    /// one to all of them, a QoS 1/2 one to their share groups only (the others get
+    /// it from JetStream). Returns the message as it crosses, for JetStream.
+    pub(crate) fn published(&self, message: &PeerMessage) -> Option<Bytes> {
+        let is_live = message.qos == QoS::AtMostOnce;
+        if is_live && self.messages.capacity() == 0 {
             self.drop_message();
-            return;
+            return None;
         }
         // Encoded here, on the publisher's task: the sending task only sends.
         let mut encoded = BytesMut::with_capacity(ENVELOPE + 16 + message.payload.len());
@@ -225,12 +232,19 @@ impl Live {
         encoded.extend_from_slice(&number.to_le_bytes());
         if let Err(error) = encode(message, &mut encoded) {
             tracing::warn!(topic = %message.topic.as_str(), %error, "message not sent to the other nodes");
-            return;
+            return None;
         }
-        let subject = self.subjects.subject(&message.topic);
-        if self.messages.try_send((subject, encoded.freeze())).is_err() {
+        let encoded = encoded.freeze();
+        let subjects = if is_live {
+            &self.subjects.live
+        } else {
+            &self.subjects.share
+        };
+        let subject = subjects.subject(&message.topic);
+        if self.messages.try_send((subject, encoded.clone())).is_err() {
             self.drop_message();
         }
+        Some(encoded)
     }
 }
 
@@ -336,7 +350,7 @@ async fn send(client: Client, mut outgoing: mpsc::Receiver<(String, bytes::Bytes
 /// The task that keeps one NATS subscription per distinct filter.
 async fn keep_subscriptions(
     nats: Nats,
-    subjects: Subjects,
+    subjects: ClusterSubjects,
     broker: Broker,
     mut reports: mpsc::UnboundedReceiver<FilterReport>,
     node: Arc<Node>,
@@ -356,11 +370,17 @@ async fn keep_subscriptions(
                     continue;
                 }
                 let group = filter.share().map(|(group, _)| group.to_owned());
-                for subject in subjects.filter_subjects(&filter) {
+                // A share group takes QoS 1/2 messages from core NATS too (its own
+                // subjects), the others take them from JetStream.
+                let mut wanted = subjects.live.filter_subjects(&filter);
+                if group.is_some() {
+                    wanted.extend(subjects.share.filter_subjects(&filter));
+                }
+                for subject in wanted {
                     let subscribed = match &group {
                         None => nats.client.subscribe(subject.clone()).await,
                         Some(group) => {
-                            let queue = subjects.queue_group(group);
+                            let queue = subjects.live.queue_group(group);
                             nats.queues.queue_subscribe(subject.clone(), queue).await
                         }
                     };
@@ -439,6 +459,7 @@ async fn receive(
         {
             broker.publish_from_peer(decoded);
         }
+        drop(seen);
     }
 }
 
@@ -476,7 +497,7 @@ pub(crate) fn decode(payload: bytes::Bytes) -> Result<PeerMessage, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use fleetwire_mqtt_codec::{Properties, QoS, TopicName};
+    use fleetwire_mqtt_codec::{Properties, TopicName};
 
     #[test]
     fn a_message_crosses_whole() {

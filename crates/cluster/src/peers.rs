@@ -5,36 +5,50 @@ use std::sync::Arc;
 
 use async_nats::jetstream;
 use fleetwire_broker::{BoxFuture, Broker, Claim, PeerMessage, PeerTicket, Peers, PeersError};
-use fleetwire_mqtt_codec::TopicFilter;
+use fleetwire_mqtt_codec::{QoS, TopicFilter};
 
+use crate::ClusterError;
+use crate::durable::Durable;
 use crate::live::{Live, Nats};
 use crate::retained::Retained;
 use crate::sessions::Sessions;
-use crate::{ClusterError, Subjects};
+use crate::subject::ClusterSubjects;
+use crate::writer::{Write, Writer};
 
 /// Replicas of what the cluster keeps in JetStream, at most (and at most as many as
 /// there are NATS servers).
 const MAX_REPLICAS: usize = 3;
 
-/// The other nodes, over NATS: live routing on core NATS, retained messages in a
-/// JetStream bucket.
+/// Writes of QoS 0 messages (retained ones) pending in JetStream, at most: past it
+/// they stay on their node (counted).
+const QOS0_PENDING: usize = 16 * 1024;
+
+/// The other nodes, over NATS: live routing on core NATS; QoS 1/2 messages, retained
+/// messages and who holds which client id in JetStream.
 pub struct NatsPeers {
     live: Live,
+    durable: Durable,
     retained: Retained,
     sessions: Arc<Sessions>,
+    /// Every JetStream write a publisher waits for, in one order (one ticket sequence).
+    writer: Writer,
 }
 
-/// Joins `broker` to the nodes sharing `nats` as node `node`: opens what the cluster
-/// keeps in JetStream (creating it on the first node), reads the cluster's retained
-/// messages, drops the sessions on this node's disk that another node holds now, and
-/// starts routing. The broker still has to be given the peers ([`Broker::set_peers`])
-/// before it serves.
+/// Joins `broker` to the nodes sharing `nats` as node `node`, on subjects under
+/// `prefix` (`fleetwire`): opens what the cluster keeps in JetStream (creating it on
+/// the first node), reads the cluster's retained messages, drops the sessions on this
+/// node's disk that another node holds now, and starts routing. The broker still has
+/// to be given the peers ([`Broker::set_peers`]) before it serves.
 pub async fn join(
     nats: Nats,
-    subjects: Subjects,
+    prefix: &str,
     node: &str,
     broker: &Broker,
 ) -> Result<Arc<NatsPeers>, ClusterError> {
+    let subjects = ClusterSubjects::new(prefix).ok_or_else(|| ClusterError::InvalidUrl {
+        url: prefix.to_owned(),
+        detail: "not a valid subject prefix".to_owned(),
+    })?;
     let replicas = nats.servers().min(MAX_REPLICAS);
     let jetstream = jetstream::new(nats.client.clone());
     let retained = Retained::start(&jetstream, replicas, broker.clone()).await?;
@@ -48,12 +62,22 @@ pub async fn join(
     )
     .await?;
     sessions.reconcile(broker).await?;
+    let durable = Durable::start(
+        &jetstream,
+        subjects.durable.clone(),
+        node,
+        replicas,
+        broker.clone(),
+    )
+    .await?;
     tracing::info!(replicas, "cluster state in JetStream");
     let live = Live::start(nats, subjects, broker.clone());
     Ok(Arc::new(NatsPeers {
         live,
+        durable,
         retained,
         sessions,
+        writer: Writer::start(jetstream),
     }))
 }
 
@@ -61,6 +85,23 @@ impl NatsPeers {
     /// Messages not sent to the other nodes because NATS could not keep up.
     pub fn dropped(&self) -> u64 {
         self.live.dropped()
+    }
+
+    /// Queues `write` for a message of `qos`: the ticket to wait for, for QoS 1/2.
+    fn write(&self, write: Write, qos: QoS) -> Option<PeerTicket> {
+        if qos != QoS::AtMostOnce {
+            return Some(self.writer.write(write));
+        }
+        if !self.writer.try_write(write, QOS0_PENDING) {
+            let dropped = self.writer.dropped();
+            if dropped % 10_000 == 1 {
+                tracing::warn!(
+                    dropped,
+                    "JetStream does not keep up: QoS 0 retained messages kept on their node only"
+                );
+            }
+        }
+        None
     }
 }
 
@@ -74,15 +115,21 @@ impl Peers for NatsPeers {
     }
 
     fn published(&self, message: &PeerMessage) -> Option<PeerTicket> {
-        self.live.published(message);
-        if message.is_retained {
-            return self.retained.published(message);
+        let crossing = self.live.published(message);
+        let mut ticket = None;
+        if let (QoS::AtLeastOnce | QoS::ExactlyOnce, Some(crossing)) = (message.qos, crossing) {
+            ticket = self.write(self.durable.write(&message.topic, crossing), message.qos);
         }
-        None
+        if message.is_retained {
+            if let Some(write) = self.retained.write(message) {
+                ticket = ticket.max(self.write(write, message.qos));
+            }
+        }
+        ticket
     }
 
     fn durable(&self, ticket: PeerTicket) -> BoxFuture<'static, Result<(), PeersError>> {
-        Box::pin(self.retained.durable(ticket))
+        Box::pin(self.writer.durable(ticket))
     }
 
     fn claim(&self, client_id: &str) -> BoxFuture<'static, Result<Claim, PeersError>> {

@@ -17,27 +17,22 @@ use async_nats::HeaderMap;
 use async_nats::jetstream::Context;
 use async_nats::jetstream::kv::{self, Operation};
 use bytes::{Bytes, BytesMut};
-use fleetwire_broker::{Broker, PeerMessage, PeerTicket};
+use fleetwire_broker::{Broker, PeerMessage};
 use fleetwire_mqtt_codec::{Properties, QoS, TopicName};
 use futures_util::StreamExt;
 
 use crate::live::{decode, encode};
-use crate::writer::{Write, Writer};
+use crate::writer::Write;
 use crate::{ClusterError, keys};
 
 /// The bucket's name.
 const BUCKET: &str = "fleetwire_retained";
-
-/// Writes of QoS 0 retained messages pending, at most: past it they stay on their
-/// node (counted).
-const QOS0_PENDING: usize = 16 * 1024;
 
 /// How long a starting node waits to read the bucket before it serves anyway.
 const CATCH_UP: Duration = Duration::from_secs(60);
 
 /// The cluster's retained messages: see the module's text.
 pub(crate) struct Retained {
-    writer: Writer,
     /// `$KV.{bucket}.`: the subjects the bucket's keys are written to.
     subject_prefix: String,
 }
@@ -115,60 +110,37 @@ impl Retained {
             tracing::warn!("the cluster's retained messages are no longer watched");
         });
         Ok(Retained {
-            writer: Writer::start(jetstream.clone()),
             subject_prefix: format!("$KV.{BUCKET}."),
         })
     }
 
-    /// Writes a retained message (or its topic's clear) published on this node; the
-    /// ticket for a QoS 1/2 one.
-    pub(crate) fn published(&self, message: &PeerMessage) -> Option<PeerTicket> {
+    /// The write of a retained message (or its topic's clear) published on this node;
+    /// `None` if it stays on this node (its topic is too long for a key).
+    pub(crate) fn write(&self, message: &PeerMessage) -> Option<Write> {
         let Some(key) = key(&message.topic) else {
             tracing::warn!(topic = %message.topic.as_str(), "retained message kept on this node only: its topic is too long for the cluster");
             return None;
         };
         let subject = format!("{}{key}", self.subject_prefix);
-        let write = if message.payload.is_empty() {
+        if message.payload.is_empty() {
             let mut headers = HeaderMap::new();
             headers.insert("KV-Operation", "DEL");
-            Write {
+            return Some(Write {
                 subject,
                 headers: Some(headers),
                 payload: Bytes::new(),
-            }
-        } else {
-            let mut encoded = BytesMut::with_capacity(message.payload.len() + 32);
-            if let Err(error) = encode(message, &mut encoded) {
-                tracing::warn!(topic = %message.topic.as_str(), %error, "retained message kept on this node only");
-                return None;
-            }
-            Write {
-                subject,
-                headers: None,
-                payload: encoded.freeze(),
-            }
-        };
-        if message.qos == QoS::AtMostOnce {
-            if !self.writer.try_write(write, QOS0_PENDING) {
-                let dropped = self.writer.dropped();
-                if dropped % 10_000 == 1 {
-                    tracing::warn!(
-                        dropped,
-                        "JetStream does not keep up: QoS 0 retained messages kept on their node only"
-                    );
-                }
-            }
+            });
+        }
+        let mut encoded = BytesMut::with_capacity(message.payload.len() + 32);
+        if let Err(error) = encode(message, &mut encoded) {
+            tracing::warn!(topic = %message.topic.as_str(), %error, "retained message kept on this node only");
             return None;
         }
-        Some(self.writer.write(write))
-    }
-
-    /// See [`Writer::durable`].
-    pub(crate) fn durable(
-        &self,
-        ticket: PeerTicket,
-    ) -> impl Future<Output = Result<(), fleetwire_broker::PeersError>> + Send + 'static {
-        self.writer.durable(ticket)
+        Some(Write {
+            subject,
+            headers: None,
+            payload: encoded.freeze(),
+        })
     }
 }
 

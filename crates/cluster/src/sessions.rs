@@ -6,7 +6,7 @@
 //! with a compare-and-set on the key's revision ([`Sessions::claim`]): of two nodes
 //! claiming one id at once, one write fails and that node reads again, so two nodes
 //! never both hold an id. The node that held it is then asked (a core NATS request on
-//! `{prefix}.node.{node}.release`) to close the client's connection (5.0: 0x8E) and
+//! `fleetwire.node.{node}.release`) to close the client's connection (5.0: 0x8E) and
 //! hand its session over ([`Broker::release_session`]); its answer is the session's
 //! state, which the claiming node adopts before it answers `CONNACK`.
 //!
@@ -24,7 +24,8 @@ use bytes::Bytes;
 use fleetwire_broker::{Broker, Claim, PeersError};
 use futures_util::StreamExt;
 
-use crate::{ClusterError, Subjects, keys};
+use crate::subject::ClusterSubjects;
+use crate::{ClusterError, keys};
 
 /// The bucket's name.
 const BUCKET: &str = "fleetwire_sessions";
@@ -40,7 +41,7 @@ const RELEASE_TIMEOUT: Duration = Duration::from_secs(10);
 pub(crate) struct Sessions {
     store: kv::Store,
     client: Client,
-    subjects: Subjects,
+    subjects: ClusterSubjects,
     node: String,
 }
 
@@ -50,7 +51,7 @@ impl Sessions {
     pub(crate) async fn start(
         jetstream: &jetstream::Context,
         client: Client,
-        subjects: Subjects,
+        subjects: ClusterSubjects,
         node: &str,
         replicas: usize,
         broker: Broker,
@@ -73,7 +74,7 @@ impl Sessions {
                 .await
                 .map_err(|error| failed(error.to_string()))?,
         };
-        let subject = subjects.node_subject(node, "release");
+        let subject = subjects.node(node, "release");
         let mut requests =
             client
                 .subscribe(subject.clone())
@@ -196,7 +197,7 @@ impl Sessions {
 
     /// Asks `node` to release the session of `client_id`.
     async fn release_from(&self, node: &str, client_id: &str) -> Result<Claim, PeersError> {
-        let subject = self.subjects.node_subject(node, "release");
+        let subject = self.subjects.node(node, "release");
         let request = self
             .client
             .request(subject, Bytes::copy_from_slice(client_id.as_bytes()));

@@ -72,6 +72,11 @@ impl Subjects {
         subject
     }
 
+    /// The subject that stands for every topic: `{prefix}.>`.
+    pub(crate) fn all(&self) -> String {
+        format!("{}>", self.prefix)
+    }
+
     /// The subjects to subscribe to for `filter` (its topic pattern: a shared
     /// subscription's group is the caller's, as a NATS queue group). One, or two for a
     /// filter ending in `/#`.
@@ -106,12 +111,6 @@ impl Subjects {
     /// so each message goes to one member cluster-wide, as within one node.
     pub fn queue_group(&self, group: &str) -> String {
         token(group)
-    }
-
-    /// The subject `{prefix}.{token}.{name}` that node `node` answers requests of
-    /// another node on (`name` is one token).
-    pub(crate) fn node_subject(&self, node: &str, name: &str) -> String {
-        format!("{}node.{}.{name}", self.prefix, token(node))
     }
 
     /// The topic a subject made by [`Subjects::subject`] stands for.
@@ -156,6 +155,37 @@ impl Subjects {
 }
 
 /// Appends `level` as one token.
+/// The subjects of one cluster, under its prefix (`fleetwire`): apart from each other,
+/// so that no topic's subject is another kind's.
+#[derive(Debug, Clone)]
+pub(crate) struct ClusterSubjects {
+    /// `{prefix}.mqtt.{topic}`: QoS 0 messages, live (core NATS).
+    pub(crate) live: Subjects,
+    /// `{prefix}.share.{topic}`: QoS 1/2 messages for share groups (core NATS).
+    pub(crate) share: Subjects,
+    /// `{prefix}.durable.{topic}`: QoS 1/2 messages, in JetStream.
+    pub(crate) durable: Subjects,
+    /// `{prefix}.node.`: what one node asks another.
+    node: String,
+}
+
+impl ClusterSubjects {
+    /// The subjects under `prefix` (checked as [`Subjects::new`] checks it).
+    pub(crate) fn new(prefix: &str) -> Option<ClusterSubjects> {
+        Some(ClusterSubjects {
+            live: Subjects::new(&format!("{prefix}.mqtt"))?,
+            share: Subjects::new(&format!("{prefix}.share"))?,
+            durable: Subjects::new(&format!("{prefix}.durable"))?,
+            node: format!("{prefix}.node."),
+        })
+    }
+
+    /// The subject node `node` answers `name` requests of other nodes on.
+    pub(crate) fn node(&self, node: &str, name: &str) -> String {
+        format!("{}{}.{name}", self.node, token(node))
+    }
+}
+
 /// `text` as one subject token, escaped as a topic level is.
 pub(crate) fn token(text: &str) -> String {
     let mut token = String::with_capacity(text.len());

@@ -222,9 +222,7 @@ async fn join_cluster(broker: &Broker, cluster: &ClusterSettings) -> anyhow::Res
     let nats = fleetwire_cluster::connect(&cluster.nats_url, &cluster.node_id)
         .await
         .context("cannot join the cluster")?;
-    let subjects = fleetwire_cluster::Subjects::new(CLUSTER_SUBJECTS)
-        .context("the cluster's subject prefix is invalid (a bug)")?;
-    let peers = fleetwire_cluster::join(nats, subjects, &cluster.node_id, broker)
+    let peers = fleetwire_cluster::join(nats, CLUSTER_SUBJECTS, &cluster.node_id, broker)
         .await
         .context("cannot join the cluster")?;
     broker.set_peers(peers);
@@ -253,8 +251,8 @@ async fn listen(
 /// their SYNs and they try again only a second later.
 const LISTEN_BACKLOG: u32 = 4096;
 
-/// The NATS subjects live messages cross between nodes on (`{prefix}.{topic levels}`).
-const CLUSTER_SUBJECTS: &str = "fleetwire.mqtt";
+/// The prefix of the NATS subjects the nodes of a cluster talk on.
+const CLUSTER_SUBJECTS: &str = "fleetwire";
 
 /// A listening socket on `addr`, with [`LISTEN_BACKLOG`].
 fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {

@@ -1,0 +1,206 @@
+//! QoS 1/2 messages across nodes, through a JetStream stream.
+//!
+//! A QoS 1/2 message published on a node is written to the stream `FLEETWIRE_MESSAGES`
+//! (subject `fleetwire.durable.{topic}`, replicas as the other cluster state) and its
+//! publisher is acknowledged once JetStream keeps it, so a node that dies right after a
+//! `PUBACK` loses nothing the other nodes' sessions want. Every node reads the stream
+//! through a durable consumer of its own (`node-{node id}`: one per node, never one per
+//! session or subscription), routes each message of the other nodes to its sessions as
+//! the node it was published on did ([`Broker::publish_from_peer`]), and acknowledges a
+//! batch to JetStream only once its own durable state holds what the batch queued for
+//! its persistent sessions. A node that was down reads, when it comes back, what was
+//! published meanwhile: its consumer kept its place.
+//!
+//! The stream keeps a message until every node's consumer acknowledged it (interest
+//! retention), for a day at most. A node that crashes after saving a batch and before
+//! acknowledging it routes that batch again when it comes back (a persistent session
+//! may get a QoS 1/2 message twice, then).
+
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
+use async_nats::jetstream::stream::{self, RetentionPolicy, StorageType};
+use async_nats::jetstream::{self, Context};
+use bytes::Bytes;
+use fleetwire_broker::Broker;
+use fleetwire_mqtt_codec::TopicName;
+use futures_util::{FutureExt, StreamExt};
+
+use crate::ClusterError;
+use crate::live::{ENVELOPE, decode};
+use crate::subject::Subjects;
+use crate::writer::Write;
+
+/// The stream's name.
+const STREAM: &str = "FLEETWIRE_MESSAGES";
+
+/// The header naming the node a message was published on.
+const NODE_HEADER: &str = "Fleetwire-Node";
+
+/// How long the stream keeps a message no node acknowledged.
+const MAX_AGE: Duration = Duration::from_secs(24 * 3600);
+
+/// Messages routed before one acknowledgement (and one wait for the local state).
+const BATCH: usize = 1024;
+
+/// QoS 1/2 messages in JetStream: see the module's text.
+pub(crate) struct Durable {
+    subjects: Subjects,
+    node: String,
+}
+
+impl Durable {
+    /// Opens (or creates) the stream and this node's consumer, and starts routing what
+    /// the other nodes publish to `broker`.
+    pub(crate) async fn start(
+        jetstream: &Context,
+        subjects: Subjects,
+        node: &str,
+        replicas: usize,
+        broker: Broker,
+    ) -> Result<Durable, ClusterError> {
+        let failed = |detail: String| ClusterError::JetStream {
+            what: "the stream of QoS 1/2 messages",
+            detail,
+        };
+        let stream = jetstream
+            .get_or_create_stream(stream::Config {
+                name: STREAM.to_owned(),
+                description: Some("Fleetwire: QoS 1/2 MQTT messages between nodes".to_owned()),
+                subjects: vec![subjects.all()],
+                retention: RetentionPolicy::Interest,
+                storage: StorageType::File,
+                num_replicas: replicas,
+                max_age: MAX_AGE,
+                ..stream::Config::default()
+            })
+            .await
+            .map_err(|error| failed(error.to_string()))?;
+        let name = consumer_name(node);
+        let consumer: jetstream::consumer::Consumer<pull::Config> = stream
+            .get_or_create_consumer(
+                &name,
+                pull::Config {
+                    durable_name: Some(name.clone()),
+                    description: Some(format!("Fleetwire node {node}")),
+                    deliver_policy: DeliverPolicy::New,
+                    ack_policy: AckPolicy::All,
+                    ack_wait: Duration::from_secs(30),
+                    max_ack_pending: 64 * 1024,
+                    ..pull::Config::default()
+                },
+            )
+            .await
+            .map_err(|error| failed(error.to_string()))?;
+        let messages = consumer
+            .messages()
+            .await
+            .map_err(|error| failed(error.to_string()))?;
+        tokio::spawn(route(messages, node.to_owned(), broker));
+        Ok(Durable {
+            subjects,
+            node: node.to_owned(),
+        })
+    }
+
+    /// The write of a QoS 1/2 message published here (`encoded` as it crosses).
+    pub(crate) fn write(&self, topic: &TopicName, encoded: Bytes) -> Write {
+        let mut headers = HeaderMap::new();
+        headers.insert(NODE_HEADER, self.node.as_str());
+        Write {
+            subject: self.subjects.subject(topic),
+            headers: Some(headers),
+            payload: encoded,
+        }
+    }
+}
+
+/// A consumer name for node `node`: letters, digits, `-` and `_` as they are, other
+/// bytes as `_XX`.
+fn consumer_name(node: &str) -> String {
+    let mut name = String::from("node-");
+    for byte in node.bytes() {
+        if byte.is_ascii_alphanumeric() || byte == b'-' {
+            name.push(char::from(byte));
+        } else {
+            name.push_str(&format!("_{byte:02X}"));
+        }
+    }
+    name
+}
+
+/// Routes the other nodes' messages to `broker`, a batch at a time.
+async fn route(mut messages: pull::Stream, node: String, broker: Broker) {
+    loop {
+        let Some(first) = messages.next().await else {
+            break;
+        };
+        let mut batch = vec![first];
+        while batch.len() < BATCH {
+            match messages.next().now_or_never() {
+                Some(Some(next)) => batch.push(next),
+                _ => break,
+            }
+        }
+        let mut ticket = None;
+        let mut last = None;
+        for item in batch {
+            let message = match item {
+                Ok(message) => message,
+                Err(error) => {
+                    tracing::warn!(%error, "reading the stream of QoS 1/2 messages");
+                    continue;
+                }
+            };
+            let is_own = message
+                .headers
+                .as_ref()
+                .and_then(|headers| headers.get(NODE_HEADER))
+                .is_some_and(|origin| origin.as_str() == node);
+            if !is_own {
+                match message
+                    .payload
+                    .get(ENVELOPE..)
+                    .map(|_| decode(message.payload.slice(ENVELOPE..)))
+                {
+                    Some(Ok(decoded)) => {
+                        ticket = ticket.max(broker.publish_from_peer(decoded).ticket);
+                    }
+                    Some(Err(detail)) => {
+                        tracing::warn!(subject = %message.subject, %detail, "message from another node dropped");
+                    }
+                    None => {
+                        tracing::warn!(subject = %message.subject, "message from another node dropped: too short");
+                    }
+                }
+            }
+            last = Some(message);
+        }
+        if let Some(ticket) = ticket {
+            if let Err(error) = broker.durable(ticket).await {
+                // Not acknowledged: JetStream sends the batch again.
+                tracing::error!(%error, "QoS 1/2 messages of other nodes not saved here");
+                continue;
+            }
+        }
+        if let Some(last) = last {
+            // Acknowledges the batch (AckPolicy::All).
+            if let Err(error) = last.ack().await {
+                tracing::warn!(%error, "acknowledging QoS 1/2 messages to JetStream");
+            }
+        }
+    }
+    tracing::warn!("the stream of QoS 1/2 messages is no longer read");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn consumer_names_hold_no_separator() {
+        assert_eq!(consumer_name("node-a"), "node-node-a");
+        assert_eq!(consumer_name("a.b c/d"), "node-a_2Eb_20c_2Fd");
+    }
+}
