@@ -371,6 +371,72 @@ def test_a_node_back_from_kill_9_delivers_what_its_sessions_missed_meanwhile(nod
             _stop(phoenix)
 
 
+def _until_it_works(action, what: str, timeout: float = 60.0):
+    """Runs `action` until it does not raise (the cluster settling after a failure)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return action()
+        except (AssertionError, OSError) as error:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{what} did not work within {timeout} s: {error}") from error
+            time.sleep(0.5)
+
+
+def test_the_cluster_carries_on_when_a_nats_server_is_killed(nodes, nats_cluster, uid):
+    node_a, node_b, node_c = nodes
+    # What the cluster keeps is on all three servers.
+    jsz = nats_cluster.servers[1].monitor("/jsz?streams=true&config=true")
+    replicas = {
+        stream["name"]: stream["config"]["num_replicas"]
+        for account in jsz.get("account_details", [])
+        for stream in account.get("stream_detail", [])
+    }
+    expected = {"KV_fleetwire_retained": 3, "KV_fleetwire_sessions": 3, "FLEETWIRE_MESSAGES": 3}
+    assert {name: replicas.get(name) for name in expected} == expected, replicas
+    victim = nats_cluster.servers[0]
+    victim.kill()
+    try:
+        def cross() -> None:
+            subscriber = Peer(node_b, f"{uid}-sub-{time.monotonic_ns()}").connect()
+            publisher = Peer(node_a, f"{uid}-pub-{time.monotonic_ns()}").connect()
+            try:
+                subscriber.subscribe((f"{uid}/n/#", 1))
+                wait_until_routed(subscriber, publisher, f"{uid}/n/probe", timeout=5)
+                for n in range(50):
+                    publisher.publish(f"{uid}/n/x", f"m{n}", qos=1)
+                publisher.publish(f"{uid}/n/end", b"", qos=1)
+                got = [m.payload.decode() for m in subscriber.messages_until(f"{uid}/n/end", timeout=10)]
+                assert got == [f"m{n}" for n in range(50)], got
+            finally:
+                close_all([subscriber, publisher])
+
+        _until_it_works(cross, "QoS 1 across nodes")
+
+        def retain() -> None:
+            publisher = Peer(node_c, f"{uid}-ret-{time.monotonic_ns()}").connect()
+            try:
+                publisher.publish(f"{uid}/n/kept", b"kept", qos=1, retain=True)
+            finally:
+                close_all([publisher])
+            wait_for_retained(node_a, f"{uid}/n/kept", f"{uid}-r", {f"{uid}/n/kept": b"kept"})
+
+        _until_it_works(retain, "a retained message")
+
+        def take_over() -> None:
+            first = Peer(node_a, f"{uid}-dev", protocol=V5, clean=False).connect(session_expiry=60)
+            second = Peer(node_c, f"{uid}-dev", protocol=V5, clean=False).connect(session_expiry=60)
+            try:
+                assert first.disconnected.wait(10) and first.disconnect_reason == 0x8E
+            finally:
+                close_all([first, second])
+
+        _until_it_works(take_over, "a takeover across nodes")
+    finally:
+        victim.start()
+        nats_cluster.wait_ready()
+
+
 def test_an_unreachable_nats_stops_the_start_with_a_clear_error(tmp_path):
     port = _free_port()  # nobody listens there
     with pytest.raises(RuntimeError) as refused:
