@@ -196,6 +196,30 @@ def test_each_message_goes_to_one_member_of_each_share_group_cluster_wide(nodes,
         close_all([*members, loner, plain, publisher])
 
 
+def test_sys_topics_carry_the_cluster_totals_beside_each_nodes_own(nodes, uid):
+    node_a, node_b, node_c = nodes
+    watcher = Peer(node_a, f"{uid}-sys").connect()
+    others = [Peer(node_b, f"{uid}-b").connect(), Peer(node_c, f"{uid}-c").connect()]
+    try:
+        watcher.subscribe(("$SYS/cluster/#", 0), ("$SYS/broker/clients/connected", 0))
+        deadline = time.monotonic() + 15
+        latest: dict[str, str] = {}
+        while time.monotonic() < deadline:
+            for message in watcher.drain(quiet=0.2):
+                latest[message.topic] = message.payload.decode()
+            if latest.get("$SYS/cluster/nodes") == "3" and int(latest.get("$SYS/cluster/clients/connected", 0)) >= 3:
+                break
+        assert latest.get("$SYS/cluster/nodes") == "3", latest
+        # The watcher on a, one client on b and one on c at least (the cluster's total),
+        # more than node a's own count.
+        assert int(latest["$SYS/cluster/clients/connected"]) >= 3, latest
+        assert int(latest["$SYS/cluster/clients/connected"]) > int(latest["$SYS/broker/clients/connected"]), latest
+        for name in ("sessions/count", "subscriptions/count", "messages/received", "bytes/sent"):
+            assert f"$SYS/cluster/{name}" in latest, latest
+    finally:
+        close_all([watcher, *others])
+
+
 def retained_on(node, filter_: str, name: str) -> dict[str, bytes]:
     """The retained messages a new subscriber to `filter_` on `node` gets."""
     peer = Peer(node, name).connect()

@@ -25,6 +25,7 @@ mod peers;
 mod retained;
 mod sessions;
 mod subject;
+mod totals;
 mod writer;
 
 pub use live::{ClusterError, Nats, connect};

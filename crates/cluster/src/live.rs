@@ -62,6 +62,14 @@ pub enum ClusterError {
         /// The client's error.
         detail: String,
     },
+    /// NATS refused a subscription the node needs.
+    #[error("NATS refused the subscription to {what}: {detail}")]
+    Subscribe {
+        /// What the subscription is for.
+        what: &'static str,
+        /// The client's error.
+        detail: String,
+    },
     /// JetStream refused or did not answer (is it enabled on the NATS servers?).
     #[error("cannot open {what} in JetStream (is JetStream enabled?): {detail}")]
     JetStream {

@@ -70,6 +70,12 @@ pub async fn join(
         broker.clone(),
     )
     .await?;
+    crate::totals::start(nats.client.clone(), &subjects, node, broker.clone())
+        .await
+        .map_err(|error| ClusterError::Subscribe {
+            what: "the other nodes' counters",
+            detail: error.to_string(),
+        })?;
     tracing::info!(replicas, "cluster state in JetStream");
     let live = Live::start(nats, subjects, broker.clone());
     Ok(Arc::new(NatsPeers {

@@ -77,10 +77,10 @@ impl Sessions {
         let subject = subjects.node(node, "release");
         let mut requests =
             client
-                .subscribe(subject.clone())
+                .subscribe(subject)
                 .await
-                .map_err(|error| ClusterError::Connect {
-                    urls: subject,
+                .map_err(|error| ClusterError::Subscribe {
+                    what: "release requests",
                     detail: error.to_string(),
                 })?;
         let answering = client.clone();

@@ -180,6 +180,11 @@ impl ClusterSubjects {
         })
     }
 
+    /// The subject that stands for `name` of every node.
+    pub(crate) fn every_node(&self, name: &str) -> String {
+        format!("{}*.{name}", self.node)
+    }
+
     /// The subject node `node` answers `name` requests of other nodes on.
     pub(crate) fn node(&self, node: &str, name: &str) -> String {
         format!("{}{}.{name}", self.node, token(node))
