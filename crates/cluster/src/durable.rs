@@ -1,7 +1,8 @@
 //! QoS 1/2 messages across nodes, through a JetStream stream.
 //!
 //! A QoS 1/2 message published on a node is written to the stream `FLEETWIRE_MESSAGES`
-//! (subject `fleetwire.durable.{topic}`, replicas as the other cluster state) and its
+//! (subject `fleetwire.durable.{node}`, replicas as the other cluster state; the
+//! messages queued together share one JetStream message, see `writer.rs`) and its
 //! publisher is acknowledged once JetStream keeps it, so a node that dies right after a
 //! `PUBACK` loses nothing the other nodes' sessions want. Every node reads the stream
 //! through a durable consumer of its own (`node-{node id}`: one per node, never one per
@@ -16,6 +17,7 @@
 //! acknowledging it routes that batch again when it comes back (a persistent session
 //! may get a QoS 1/2 message twice, then).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::HeaderMap;
@@ -24,13 +26,12 @@ use async_nats::jetstream::stream::{self, RetentionPolicy, StorageType};
 use async_nats::jetstream::{self, Context};
 use bytes::Bytes;
 use fleetwire_broker::Broker;
-use fleetwire_mqtt_codec::TopicName;
 use futures_util::{FutureExt, StreamExt};
 
 use crate::ClusterError;
-use crate::live::{ENVELOPE, decode};
-use crate::subject::Subjects;
-use crate::writer::Write;
+use crate::live::{Node, open};
+use crate::subject::ClusterSubjects;
+use crate::writer::{Write, batched};
 
 /// The stream's name.
 const STREAM: &str = "FLEETWIRE_MESSAGES";
@@ -46,7 +47,8 @@ const BATCH: usize = 1024;
 
 /// QoS 1/2 messages in JetStream: see the module's text.
 pub(crate) struct Durable {
-    subjects: Subjects,
+    /// `fleetwire.durable.{node}`: where this node writes.
+    subject: String,
     node: String,
 }
 
@@ -55,8 +57,9 @@ impl Durable {
     /// the other nodes publish to `broker`.
     pub(crate) async fn start(
         jetstream: &Context,
-        subjects: Subjects,
+        subjects: &ClusterSubjects,
         node: &str,
+        envelope: Arc<Node>,
         replicas: usize,
         broker: Broker,
     ) -> Result<Durable, ClusterError> {
@@ -68,7 +71,7 @@ impl Durable {
             .get_or_create_stream(stream::Config {
                 name: STREAM.to_owned(),
                 description: Some("Fleetwire: QoS 1/2 MQTT messages between nodes".to_owned()),
-                subjects: vec![subjects.all()],
+                subjects: vec![subjects.every_durable()],
                 retention: RetentionPolicy::Interest,
                 storage: StorageType::File,
                 num_replicas: replicas,
@@ -97,21 +100,23 @@ impl Durable {
             .messages()
             .await
             .map_err(|error| failed(error.to_string()))?;
-        tokio::spawn(route(messages, node.to_owned(), broker));
+        tokio::spawn(route(messages, node.to_owned(), envelope, broker));
         Ok(Durable {
-            subjects,
+            subject: subjects.durable(node),
             node: node.to_owned(),
         })
     }
 
-    /// The write of a QoS 1/2 message published here (`encoded` as it crosses).
-    pub(crate) fn write(&self, topic: &TopicName, encoded: Bytes) -> Write {
+    /// The write of a QoS 1/2 message published here (`encoded` as it crosses),
+    /// batched with those queued with it.
+    pub(crate) fn write(&self, encoded: Bytes) -> Write {
         let mut headers = HeaderMap::new();
         headers.insert(NODE_HEADER, self.node.as_str());
         Write {
-            subject: self.subjects.subject(topic),
+            subject: self.subject.clone(),
             headers: Some(headers),
             payload: encoded,
+            is_batchable: true,
         }
     }
 }
@@ -130,8 +135,11 @@ fn consumer_name(node: &str) -> String {
     name
 }
 
-/// Routes the other nodes' messages to `broker`, a batch at a time.
-async fn route(mut messages: pull::Stream, node: String, broker: Broker) {
+/// Routes the other nodes' messages to `broker` (those whose copy through core NATS
+/// did not come first), a batch at a time; acknowledges a batch once the durable state
+/// holds everything routed from other nodes so far (the core copies routed before
+/// included).
+async fn route(mut messages: pull::Stream, name: String, node: Arc<Node>, broker: Broker) {
     loop {
         let Some(first) = messages.next().await else {
             break;
@@ -157,21 +165,15 @@ async fn route(mut messages: pull::Stream, node: String, broker: Broker) {
                 .headers
                 .as_ref()
                 .and_then(|headers| headers.get(NODE_HEADER))
-                .is_some_and(|origin| origin.as_str() == node);
+                .is_some_and(|origin| origin.as_str() == name);
             if !is_own {
-                match message
-                    .payload
-                    .get(ENVELOPE..)
-                    .map(|_| decode(message.payload.slice(ENVELOPE..)))
-                {
-                    Some(Ok(decoded)) => {
-                        ticket = ticket.max(broker.publish_from_peer(decoded).ticket);
-                    }
-                    Some(Err(detail)) => {
-                        tracing::warn!(subject = %message.subject, %detail, "message from another node dropped");
-                    }
-                    None => {
-                        tracing::warn!(subject = %message.subject, "message from another node dropped: too short");
+                for write in batched(&message.payload) {
+                    let Some(write) = write else {
+                        tracing::warn!(subject = %message.subject, "a batch of messages from another node is cut short");
+                        break;
+                    };
+                    if let Some((origin, number, decoded)) = open(&write, &message.subject) {
+                        ticket = ticket.max(node.route_once(&broker, origin, number, decoded));
                     }
                 }
             }

@@ -1,31 +1,32 @@
-//! Live routing between nodes over core NATS: QoS 0 messages, and what share groups
-//! get (QoS 1/2 messages to the other subscriptions go through JetStream: `durable.rs`).
+//! Live routing between nodes over core NATS: every message, at most once (QoS 1/2
+//! messages also go through JetStream, `durable.rs`, and are routed once, whichever
+//! copy comes first).
 //!
-//! The broker reports through its `Peers` (on its own paths, which must not wait); [`Live`]
-//! queues messages for a task that sends them (a bounded queue: past it messages for
-//! the other nodes are dropped and counted) and filter changes for a task that keeps one
-//! NATS subscription per distinct filter (counted: the first session on a filter
-//! subscribes, the last one leaving unsubscribes). Each NATS subscription has a task
-//! that hands what arrives to [`Broker::publish_from_peer`].
+//! The broker reports through its `Peers` (on its own paths, which must not wait);
+//! [`Live`] queues messages for a task that sends them (a bounded queue: past it
+//! messages for the other nodes are dropped and counted; JetStream still carries the
+//! QoS 1/2 ones) and filter changes for a task that keeps one NATS subscription per
+//! distinct filter (counted: the first session on a filter subscribes, the last one
+//! leaving unsubscribes). Each NATS subscription has a task that hands what arrives to
+//! [`Broker::publish_from_peer`].
 //!
 //! A message crosses as its MQTT 5.0 `PUBLISH` packet (topic, QoS, retain flag,
-//! properties, payload), on the subject of its topic (`fleetwire.mqtt.{topic}` for QoS
-//! 0, `fleetwire.share.{topic}` for QoS 1/2, which only share groups subscribe to),
-//! after the publishing node's id
-//! (random per process) and the message's number from it. A node whose filters overlap
-//! (`a/#` and `a/+`) holds two NATS subscriptions that both match, and NATS sends it a
-//! copy for each: the receiving node routes each (node, number) once ([`Seen`]), since
-//! its own routing already delivers once per session; noting and routing happen under
-//! one lock, so that two subscriptions' tasks cannot reorder a node's messages. Delivery
-//! between nodes is what core NATS gives: at most once, in order per publishing node.
+//! properties, payload), on the subject of its topic (`fleetwire.mqtt.{topic}`), after
+//! the publishing node's id (random per process) and the message's number from it. A
+//! node whose filters overlap (`a/#` and `a/+`) holds two NATS subscriptions that both
+//! match, and NATS sends it a copy for each; JetStream sends it one more. The receiving
+//! node routes each (node, number) once ([`Seen`], [`Node::route_once`]), since its own
+//! routing already delivers once per session; noting and routing happen under one lock,
+//! so that two tasks cannot reorder a node's messages. A QoS 1/2 message whose core copy
+//! was dropped arrives through JetStream later, possibly after messages published after
+//! it.
 //!
 //! Shared subscriptions: a node's members of share group `g` hold NATS queue
 //! subscriptions in queue group `g` (on a second connection, with echo, so that the
 //! node's own messages can be given to its own members), and NATS gives each message to
 //! one of them cluster-wide; the node then picks one of its members
 //! ([`Broker::publish_to_share_group`]). No node delivers to a share group on its own.
-//! A share group's members subscribe to both kinds of subject; across nodes they get
-//! messages at most once (not through JetStream).
+//! Across nodes share groups get messages at most once (not through JetStream).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -34,7 +35,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use async_nats::{Client, ConnectOptions, ServerAddr};
 use bytes::Bytes;
 use bytes::BytesMut;
-use fleetwire_broker::{Broker, PeerMessage};
+use fleetwire_broker::{Broker, PeerMessage, Ticket};
 use fleetwire_mqtt_codec::{Packet, ProtocolVersion, Publish, QoS, TopicFilter};
 use futures_util::StreamExt;
 use parking_lot::Mutex;
@@ -166,15 +167,14 @@ pub(crate) const ENVELOPE: usize = 16;
 
 impl Live {
     /// Starts live routing for `broker` over `nats` (on the current Tokio runtime).
-    pub(crate) fn start(nats: Nats, subjects: ClusterSubjects, broker: Broker) -> Live {
+    pub(crate) fn start(
+        nats: Nats,
+        subjects: ClusterSubjects,
+        broker: Broker,
+        node: Arc<Node>,
+    ) -> Live {
         let (filters, filter_reports) = mpsc::unbounded_channel();
         let (messages, outgoing) = mpsc::channel(MESSAGE_QUEUE);
-        let node = Node {
-            id: random_id(),
-            next_number: AtomicU64::new(1),
-            seen: Mutex::new(HashMap::new()),
-        };
-        let node = Arc::new(node);
         tokio::spawn(send(nats.client.clone(), outgoing));
         tokio::spawn(keep_subscriptions(
             nats,
@@ -224,12 +224,12 @@ impl Live {
         self.report(FilterReport::Unsubscribed(filter.clone()));
     }
 
-    /// Sends a message published here to the nodes subscribed to its topic: a QoS 0
-    /// one to all of them, a QoS 1/2 one to their share groups only (the others get
-    /// it from JetStream). Returns the message as it crosses, for JetStream.
+    /// Sends a message published here to the nodes subscribed to its topic (at most
+    /// once: a QoS 1/2 one also goes through JetStream, and is routed once, whichever
+    /// copy comes first). Returns the message as it crosses, for JetStream.
     pub(crate) fn published(&self, message: &PeerMessage) -> Option<Bytes> {
-        let is_live = message.qos == QoS::AtMostOnce;
-        if is_live && self.messages.capacity() == 0 {
+        let is_durable = message.qos != QoS::AtMostOnce;
+        if !is_durable && self.messages.capacity() == 0 {
             self.drop_message();
             return None;
         }
@@ -243,12 +243,7 @@ impl Live {
             return None;
         }
         let encoded = encoded.freeze();
-        let subjects = if is_live {
-            &self.subjects.live
-        } else {
-            &self.subjects.share
-        };
-        let subject = subjects.subject(&message.topic);
+        let subject = self.subjects.live.subject(&message.topic);
         if self.messages.try_send((subject, encoded.clone())).is_err() {
             self.drop_message();
         }
@@ -256,13 +251,56 @@ impl Live {
     }
 }
 
-/// This node's side of the envelope.
-struct Node {
+/// This node's side of the envelope, shared by the paths messages arrive on (core
+/// NATS, JetStream).
+pub(crate) struct Node {
     /// Tells this process's messages from others' (a restarted node is a new one).
     id: u64,
     next_number: AtomicU64,
     /// Per publishing node, the numbers of its messages routed here lately.
     seen: Mutex<HashMap<u64, Seen>>,
+    /// The highest durable-state ticket of what was routed here from other nodes.
+    routed: AtomicU64,
+}
+
+impl Node {
+    pub(crate) fn new() -> Node {
+        Node {
+            id: random_id(),
+            next_number: AtomicU64::new(1),
+            seen: Mutex::new(HashMap::new()),
+            routed: AtomicU64::new(0),
+        }
+    }
+
+    /// Routes message `number` of node `origin` to `broker` unless a copy was routed
+    /// already (through another subscription, or the other path); returns the
+    /// durable-state ticket of this node's routings so far from other nodes. Noted and
+    /// routed under one lock: no other task routes a later message of the same node
+    /// before this one is routed.
+    pub(crate) fn route_once(
+        &self,
+        broker: &Broker,
+        origin: u64,
+        number: u64,
+        message: PeerMessage,
+    ) -> Option<Ticket> {
+        let mut seen = self.seen.lock();
+        if seen
+            .entry(origin)
+            .or_insert_with(Seen::new)
+            .first_time(number)
+        {
+            if let Some(Ticket(ticket)) = broker.publish_from_peer(message).ticket {
+                self.routed.fetch_max(ticket, Ordering::AcqRel);
+            }
+        }
+        drop(seen);
+        match self.routed.load(Ordering::Acquire) {
+            0 => None,
+            ticket => Some(Ticket(ticket)),
+        }
+    }
 }
 
 /// A random node id, from the standard library's randomly keyed hasher.
@@ -278,63 +316,59 @@ fn random_id() -> u64 {
     hasher.finish()
 }
 
-/// Which of a node's recent message numbers were routed here: a window of the last
-/// [`Seen::WINDOW`] numbers below the highest one.
-struct Seen {
+/// Which of a node's recent message numbers were routed here: a ring of bits for the
+/// last [`Seen::WINDOW`] numbers up to the highest one (bit `number % WINDOW`).
+pub(crate) struct Seen {
     highest: u64,
-    /// Bit `i` of the window: number `highest - i` was seen.
-    bits: [u64; Seen::WORDS],
+    bits: Box<[u64]>,
 }
 
 impl Seen {
-    const WORDS: usize = 64;
+    const WORDS: usize = 2048;
+    /// Numbers remembered: a message's copy through JetStream may trail its copy
+    /// through core NATS by this many of its node's messages.
     const WINDOW: u64 = 64 * Seen::WORDS as u64;
 
-    fn new() -> Seen {
+    pub(crate) fn new() -> Seen {
         Seen {
             highest: 0,
-            bits: [0; Seen::WORDS],
+            bits: vec![0; Seen::WORDS].into_boxed_slice(),
         }
     }
 
     /// Notes `number`; `false` if it was seen already. A number older than the window
-    /// counts as new (copies arrive close together; one delayed past the window would
-    /// be routed twice rather than lost).
-    fn first_time(&mut self, number: u64) -> bool {
+    /// counts as new (routed twice rather than lost).
+    pub(crate) fn first_time(&mut self, number: u64) -> bool {
         if number > self.highest {
-            self.shift(number - self.highest);
+            // Forget the numbers the window moves past (at most all of them).
+            let forget = (number - self.highest).min(Seen::WINDOW);
+            for forgotten in number - forget + 1..=number {
+                self.set(forgotten, false);
+            }
             self.highest = number;
-            self.bits[0] |= 1;
+            self.set(number, true);
             return true;
         }
-        let age = self.highest - number;
-        if age >= Seen::WINDOW {
+        if self.highest - number >= Seen::WINDOW {
             return true;
         }
-        let (word, bit) = ((age / 64) as usize, age % 64);
-        let was_seen = self.bits[word] & (1 << bit) != 0;
-        self.bits[word] |= 1 << bit;
+        let was_seen = self.get(number);
+        self.set(number, true);
         !was_seen
     }
 
-    /// Moves the window `by` numbers up.
-    fn shift(&mut self, by: u64) {
-        if by >= Seen::WINDOW {
-            self.bits = [0; Seen::WORDS];
-            return;
-        }
-        let (words, bits) = ((by / 64) as usize, by % 64);
-        for index in (0..Seen::WORDS).rev() {
-            let from = index.checked_sub(words);
-            let high = from.map_or(0, |from| self.bits[from]);
-            let low = from
-                .and_then(|from| from.checked_sub(1))
-                .map_or(0, |from| self.bits[from]);
-            self.bits[index] = if bits == 0 {
-                high
-            } else {
-                (high << bits) | (low >> (64 - bits))
-            };
+    fn get(&self, number: u64) -> bool {
+        let bit = number % Seen::WINDOW;
+        self.bits[(bit / 64) as usize] & (1 << (bit % 64)) != 0
+    }
+
+    fn set(&mut self, number: u64, value: bool) {
+        let bit = number % Seen::WINDOW;
+        let word = &mut self.bits[(bit / 64) as usize];
+        if value {
+            *word |= 1 << (bit % 64);
+        } else {
+            *word &= !(1 << (bit % 64));
         }
     }
 }
@@ -378,13 +412,7 @@ async fn keep_subscriptions(
                     continue;
                 }
                 let group = filter.share().map(|(group, _)| group.to_owned());
-                // A share group takes QoS 1/2 messages from core NATS too (its own
-                // subjects), the others take them from JetStream.
-                let mut wanted = subjects.live.filter_subjects(&filter);
-                if group.is_some() {
-                    wanted.extend(subjects.share.filter_subjects(&filter));
-                }
-                for subject in wanted {
+                for subject in subjects.live.filter_subjects(&filter) {
                     let subscribed = match &group {
                         None => nats.client.subscribe(subject.clone()).await,
                         Some(group) => {
@@ -433,41 +461,43 @@ async fn receive(
     group: Option<String>,
 ) {
     while let Some(message) = subscriber.next().await {
-        let payload = &message.payload;
-        let (Some(origin), Some(number)) = (
-            payload.get(..8).and_then(|bytes| bytes.try_into().ok()),
-            payload
-                .get(8..ENVELOPE)
-                .and_then(|bytes| bytes.try_into().ok()),
-        ) else {
-            tracing::warn!(subject = %message.subject, "message from another node dropped: too short");
+        let Some((origin, number, decoded)) = open(&message.payload, &message.subject) else {
             continue;
         };
-        let (origin, number) = (u64::from_le_bytes(origin), u64::from_le_bytes(number));
-        // A group's queue subscriptions get one copy between them.
-        let decoded = match decode(message.payload.slice(ENVELOPE..)) {
-            Ok(decoded) => decoded,
-            Err(detail) => {
-                tracing::warn!(subject = %message.subject, %detail, "message from another node dropped");
-                continue;
-            }
-        };
-        if let Some(group) = &group {
+        match &group {
             // A group's queue subscriptions get one copy between them.
-            broker.publish_to_share_group(group, decoded);
-            continue;
+            Some(group) => {
+                broker.publish_to_share_group(group, decoded);
+            }
+            None => {
+                node.route_once(&broker, origin, number, decoded);
+            }
         }
-        // Noted and routed under one lock: another subscription's task must not route
-        // a later message of the same node before this one is routed.
-        let mut seen = node.seen.lock();
-        if seen
-            .entry(origin)
-            .or_insert_with(Seen::new)
-            .first_time(number)
-        {
-            broker.publish_from_peer(decoded);
+    }
+}
+
+/// The publishing node, the number and the message of what crossed as `payload` (on
+/// `subject`); `None` (logged) if it is not one.
+pub(crate) fn open(payload: &Bytes, subject: &str) -> Option<(u64, u64, PeerMessage)> {
+    let (Some(origin), Some(number)) = (
+        payload.get(..8).and_then(|bytes| bytes.try_into().ok()),
+        payload
+            .get(8..ENVELOPE)
+            .and_then(|bytes| bytes.try_into().ok()),
+    ) else {
+        tracing::warn!(%subject, "message from another node dropped: too short");
+        return None;
+    };
+    match decode(payload.slice(ENVELOPE..)) {
+        Ok(decoded) => Some((
+            u64::from_le_bytes(origin),
+            u64::from_le_bytes(number),
+            decoded,
+        )),
+        Err(detail) => {
+            tracing::warn!(%subject, %detail, "message from another node dropped");
+            None
         }
-        drop(seen);
     }
 }
 

@@ -9,7 +9,7 @@ use fleetwire_mqtt_codec::{QoS, TopicFilter};
 
 use crate::ClusterError;
 use crate::durable::Durable;
-use crate::live::{Live, Nats};
+use crate::live::{Live, Nats, Node};
 use crate::retained::Retained;
 use crate::sessions::Sessions;
 use crate::subject::ClusterSubjects;
@@ -62,10 +62,12 @@ pub async fn join(
     )
     .await?;
     sessions.reconcile(broker).await?;
+    let envelope = Arc::new(Node::new());
     let durable = Durable::start(
         &jetstream,
-        subjects.durable.clone(),
+        &subjects,
         node,
+        Arc::clone(&envelope),
         replicas,
         broker.clone(),
     )
@@ -77,7 +79,7 @@ pub async fn join(
             detail: error.to_string(),
         })?;
     tracing::info!(replicas, "cluster state in JetStream");
-    let live = Live::start(nats, subjects, broker.clone());
+    let live = Live::start(nats, subjects, broker.clone(), envelope);
     Ok(Arc::new(NatsPeers {
         live,
         durable,
@@ -124,7 +126,7 @@ impl Peers for NatsPeers {
         let crossing = self.live.published(message);
         let mut ticket = None;
         if let (QoS::AtLeastOnce | QoS::ExactlyOnce, Some(crossing)) = (message.qos, crossing) {
-            ticket = self.write(self.durable.write(&message.topic, crossing), message.qos);
+            ticket = self.write(self.durable.write(crossing), message.qos);
         }
         if message.is_retained {
             if let Some(write) = self.retained.write(message) {

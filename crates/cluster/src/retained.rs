@@ -129,6 +129,7 @@ impl Retained {
                 subject,
                 headers: Some(headers),
                 payload: Bytes::new(),
+                is_batchable: false,
             });
         }
         let mut encoded = BytesMut::with_capacity(message.payload.len() + 32);
@@ -140,6 +141,7 @@ impl Retained {
             subject,
             headers: None,
             payload: encoded.freeze(),
+            is_batchable: false,
         })
     }
 }

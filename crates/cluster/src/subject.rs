@@ -72,11 +72,6 @@ impl Subjects {
         subject
     }
 
-    /// The subject that stands for every topic: `{prefix}.>`.
-    pub(crate) fn all(&self) -> String {
-        format!("{}>", self.prefix)
-    }
-
     /// The subjects to subscribe to for `filter` (its topic pattern: a shared
     /// subscription's group is the caller's, as a NATS queue group). One, or two for a
     /// filter ending in `/#`.
@@ -159,12 +154,11 @@ impl Subjects {
 /// so that no topic's subject is another kind's.
 #[derive(Debug, Clone)]
 pub(crate) struct ClusterSubjects {
-    /// `{prefix}.mqtt.{topic}`: QoS 0 messages, live (core NATS).
+    /// `{prefix}.mqtt.{topic}`: every message, live (core NATS, at most once).
     pub(crate) live: Subjects,
-    /// `{prefix}.share.{topic}`: QoS 1/2 messages for share groups (core NATS).
-    pub(crate) share: Subjects,
-    /// `{prefix}.durable.{topic}`: QoS 1/2 messages, in JetStream.
-    pub(crate) durable: Subjects,
+    /// `{prefix}.durable.`: QoS 1/2 messages in JetStream, batched, on one subject per
+    /// publishing node.
+    durable: String,
     /// `{prefix}.node.`: what one node asks another.
     node: String,
 }
@@ -174,10 +168,19 @@ impl ClusterSubjects {
     pub(crate) fn new(prefix: &str) -> Option<ClusterSubjects> {
         Some(ClusterSubjects {
             live: Subjects::new(&format!("{prefix}.mqtt"))?,
-            share: Subjects::new(&format!("{prefix}.share"))?,
-            durable: Subjects::new(&format!("{prefix}.durable"))?,
+            durable: format!("{prefix}.durable."),
             node: format!("{prefix}.node."),
         })
+    }
+
+    /// The subject node `node` writes its QoS 1/2 messages to.
+    pub(crate) fn durable(&self, node: &str) -> String {
+        format!("{}{}", self.durable, token(node))
+    }
+
+    /// The subject that stands for every node's QoS 1/2 messages.
+    pub(crate) fn every_durable(&self) -> String {
+        format!("{}>", self.durable)
     }
 
     /// The subject that stands for `name` of every node.
