@@ -93,8 +93,8 @@ pub(super) async fn handshake(
         }
     };
 
-    // Boxed: only a cluster's connections wait here.
-    if Box::pin(claim(&broker, &connect)).await.is_err() {
+    // Boxed: only a cluster's connections wait here (and pay for it).
+    if broker.peers().is_some() && Box::pin(claim(&broker, &connect)).await.is_err() {
         let refusal = connack(false, ReasonCode::SERVER_UNAVAILABLE);
         let _ = write_packet(&mut writer, &refusal, version).await;
         return None;
