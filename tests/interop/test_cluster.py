@@ -310,6 +310,39 @@ def test_a_client_id_connecting_on_another_node_takes_the_session_over(nodes, ui
         close_all([peer for peer in (first, second) if peer is not None])
 
 
+def test_one_client_id_connecting_to_two_nodes_at_once_stays_connected_once(nodes, uid):
+    import threading
+
+    node_a, node_b, _ = nodes
+    for attempt in range(10):
+        peers = [Peer(node, f"{uid}-twin{attempt}", protocol=V5, clean=False) for node in (node_a, node_b)]
+        refused = []
+
+        def connect(peer: Peer) -> None:
+            try:
+                peer.connect(session_expiry=60)
+            except AssertionError:
+                refused.append(peer)
+
+        threads = [threading.Thread(target=connect, args=(peer,)) for peer in peers]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        try:
+            # Whichever came second closed the other (or was refused and may retry).
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                still = [p for p in peers if p.connected.is_set() and not p.disconnected.is_set()]
+                if len(still) <= 1:
+                    break
+                time.sleep(0.05)
+            still = [p for p in peers if p.connected.is_set() and not p.disconnected.is_set()]
+            assert len(still) == 1, f"attempt {attempt}: {len(still)} connections hold one client id ({len(refused)} refused)"
+        finally:
+            close_all(peers)
+
+
 def test_a_persistent_session_resumes_on_a_third_node_with_its_queue(nodes, uid):
     node_a, node_b, node_c = nodes
     device = Peer(node_a, f"{uid}-dev", protocol=V5, clean=False).connect(session_expiry=3600)

@@ -63,6 +63,16 @@ pub enum Claim {
     Moved(Bytes),
 }
 
+/// A claim the peers granted: where the session was, and a hold on the client id.
+pub struct Claimed {
+    /// Where the session was.
+    pub claim: Claim,
+    /// Kept until the client is attached here (or refused): while it lives, a release
+    /// of the client id that another node asks for waits, so that the connection being
+    /// attached is closed by it rather than left open on two nodes.
+    pub hold: Box<dyn Send>,
+}
+
 /// The other nodes, as the broker sees them. Every method is called on the broker's
 /// paths (connections' tasks, with no lock of the broker's held) and must not block:
 /// hand the work to a task of your own.
@@ -92,7 +102,7 @@ pub trait Peers: Send + Sync {
     /// this node the only one that holds the client id; a node that held it closes its
     /// connection and hands its session over. An error refuses the connection (server
     /// unavailable): the client tries again.
-    fn claim(&self, client_id: &str) -> BoxFuture<'static, Result<Claim, PeersError>>;
+    fn claim(&self, client_id: &str) -> BoxFuture<'static, Result<Claimed, PeersError>>;
 
     /// Resolves once everything up to `ticket` is durable with the peers, or fails if
     /// what `ticket` stands for could not be kept.

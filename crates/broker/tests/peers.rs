@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use fleetwire_broker::{
-    BoxFuture, Broker, Claim, Hooks, PeerMessage, PeerTicket, Peers, PeersError,
+    BoxFuture, Broker, Claim, Claimed, Hooks, PeerMessage, PeerTicket, Peers, PeersError,
 };
 use fleetwire_mqtt_codec::{Packet, Properties, QoS, TopicFilter, TopicName, Unsubscribe};
 use parking_lot::Mutex;
@@ -60,8 +60,11 @@ impl Peers for Recorder {
         Box::pin(std::future::ready(Ok(())))
     }
 
-    fn claim(&self, _: &str) -> BoxFuture<'static, Result<Claim, PeersError>> {
-        Box::pin(std::future::ready(Ok(Claim::Here)))
+    fn claim(&self, _: &str) -> BoxFuture<'static, Result<Claimed, PeersError>> {
+        Box::pin(std::future::ready(Ok(Claimed {
+            claim: Claim::Here,
+            hold: Box::new(()),
+        })))
     }
 }
 
@@ -268,8 +271,11 @@ impl Peers for Keeper {
         Some(PeerTicket(std::num::NonZeroU64::new(number).unwrap()))
     }
 
-    fn claim(&self, _: &str) -> BoxFuture<'static, Result<Claim, PeersError>> {
-        Box::pin(std::future::ready(Ok(Claim::Here)))
+    fn claim(&self, _: &str) -> BoxFuture<'static, Result<Claimed, PeersError>> {
+        Box::pin(std::future::ready(Ok(Claimed {
+            claim: Claim::Here,
+            hold: Box::new(()),
+        })))
     }
 
     fn durable(&self, ticket: PeerTicket) -> BoxFuture<'static, Result<(), PeersError>> {

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use async_nats::jetstream;
-use fleetwire_broker::{BoxFuture, Broker, Claim, PeerMessage, PeerTicket, Peers, PeersError};
+use fleetwire_broker::{BoxFuture, Broker, Claimed, PeerMessage, PeerTicket, Peers, PeersError};
 use fleetwire_mqtt_codec::{QoS, TopicFilter};
 
 use crate::ClusterError;
@@ -140,7 +140,7 @@ impl Peers for NatsPeers {
         Box::pin(self.writer.durable(ticket))
     }
 
-    fn claim(&self, client_id: &str) -> BoxFuture<'static, Result<Claim, PeersError>> {
+    fn claim(&self, client_id: &str) -> BoxFuture<'static, Result<Claimed, PeersError>> {
         let sessions = Arc::clone(&self.sessions);
         let client_id = client_id.to_owned();
         Box::pin(async move { sessions.claim(&client_id).await })

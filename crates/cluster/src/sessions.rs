@@ -15,14 +15,17 @@
 //! that node kept for it stays on that node's disk. Keeping sessions in JetStream so
 //! that they outlive their node is not done yet.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::Client;
 use async_nats::jetstream::{self, kv};
 use bytes::Bytes;
-use fleetwire_broker::{Broker, Claim, PeersError};
+use fleetwire_broker::{Broker, Claim, Claimed, PeersError};
 use futures_util::StreamExt;
+use parking_lot::Mutex;
+use tokio::sync::Notify;
 
 use crate::subject::ClusterSubjects;
 use crate::{ClusterError, keys};
@@ -43,7 +46,65 @@ pub(crate) struct Sessions {
     client: Client,
     subjects: ClusterSubjects,
     node: String,
+    claiming: Arc<Claiming>,
 }
+
+/// The client ids this node is claiming (from the claim until the client is attached),
+/// with how many connections claim each: a release request for one of them waits.
+#[derive(Default)]
+struct Claiming {
+    ids: Mutex<HashMap<String, usize>>,
+    done: Notify,
+}
+
+impl Claiming {
+    fn hold(self: &Arc<Self>, client_id: &str) -> Hold {
+        *self.ids.lock().entry(client_id.to_owned()).or_default() += 1;
+        Hold {
+            claiming: Arc::clone(self),
+            client_id: client_id.to_owned(),
+        }
+    }
+
+    /// Waits (at most `RELEASE_WAIT`) until no connection of this node is claiming
+    /// `client_id`.
+    async fn settled(&self, client_id: &str) {
+        let _ = tokio::time::timeout(RELEASE_WAIT, async {
+            loop {
+                let done = self.done.notified();
+                if !self.ids.lock().contains_key(client_id) {
+                    return;
+                }
+                done.await;
+            }
+        })
+        .await;
+    }
+}
+
+/// A connection's claim of a client id, until it is attached (dropped).
+struct Hold {
+    claiming: Arc<Claiming>,
+    client_id: String,
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        let mut ids = self.claiming.ids.lock();
+        if let Some(count) = ids.get_mut(&self.client_id) {
+            *count -= 1;
+            if *count == 0 {
+                ids.remove(&self.client_id);
+            }
+        }
+        drop(ids);
+        self.claiming.done.notify_waiters();
+    }
+}
+
+/// How long a release request waits for a connection of this node that is claiming
+/// the same client id to be attached (then closes it).
+const RELEASE_WAIT: Duration = Duration::from_secs(5);
 
 impl Sessions {
     /// Opens (or creates, with `replicas`) the bucket and starts answering other
@@ -84,21 +145,27 @@ impl Sessions {
                     detail: error.to_string(),
                 })?;
         let answering = client.clone();
+        let claiming: Arc<Claiming> = Arc::default();
+        let waiting = Arc::clone(&claiming);
         tokio::spawn(async move {
             while let Some(request) = requests.next().await {
                 let Some(reply) = request.reply else {
                     continue;
                 };
-                let state = match std::str::from_utf8(&request.payload) {
-                    Ok(client_id) => broker.release_session(client_id),
-                    Err(_) => {
-                        tracing::warn!("a release request for a client id that is not UTF-8");
-                        Bytes::new()
-                    }
+                let Ok(client_id) = String::from_utf8(request.payload.to_vec()) else {
+                    tracing::warn!("a release request for a client id that is not UTF-8");
+                    continue;
                 };
-                if let Err(error) = answering.publish(reply, state).await {
-                    tracing::warn!(%error, "a released session could not be sent to the node that asked");
-                }
+                let (broker, answering, waiting) =
+                    (broker.clone(), answering.clone(), Arc::clone(&waiting));
+                // Its own task: it may wait for a connection of this node to attach.
+                tokio::spawn(async move {
+                    waiting.settled(&client_id).await;
+                    let state = broker.release_session(&client_id);
+                    if let Err(error) = answering.publish(reply, state).await {
+                        tracing::warn!(%error, "a released session could not be sent to the node that asked");
+                    }
+                });
             }
         });
         Ok(Arc::new(Sessions {
@@ -106,6 +173,7 @@ impl Sessions {
             client,
             subjects,
             node: node.to_owned(),
+            claiming,
         }))
     }
 
@@ -153,8 +221,18 @@ impl Sessions {
     }
 
     /// Makes this node the holder of `client_id`; if another node held it, asks it to
-    /// release the session and returns its state.
-    pub(crate) async fn claim(&self, client_id: &str) -> Result<Claim, PeersError> {
+    /// release the session and returns its state. The claim holds the client id here
+    /// until the returned hold is dropped (once the client is attached).
+    pub(crate) async fn claim(&self, client_id: &str) -> Result<Claimed, PeersError> {
+        let hold = self.claiming.hold(client_id);
+        let claim = self.claim_id(client_id).await?;
+        Ok(Claimed {
+            claim,
+            hold: Box::new(hold),
+        })
+    }
+
+    async fn claim_id(&self, client_id: &str) -> Result<Claim, PeersError> {
         let failed = |what: &str, error: &dyn std::fmt::Display| {
             PeersError(format!("{what} client id {client_id:?}: {error}"))
         };

@@ -27,7 +27,7 @@ use crate::broker::Broker;
 use crate::ingest::Hooks;
 use crate::limits::ConnectionPermit;
 use crate::park::Parked;
-use crate::peers::Claim;
+use crate::peers::{Claim, Claimed};
 use crate::redirect::Redirection;
 use crate::session::{ClientId, Signals};
 use crate::stats;
@@ -93,11 +93,18 @@ pub(super) async fn handshake(
         }
     };
 
-    // Boxed: only a cluster's connections wait here (and pay for it).
-    if broker.peers().is_some() && Box::pin(claim(&broker, &connect)).await.is_err() {
-        let refusal = connack(false, ReasonCode::SERVER_UNAVAILABLE);
-        let _ = write_packet(&mut writer, &refusal, version).await;
-        return None;
+    // Boxed: only a cluster's connections wait here (and pay for it). The hold lasts
+    // until the session is attached.
+    let mut hold = None;
+    if broker.peers().is_some() {
+        match Box::pin(claim(&broker, &connect)).await {
+            Ok(held) => hold = held,
+            Err(()) => {
+                let refusal = connack(false, ReasonCode::SERVER_UNAVAILABLE);
+                let _ = write_packet(&mut writer, &refusal, version).await;
+                return None;
+            }
+        }
     }
     let attached = match broker.attach(&connect, &access, Arc::new(Signals::default()), &hooks) {
         Ok(attached) => attached,
@@ -107,6 +114,7 @@ pub(super) async fn handshake(
             return None;
         }
     };
+    drop(hold);
     let session = attached.session;
     let generation = attached.generation;
     if let Some(redirection) = broker.redirection() {
@@ -245,17 +253,23 @@ pub(super) async fn handshake(
 /// session if another node held it (saved here before the client is answered). `Err`
 /// when the cluster cannot say or the session cannot be saved: the client is refused
 /// and tries again.
-async fn claim(broker: &Broker, connect: &Connect) -> Result<(), ()> {
+async fn claim(broker: &Broker, connect: &Connect) -> Result<Option<Box<dyn Send>>, ()> {
     let Some(peers) = broker.peers() else {
-        return Ok(());
+        return Ok(None);
     };
     if connect.client_id.is_empty() {
         // The broker assigns a fresh id: nobody else holds it.
-        return Ok(());
+        return Ok(None);
     }
-    let state = match peers.claim(&connect.client_id).await {
-        Ok(Claim::Here) => return Ok(()),
-        Ok(Claim::Moved(state)) => state,
+    let (state, hold) = match peers.claim(&connect.client_id).await {
+        Ok(Claimed {
+            claim: Claim::Here,
+            hold,
+        }) => return Ok(Some(hold)),
+        Ok(Claimed {
+            claim: Claim::Moved(state),
+            hold,
+        }) => (state, hold),
         Err(error) => {
             tracing::warn!(client_id = %connect.client_id, %error, "refusing connection: the cluster did not hand over its session");
             return Err(());
@@ -265,7 +279,7 @@ async fn claim(broker: &Broker, connect: &Connect) -> Result<(), ()> {
         Ok(ticket) => ticket,
         Err(detail) => {
             tracing::error!(client_id = %connect.client_id, %detail, "a session handed over by another node does not decode: starting a new one");
-            return Ok(());
+            return Ok(Some(hold));
         }
     };
     if let (Some(ticket), Some(store)) = (ticket, broker.state()) {
@@ -274,7 +288,7 @@ async fn claim(broker: &Broker, connect: &Connect) -> Result<(), ()> {
             return Err(());
         }
     }
-    Ok(())
+    Ok(Some(hold))
 }
 
 async fn admit(
