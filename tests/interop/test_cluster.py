@@ -428,6 +428,42 @@ def test_a_node_back_from_kill_9_delivers_what_its_sessions_missed_meanwhile(nod
             _stop(phoenix)
 
 
+def test_a_slow_subscriber_on_another_node_gets_every_acknowledged_message(nodes, uid):
+    node_a, node_b, _ = nodes
+    subscriber = Peer(node_b, f"{uid}-slow", protocol=V5, clean=False)
+    received: list[str] = []
+    slow_for = 400
+
+    def on_message(client, userdata, message):
+        # Slow for a while: its node's queue for it fills past the high-water mark.
+        if len(received) < slow_for:
+            time.sleep(0.005)
+        received.append(message.payload.decode())
+
+    subscriber.client.on_message = on_message
+    publisher = Peer(node_a, f"{uid}-pub").connect()
+    try:
+        subscriber.connect(session_expiry=600)
+        subscriber.subscribe((f"{uid}/slow/#", 1))
+        wait_until = time.monotonic() + 10
+        while not received and time.monotonic() < wait_until:
+            publisher.publish(f"{uid}/slow/probe", b"probe", qos=1)
+            time.sleep(0.2)
+        assert received, "no probe crossed"
+        time.sleep(0.5)
+        received.clear()
+        sent = [f"m{n}" for n in range(12000)]
+        mids = [publisher.publish_nowait(f"{uid}/slow/x", payload, qos=1) for payload in sent]
+        publisher.wait_acked(mids, timeout=120)
+        deadline = time.monotonic() + 60
+        while len([r for r in received if r != "probe"]) < len(sent) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        got = [r for r in received if r != "probe"]
+        assert sorted(got) == sorted(sent), f"{len(got)} of {len(sent)} delivered ({len(set(sent) - set(got))} missing)"
+    finally:
+        close_all([subscriber, publisher])
+
+
 def _until_it_works(action, what: str, timeout: float = 60.0):
     """Runs `action` until it does not raise (the cluster settling after a failure)."""
     deadline = time.monotonic() + timeout

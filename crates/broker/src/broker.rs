@@ -29,7 +29,7 @@ use crate::config::BrokerConfig;
 use crate::durable::{Change, SavedMessage, StateError, StateStore, Target as SavedTarget, Ticket};
 use crate::ingest::Hooks;
 use crate::limits::{ConnectionGate, ConnectionPermit};
-use crate::peers::{PeerMessage, PeerRouted, PeerTicket, Peers};
+use crate::peers::{PeerCongestion, PeerMessage, PeerRouted, PeerTicket, Peers};
 use crate::redirect::Redirection;
 use crate::session::{
     Attachment, ClientId, Delivery, Link, Message, MessageProperties, Queued, Receipt, Session,
@@ -1196,10 +1196,14 @@ impl Broker {
     /// handing it back to the peers. Returns how many sessions it was queued for.
     /// Shared subscriptions are not served here: the peers deliver to them through
     /// [`Broker::publish_to_share_group`].
-    pub fn publish_from_peer(&self, message: PeerMessage) -> PeerRouted {
+    /// Sessions whose queues ask for a pause are added to `congestion`.
+    pub fn publish_from_peer(
+        &self,
+        message: PeerMessage,
+        congestion: &mut PeerCongestion,
+    ) -> PeerRouted {
         let message = peer_message(message);
-        // Nobody here can be paused.
-        let routed = self.accept_here(&message, &mut Congested::new());
+        let routed = self.accept_here(&message, &mut congestion.0);
         PeerRouted {
             delivered: routed.delivered,
             ticket: routed.ticket,

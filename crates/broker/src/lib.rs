@@ -55,7 +55,9 @@ pub use fleetwire_journal::Flush;
 pub use ingest::{Collector, Hooks, Inbound, Ingest, Settled, Verdict};
 pub use limits::{ConnectionPermit, Limits};
 pub use listener::{Incoming, Running, StreamSender, Streams};
-pub use peers::{Claim, Claimed, PeerMessage, PeerRouted, PeerTicket, Peers, PeersError};
+pub use peers::{
+    Claim, Claimed, PeerCongestion, PeerMessage, PeerRouted, PeerTicket, Peers, PeersError,
+};
 pub use redirect::Redirection;
 pub use session::{ClientId, SessionId};
 pub use stats::StatsSnapshot;

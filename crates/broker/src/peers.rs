@@ -51,6 +51,30 @@ pub struct PeerRouted {
     pub ticket: Option<Ticket>,
 }
 
+/// Sessions of this node whose queues asked for a pause while messages from other
+/// nodes were routed to them ([`Broker::publish_from_peer`]): as a publisher on this
+/// node pauses for them, whoever routes another node's messages may wait until they
+/// have room ([`PeerCongestion::relieved`]) before routing more.
+///
+/// [`Broker::publish_from_peer`]: crate::Broker::publish_from_peer
+#[derive(Default)]
+pub struct PeerCongestion(pub(crate) crate::broker::Congested);
+
+impl PeerCongestion {
+    /// Whether no session asked for a pause.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Waits until every congested session has room again (one that stops reading for
+    /// `mqtt.slow_consumer_grace` is marked slow and not waited for: its overflow is
+    /// dropped), then forgets them.
+    pub async fn relieved(&mut self, broker: &crate::Broker) {
+        crate::session::wait_for_room(&self.0, broker.config().slow_consumer_grace).await;
+        self.0.clear();
+    }
+}
+
 /// Where the session of a client connecting here was, as the peers found it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Claim {

@@ -10,7 +10,7 @@
 //! connections, so a reconnecting client gets its queued and unacknowledged messages.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU32};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, LazyLock, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -635,6 +635,34 @@ impl SessionState {
         self.attachment
             .as_ref()
             .is_some_and(|a| a.generation == generation)
+    }
+}
+
+/// Pauses until every session of `congested` has room again. A session whose
+/// connection completes no write for `grace` is marked slow (it stopped reading), and
+/// the wait goes on without it; one that is reading, however slowly, is waited for.
+pub(crate) async fn wait_for_room(congested: &[Arc<Session>], grace: std::time::Duration) {
+    for session in congested {
+        let mut progress = session.progress.load(Ordering::Relaxed);
+        let mut deadline = tokio::time::Instant::now() + grace;
+        loop {
+            let relieved = session.space.notified();
+            tokio::pin!(relieved);
+            // Registered before checking, so a drain in between is not missed.
+            relieved.as_mut().enable();
+            if !session.register_waiter() {
+                break;
+            }
+            if tokio::time::timeout_at(deadline, relieved).await.is_err() {
+                let now = session.progress.load(Ordering::Relaxed);
+                if now == progress {
+                    session.mark_slow();
+                    break;
+                }
+                progress = now;
+                deadline = tokio::time::Instant::now() + grace;
+            }
+        }
     }
 }
 

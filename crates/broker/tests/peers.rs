@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use fleetwire_broker::{
-    BoxFuture, Broker, Claim, Claimed, Hooks, PeerMessage, PeerTicket, Peers, PeersError,
+    BoxFuture, Broker, Claim, Claimed, Hooks, PeerCongestion, PeerMessage, PeerTicket, Peers,
+    PeersError,
 };
 use fleetwire_mqtt_codec::{Packet, Properties, QoS, TopicFilter, TopicName, Unsubscribe};
 use parking_lot::Mutex;
@@ -122,13 +123,16 @@ async fn peers_hear_subscriptions_and_local_publishes_and_their_messages_are_rou
     );
 
     // From a peer: routed here, not handed back.
-    let delivered = broker.publish_from_peer(PeerMessage {
-        topic: TopicName::new("a/2").unwrap(),
-        payload: Bytes::from_static(b"remote"),
-        qos: QoS::AtLeastOnce,
-        is_retained: false,
-        properties: Properties::default(),
-    });
+    let delivered = broker.publish_from_peer(
+        PeerMessage {
+            topic: TopicName::new("a/2").unwrap(),
+            payload: Bytes::from_static(b"remote"),
+            qos: QoS::AtLeastOnce,
+            is_retained: false,
+            properties: Properties::default(),
+        },
+        &mut PeerCongestion::default(),
+    );
     assert_eq!(delivered.delivered, 2);
     let received = subscriber.expect_publish().await;
     assert_eq!(
@@ -152,7 +156,7 @@ async fn peers_hear_subscriptions_and_local_publishes_and_their_messages_are_rou
     };
     assert_eq!(
         broker
-            .publish_from_peer(from_peer("b/2", b"remote"))
+            .publish_from_peer(from_peer("b/2", b"remote"), &mut PeerCongestion::default())
             .delivered,
         0
     );
@@ -336,4 +340,52 @@ async fn a_retained_message_is_acknowledged_once_the_peers_keep_it_and_never_if_
             .any(|packet| matches!(packet, Packet::PubAck(_))),
         "{before_close:?}"
     );
+}
+
+#[tokio::test]
+async fn messages_from_peers_report_congested_sessions_and_wait_for_their_room() {
+    let config = fleetwire_broker::BrokerConfig {
+        max_queued_messages: 10,
+        max_inflight: 1,
+        slow_consumer_grace: Duration::from_secs(5),
+        ..anonymous()
+    };
+    let (broker, addr) = support::start(config).await;
+    broker.set_peers(Arc::new(Recorder::default()));
+    let mut subscriber = Client::connect(addr, "slow").await;
+    subscriber.subscribe("p/#", QoS::AtLeastOnce).await;
+    let message = |n: u16| PeerMessage {
+        topic: TopicName::new("p/x").unwrap(),
+        payload: Bytes::from(n.to_string()),
+        qos: QoS::AtLeastOnce,
+        is_retained: false,
+        properties: Properties::default(),
+    };
+    // One in flight, unacknowledged; the rest queue past the high-water mark (5).
+    let mut congestion = PeerCongestion::default();
+    for n in 0..8 {
+        broker.publish_from_peer(message(n), &mut congestion);
+    }
+    assert!(!congestion.is_empty(), "the queue asked for a pause");
+    let waiting = {
+        let broker = broker.clone();
+        tokio::spawn(async move { congestion.relieved(&broker).await })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!waiting.is_finished(), "no room yet");
+    // The subscriber acknowledges as it reads: the queue drains and the wait ends.
+    for _ in 0..8 {
+        let publish = subscriber.expect_publish().await;
+        subscriber
+            .send(Packet::PubAck(fleetwire_mqtt_codec::PubAck {
+                packet_id: publish.packet_id.unwrap(),
+                reason: fleetwire_mqtt_codec::ReasonCode::SUCCESS,
+                properties: Properties::default(),
+            }))
+            .await;
+    }
+    tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .expect("relieved once the queue drained")
+        .unwrap();
 }

@@ -25,7 +25,7 @@ use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
 use async_nats::jetstream::stream::{self, RetentionPolicy, StorageType};
 use async_nats::jetstream::{self, Context};
 use bytes::Bytes;
-use fleetwire_broker::Broker;
+use fleetwire_broker::{Broker, PeerCongestion};
 use futures_util::{FutureExt, StreamExt};
 
 use crate::ClusterError;
@@ -153,6 +153,7 @@ async fn route(mut messages: pull::Stream, name: String, node: Arc<Node>, broker
         }
         let mut ticket = None;
         let mut last = None;
+        let mut was_congested = false;
         for item in batch {
             let message = match item {
                 Ok(message) => message,
@@ -173,11 +174,28 @@ async fn route(mut messages: pull::Stream, name: String, node: Arc<Node>, broker
                         break;
                     };
                     if let Some((origin, number, decoded)) = open(&write, &message.subject) {
-                        ticket = ticket.max(node.route_once(&broker, origin, number, decoded));
+                        let mut congestion = PeerCongestion::default();
+                        ticket = ticket.max(node.route_once(
+                            &broker,
+                            origin,
+                            number,
+                            decoded,
+                            &mut congestion,
+                        ));
+                        if !congestion.is_empty() {
+                            // As a publisher here would: wait for room (JetStream
+                            // keeps the rest), and have core NATS leave QoS 1/2 to us.
+                            was_congested = true;
+                            node.set_congested(true);
+                            congestion.relieved(&broker).await;
+                        }
                     }
                 }
             }
             last = Some(message);
+        }
+        if !was_congested {
+            node.set_congested(false);
         }
         if let Some(ticket) = ticket {
             if let Err(error) = broker.durable(ticket).await {

@@ -30,12 +30,12 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use async_nats::{Client, ConnectOptions, ServerAddr};
 use bytes::Bytes;
 use bytes::BytesMut;
-use fleetwire_broker::{Broker, PeerMessage, Ticket};
+use fleetwire_broker::{Broker, PeerCongestion, PeerMessage, Ticket};
 use fleetwire_mqtt_codec::{Packet, ProtocolVersion, Publish, QoS, TopicFilter};
 use futures_util::StreamExt;
 use parking_lot::Mutex;
@@ -261,6 +261,9 @@ pub(crate) struct Node {
     seen: Mutex<HashMap<u64, Seen>>,
     /// The highest durable-state ticket of what was routed here from other nodes.
     routed: AtomicU64,
+    /// Sessions here asked for a pause: QoS 1/2 messages are routed from JetStream only,
+    /// which waits for them (core NATS cannot), until a batch goes through without.
+    is_congested: AtomicBool,
 }
 
 impl Node {
@@ -270,7 +273,33 @@ impl Node {
             next_number: AtomicU64::new(1),
             seen: Mutex::new(HashMap::new()),
             routed: AtomicU64::new(0),
+            is_congested: AtomicBool::new(false),
         }
+    }
+
+    /// Routes a message that arrived on core NATS (see [`Node::route_once`]), unless
+    /// it is QoS 1/2 and sessions here asked for a pause: then JetStream brings it.
+    pub(crate) fn route_live(
+        &self,
+        broker: &Broker,
+        origin: u64,
+        number: u64,
+        message: PeerMessage,
+    ) {
+        let is_durable = message.qos != QoS::AtMostOnce;
+        if is_durable && self.is_congested.load(Ordering::Acquire) {
+            return;
+        }
+        let mut congestion = PeerCongestion::default();
+        self.route_once(broker, origin, number, message, &mut congestion);
+        if is_durable && !congestion.is_empty() {
+            self.is_congested.store(true, Ordering::Release);
+        }
+    }
+
+    /// Notes whether routing from JetStream met sessions that asked for a pause.
+    pub(crate) fn set_congested(&self, is_congested: bool) {
+        self.is_congested.store(is_congested, Ordering::Release);
     }
 
     /// Routes message `number` of node `origin` to `broker` unless a copy was routed
@@ -284,6 +313,7 @@ impl Node {
         origin: u64,
         number: u64,
         message: PeerMessage,
+        congestion: &mut PeerCongestion,
     ) -> Option<Ticket> {
         let mut seen = self.seen.lock();
         if seen
@@ -291,7 +321,7 @@ impl Node {
             .or_insert_with(Seen::new)
             .first_time(number)
         {
-            if let Some(Ticket(ticket)) = broker.publish_from_peer(message).ticket {
+            if let Some(Ticket(ticket)) = broker.publish_from_peer(message, congestion).ticket {
                 self.routed.fetch_max(ticket, Ordering::AcqRel);
             }
         }
@@ -469,9 +499,7 @@ async fn receive(
             Some(group) => {
                 broker.publish_to_share_group(group, decoded);
             }
-            None => {
-                node.route_once(&broker, origin, number, decoded);
-            }
+            None => node.route_live(&broker, origin, number, decoded),
         }
     }
 }

@@ -30,7 +30,7 @@ use crate::ingest::Hooks;
 use crate::limits::PublishBudget;
 use crate::park::{PARK_AFTER, keep_alive_limit};
 use crate::peers::PeerTicket;
-use crate::session::{Awaiting, Session, Signals};
+use crate::session::{Awaiting, Session, Signals, wait_for_room};
 use crate::stats;
 
 /// Bytes the reader asks the socket for at least, per read.
@@ -269,31 +269,10 @@ impl Reader {
     /// reading), and this publisher goes on without it; one that is reading, however
     /// slowly, is waited for.
     async fn wait_for_subscribers(&mut self) {
-        let congested = std::mem::take(&mut self.congested);
-        for session in &congested {
-            let mut progress = session.progress.load(Ordering::Relaxed);
-            let mut deadline = Instant::now() + self.slow_consumer_grace;
-            loop {
-                let relieved = session.space.notified();
-                tokio::pin!(relieved);
-                // Registered before checking, so a drain in between is not missed.
-                relieved.as_mut().enable();
-                if !session.register_waiter() {
-                    break;
-                }
-                if tokio::time::timeout_at(deadline, relieved).await.is_err() {
-                    let now = session.progress.load(Ordering::Relaxed);
-                    if now == progress {
-                        session.mark_slow();
-                        break;
-                    }
-                    progress = now;
-                    deadline = Instant::now() + self.slow_consumer_grace;
-                }
-            }
-        }
+        let mut congested = std::mem::take(&mut self.congested);
+        wait_for_room(&congested, self.slow_consumer_grace).await;
+        congested.clear();
         self.congested = congested;
-        self.congested.clear();
     }
 
     /// Why the reader was kicked: its user was disconnected
