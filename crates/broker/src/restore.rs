@@ -41,14 +41,7 @@ struct Loader<'a> {
 /// Loads the durable state into `broker` (before it serves anyone).
 pub(crate) fn load(broker: &Broker, store: &dyn StateStore) -> Result<(), StateError> {
     let started = Instant::now();
-    let mut loader = Loader {
-        broker,
-        last_session: None,
-        messages: HashMap::default(),
-        queued: HashSet::default(),
-        last_id: 0,
-        changes: 0,
-    };
+    let mut loader = Loader::new(broker);
     store.load(&mut |change| loader.apply(change))?;
     broker.restore_message_ids(loader.last_id);
     let stats = broker.stats_snapshot();
@@ -64,7 +57,18 @@ pub(crate) fn load(broker: &Broker, store: &dyn StateStore) -> Result<(), StateE
     Ok(())
 }
 
-impl Loader<'_> {
+impl<'a> Loader<'a> {
+    fn new(broker: &'a Broker) -> Loader<'a> {
+        Loader {
+            broker,
+            last_session: None,
+            messages: HashMap::default(),
+            queued: HashSet::default(),
+            last_id: 0,
+            changes: 0,
+        }
+    }
+
     fn apply(&mut self, change: Change<'_>) -> Result<(), String> {
         self.changes += 1;
         match change {
@@ -514,14 +518,7 @@ pub(crate) fn adopt(
     broker: &Broker,
     records: &[u8],
 ) -> Result<Option<crate::durable::Ticket>, String> {
-    let mut loader = Loader {
-        broker,
-        last_session: None,
-        messages: HashMap::default(),
-        queued: HashSet::default(),
-        last_id: 0,
-        changes: 0,
-    };
+    let mut loader = Loader::new(broker);
     // Their ids → ours.
     let mut ids: HashMap<u64, u64, Fast> = HashMap::default();
     let mut ours = |id: u64| *ids.entry(id).or_insert_with(|| broker.next_message_id());

@@ -1,6 +1,38 @@
-//! Keys of JetStream key-value buckets for MQTT text (topics, client ids): a key may
-//! hold only `-/_=.` and ASCII letters and digits, so other bytes (and `=`, and `.`,
-//! which separates subject tokens) are written `=XX` (hex), reversibly.
+//! The cluster's JetStream key-value buckets, and their keys for MQTT text (topics,
+//! client ids): a key may hold only `-/_=.` and ASCII letters and digits, so other bytes
+//! (and `=`, and `.`, which separates subject tokens) are written `=XX` (hex),
+//! reversibly.
+
+use async_nats::jetstream::{self, kv};
+
+use crate::ClusterError;
+
+/// Opens the bucket `name`, or creates it (one value per key, on disk, `replicas`).
+pub(crate) async fn bucket(
+    jetstream: &jetstream::Context,
+    name: &str,
+    description: &str,
+    replicas: usize,
+    what: &'static str,
+) -> Result<kv::Store, ClusterError> {
+    if let Ok(store) = jetstream.get_key_value(name).await {
+        return Ok(store);
+    }
+    jetstream
+        .create_key_value(kv::Config {
+            bucket: name.to_owned(),
+            description: description.to_owned(),
+            history: 1,
+            num_replicas: replicas,
+            storage: jetstream::stream::StorageType::File,
+            ..kv::Config::default()
+        })
+        .await
+        .map_err(|error| ClusterError::JetStream {
+            what,
+            detail: error.to_string(),
+        })
+}
 
 /// The longest key written (NATS refuses subjects longer than its control line, 4 KiB
 /// by default).

@@ -49,20 +49,14 @@ impl Retained {
             what: "the retained-messages bucket",
             detail,
         };
-        let store = match jetstream.get_key_value(BUCKET).await {
-            Ok(store) => store,
-            Err(_) => jetstream
-                .create_key_value(kv::Config {
-                    bucket: BUCKET.to_owned(),
-                    description: "Fleetwire: retained MQTT messages by topic".to_owned(),
-                    history: 1,
-                    num_replicas: replicas,
-                    storage: async_nats::jetstream::stream::StorageType::File,
-                    ..kv::Config::default()
-                })
-                .await
-                .map_err(|error| failed(error.to_string()))?,
-        };
+        let store = keys::bucket(
+            jetstream,
+            BUCKET,
+            "Fleetwire: retained MQTT messages by topic",
+            replicas,
+            "the retained-messages bucket",
+        )
+        .await?;
         let held = store
             .status()
             .await

@@ -117,24 +117,14 @@ impl Sessions {
         replicas: usize,
         broker: Broker,
     ) -> Result<Arc<Sessions>, ClusterError> {
-        let failed = |detail: String| ClusterError::JetStream {
-            what: "the sessions bucket",
-            detail,
-        };
-        let store = match jetstream.get_key_value(BUCKET).await {
-            Ok(store) => store,
-            Err(_) => jetstream
-                .create_key_value(kv::Config {
-                    bucket: BUCKET.to_owned(),
-                    description: "Fleetwire: the node holding each MQTT client id".to_owned(),
-                    history: 1,
-                    num_replicas: replicas,
-                    storage: jetstream::stream::StorageType::File,
-                    ..kv::Config::default()
-                })
-                .await
-                .map_err(|error| failed(error.to_string()))?,
-        };
+        let store = keys::bucket(
+            jetstream,
+            BUCKET,
+            "Fleetwire: the node holding each MQTT client id",
+            replicas,
+            "the sessions bucket",
+        )
+        .await?;
         let subject = subjects.node(node, "release");
         let mut requests =
             client
