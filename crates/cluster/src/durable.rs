@@ -100,7 +100,7 @@ impl Durable {
             .messages()
             .await
             .map_err(|error| failed(error.to_string()))?;
-        tokio::spawn(route(messages, node.to_owned(), envelope, broker));
+        tokio::spawn(read(consumer, messages, node.to_owned(), envelope, broker));
         Ok(Durable {
             subject: subjects.durable(node),
             node: node.to_owned(),
@@ -135,14 +135,42 @@ fn consumer_name(node: &str) -> String {
     name
 }
 
+/// Reads this node's consumer for as long as the node runs: when its stream of
+/// messages ends (the NATS connection was lost, the consumer recreated) it is opened
+/// again, once a second until it opens.
+async fn read(
+    consumer: jetstream::consumer::Consumer<pull::Config>,
+    mut messages: pull::Stream,
+    name: String,
+    node: Arc<Node>,
+    broker: Broker,
+) {
+    loop {
+        route(&mut messages, &name, &node, &broker).await;
+        tracing::warn!("the stream of QoS 1/2 messages ended: opening it again");
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            match consumer.messages().await {
+                Ok(opened) => {
+                    messages = opened;
+                    break;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "cannot read the stream of QoS 1/2 messages yet");
+                }
+            }
+        }
+    }
+}
+
 /// Routes the other nodes' messages to `broker` (those whose copy through core NATS
 /// did not come first), a batch at a time; acknowledges a batch once the durable state
 /// holds everything routed from other nodes so far (the core copies routed before
 /// included).
-async fn route(mut messages: pull::Stream, name: String, node: Arc<Node>, broker: Broker) {
+async fn route(messages: &mut pull::Stream, name: &str, node: &Node, broker: &Broker) {
     loop {
         let Some(first) = messages.next().await else {
-            break;
+            return;
         };
         let mut batch = vec![first];
         while batch.len() < BATCH {
@@ -176,7 +204,7 @@ async fn route(mut messages: pull::Stream, name: String, node: Arc<Node>, broker
                     if let Some((origin, number, decoded)) = open(&write, &message.subject) {
                         let mut congestion = PeerCongestion::default();
                         ticket = ticket.max(node.route_once(
-                            &broker,
+                            broker,
                             origin,
                             number,
                             decoded,
@@ -187,7 +215,7 @@ async fn route(mut messages: pull::Stream, name: String, node: Arc<Node>, broker
                             // keeps the rest), and have core NATS leave QoS 1/2 to us.
                             was_congested = true;
                             node.set_congested(true);
-                            congestion.relieved(&broker).await;
+                            congestion.relieved(broker).await;
                         }
                     }
                 }
@@ -211,7 +239,6 @@ async fn route(mut messages: pull::Stream, name: String, node: Arc<Node>, broker
             }
         }
     }
-    tracing::warn!("the stream of QoS 1/2 messages is no longer read");
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@
 //!
 //! A message expiry interval counts from when the bucket got the message.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use async_nats::HeaderMap;
@@ -66,6 +67,8 @@ impl Retained {
             .watch_with_history(">")
             .await
             .map_err(|error| failed(error.to_string()))?;
+        // The last revision applied: a watch that ends is opened again after it.
+        let last = AtomicU64::new(0);
         // Caught up when the watch has nothing pending (right away for an empty bucket).
         if held > 0 {
             let caught_up = async {
@@ -73,6 +76,7 @@ impl Retained {
                 while let Some(entry) = changes.next().await {
                     let entry = entry.map_err(|error| failed(error.to_string()))?;
                     apply(&broker, &entry);
+                    last.fetch_max(entry.revision, Ordering::Relaxed);
                     applied += 1;
                     if entry.delta == 0 {
                         break;
@@ -92,16 +96,38 @@ impl Retained {
                 ),
             }
         }
+        let mut last = last.into_inner();
         tokio::spawn(async move {
-            while let Some(entry) = changes.next().await {
-                match entry {
-                    Ok(entry) => apply(&broker, &entry),
-                    Err(error) => {
-                        tracing::error!(%error, "watching the cluster's retained messages failed: this node's retained messages may fall behind");
+            loop {
+                while let Some(entry) = changes.next().await {
+                    match entry {
+                        Ok(entry) => {
+                            apply(&broker, &entry);
+                            last = last.max(entry.revision);
+                        }
+                        Err(error) => {
+                            tracing::error!(%error, "watching the cluster's retained messages failed: this node's retained messages may fall behind");
+                        }
+                    }
+                }
+                // Ended (the NATS connection was lost): open it again after the last
+                // change applied, once a second until it opens.
+                tracing::warn!(
+                    "the watch of the cluster's retained messages ended: opening it again"
+                );
+                loop {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    match store.watch_all_from_revision(last + 1).await {
+                        Ok(watch) => {
+                            changes = watch;
+                            break;
+                        }
+                        Err(error) => {
+                            tracing::warn!(%error, "cannot watch the cluster's retained messages yet");
+                        }
                     }
                 }
             }
-            tracing::warn!("the cluster's retained messages are no longer watched");
         });
         Ok(Retained {
             subject_prefix: format!("$KV.{BUCKET}."),
