@@ -201,15 +201,9 @@ async fn route(messages: &mut pull::Stream, name: &str, node: &Node, broker: &Br
                         tracing::warn!(subject = %message.subject, "a batch of messages from another node is cut short");
                         break;
                     };
-                    if let Some((origin, number, decoded)) = open(&write, &message.subject) {
+                    if let Some(crossing) = open(&write, &message.subject) {
                         let mut congestion = PeerCongestion::default();
-                        ticket = ticket.max(node.route_once(
-                            broker,
-                            origin,
-                            number,
-                            decoded,
-                            &mut congestion,
-                        ));
+                        ticket = ticket.max(node.route_once(broker, crossing, &mut congestion));
                         if !congestion.is_empty() {
                             // As a publisher here would: wait for room (JetStream
                             // keeps the rest), and have core NATS leave QoS 1/2 to us.

@@ -279,19 +279,13 @@ impl Node {
 
     /// Routes a message that arrived on core NATS (see [`Node::route_once`]), unless
     /// it is QoS 1/2 and sessions here asked for a pause: then JetStream brings it.
-    pub(crate) fn route_live(
-        &self,
-        broker: &Broker,
-        origin: u64,
-        number: u64,
-        message: PeerMessage,
-    ) {
-        let is_durable = message.qos != QoS::AtMostOnce;
+    pub(crate) fn route_live(&self, broker: &Broker, crossing: Crossing<'_>) {
+        let is_durable = Publish::peek_qos(&crossing.packet) != Some(QoS::AtMostOnce);
         if is_durable && self.is_congested.load(Ordering::Acquire) {
             return;
         }
         let mut congestion = PeerCongestion::default();
-        self.route_once(broker, origin, number, message, &mut congestion);
+        self.route_once(broker, crossing, &mut congestion);
         if is_durable && !congestion.is_empty() {
             self.is_congested.store(true, Ordering::Release);
         }
@@ -302,27 +296,27 @@ impl Node {
         self.is_congested.store(is_congested, Ordering::Release);
     }
 
-    /// Routes message `number` of node `origin` to `broker` unless a copy was routed
-    /// already (through another subscription, or the other path); returns the
-    /// durable-state ticket of this node's routings so far from other nodes. Noted and
-    /// routed under one lock: no other task routes a later message of the same node
-    /// before this one is routed.
+    /// Routes a message of another node to `broker` unless a copy was routed already
+    /// (through another subscription, or the other path: only the first copy is
+    /// decoded); returns the durable-state ticket of this node's routings so far from
+    /// other nodes. Noted and routed under one lock: no other task routes a later
+    /// message of the same node before this one is routed.
     pub(crate) fn route_once(
         &self,
         broker: &Broker,
-        origin: u64,
-        number: u64,
-        message: PeerMessage,
+        crossing: Crossing<'_>,
         congestion: &mut PeerCongestion,
     ) -> Option<Ticket> {
         let mut seen = self.seen.lock();
         if seen
-            .entry(origin)
+            .entry(crossing.origin)
             .or_insert_with(Seen::new)
-            .first_time(number)
+            .first_time(crossing.number)
         {
-            if let Some(Ticket(ticket)) = broker.publish_from_peer(message, congestion).ticket {
-                self.routed.fetch_max(ticket, Ordering::AcqRel);
+            if let Some(message) = crossing.decode() {
+                if let Some(Ticket(ticket)) = broker.publish_from_peer(message, congestion).ticket {
+                    self.routed.fetch_max(ticket, Ordering::AcqRel);
+                }
             }
         }
         drop(seen);
@@ -491,22 +485,48 @@ async fn receive(
     group: Option<String>,
 ) {
     while let Some(message) = subscriber.next().await {
-        let Some((origin, number, decoded)) = open(&message.payload, &message.subject) else {
+        let Some(crossing) = open(&message.payload, &message.subject) else {
             continue;
         };
         match &group {
             // A group's queue subscriptions get one copy between them.
             Some(group) => {
-                broker.publish_to_share_group(group, decoded);
+                if let Some(decoded) = crossing.decode() {
+                    broker.publish_to_share_group(group, decoded);
+                }
             }
-            None => node.route_live(&broker, origin, number, decoded),
+            None => node.route_live(&broker, crossing),
         }
     }
 }
 
-/// The publishing node, the number and the message of what crossed as `payload` (on
-/// `subject`); `None` (logged) if it is not one.
-pub(crate) fn open(payload: &Bytes, subject: &str) -> Option<(u64, u64, PeerMessage)> {
+/// A message as it crossed from another node, not decoded yet.
+pub(crate) struct Crossing<'a> {
+    /// The publishing node (random per process) and the message's number from it.
+    pub(crate) origin: u64,
+    pub(crate) number: u64,
+    /// Its MQTT 5.0 `PUBLISH` packet.
+    pub(crate) packet: Bytes,
+    /// Where it came from, for the log.
+    pub(crate) subject: &'a str,
+}
+
+impl Crossing<'_> {
+    /// The message; `None` (logged) if the packet does not decode.
+    pub(crate) fn decode(&self) -> Option<PeerMessage> {
+        match decode(&self.packet) {
+            Ok(message) => Some(message),
+            Err(detail) => {
+                tracing::warn!(subject = %self.subject, %detail, "message from another node dropped");
+                None
+            }
+        }
+    }
+}
+
+/// What crossed as `payload` (on `subject`): its envelope read, its packet not decoded;
+/// `None` (logged) if it is too short to be one.
+pub(crate) fn open<'a>(payload: &Bytes, subject: &'a str) -> Option<Crossing<'a>> {
     let (Some(origin), Some(number)) = (
         payload.get(..8).and_then(|bytes| bytes.try_into().ok()),
         payload
@@ -516,17 +536,12 @@ pub(crate) fn open(payload: &Bytes, subject: &str) -> Option<(u64, u64, PeerMess
         tracing::warn!(%subject, "message from another node dropped: too short");
         return None;
     };
-    match decode(payload.slice(ENVELOPE..)) {
-        Ok(decoded) => Some((
-            u64::from_le_bytes(origin),
-            u64::from_le_bytes(number),
-            decoded,
-        )),
-        Err(detail) => {
-            tracing::warn!(%subject, %detail, "message from another node dropped");
-            None
-        }
-    }
+    Some(Crossing {
+        origin: u64::from_le_bytes(origin),
+        number: u64::from_le_bytes(number),
+        packet: payload.slice(ENVELOPE..),
+        subject,
+    })
 }
 
 /// A message as its MQTT 5.0 `PUBLISH` packet.
@@ -545,19 +560,15 @@ pub(crate) fn encode(
 }
 
 /// The message of an MQTT 5.0 `PUBLISH` packet made by [`encode`].
-pub(crate) fn decode(payload: bytes::Bytes) -> Result<PeerMessage, String> {
-    let mut buffer = BytesMut::from(&payload[..]);
-    match fleetwire_mqtt_codec::decode(&mut buffer, ProtocolVersion::V5, usize::MAX) {
-        Ok(Some(Packet::Publish(publish))) if buffer.is_empty() => Ok(PeerMessage {
-            topic: publish.topic,
-            payload: publish.payload,
-            qos: publish.qos,
-            is_retained: publish.retain,
-            properties: publish.properties,
-        }),
-        Ok(_) => Err("not one whole MQTT PUBLISH".to_owned()),
-        Err(error) => Err(format!("does not decode: {error}")),
-    }
+pub(crate) fn decode(payload: &[u8]) -> Result<PeerMessage, String> {
+    let publish = Publish::decode_detached(payload)?;
+    Ok(PeerMessage {
+        topic: publish.topic,
+        payload: publish.payload,
+        qos: publish.qos,
+        is_retained: publish.retain,
+        properties: publish.properties,
+    })
 }
 
 #[cfg(test)]
@@ -580,8 +591,10 @@ mod tests {
         };
         let mut out = BytesMut::new();
         encode(&message, &mut out).unwrap();
-        assert_eq!(decode(out.freeze()).unwrap(), message);
-        assert!(decode(bytes::Bytes::from_static(b"\x30\x7f")).is_err());
+        assert_eq!(Publish::peek_qos(&out), Some(QoS::ExactlyOnce));
+        assert_eq!(decode(&out).unwrap(), message);
+        assert!(decode(b"\x30\x7f").is_err());
+        assert_eq!(Publish::peek_qos(b"\x20\x02"), None, "not a PUBLISH");
     }
 
     #[test]

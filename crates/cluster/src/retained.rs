@@ -181,7 +181,7 @@ fn apply(broker: &Broker, entry: &kv::Entry) {
     };
     let message = match entry.operation {
         Operation::Delete | Operation::Purge => cleared(),
-        Operation::Put => match decode(entry.value.clone()) {
+        Operation::Put => match decode(&entry.value) {
             Ok(mut message) if message.topic == topic => {
                 if let Some(interval) = message.properties.message_expiry_interval {
                     let age = SystemTime::from(entry.created)

@@ -233,6 +233,27 @@ impl Publish {
             properties,
         }
     }
+
+    /// Reads back a detached message written as its MQTT 5.0 `PUBLISH` (see
+    /// [`Publish::detached`]): `bytes` must hold that one packet and nothing else.
+    pub fn decode_detached(bytes: &[u8]) -> Result<Publish, String> {
+        let mut buffer = bytes::BytesMut::from(bytes);
+        match crate::decode(&mut buffer, crate::ProtocolVersion::V5, usize::MAX) {
+            Ok(Some(crate::Packet::Publish(publish))) if buffer.is_empty() => Ok(publish),
+            Ok(_) => Err("not one whole MQTT PUBLISH".to_owned()),
+            Err(error) => Err(format!("does not decode: {error}")),
+        }
+    }
+
+    /// The QoS of the `PUBLISH` packet `bytes` starts with, read from its first byte
+    /// alone (without decoding the packet); `None` if it is not a `PUBLISH`.
+    pub fn peek_qos(bytes: &[u8]) -> Option<QoS> {
+        let first = *bytes.first()?;
+        if first >> 4 != 3 {
+            return None;
+        }
+        QoS::from_u8((first >> 1) & 0b11)
+    }
 }
 
 macro_rules! ack_packet {

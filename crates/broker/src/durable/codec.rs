@@ -7,7 +7,6 @@
 
 use std::time::{Duration, SystemTime};
 
-use bytes::BytesMut;
 use fleetwire_journal::record::{self, Cursor};
 use fleetwire_mqtt_codec::{
     Packet, PacketId, ProtocolVersion, Publish, QoS, RetainHandling, SubscriptionOptions,
@@ -389,12 +388,9 @@ fn message(cursor: &mut Cursor<'_>) -> Result<(Publish, Option<SystemTime>), Str
     let truncated = || "record ends in the middle of a message".to_owned();
     let expires_at = time(cursor).ok_or_else(truncated)?;
     let bytes = cursor.bytes().ok_or_else(truncated)?;
-    let mut buffer = BytesMut::from(bytes);
-    match fleetwire_mqtt_codec::decode(&mut buffer, ProtocolVersion::V5, usize::MAX) {
-        Ok(Some(Packet::Publish(publish))) if buffer.is_empty() => Ok((publish, expires_at)),
-        Ok(_) => Err("a saved message is not one whole PUBLISH".to_owned()),
-        Err(error) => Err(format!("a saved message does not decode: {error}")),
-    }
+    let publish =
+        Publish::decode_detached(bytes).map_err(|detail| format!("a saved message: {detail}"))?;
+    Ok((publish, expires_at))
 }
 
 fn saved(publish: &Publish, expires_at: Option<SystemTime>) -> SavedMessage<'_> {
