@@ -363,3 +363,8 @@ def pytest_runtest_makereport(item, call):
     started = funcargs.get("broker") or funcargs.get("platform") or funcargs.get("fleet") or funcargs.get("secure")
     if report.failed and isinstance(started, Broker):
         report.sections.append((f"{started.kind} log (last 300 lines)", started.log_text()))
+    # The cluster tests' nodes (test_cluster.py): each node's warnings and errors.
+    for number, node in enumerate(funcargs.get("nodes") or []):
+        if report.failed and isinstance(node, Broker):
+            lines = [line for line in node.log_text(2000).splitlines() if '"level":"INFO"' not in line]
+            report.sections.append((f"cluster node {number} warnings and errors", "\n".join(lines[-100:])))

@@ -63,18 +63,36 @@ class NatsServer:
             return json.load(answer)
 
     def is_ready(self, servers: int) -> bool:
-        """Serving clients, routed to the others, and JetStream current (healthz)."""
+        """Serving clients, routed to the other `servers - 1`, telling clients about all of
+        them (what a node counts to choose its replicas), in a JetStream meta group with a
+        leader, and healthy (healthz)."""
         try:
             socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-            if self.monitor("/routez").get("num_routes", 0) < servers - 1:
+            # Routes are pooled (several connections per peer): count the peers.
+            peers = {route.get("remote_name") for route in self.monitor("/routez").get("routes", [])}
+            if len(peers) < servers - 1:
+                return False
+            if len(set(self.monitor("/varz").get("connect_urls", []))) < servers:
+                return False
+            if not self.monitor("/jsz").get("meta_cluster", {}).get("leader"):
                 return False
             return self.monitor("/healthz").get("status") == "ok"
         except (OSError, ValueError):
             return False
 
+    def meta_group_current(self, servers: int) -> bool:
+        """As the JetStream meta leader: the other `servers - 1` are current."""
+        try:
+            meta = self.monitor("/jsz").get("meta_cluster", {})
+        except (OSError, ValueError):
+            return False
+        current = [peer for peer in meta.get("replicas", []) if peer.get("current") and not peer.get("offline")]
+        return meta.get("leader") == self.name and len(current) >= servers - 1
+
 
 class NatsCluster:
     def __init__(self, tmp: Path, size: int = 3) -> None:
+        tmp.mkdir(parents=True, exist_ok=True)
         self.servers = [
             NatsServer(f"nats-{n}", _free_port(), _free_port(), _free_port(), tmp / f"nats-{n}")
             for n in range(size)
@@ -95,7 +113,9 @@ class NatsCluster:
         alive = [server for server in self.servers if server.process and server.process.poll() is None]
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if all(server.is_ready(len(alive)) for server in alive):
+            if all(server.is_ready(len(alive)) for server in alive) and any(
+                server.meta_group_current(len(alive)) for server in alive
+            ):
                 return
             time.sleep(0.1)
         logs = "\n".join(

@@ -12,12 +12,15 @@ asynchronously (through NATS), so each test first waits until a probe crosses.
 A client id connecting on another node takes its session over (the old connection is
 told 0x8E) and a persistent session resumes on another node with its queue. QoS 1/2
 messages acknowledged by a node killed right after reach the others; a node back from
-kill -9 delivers what its sessions missed.
+kill -9 delivers what its sessions missed. A NATS server may die; a node started before
+its NATS cluster is whole waits for JetStream, and the replicas are raised once it is.
 
-Not yet (issue 20): sessions that outlive a dead node, a NATS server killed."""
+Not yet (issue 20): sessions that outlive a dead node."""
 
 from __future__ import annotations
 
+import socket
+import threading
 import time
 
 import pytest
@@ -483,12 +486,7 @@ def _until_it_works(action, what: str, timeout: float = 60.0):
 def test_the_cluster_carries_on_when_a_nats_server_is_killed(nodes, nats_cluster, uid):
     node_a, node_b, node_c = nodes
     # What the cluster keeps is on all three servers.
-    jsz = nats_cluster.servers[1].monitor("/jsz?streams=true&config=true")
-    replicas = {
-        stream["name"]: stream["config"]["num_replicas"]
-        for account in jsz.get("account_details", [])
-        for stream in account.get("stream_detail", [])
-    }
+    replicas = jetstream_replicas(nats_cluster.servers[1])
     expected = {"KV_fleetwire_retained": 3, "KV_fleetwire_sessions": 3, "FLEETWIRE_MESSAGES": 3}
     assert {name: replicas.get(name) for name in expected} == expected, replicas
     victim = nats_cluster.servers[0]
@@ -532,6 +530,53 @@ def test_the_cluster_carries_on_when_a_nats_server_is_killed(nodes, nats_cluster
     finally:
         victim.start()
         nats_cluster.wait_ready()
+
+
+def jetstream_replicas(server) -> dict[str, int]:
+    """The replicas of each stream `server` holds."""
+    jsz = server.monitor("/jsz?streams=true&config=true")
+    return {
+        stream["name"]: stream["config"]["num_replicas"]
+        for account in jsz.get("account_details", [])
+        for stream in account.get("stream_detail", [])
+    }
+
+
+def test_a_node_started_before_its_nats_cluster_is_whole_waits_and_raises_the_replicas(tmp_path, uid):
+    """Nodes and NATS started together (as Kubernetes does): the node waits for JetStream,
+    and what it created on too few servers gets three replicas once the servers are there."""
+    cluster = NatsCluster(tmp_path / "nats")
+    first, second, third = cluster.servers
+    node = None
+    try:
+        # One server of three: no JetStream meta leader, nothing can be created.
+        first.start()
+        _until_it_works(lambda: socket.create_connection(("127.0.0.1", first.port), timeout=1).close(), "NATS", 10)
+        joining = threading.Timer(2.0, second.start)
+        joining.start()
+        node = _start_fleetwire(tmp_path, env=node_env(cluster, "node-early"))
+        joining.join()
+        log = node.log_text(5000)
+        assert "JetStream is not ready: trying again" in log, log
+        assert "kept on fewer NATS servers" in log, log
+        third.start()
+        cluster.wait_ready()
+        expected = {"KV_fleetwire_retained": 3, "KV_fleetwire_sessions": 3, "FLEETWIRE_MESSAGES": 3}
+        deadline = time.monotonic() + 60
+        while {name: (got := jetstream_replicas(third)).get(name) for name in expected} != expected:
+            assert time.monotonic() < deadline, f"replicas not raised: {got}\n{node.log_text()}"
+            time.sleep(0.5)
+        # And it serves on: a retained QoS 1 message is kept (in JetStream) and served.
+        publisher = Peer(node, f"{uid}-pub").connect()
+        try:
+            publisher.publish(f"{uid}/early/kept", b"kept", qos=1, retain=True)
+        finally:
+            close_all([publisher])
+        wait_for_retained(node, f"{uid}/early/#", f"{uid}-sub", {f"{uid}/early/kept": b"kept"})
+    finally:
+        if node:
+            _stop(node)
+        cluster.stop()
 
 
 def test_an_unreachable_nats_stops_the_start_with_a_clear_error(tmp_path):

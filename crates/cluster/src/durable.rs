@@ -34,7 +34,7 @@ use crate::subject::ClusterSubjects;
 use crate::writer::{Write, batched};
 
 /// The stream's name.
-const STREAM: &str = "FLEETWIRE_MESSAGES";
+pub(crate) const STREAM: &str = "FLEETWIRE_MESSAGES";
 
 /// The header naming the node a message was published on.
 const NODE_HEADER: &str = "Fleetwire-Node";
@@ -52,34 +52,43 @@ pub(crate) struct Durable {
     node: String,
 }
 
+/// Opens the stream, or creates it with `replicas` (see `kept.rs`).
+pub(crate) async fn stream(
+    jetstream: &Context,
+    subjects: &ClusterSubjects,
+    replicas: usize,
+) -> Result<stream::Stream, ClusterError> {
+    jetstream
+        .get_or_create_stream(stream::Config {
+            name: STREAM.to_owned(),
+            description: Some("Fleetwire: QoS 1/2 MQTT messages between nodes".to_owned()),
+            subjects: vec![subjects.every_durable()],
+            retention: RetentionPolicy::Interest,
+            storage: StorageType::File,
+            num_replicas: replicas,
+            max_age: MAX_AGE,
+            ..stream::Config::default()
+        })
+        .await
+        .map_err(|error| ClusterError::JetStream {
+            what: WHAT,
+            detail: error.to_string(),
+        })
+}
+
+const WHAT: &str = "the stream of QoS 1/2 messages";
+
 impl Durable {
-    /// Opens (or creates) the stream and this node's consumer, and starts routing what
-    /// the other nodes publish to `broker`.
+    /// Opens this node's consumer of `stream` and starts routing what the other nodes
+    /// publish to `broker`.
     pub(crate) async fn start(
-        jetstream: &Context,
+        stream: &stream::Stream,
         subjects: &ClusterSubjects,
         node: &str,
         envelope: Arc<Node>,
-        replicas: usize,
         broker: Broker,
     ) -> Result<Durable, ClusterError> {
-        let failed = |detail: String| ClusterError::JetStream {
-            what: "the stream of QoS 1/2 messages",
-            detail,
-        };
-        let stream = jetstream
-            .get_or_create_stream(stream::Config {
-                name: STREAM.to_owned(),
-                description: Some("Fleetwire: QoS 1/2 MQTT messages between nodes".to_owned()),
-                subjects: vec![subjects.every_durable()],
-                retention: RetentionPolicy::Interest,
-                storage: StorageType::File,
-                num_replicas: replicas,
-                max_age: MAX_AGE,
-                ..stream::Config::default()
-            })
-            .await
-            .map_err(|error| failed(error.to_string()))?;
+        let failed = |detail: String| ClusterError::JetStream { what: WHAT, detail };
         let name = consumer_name(node);
         let consumer: jetstream::consumer::Consumer<pull::Config> = stream
             .get_or_create_consumer(

@@ -16,9 +16,12 @@
 //! - Retained messages (`retained.rs`) in a JetStream key-value bucket every node
 //!   watches into its own retained store; writes go through `writer.rs` (ordered,
 //!   pipelined, with tickets the publishers wait for).
+//! - The stream and buckets (`kept.rs`), opened once JetStream is ready, on up to three
+//!   NATS servers (raised when servers join).
 //! - [`NatsPeers`]: all of it as the broker's `Peers`, made by [`join`].
 
 mod durable;
+mod kept;
 mod keys;
 mod live;
 mod peers;

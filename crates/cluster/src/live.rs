@@ -91,18 +91,6 @@ pub struct Nats {
     queues: Client,
 }
 
-impl Nats {
-    /// The servers of the NATS cluster the node is connected to, as far as the server
-    /// it talks to knows (itself included).
-    pub(crate) fn servers(&self) -> usize {
-        let info = self.client.server_info();
-        let mut urls = info.connect_urls;
-        urls.sort();
-        urls.dedup();
-        urls.len().max(1)
-    }
-}
-
 /// Connects to NATS at `urls` (comma-separated, any of them will do) as node `node_id`.
 pub async fn connect(urls: &str, node_id: &str) -> Result<Nats, ClusterError> {
     let mut addresses = Vec::new();

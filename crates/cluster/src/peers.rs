@@ -9,15 +9,12 @@ use fleetwire_mqtt_codec::{QoS, TopicFilter};
 
 use crate::ClusterError;
 use crate::durable::Durable;
+use crate::kept::Kept;
 use crate::live::{Live, Nats, Node};
 use crate::retained::Retained;
 use crate::sessions::Sessions;
 use crate::subject::ClusterSubjects;
 use crate::writer::{Write, Writer};
-
-/// Replicas of what the cluster keeps in JetStream, at most (and at most as many as
-/// there are NATS servers).
-const MAX_REPLICAS: usize = 3;
 
 /// Writes of QoS 0 messages (retained ones) pending in JetStream, at most: past it
 /// they stay on their node (counted).
@@ -49,26 +46,24 @@ pub async fn join(
         url: prefix.to_owned(),
         detail: "not a valid subject prefix".to_owned(),
     })?;
-    let replicas = nats.servers().min(MAX_REPLICAS);
     let jetstream = jetstream::new(nats.client.clone());
-    let retained = Retained::start(&jetstream, replicas, broker.clone()).await?;
+    let kept = Kept::open(&jetstream, &nats.client, &subjects).await?;
+    let retained = Retained::start(kept.retained, broker.clone()).await?;
     let sessions = Sessions::start(
-        &jetstream,
+        kept.sessions,
         nats.client.clone(),
         subjects.clone(),
         node,
-        replicas,
         broker.clone(),
     )
     .await?;
     sessions.reconcile(broker).await?;
     let envelope = Arc::new(Node::new());
     let durable = Durable::start(
-        &jetstream,
+        &kept.messages,
         &subjects,
         node,
         Arc::clone(&envelope),
-        replicas,
         broker.clone(),
     )
     .await?;
@@ -78,7 +73,7 @@ pub async fn join(
             what: "the other nodes' counters",
             detail: error.to_string(),
         })?;
-    tracing::info!(replicas, "cluster state in JetStream");
+    tracing::info!(replicas = kept.replicas, "cluster state in JetStream");
     let live = Live::start(nats, subjects, broker.clone(), envelope);
     Ok(Arc::new(NatsPeers {
         live,

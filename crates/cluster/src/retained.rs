@@ -27,7 +27,7 @@ use crate::writer::Write;
 use crate::{ClusterError, keys};
 
 /// The bucket's name.
-const BUCKET: &str = "fleetwire_retained";
+pub(crate) const BUCKET: &str = "fleetwire_retained";
 
 /// How long a starting node waits to read the bucket before it serves anyway.
 const CATCH_UP: Duration = Duration::from_secs(60);
@@ -38,26 +38,28 @@ pub(crate) struct Retained {
     subject_prefix: String,
 }
 
+/// Opens the bucket, or creates it with `replicas` (see `kept.rs`).
+pub(crate) async fn bucket(
+    jetstream: &Context,
+    replicas: usize,
+) -> Result<kv::Store, ClusterError> {
+    keys::bucket(
+        jetstream,
+        BUCKET,
+        "Fleetwire: retained MQTT messages by topic",
+        replicas,
+        WHAT,
+    )
+    .await
+}
+
+const WHAT: &str = "the retained-messages bucket";
+
 impl Retained {
-    /// Opens (or creates, with `replicas`) the bucket, applies its current values to
-    /// `broker`, and keeps applying its changes.
-    pub(crate) async fn start(
-        jetstream: &Context,
-        replicas: usize,
-        broker: Broker,
-    ) -> Result<Retained, ClusterError> {
-        let failed = |detail: String| ClusterError::JetStream {
-            what: "the retained-messages bucket",
-            detail,
-        };
-        let store = keys::bucket(
-            jetstream,
-            BUCKET,
-            "Fleetwire: retained MQTT messages by topic",
-            replicas,
-            "the retained-messages bucket",
-        )
-        .await?;
+    /// Applies the current values of `store` (the bucket) to `broker`, and keeps
+    /// applying its changes.
+    pub(crate) async fn start(store: kv::Store, broker: Broker) -> Result<Retained, ClusterError> {
+        let failed = |detail: String| ClusterError::JetStream { what: WHAT, detail };
         let held = store
             .status()
             .await

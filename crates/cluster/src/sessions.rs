@@ -26,16 +26,20 @@ use fleetwire_broker::{Broker, Claim, Claimed, PeersError};
 use futures_util::StreamExt;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
+use tokio::time::Instant;
 
 use crate::subject::ClusterSubjects;
 use crate::{ClusterError, keys};
 
 /// The bucket's name.
-const BUCKET: &str = "fleetwire_sessions";
+pub(crate) const BUCKET: &str = "fleetwire_sessions";
 
 /// Compare-and-set attempts before a claim gives up (other nodes claimed the same id
 /// meanwhile every time).
 const ATTEMPTS: usize = 10;
+
+/// How long a claim tries again while JetStream fails.
+const CLAIM_WAIT: Duration = Duration::from_secs(5);
 
 /// How long the node that held a session has to hand it over.
 const RELEASE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -82,6 +86,14 @@ impl Claiming {
     }
 }
 
+/// Why this node could not become the holder of a client id.
+enum NotHeld {
+    /// Other nodes claimed it meanwhile, `ATTEMPTS` times in a row.
+    Contended,
+    /// JetStream failed (what, and its error).
+    Failed(String),
+}
+
 /// A connection's claim of a client id, until it is attached (dropped).
 struct Hold {
     claiming: Arc<Claiming>,
@@ -106,25 +118,31 @@ impl Drop for Hold {
 /// the same client id to be attached (then closes it).
 const RELEASE_WAIT: Duration = Duration::from_secs(5);
 
+/// Opens the bucket, or creates it with `replicas` (see `kept.rs`).
+pub(crate) async fn bucket(
+    jetstream: &jetstream::Context,
+    replicas: usize,
+) -> Result<kv::Store, ClusterError> {
+    keys::bucket(
+        jetstream,
+        BUCKET,
+        "Fleetwire: the node holding each MQTT client id",
+        replicas,
+        "the sessions bucket",
+    )
+    .await
+}
+
 impl Sessions {
-    /// Opens (or creates, with `replicas`) the bucket and starts answering other
-    /// nodes' release requests for `broker`'s sessions.
+    /// Starts answering other nodes' release requests for `broker`'s sessions; `store`
+    /// is the bucket.
     pub(crate) async fn start(
-        jetstream: &jetstream::Context,
+        store: kv::Store,
         client: Client,
         subjects: ClusterSubjects,
         node: &str,
-        replicas: usize,
         broker: Broker,
     ) -> Result<Arc<Sessions>, ClusterError> {
-        let store = keys::bucket(
-            jetstream,
-            BUCKET,
-            "Fleetwire: the node holding each MQTT client id",
-            replicas,
-            "the sessions bucket",
-        )
-        .await?;
         let subject = subjects.node(node, "release");
         let mut requests =
             client
@@ -223,44 +241,71 @@ impl Sessions {
     }
 
     async fn claim_id(&self, client_id: &str) -> Result<Claim, PeersError> {
-        let failed = |what: &str, error: &dyn std::fmt::Display| {
-            PeersError(format!("{what} client id {client_id:?}: {error}"))
-        };
         let key = keys::key(client_id).ok_or_else(|| {
             PeersError(format!(
                 "client id of {} bytes: too long for the cluster",
                 client_id.len()
             ))
         })?;
+        // JetStream may be briefly unavailable (a stream leader being elected, a NATS
+        // server going away): the claim tries again for a while before it fails.
+        let deadline = Instant::now() + CLAIM_WAIT;
+        let mut pause = Duration::from_millis(50);
+        let holder = loop {
+            match self.hold(&key).await {
+                Ok(holder) => break holder,
+                Err(NotHeld::Contended) => {
+                    return Err(PeersError(format!(
+                        "client id {client_id:?} claimed by other nodes {ATTEMPTS} times in a row"
+                    )));
+                }
+                Err(NotHeld::Failed(error)) if Instant::now() + pause < deadline => {
+                    tracing::debug!(%client_id, %error, "cannot claim the client id yet: trying again");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(500));
+                }
+                Err(NotHeld::Failed(error)) => {
+                    return Err(PeersError(format!(
+                        "cannot claim client id {client_id:?}: {error}"
+                    )));
+                }
+            }
+        };
+        match holder {
+            None => Ok(Claim::Here),
+            Some(node) => self.release_from(&node, client_id).await,
+        }
+    }
+
+    /// Makes this node the holder of `key`: the node that held it before, if another.
+    async fn hold(&self, key: &str) -> Result<Option<String>, NotHeld> {
         let me = Bytes::from(self.node.clone());
+        let failed =
+            |what: &str, error: &dyn std::fmt::Display| NotHeld::Failed(format!("{what}: {error}"));
         for _ in 0..ATTEMPTS {
             let entry = self
                 .store
-                .entry(key.clone())
+                .entry(key)
                 .await
-                .map_err(|error| failed("cannot read the holder of", &error))?;
+                .map_err(|error| failed("cannot read its holder", &error))?;
             let holder = match entry {
                 Some(entry) if entry.operation == kv::Operation::Put => entry,
-                _ => match self.store.create(&key, me.clone()).await {
-                    Ok(_) => return Ok(Claim::Here),
+                _ => match self.store.create(key, me.clone()).await {
+                    Ok(_) => return Ok(None),
                     Err(error) if error.kind() == kv::CreateErrorKind::AlreadyExists => continue,
-                    Err(error) => return Err(failed("cannot hold", &error)),
+                    Err(error) => return Err(failed("cannot hold it", &error)),
                 },
             };
             if holder.value == me {
-                return Ok(Claim::Here);
+                return Ok(None);
             }
-            match self.store.update(&key, me.clone(), holder.revision).await {
-                Ok(_) => {}
+            match self.store.update(key, me.clone(), holder.revision).await {
+                Ok(_) => return Ok(Some(String::from_utf8_lossy(&holder.value).into_owned())),
                 Err(error) if error.kind() == kv::UpdateErrorKind::WrongLastRevision => continue,
-                Err(error) => return Err(failed("cannot take over", &error)),
+                Err(error) => return Err(failed("cannot take it over", &error)),
             }
-            let node = String::from_utf8_lossy(&holder.value).into_owned();
-            return self.release_from(&node, client_id).await;
         }
-        Err(PeersError(format!(
-            "client id {client_id:?} claimed by other nodes {ATTEMPTS} times in a row"
-        )))
+        Err(NotHeld::Contended)
     }
 
     /// Asks `node` to release the session of `client_id`.
