@@ -12,7 +12,8 @@ asynchronously (through NATS), so each test first waits until a probe crosses.
 A client id connecting on another node takes its session over (the old connection is
 told 0x8E) and a persistent session resumes on another node with its queue. QoS 1/2
 messages acknowledged by a node killed right after reach the others; a node back from
-kill -9 delivers what its sessions missed. A NATS server may die; a node started before
+kill -9 delivers what its sessions missed; the wills of a dead node's open connections are
+published once, by another node or by itself when it comes back. A NATS server may die; a node started before
 its NATS cluster is whole waits for JetStream, and the replicas are raised once it is.
 
 Not yet (issue 20): sessions that outlive a dead node."""
@@ -27,6 +28,9 @@ import pytest
 
 from conftest import BROKER_KIND, _free_port, _start_fleetwire, _stop, close_all
 from nats_servers import NatsCluster
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
 from peer import V5, Peer
 
 pytestmark = pytest.mark.skipif(BROKER_KIND != "fleetwire", reason="fleetwire's cluster mode")
@@ -431,6 +435,70 @@ def test_a_node_back_from_kill_9_delivers_what_its_sessions_missed_meanwhile(nod
         assert [g for g in got if g != "probe"] == sent, f"{len(got)} of {len(sent)}"
     finally:
         close_all([peer for peer in (publisher, device, resumed) if peer is not None])
+        if phoenix.process.poll() is None:
+            _stop(phoenix)
+
+
+def delayed_will(topic: str, payload: bytes, delay: int) -> tuple:
+    properties = Properties(PacketTypes.WILLMESSAGE)
+    properties.WillDelayInterval = delay
+    return (topic, payload, 1, False, properties)
+
+
+def test_the_wills_of_a_dead_nodes_open_connections_are_published_once_by_the_others(nodes, nats_cluster, tmp_path, uid):
+    _node_a, node_b, node_c = nodes
+    (tmp_path / "doomed").mkdir()
+    (tmp_path / "stopped").mkdir()
+    doomed = _start_fleetwire(tmp_path / "doomed", env=node_env(nats_cluster, "node-doomed-wills"))
+    stopped = _start_fleetwire(tmp_path / "stopped", env=node_env(nats_cluster, "node-stopped-wills"))
+    watcher = Peer(node_b, f"{uid}-watcher").connect()
+    clients = []
+    try:
+        watcher.subscribe((f"{uid}/will/#", 1))
+        lost = Peer(doomed, f"{uid}-lost").connect(will=(f"{uid}/will/lost", b"lost", 1, False))
+        polite = Peer(doomed, f"{uid}-polite").connect(will=(f"{uid}/will/polite", b"polite", 1, False))
+        back = Peer(doomed, f"{uid}-back", protocol=V5).connect(will=delayed_will(f"{uid}/will/back", b"back", 3))
+        # A node stopped (SIGTERM) closes its connections without their wills, as a
+        # single node does, and leaves none behind for the others.
+        shut = Peer(stopped, f"{uid}-shut").connect(will=(f"{uid}/will/shut", b"shut", 1, False))
+        clients += [lost, polite, back, shut]
+        polite.disconnect()  # its will is dropped, on its node as in the cluster
+        time.sleep(1)  # the node hands its wills to JetStream in the background
+        _stop(stopped)
+        _kill(doomed)
+        # Back on another node within its will delay: its will is dropped.
+        back_again = Peer(node_c, f"{uid}-back", protocol=V5).connect()
+        clients.append(back_again)
+        # The other nodes notice the silence (10 s), and one of them publishes each will.
+        will = watcher.expect_message(timeout=30)
+        assert (will.topic, will.payload, will.qos) == (f"{uid}/will/lost", b"lost", 1)
+        extra = watcher.drain(quiet=6)  # past the delayed will's 3 s
+        assert extra == [], [(m.topic, m.payload) for m in extra]
+    finally:
+        close_all([watcher, *clients])
+        for node in (doomed, stopped):
+            if node.process.poll() is None:
+                _kill(node)
+
+
+def test_a_node_back_from_kill_9_publishes_the_wills_its_connections_left(nodes, nats_cluster, tmp_path, uid):
+    env = node_env(nats_cluster, "node-phoenix-wills")
+    phoenix = _start_fleetwire(tmp_path, env=env)
+    watcher = Peer(nodes[0], f"{uid}-watcher").connect()
+    device = None
+    try:
+        watcher.subscribe((f"{uid}/will/#", 1))
+        device = Peer(phoenix, f"{uid}-dev").connect(will=(f"{uid}/will/dev", b"gone", 1, False))
+        time.sleep(1)  # the node hands its wills to JetStream in the background
+        _kill(phoenix)
+        # Back before the others count it gone: it publishes them itself.
+        phoenix = _start_fleetwire(tmp_path, env=env)
+        will = watcher.expect_message(timeout=10)
+        assert (will.topic, will.payload) == (f"{uid}/will/dev", b"gone")
+        extra = watcher.drain(quiet=12)  # the others never count it gone: no second copy
+        assert extra == [], [(m.topic, m.payload) for m in extra]
+    finally:
+        close_all([peer for peer in (watcher, device) if peer is not None])
         if phoenix.process.poll() is None:
             _stop(phoenix)
 

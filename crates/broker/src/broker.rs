@@ -1118,6 +1118,16 @@ impl Broker {
         self.accept(message, &mut Congested::new()).delivered
     }
 
+    /// Publishes the will of a client whose node died with its connection open, as a
+    /// will published here is published (to this node's sessions and to the peers):
+    /// the peers found it in what that node left ([`Peers::will_held`]). Returns how
+    /// many sessions of this node it was queued for.
+    pub fn publish_peer_will(&self, will: PeerMessage) -> usize {
+        // Nobody is left to pause: the publishing connection is gone.
+        self.accept(peer_message(will), &mut Congested::new())
+            .delivered
+    }
+
     /// Publishes a message that originates in the broker (`$SYS`, and later the platform's
     /// commands).
     pub fn publish_internal(

@@ -102,6 +102,7 @@ impl Connection {
     fn abandon(self, broker: &Broker, hooks: &Hooks) {
         if let Some(will) = self.will {
             broker.will_at_close(*will, &self.session, self.generation);
+            broker.release_will(&self.session, self.generation);
         }
         broker.detach(&self.session, self.generation, &self.access, hooks);
     }
@@ -547,8 +548,12 @@ impl Established {
             }
         }
 
+        let had_will = will.is_some();
         if let (true, Some(will)) = (closed.publishes_will(), will) {
             broker.will_at_close(*will, &session, generation);
+        }
+        if had_will {
+            broker.release_will(&session, generation);
         }
         broker.detach(&session, generation, &access, &hooks);
         let is_told = version.is_v5() && closed.disconnect_reason().is_some();

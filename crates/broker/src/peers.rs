@@ -131,4 +131,17 @@ pub trait Peers: Send + Sync {
     /// Resolves once everything up to `ticket` is durable with the peers, or fails if
     /// what `ticket` stands for could not be kept.
     fn durable(&self, ticket: PeerTicket) -> BoxFuture<'static, Result<(), PeersError>>;
+
+    /// Connection `generation` of `client_id` (numbers this node gives its
+    /// connections) is open here with `will` (its forwarded properties; 5.0: its will
+    /// delay, seconds). Kept by the peers until [`Peers::will_released`], so that if
+    /// this node dies with the connection open another publishes the will
+    /// ([`Broker::publish_peer_will`]).
+    ///
+    /// [`Broker::publish_peer_will`]: crate::Broker::publish_peer_will
+    fn will_held(&self, client_id: &str, generation: u64, will: &PeerMessage, delay: u32);
+
+    /// Connection `generation` of `client_id`, which had a will, ended here: this
+    /// node published, dropped or delayed the will itself.
+    fn will_released(&self, client_id: &str, generation: u64);
 }

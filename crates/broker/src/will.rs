@@ -28,6 +28,7 @@ use tokio::sync::Notify;
 
 use crate::broker::{Broker, forwarded_properties, wall_clock};
 use crate::durable::{Change, SavedMessage, StateError};
+use crate::peers::PeerMessage;
 use crate::session::{ClientId, Session, SessionId};
 
 /// A will waiting for its delay to pass.
@@ -129,6 +130,31 @@ impl DelayedWills {
 }
 
 impl Broker {
+    /// Hands the will of connection `generation` of `session` to the peers, which keep
+    /// it while the connection is open, so that another node publishes it if this one
+    /// dies first (nothing without peers).
+    pub(crate) fn hold_will(&self, session: &Session, generation: u64, will: &Will) {
+        if let Some(peers) = self.peers() {
+            let message = PeerMessage {
+                topic: will.topic.clone(),
+                payload: will.payload.clone(),
+                qos: will.qos,
+                is_retained: will.retain,
+                properties: forwarded_properties(will.properties.clone()),
+            };
+            let delay = will.properties.will_delay_interval.unwrap_or(0);
+            peers.will_held(session.client_id.as_str(), generation, &message, delay);
+        }
+    }
+
+    /// The connection `generation` of `session`, which had a will, ended: its will is
+    /// this node's business again (published, dropped or delayed here).
+    pub(crate) fn release_will(&self, session: &Session, generation: u64) {
+        if let Some(peers) = self.peers() {
+            peers.will_released(session.client_id.as_str(), generation);
+        }
+    }
+
     /// Handles the will of connection `generation` of `session`, which ended abnormally:
     /// published now, or kept for its delay if the session outlives the connection, or
     /// dropped if another connection already resumed the session (a takeover).

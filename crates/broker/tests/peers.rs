@@ -14,9 +14,11 @@ use fleetwire_broker::{
     BoxFuture, Broker, Claim, Claimed, Hooks, PeerCongestion, PeerMessage, PeerTicket, Peers,
     PeersError,
 };
-use fleetwire_mqtt_codec::{Packet, Properties, QoS, TopicFilter, TopicName, Unsubscribe};
+use fleetwire_mqtt_codec::{
+    Packet, Properties, ProtocolVersion, QoS, TopicFilter, TopicName, Unsubscribe,
+};
 use parking_lot::Mutex;
-use support::{Client, anonymous};
+use support::{Client, anonymous, connect_packet, will};
 use tokio::net::TcpListener;
 
 /// What the broker told the peers, in order.
@@ -25,6 +27,9 @@ enum Heard {
     Subscribed(String),
     Unsubscribed(String),
     Published(String, Bytes),
+    /// Client id, connection, will topic, payload, delay.
+    WillHeld(String, u64, String, Bytes, u32),
+    WillReleased(String, u64),
 }
 
 #[derive(Default)]
@@ -66,6 +71,22 @@ impl Peers for Recorder {
             claim: Claim::Here,
             hold: Box::new(()),
         })))
+    }
+
+    fn will_held(&self, client_id: &str, generation: u64, will: &PeerMessage, delay: u32) {
+        self.0.lock().push(Heard::WillHeld(
+            client_id.to_owned(),
+            generation,
+            will.topic.as_str().to_owned(),
+            will.payload.clone(),
+            delay,
+        ));
+    }
+
+    fn will_released(&self, client_id: &str, generation: u64) {
+        self.0
+            .lock()
+            .push(Heard::WillReleased(client_id.to_owned(), generation));
     }
 }
 
@@ -282,6 +303,10 @@ impl Peers for Keeper {
         })))
     }
 
+    fn will_held(&self, _: &str, _: u64, _: &PeerMessage, _: u32) {}
+
+    fn will_released(&self, _: &str, _: u64) {}
+
     fn durable(&self, ticket: PeerTicket) -> BoxFuture<'static, Result<(), PeersError>> {
         let kept = Arc::clone(&self.0);
         Box::pin(async move {
@@ -388,4 +413,112 @@ async fn messages_from_peers_report_congested_sessions_and_wait_for_their_room()
         .await
         .expect("relieved once the queue drained")
         .unwrap();
+}
+
+#[tokio::test]
+async fn peers_keep_the_will_of_an_open_connection_and_publish_a_dead_nodes_wills_here() {
+    let broker = Broker::new(anonymous());
+    let recorder = Arc::new(Recorder::default());
+    assert!(broker.set_peers(Arc::clone(&recorder) as Arc<dyn Peers>));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = broker
+        .spawn(listener, Hooks::default())
+        .unwrap()
+        .local_addr();
+    let mut watcher = Client::connect(addr, "watcher").await;
+    watcher.subscribe("wills/#", QoS::AtMostOnce).await;
+    recorder.take();
+
+    // Held while the connection is open; released when it ends politely (not published).
+    let mut connect = connect_packet("polite", ProtocolVersion::V5, true);
+    let mut polite_will = will("wills/polite", b"gone", QoS::AtLeastOnce, false);
+    polite_will.properties.will_delay_interval = Some(7);
+    polite_will.properties.content_type = Some("text/plain".to_owned());
+    connect.will = Some(polite_will);
+    let (mut polite, _) = Client::connect_with(addr, connect).await;
+    let heard = recorder.take();
+    let [Heard::WillHeld(client, generation, topic, payload, delay)] = &heard[..] else {
+        panic!("{heard:?}");
+    };
+    assert_eq!(
+        (client.as_str(), topic.as_str(), &payload[..], *delay),
+        ("polite", "wills/polite", &b"gone"[..], 7)
+    );
+    let polite_generation = *generation;
+    polite
+        .send(Packet::Disconnect(
+            fleetwire_mqtt_codec::Disconnect::default(),
+        ))
+        .await;
+    polite.expect_closed().await;
+    wait_for(&recorder, |heard| !heard.is_empty()).await;
+    assert_eq!(
+        recorder.take(),
+        [Heard::WillReleased("polite".to_owned(), polite_generation)]
+    );
+    watcher.expect_silence(Duration::from_millis(100)).await;
+
+    // A connection lost: published here (and to the peers), then released.
+    let mut connect = connect_packet("lost", ProtocolVersion::V311, true);
+    connect.will = Some(will("wills/lost", b"gone", QoS::AtMostOnce, false));
+    let (lost, _) = Client::connect_with(addr, connect).await;
+    let heard = recorder.take();
+    let [Heard::WillHeld(_, lost_generation, ..)] = &heard[..] else {
+        panic!("{heard:?}");
+    };
+    let lost_generation = *lost_generation;
+    assert_ne!(lost_generation, polite_generation);
+    drop(lost);
+    assert_eq!(watcher.expect_publish().await.payload, &b"gone"[..]);
+    wait_for(&recorder, |heard| heard.len() >= 2).await;
+    assert_eq!(
+        recorder.take(),
+        [
+            Heard::Published("wills/lost".to_owned(), Bytes::from_static(b"gone")),
+            Heard::WillReleased("lost".to_owned(), lost_generation)
+        ]
+    );
+
+    // No will, nothing held.
+    let plain = Client::connect(addr, "plain").await;
+    drop(plain);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(recorder.take(), []);
+
+    // The will of a client of a dead node, found by the peers: published as a will here.
+    let properties = Properties {
+        content_type: Some("text/plain".to_owned()),
+        ..Properties::default()
+    };
+    let delivered = broker.publish_peer_will(PeerMessage {
+        topic: TopicName::new("wills/orphan").unwrap(),
+        payload: Bytes::from_static(b"its node died"),
+        qos: QoS::AtMostOnce,
+        is_retained: false,
+        properties,
+    });
+    assert_eq!(delivered, 1);
+    let orphan = watcher.expect_publish().await;
+    assert_eq!(
+        (orphan.topic.as_str(), &orphan.payload[..]),
+        ("wills/orphan", &b"its node died"[..])
+    );
+    assert_eq!(
+        recorder.take(),
+        [Heard::Published(
+            "wills/orphan".to_owned(),
+            Bytes::from_static(b"its node died")
+        )]
+    );
+}
+
+/// Waits (5 s at most) until what `recorder` heard satisfies `done`.
+async fn wait_for(recorder: &Recorder, done: impl Fn(&[Heard]) -> bool) {
+    for _ in 0..500 {
+        if done(&recorder.0.lock()) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("not heard: {:?}", recorder.0.lock());
 }

@@ -1,5 +1,5 @@
 //! What the cluster keeps in JetStream (the stream of QoS 1/2 messages, the buckets of
-//! retained messages and of client ids), and on how many NATS servers.
+//! retained messages, of client ids and of wills), and on how many NATS servers.
 //!
 //! Each is kept on as many servers as the cluster has, three at most (`MAX_REPLICAS`),
 //! counting, when it is created, the servers the node's NATS server told it about. A
@@ -21,7 +21,7 @@ use async_nats::jetstream::{Context, kv};
 use tokio::time::Instant;
 
 use crate::subject::ClusterSubjects;
-use crate::{ClusterError, durable, retained, sessions};
+use crate::{ClusterError, durable, keys, retained, sessions, wills};
 
 /// Replicas of what the cluster keeps, at most (and at most as many as there are NATS
 /// servers).
@@ -38,6 +38,7 @@ pub(crate) struct Kept {
     pub(crate) messages: Stream,
     pub(crate) retained: kv::Store,
     pub(crate) sessions: kv::Store,
+    pub(crate) wills: kv::Store,
     /// Replicas wanted when they were opened.
     pub(crate) replicas: usize,
 }
@@ -86,8 +87,30 @@ impl Kept {
     ) -> Result<Kept, ClusterError> {
         Ok(Kept {
             messages: durable::stream(jetstream, subjects, replicas).await?,
-            retained: retained::bucket(jetstream, replicas).await?,
-            sessions: sessions::bucket(jetstream, replicas).await?,
+            retained: keys::bucket(
+                jetstream,
+                retained::BUCKET,
+                "Fleetwire: retained MQTT messages by topic",
+                replicas,
+                retained::WHAT,
+            )
+            .await?,
+            sessions: keys::bucket(
+                jetstream,
+                sessions::BUCKET,
+                "Fleetwire: the node holding each MQTT client id",
+                replicas,
+                "the sessions bucket",
+            )
+            .await?,
+            wills: keys::bucket(
+                jetstream,
+                wills::BUCKET,
+                "Fleetwire: the wills of the connections open on each node",
+                replicas,
+                "the wills bucket",
+            )
+            .await?,
             replicas,
         })
     }
@@ -103,11 +126,12 @@ fn servers(client: &Client) -> usize {
 }
 
 /// The JetStream streams behind what the cluster keeps (a bucket `b` is `KV_b`).
-fn stream_names() -> [String; 3] {
+fn stream_names() -> [String; 4] {
     [
         durable::STREAM.to_owned(),
         format!("KV_{}", retained::BUCKET),
         format!("KV_{}", sessions::BUCKET),
+        format!("KV_{}", wills::BUCKET),
     ]
 }
 

@@ -18,17 +18,21 @@
 //!   pipelined, with tickets the publishers wait for).
 //! - The stream and buckets (`kept.rs`), opened once JetStream is ready, on up to three
 //!   NATS servers (raised when servers join).
+//! - Which nodes are alive (`nodes.rs`), and the wills of the connections open on each
+//!   (`wills.rs`), published by another node when theirs is gone.
 //! - [`NatsPeers`]: all of it as the broker's `Peers`, made by [`join`].
 
 mod durable;
 mod kept;
 mod keys;
 mod live;
+mod nodes;
 mod peers;
 mod retained;
 mod sessions;
 mod subject;
 mod totals;
+mod wills;
 mod writer;
 
 pub use live::{ClusterError, Nats, connect};

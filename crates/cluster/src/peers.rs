@@ -11,10 +11,15 @@ use crate::ClusterError;
 use crate::durable::Durable;
 use crate::kept::Kept;
 use crate::live::{Live, Nats, Node};
+use crate::nodes::Nodes;
 use crate::retained::Retained;
 use crate::sessions::Sessions;
 use crate::subject::ClusterSubjects;
+use crate::wills::{self, Wills};
 use crate::writer::{Write, Writer};
+
+/// How long a stopping node waits for its last writes to the wills bucket.
+const LEAVE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Writes of QoS 0 messages (retained ones) pending in JetStream, at most: past it
 /// they stay on their node (counted).
@@ -27,6 +32,8 @@ pub struct NatsPeers {
     durable: Durable,
     retained: Retained,
     sessions: Arc<Sessions>,
+    /// `None` when the node id is too long for a key (wills then stay with the node).
+    wills: Option<Wills>,
     /// Every JetStream write a publisher waits for, in one order (one ticket sequence).
     writer: Writer,
 }
@@ -34,8 +41,9 @@ pub struct NatsPeers {
 /// Joins `broker` to the nodes sharing `nats` as node `node`, on subjects under
 /// `prefix` (`fleetwire`): opens what the cluster keeps in JetStream (creating it on
 /// the first node), reads the cluster's retained messages, drops the sessions on this
-/// node's disk that another node holds now, and starts routing. The broker still has
-/// to be given the peers ([`Broker::set_peers`]) before it serves.
+/// node's disk that another node holds now, starts routing, and gives the broker its
+/// peers ([`Broker::set_peers`]); then publishes the wills left by nodes that are gone
+/// (this node's previous run included).
 pub async fn join(
     nats: Nats,
     prefix: &str,
@@ -73,18 +81,65 @@ pub async fn join(
             what: "the other nodes' counters",
             detail: error.to_string(),
         })?;
+    let (nodes, departures) = Nodes::start(nats.client.clone(), &subjects, node)
+        .await
+        .map_err(|error| ClusterError::Subscribe {
+            what: "the other nodes' heartbeats",
+            detail: error.to_string(),
+        })?;
     tracing::info!(replicas = kept.replicas, "cluster state in JetStream");
     let live = Live::start(nats, subjects, broker.clone(), envelope);
-    Ok(Arc::new(NatsPeers {
+    let wills = Wills::start(&kept.wills, node);
+    if wills.is_none() {
+        tracing::warn!("node id too long for the cluster's wills bucket: wills stay on this node");
+    }
+    let peers = Arc::new(NatsPeers {
         live,
         durable,
         retained,
-        sessions,
+        sessions: Arc::clone(&sessions),
+        wills,
         writer: Writer::start(jetstream),
-    }))
+    });
+    broker.set_peers(Arc::clone(&peers) as Arc<dyn Peers>);
+    wills::publish_orphans(
+        kept.wills,
+        node.to_owned(),
+        nodes,
+        departures,
+        broker.clone(),
+        sessions,
+    )
+    .await;
+    Ok(peers)
+}
+
+impl std::fmt::Debug for NatsPeers {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("NatsPeers")
+            .field("dropped", &self.dropped())
+            .finish_non_exhaustive()
+    }
 }
 
 impl NatsPeers {
+    /// Before the node stops, once its connections are closed: finishes writing what
+    /// the cluster keeps about them (their wills are dropped from the cluster's bucket:
+    /// 5 s at most).
+    pub async fn leave(&self) {
+        if let Some(wills) = &self.wills {
+            if tokio::time::timeout(LEAVE_WAIT, wills.flush())
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    "the cluster's wills bucket not updated within {LEAVE_WAIT:?}: other nodes may publish wills of connections closed here"
+                );
+            }
+        }
+    }
+
     /// Messages not sent to the other nodes because NATS could not keep up.
     pub fn dropped(&self) -> u64 {
         self.live.dropped()
@@ -139,5 +194,17 @@ impl Peers for NatsPeers {
         let sessions = Arc::clone(&self.sessions);
         let client_id = client_id.to_owned();
         Box::pin(async move { sessions.claim(&client_id).await })
+    }
+
+    fn will_held(&self, client_id: &str, generation: u64, will: &PeerMessage, delay: u32) {
+        if let Some(wills) = &self.wills {
+            wills.held(client_id, generation, will, delay);
+        }
+    }
+
+    fn will_released(&self, client_id: &str, generation: u64) {
+        if let Some(wills) = &self.wills {
+            wills.released(client_id, generation);
+        }
     }
 }

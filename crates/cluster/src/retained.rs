@@ -15,7 +15,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use async_nats::HeaderMap;
-use async_nats::jetstream::Context;
 use async_nats::jetstream::kv::{self, Operation};
 use bytes::{Bytes, BytesMut};
 use fleetwire_broker::{Broker, PeerMessage};
@@ -38,22 +37,7 @@ pub(crate) struct Retained {
     subject_prefix: String,
 }
 
-/// Opens the bucket, or creates it with `replicas` (see `kept.rs`).
-pub(crate) async fn bucket(
-    jetstream: &Context,
-    replicas: usize,
-) -> Result<kv::Store, ClusterError> {
-    keys::bucket(
-        jetstream,
-        BUCKET,
-        "Fleetwire: retained MQTT messages by topic",
-        replicas,
-        WHAT,
-    )
-    .await
-}
-
-const WHAT: &str = "the retained-messages bucket";
+pub(crate) const WHAT: &str = "the retained-messages bucket";
 
 impl Retained {
     /// Applies the current values of `store` (the bucket) to `broker`, and keeps

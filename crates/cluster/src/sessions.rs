@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::Client;
-use async_nats::jetstream::{self, kv};
+use async_nats::jetstream::kv;
 use bytes::Bytes;
 use fleetwire_broker::{Broker, Claim, Claimed, PeersError};
 use futures_util::StreamExt;
@@ -118,21 +118,6 @@ impl Drop for Hold {
 /// the same client id to be attached (then closes it).
 const RELEASE_WAIT: Duration = Duration::from_secs(5);
 
-/// Opens the bucket, or creates it with `replicas` (see `kept.rs`).
-pub(crate) async fn bucket(
-    jetstream: &jetstream::Context,
-    replicas: usize,
-) -> Result<kv::Store, ClusterError> {
-    keys::bucket(
-        jetstream,
-        BUCKET,
-        "Fleetwire: the node holding each MQTT client id",
-        replicas,
-        "the sessions bucket",
-    )
-    .await
-}
-
 impl Sessions {
     /// Starts answering other nodes' release requests for `broker`'s sessions; `store`
     /// is the bucket.
@@ -183,6 +168,13 @@ impl Sessions {
             node: node.to_owned(),
             claiming,
         }))
+    }
+
+    /// The node holding `client_id` now (`None`: nobody, or JetStream did not answer).
+    pub(crate) async fn holder(&self, client_id: &str) -> Option<String> {
+        let entry = self.store.entry(keys::key(client_id)?).await.ok()??;
+        (entry.operation == kv::Operation::Put)
+            .then(|| String::from_utf8_lossy(&entry.value).into_owned())
     }
 
     /// At start: the sessions `broker` loaded from this node's disk that another node

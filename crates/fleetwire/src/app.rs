@@ -26,6 +26,7 @@ use tokio::task::JoinHandle;
 
 use crate::admin_token::{self, Origin};
 use crate::config::{self, ClusterSettings, Settings, TlsSettings};
+use fleetwire_cluster::NatsPeers;
 
 /// Starts nodes (see the module's notes).
 #[derive(Debug)]
@@ -44,6 +45,8 @@ pub struct Running {
     streams: fleetwire_broker::Streams,
     http: JoinHandle<std::io::Result<()>>,
     tls: Option<TlsRunning>,
+    /// The other nodes, in cluster mode.
+    peers: Option<Arc<NatsPeers>>,
 }
 
 /// The TLS listeners of a running node.
@@ -77,9 +80,10 @@ impl App {
         }
         // Loaded before the listeners open: "listening" means clients are served.
         let broker = open_broker(&settings).await?;
-        if let Some(cluster) = &settings.cluster {
-            join_cluster(&broker, cluster).await?;
-        }
+        let peers = match &settings.cluster {
+            Some(cluster) => Some(join_cluster(&broker, cluster).await?),
+            None => None,
+        };
         let (mqtt_listener, mqtt_addr) = listen("mqtt", settings.mqtt_addr).await?;
         let (http_listener, http_addr) = listen("http", settings.http_addr).await?;
         let tls = match &settings.tls {
@@ -116,6 +120,7 @@ impl App {
             streams,
             http,
             tls,
+            peers,
         })
     }
 }
@@ -182,6 +187,10 @@ impl Running {
             .stopped()
             .await
             .context("the MQTT front-ends' listener failed")?;
+        // Every connection is closed: what the cluster keeps about them is written.
+        if let Some(peers) = &self.peers {
+            peers.leave().await;
+        }
         self.http
             .await
             .context("the HTTP server task failed")?
@@ -218,16 +227,18 @@ async fn open_broker(settings: &Settings) -> anyhow::Result<Broker> {
 
 /// Connects the broker to the other nodes over NATS (live routing; see the cluster
 /// crate for what crosses between nodes so far).
-async fn join_cluster(broker: &Broker, cluster: &ClusterSettings) -> anyhow::Result<()> {
+async fn join_cluster(
+    broker: &Broker,
+    cluster: &ClusterSettings,
+) -> anyhow::Result<Arc<NatsPeers>> {
     let nats = fleetwire_cluster::connect(&cluster.nats_url, &cluster.node_id)
         .await
         .context("cannot join the cluster")?;
     let peers = fleetwire_cluster::join(nats, CLUSTER_SUBJECTS, &cluster.node_id, broker)
         .await
         .context("cannot join the cluster")?;
-    broker.set_peers(peers);
     tracing::info!(node_id = %cluster.node_id, nats_url = %cluster.nats_url, "joined the cluster");
-    Ok(())
+    Ok(peers)
 }
 
 /// Binds a listener for `protocol` (`mqtt`, `http`) and logs the address it really has

@@ -163,6 +163,9 @@ pub(super) async fn handshake(
         will, properties, ..
     } = *connect;
     let will = will.map(|will| Box::new(crate::compact::will(will)));
+    if let Some(will) = &will {
+        broker.hold_will(&session, generation, will);
+    }
     let is_resending = attached.is_session_present && !session.state.lock().inflight.is_empty();
     let may_park = is_encoded
         && reader.may_park()
