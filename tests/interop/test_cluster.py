@@ -350,6 +350,41 @@ def test_one_client_id_connecting_to_two_nodes_at_once_stays_connected_once(node
             close_all(peers)
 
 
+def stream_messages(server, name: str) -> int:
+    """How many messages the JetStream stream `name` holds (as `server` sees it)."""
+    jsz = server.monitor("/jsz?streams=true")
+    for account in jsz.get("account_details", []):
+        for stream in account.get("stream_detail", []):
+            if stream["name"] == name:
+                return stream["state"]["messages"]
+    raise AssertionError(f"no stream {name} on {server.name}")
+
+
+def test_the_client_ids_of_ended_sessions_leave_the_sessions_bucket(nodes, nats_cluster, uid):
+    node_a, node_b, _ = nodes
+    server = nats_cluster.servers[1]
+    before = stream_messages(server, "KV_fleetwire_sessions")
+    clients = [Peer(node_a, f"{uid}-c{n}").connect() for n in range(30)]
+    keeper = Peer(node_a, f"{uid}-keep", protocol=V5, clean=False).connect(session_expiry=600)
+    assert stream_messages(server, "KV_fleetwire_sessions") >= before + 31
+    keeper.disconnect()
+    close_all(clients)
+    # Clean sessions end with their connections and free their client ids; the
+    # persistent one keeps its own (the purges' markers go after a few seconds).
+    deadline = time.monotonic() + 30
+    while (held := stream_messages(server, "KV_fleetwire_sessions")) > before + 1:
+        assert time.monotonic() < deadline, f"{held - before} keys left, expected 1"
+        time.sleep(0.5)
+    # A freed client id is taken again as usual, on any node; the persistent session
+    # resumes where it was.
+    again = Peer(node_b, f"{uid}-c0").connect()
+    resumed = Peer(node_a, f"{uid}-keep", protocol=V5, clean=False).connect(session_expiry=600)
+    try:
+        assert resumed.session_present
+    finally:
+        close_all([again, resumed])
+
+
 def test_a_persistent_session_resumes_on_a_third_node_with_its_queue(nodes, uid):
     node_a, node_b, node_c = nodes
     device = Peer(node_a, f"{uid}-dev", protocol=V5, clean=False).connect(session_expiry=3600)

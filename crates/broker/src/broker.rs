@@ -721,6 +721,9 @@ impl Broker {
         self.forget_saved(session);
         self.remove_session(session);
         self.end_delayed_will(session);
+        if let Some(peers) = self.shared.peers.get() {
+            peers.session_ended(session.client_id.as_str());
+        }
     }
 
     /// Removes `session` from the session table and its subscriptions from the tree.

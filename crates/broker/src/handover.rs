@@ -56,6 +56,11 @@ impl Broker {
             .collect()
     }
 
+    /// Whether a session of `client_id` is here (connected or not).
+    pub fn has_session(&self, client_id: &str) -> bool {
+        self.session(client_id).is_some()
+    }
+
     /// Takes over a session another node released ([`Broker::release_session`]), before
     /// its client is attached here, and saves it in this node's durable state: the
     /// returned ticket is to be waited for before the client is answered.

@@ -132,6 +132,12 @@ pub trait Peers: Send + Sync {
     /// what `ticket` stands for could not be kept.
     fn durable(&self, ticket: PeerTicket) -> BoxFuture<'static, Result<(), PeersError>>;
 
+    /// The session of `client_id` ended here (a clean session's client left, a
+    /// persistent one expired): the client id is free, unless a new connection of the
+    /// same client id takes it again meanwhile. (Not called for a session released to
+    /// another node.)
+    fn session_ended(&self, client_id: &str);
+
     /// Connection `generation` of `client_id` (numbers this node gives its
     /// connections) is open here with `will` (its forwarded properties; 5.0: its will
     /// delay, seconds). Kept by the peers until [`Peers::will_released`], so that if

@@ -30,6 +30,7 @@ enum Heard {
     /// Client id, connection, will topic, payload, delay.
     WillHeld(String, u64, String, Bytes, u32),
     WillReleased(String, u64),
+    Ended(String),
 }
 
 #[derive(Default)]
@@ -87,6 +88,10 @@ impl Peers for Recorder {
         self.0
             .lock()
             .push(Heard::WillReleased(client_id.to_owned(), generation));
+    }
+
+    fn session_ended(&self, client_id: &str) {
+        self.0.lock().push(Heard::Ended(client_id.to_owned()));
     }
 }
 
@@ -217,12 +222,21 @@ async fn peers_hear_subscriptions_and_local_publishes_and_their_messages_are_rou
     other.send(Packet::Disconnect(Default::default())).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     let mut heard = Vec::new();
-    while heard.len() < 2 && tokio::time::Instant::now() < deadline {
+    while heard.len() < 4 && tokio::time::Instant::now() < deadline {
         heard.extend(recorder.take());
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     heard.sort_by_key(|event| format!("{event:?}"));
-    assert_eq!(heard, [unsubscribed("$share/g/b/#"), unsubscribed("a/+")]);
+    // The sessions' ends are told too (the client ids are free).
+    assert_eq!(
+        heard,
+        [
+            Heard::Ended("other".to_owned()),
+            Heard::Ended("subscriber".to_owned()),
+            unsubscribed("$share/g/b/#"),
+            unsubscribed("a/+")
+        ]
+    );
 }
 
 #[tokio::test]
@@ -306,6 +320,8 @@ impl Peers for Keeper {
     fn will_held(&self, _: &str, _: u64, _: &PeerMessage, _: u32) {}
 
     fn will_released(&self, _: &str, _: u64) {}
+
+    fn session_ended(&self, _: &str) {}
 
     fn durable(&self, ticket: PeerTicket) -> BoxFuture<'static, Result<(), PeersError>> {
         let kept = Arc::clone(&self.0);
@@ -451,10 +467,13 @@ async fn peers_keep_the_will_of_an_open_connection_and_publish_a_dead_nodes_will
         ))
         .await;
     polite.expect_closed().await;
-    wait_for(&recorder, |heard| !heard.is_empty()).await;
+    wait_for(&recorder, |heard| heard.len() >= 2).await;
     assert_eq!(
         recorder.take(),
-        [Heard::WillReleased("polite".to_owned(), polite_generation)]
+        [
+            Heard::WillReleased("polite".to_owned(), polite_generation),
+            Heard::Ended("polite".to_owned())
+        ]
     );
     watcher.expect_silence(Duration::from_millis(100)).await;
 
@@ -470,20 +489,22 @@ async fn peers_keep_the_will_of_an_open_connection_and_publish_a_dead_nodes_will
     assert_ne!(lost_generation, polite_generation);
     drop(lost);
     assert_eq!(watcher.expect_publish().await.payload, &b"gone"[..]);
-    wait_for(&recorder, |heard| heard.len() >= 2).await;
+    wait_for(&recorder, |heard| heard.len() >= 3).await;
     assert_eq!(
         recorder.take(),
         [
             Heard::Published("wills/lost".to_owned(), Bytes::from_static(b"gone")),
-            Heard::WillReleased("lost".to_owned(), lost_generation)
+            Heard::WillReleased("lost".to_owned(), lost_generation),
+            Heard::Ended("lost".to_owned())
         ]
     );
 
-    // No will, nothing held.
+    // No will, nothing held; its (clean) session ends with the connection.
     let plain = Client::connect(addr, "plain").await;
     drop(plain);
+    wait_for(&recorder, |heard| !heard.is_empty()).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(recorder.take(), []);
+    assert_eq!(recorder.take(), [Heard::Ended("plain".to_owned())]);
 
     // The will of a client of a dead node, found by the peers: published as a will here.
     let properties = Properties {

@@ -3,35 +3,57 @@
 //! (and `=`, and `.`, which separates subject tokens) are written `=XX` (hex),
 //! reversibly.
 
+use std::time::Duration;
+
 use async_nats::jetstream::{self, kv};
 
 use crate::ClusterError;
 
-/// Opens the bucket `name`, or creates it (one value per key, on disk, `replicas`).
+/// Opens the bucket `name`, or creates it (one value per key, on disk, `replicas`;
+/// with `markers`, a purge may leave a marker that goes after a while, on NATS 2.11
+/// or later: on an older one the bucket is made without, and said so).
 pub(crate) async fn bucket(
     jetstream: &jetstream::Context,
     name: &str,
     description: &str,
     replicas: usize,
+    markers: Option<Duration>,
     what: &'static str,
 ) -> Result<kv::Store, ClusterError> {
     if let Ok(store) = jetstream.get_key_value(name).await {
         return Ok(store);
     }
-    jetstream
-        .create_key_value(kv::Config {
-            bucket: name.to_owned(),
-            description: description.to_owned(),
-            history: 1,
-            num_replicas: replicas,
-            storage: jetstream::stream::StorageType::File,
-            ..kv::Config::default()
-        })
-        .await
-        .map_err(|error| ClusterError::JetStream {
-            what,
-            detail: error.to_string(),
-        })
+    let config = kv::Config {
+        bucket: name.to_owned(),
+        description: description.to_owned(),
+        history: 1,
+        num_replicas: replicas,
+        storage: jetstream::stream::StorageType::File,
+        limit_markers: markers,
+        ..kv::Config::default()
+    };
+    let created = match jetstream.create_key_value(config.clone()).await {
+        Err(error)
+            if error.kind()
+                == jetstream::context::CreateKeyValueErrorKind::LimitMarkersNotSupported =>
+        {
+            tracing::warn!(
+                bucket = name,
+                "NATS older than 2.11: keys purged from this bucket leave a marker for good"
+            );
+            jetstream
+                .create_key_value(kv::Config {
+                    limit_markers: None,
+                    ..config
+                })
+                .await
+        }
+        created => created,
+    };
+    created.map_err(|error| ClusterError::JetStream {
+        what,
+        detail: error.to_string(),
+    })
 }
 
 /// The longest key written (NATS refuses subjects longer than its control line, 4 KiB

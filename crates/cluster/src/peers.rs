@@ -202,6 +202,10 @@ impl Peers for NatsPeers {
         }
     }
 
+    fn session_ended(&self, client_id: &str) {
+        self.sessions.ended(client_id);
+    }
+
     fn will_released(&self, client_id: &str, generation: u64) {
         if let Some(wills) = &self.wills {
             wills.released(client_id, generation);

@@ -38,6 +38,9 @@ pub(crate) const BUCKET: &str = "fleetwire_sessions";
 /// meanwhile every time).
 const ATTEMPTS: usize = 10;
 
+/// How long the bucket keeps the marker of a key purged at a session's end.
+pub(crate) const MARKER_TTL: Duration = Duration::from_secs(5);
+
 /// How long a claim tries again while JetStream fails.
 const CLAIM_WAIT: Duration = Duration::from_secs(5);
 
@@ -51,6 +54,47 @@ pub(crate) struct Sessions {
     subjects: ClusterSubjects,
     node: String,
     claiming: Arc<Claiming>,
+    /// One claim or end at a time per client id on this node.
+    busy: Busy,
+    broker: Broker,
+}
+
+/// Per-client-id locks: a session's end (its key freed) and a claim of the same client
+/// id on this node never interleave, so the end cannot free a key a new connection of
+/// this node has just found held here.
+#[derive(Default)]
+struct Busy(Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>);
+
+impl Busy {
+    async fn lock(&self, client_id: &str) -> BusyGuard<'_> {
+        let lock = Arc::clone(self.0.lock().entry(client_id.to_owned()).or_default());
+        let guard = lock.lock_owned().await;
+        BusyGuard {
+            busy: self,
+            client_id: client_id.to_owned(),
+            guard: Some(guard),
+        }
+    }
+}
+
+struct BusyGuard<'a> {
+    busy: &'a Busy,
+    client_id: String,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl Drop for BusyGuard<'_> {
+    fn drop(&mut self) {
+        let mut ids = self.busy.0.lock();
+        drop(self.guard.take());
+        // Only the map holds it (nobody waits): forget it.
+        if ids
+            .get(&self.client_id)
+            .is_some_and(|lock| Arc::strong_count(lock) == 1)
+        {
+            ids.remove(&self.client_id);
+        }
+    }
 }
 
 /// The client ids this node is claiming (from the claim until the client is attached),
@@ -138,6 +182,7 @@ impl Sessions {
                     detail: error.to_string(),
                 })?;
         let answering = client.clone();
+        let ended_broker = broker.clone();
         let claiming: Arc<Claiming> = Arc::default();
         let waiting = Arc::clone(&claiming);
         tokio::spawn(async move {
@@ -167,7 +212,43 @@ impl Sessions {
             subjects,
             node: node.to_owned(),
             claiming,
+            busy: Busy::default(),
+            broker: ended_broker,
         }))
+    }
+
+    /// The session of `client_id` ended here: frees its key if this node still holds
+    /// it and no connection of this node took the client id again meanwhile (purged,
+    /// expecting the revision read; the purge's marker goes after `MARKER_TTL`), so that
+    /// the bucket does not keep every client id ever seen (assigned ids, random ones).
+    pub(crate) fn ended(self: &Arc<Self>, client_id: &str) {
+        let (sessions, client_id) = (Arc::clone(self), client_id.to_owned());
+        tokio::spawn(async move {
+            let _busy = sessions.busy.lock(&client_id).await;
+            let is_taken_again = sessions.claiming.ids.lock().contains_key(&client_id)
+                || sessions.broker.has_session(&client_id);
+            let Some(key) = keys::key(&client_id).filter(|_| !is_taken_again) else {
+                return;
+            };
+            let entry = match sessions.store.entry(key.as_str()).await {
+                Ok(Some(entry)) if entry.operation == kv::Operation::Put => entry,
+                Ok(_) => return,
+                Err(error) => {
+                    tracing::debug!(%client_id, %error, "the key of an ended session stays");
+                    return;
+                }
+            };
+            if entry.value != sessions.node.as_bytes() {
+                return;
+            }
+            if let Err(error) = sessions
+                .store
+                .purge_expect_revision_with_ttl(key.as_str(), entry.revision, MARKER_TTL)
+                .await
+            {
+                tracing::debug!(%client_id, %error, "the key of an ended session stays");
+            }
+        });
     }
 
     /// The node holding `client_id` now (`None`: nobody, or JetStream did not answer).
@@ -225,7 +306,9 @@ impl Sessions {
     /// until the returned hold is dropped (once the client is attached).
     pub(crate) async fn claim(&self, client_id: &str) -> Result<Claimed, PeersError> {
         let hold = self.claiming.hold(client_id);
+        let busy = self.busy.lock(client_id).await;
         let claim = self.claim_id(client_id).await?;
+        drop(busy);
         Ok(Claimed {
             claim,
             hold: Box::new(hold),
