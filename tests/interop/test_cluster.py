@@ -488,6 +488,8 @@ def test_the_wills_of_a_dead_nodes_open_connections_are_published_once_by_the_ot
     stopped = _start_fleetwire(tmp_path / "stopped", env=node_env(nats_cluster, "node-stopped-wills"))
     watcher = Peer(node_b, f"{uid}-watcher").connect()
     clients = []
+    server = nats_cluster.servers[1]
+    wills_before = stream_messages(server, "KV_fleetwire_wills")
     try:
         watcher.subscribe((f"{uid}/will/#", 1))
         lost = Peer(doomed, f"{uid}-lost").connect(will=(f"{uid}/will/lost", b"lost", 1, False))
@@ -509,6 +511,11 @@ def test_the_wills_of_a_dead_nodes_open_connections_are_published_once_by_the_ot
         assert (will.topic, will.payload, will.qos) == (f"{uid}/will/lost", b"lost", 1)
         extra = watcher.drain(quiet=6)  # past the delayed will's 3 s
         assert extra == [], [(m.topic, m.payload) for m in extra]
+        # Nothing of theirs is left in the bucket (purged keys' markers expire).
+        deadline = time.monotonic() + 15
+        while (left := stream_messages(server, "KV_fleetwire_wills")) > wills_before:
+            assert time.monotonic() < deadline, f"{left - wills_before} entries left in the wills bucket"
+            time.sleep(0.5)
     finally:
         close_all([watcher, *clients])
         for node in (doomed, stopped):

@@ -63,10 +63,6 @@ impl Kept {
                 Err(error) => return Err(error),
             }
         };
-        // A sessions bucket made before its purges left passing markers gets them now.
-        if let Err(error) = enable_markers(jetstream, &format!("KV_{}", sessions::BUCKET)).await {
-            tracing::warn!(%error, "the sessions bucket keeps a marker for every ended session's client id");
-        }
         if kept.replicas < MAX_REPLICAS {
             tracing::info!(
                 replicas = kept.replicas,
@@ -96,7 +92,7 @@ impl Kept {
                 retained::BUCKET,
                 "Fleetwire: retained MQTT messages by topic",
                 replicas,
-                None,
+                false,
                 retained::WHAT,
             )
             .await?,
@@ -105,7 +101,7 @@ impl Kept {
                 sessions::BUCKET,
                 "Fleetwire: the node holding each MQTT client id",
                 replicas,
-                Some(sessions::MARKER_TTL),
+                true,
                 "the sessions bucket",
             )
             .await?,
@@ -114,7 +110,7 @@ impl Kept {
                 wills::BUCKET,
                 "Fleetwire: the wills of the connections open on each node",
                 replicas,
-                None,
+                true,
                 "the wills bucket",
             )
             .await?,
@@ -150,30 +146,6 @@ async fn raise(jetstream: &Context, replicas: usize) {
             tracing::debug!(stream = %name, replicas, %error, "cannot raise the replicas yet");
         }
     }
-}
-
-/// Lets the purges of stream `name` leave markers that go after
-/// `sessions::MARKER_TTL` (NATS 2.11 or later), if it does not yet.
-async fn enable_markers(jetstream: &Context, name: &str) -> Result<(), String> {
-    let stream = jetstream
-        .get_stream(name)
-        .await
-        .map_err(|error| error.to_string())?;
-    let config = &stream.cached_info().config;
-    if config.allow_message_ttl {
-        return Ok(());
-    }
-    let enabled = stream::Config {
-        allow_message_ttl: true,
-        subject_delete_marker_ttl: Some(sessions::MARKER_TTL),
-        ..config.clone()
-    };
-    jetstream
-        .update_stream(enabled)
-        .await
-        .map_err(|error| error.to_string())?;
-    tracing::info!(stream = %name, "purge markers now expire");
-    Ok(())
 }
 
 /// Raises the replicas of stream `name` to `replicas`, or as close as JetStream takes.

@@ -9,19 +9,46 @@ use async_nats::jetstream::{self, kv};
 
 use crate::ClusterError;
 
-/// Opens the bucket `name`, or creates it (one value per key, on disk, `replicas`;
-/// with `markers`, a purge may leave a marker that goes after a while, on NATS 2.11
-/// or later: on an older one the bucket is made without, and said so).
+/// How long a bucket with markers keeps the marker of a purged key.
+pub(crate) const MARKER_TTL: Duration = Duration::from_secs(5);
+
+/// Opens the bucket `name`, or creates it (one value per key, on disk, `replicas`).
+/// With `markers` (NATS 2.11 or later), a purged key's marker goes after
+/// [`MARKER_TTL`], so that the bucket holds only live keys: a bucket made without them
+/// gets them, and on an older NATS the bucket is made without (and said so).
 pub(crate) async fn bucket(
     jetstream: &jetstream::Context,
     name: &str,
     description: &str,
     replicas: usize,
-    markers: Option<Duration>,
+    markers: bool,
     what: &'static str,
 ) -> Result<kv::Store, ClusterError> {
     if let Ok(store) = jetstream.get_key_value(name).await {
-        return Ok(store);
+        if !markers || store.stream.cached_info().config.allow_message_ttl {
+            return Ok(store);
+        }
+        let config = jetstream::stream::Config {
+            allow_message_ttl: true,
+            subject_delete_marker_ttl: Some(MARKER_TTL),
+            ..store.stream.cached_info().config.clone()
+        };
+        return match jetstream.update_stream(config).await {
+            Ok(_) => {
+                tracing::info!(bucket = name, "purged keys' markers now expire");
+                jetstream
+                    .get_key_value(name)
+                    .await
+                    .map_err(|error| ClusterError::JetStream {
+                        what,
+                        detail: error.to_string(),
+                    })
+            }
+            Err(error) => {
+                tracing::warn!(bucket = name, %error, "purged keys leave a marker for good");
+                Ok(store)
+            }
+        };
     }
     let config = kv::Config {
         bucket: name.to_owned(),
@@ -29,7 +56,7 @@ pub(crate) async fn bucket(
         history: 1,
         num_replicas: replicas,
         storage: jetstream::stream::StorageType::File,
-        limit_markers: markers,
+        limit_markers: markers.then_some(MARKER_TTL),
         ..kv::Config::default()
     };
     let created = match jetstream.create_key_value(config.clone()).await {
@@ -39,7 +66,7 @@ pub(crate) async fn bucket(
         {
             tracing::warn!(
                 bucket = name,
-                "NATS older than 2.11: keys purged from this bucket leave a marker for good"
+                "NATS older than 2.11: purged keys leave a marker for good"
             );
             jetstream
                 .create_key_value(kv::Config {
@@ -54,6 +81,25 @@ pub(crate) async fn bucket(
         what,
         detail: error.to_string(),
     })
+}
+
+/// Purges `key` of `store` (if its revision is still `revision`, when given), with a
+/// marker that goes after [`MARKER_TTL`] when the bucket allows it.
+pub(crate) async fn purge(
+    store: &kv::Store,
+    key: &str,
+    revision: Option<u64>,
+) -> Result<(), kv::PurgeError> {
+    let expires = store.stream.cached_info().config.allow_message_ttl;
+    match (revision, expires) {
+        (Some(revision), true) => {
+            store
+                .purge_expect_revision_with_ttl(key, revision, MARKER_TTL)
+                .await
+        }
+        (None, true) => store.purge_with_ttl(key, MARKER_TTL).await,
+        (revision, false) => store.purge_expect_revision(key, revision).await,
+    }
 }
 
 /// The longest key written (NATS refuses subjects longer than its control line, 4 KiB

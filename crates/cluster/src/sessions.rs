@@ -38,9 +38,6 @@ pub(crate) const BUCKET: &str = "fleetwire_sessions";
 /// meanwhile every time).
 const ATTEMPTS: usize = 10;
 
-/// How long the bucket keeps the marker of a key purged at a session's end.
-pub(crate) const MARKER_TTL: Duration = Duration::from_secs(5);
-
 /// How long a claim tries again while JetStream fails.
 const CLAIM_WAIT: Duration = Duration::from_secs(5);
 
@@ -219,7 +216,7 @@ impl Sessions {
 
     /// The session of `client_id` ended here: frees its key if this node still holds
     /// it and no connection of this node took the client id again meanwhile (purged,
-    /// expecting the revision read; the purge's marker goes after `MARKER_TTL`), so that
+    /// expecting the revision read; the purge's marker goes after `keys::MARKER_TTL`), so that
     /// the bucket does not keep every client id ever seen (assigned ids, random ones).
     pub(crate) fn ended(self: &Arc<Self>, client_id: &str) {
         let (sessions, client_id) = (Arc::clone(self), client_id.to_owned());
@@ -241,11 +238,7 @@ impl Sessions {
             if entry.value != sessions.node.as_bytes() {
                 return;
             }
-            if let Err(error) = sessions
-                .store
-                .purge_expect_revision_with_ttl(key.as_str(), entry.revision, MARKER_TTL)
-                .await
-            {
+            if let Err(error) = keys::purge(&sessions.store, &key, Some(entry.revision)).await {
                 tracing::debug!(%client_id, %error, "the key of an ended session stays");
             }
         });

@@ -164,7 +164,7 @@ async fn work(store: kv::Store, prefix: String, mut ops: mpsc::UnboundedReceiver
                 let Some(key) = keys::key(&client_id) else {
                     continue;
                 };
-                if let Err(error) = store.purge(format!("{prefix}{key}")).await {
+                if let Err(error) = keys::purge(&store, &format!("{prefix}{key}"), None).await {
                     tracing::warn!(%client_id, %error, "a will left in the cluster's bucket: published if this node dies");
                 }
             }
@@ -273,10 +273,7 @@ impl Orphans {
             };
             let Some((delay, will)) = will_of(&entry.value) else {
                 tracing::warn!(%client_id, "a will in the cluster's bucket that does not decode: dropped");
-                let _ = self
-                    .store
-                    .purge_expect_revision(key.as_str(), Some(entry.revision))
-                    .await;
+                let _ = keys::purge(&self.store, &key, Some(entry.revision)).await;
                 continue;
             };
             found += 1;
@@ -311,13 +308,13 @@ impl Orphans {
                 .await
                 .is_some_and(|holder| holder != node)
             {
-                let _ = self.store.purge_expect_revision(key, Some(revision)).await;
+                let _ = keys::purge(&self.store, key, Some(revision)).await;
                 tracing::debug!(%client_id, "will dropped: its client came back within the delay");
                 return;
             }
         }
         // Whoever purges the revision read publishes: once in the cluster.
-        match self.store.purge_expect_revision(key, Some(revision)).await {
+        match keys::purge(&self.store, key, Some(revision)).await {
             Ok(()) => {
                 let topic = will.topic.clone();
                 self.broker.publish_peer_will(will);
