@@ -66,19 +66,25 @@ class NatsServer:
         """Serving clients, routed to the other `servers - 1`, telling clients about all of
         them (what a node counts to choose its replicas), in a JetStream meta group with a
         leader, and healthy (healthz)."""
+        return self.not_ready(servers) is None
+
+    def not_ready(self, servers: int) -> str | None:
+        """What `is_ready` is still waiting for (None: nothing)."""
         try:
             socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
             # Routes are pooled (several connections per peer): count the peers.
             peers = {route.get("remote_name") for route in self.monitor("/routez").get("routes", [])}
             if len(peers) < servers - 1:
-                return False
-            if len(set(self.monitor("/varz").get("connect_urls", []))) < servers:
-                return False
+                return f"routed to {sorted(peers)}"
+            urls = set(self.monitor("/varz").get("connect_urls", []))
+            if len(urls) < servers:
+                return f"tells clients about {sorted(urls)}"
             if not self.monitor("/jsz").get("meta_cluster", {}).get("leader"):
-                return False
-            return self.monitor("/healthz").get("status") == "ok"
-        except (OSError, ValueError):
-            return False
+                return "no JetStream meta leader"
+            health = self.monitor("/healthz")
+            return None if health.get("status") == "ok" else f"healthz: {health}"
+        except (OSError, ValueError) as error:
+            return str(error)
 
     def meta_group_current(self, servers: int) -> bool:
         """As the JetStream meta leader: the other `servers - 1` are current."""
@@ -123,7 +129,8 @@ class NatsCluster:
             for server in self.servers
             if (server.store.parent / f"{server.name}.log").exists()
         )
-        raise RuntimeError(f"the NATS cluster was not ready within {timeout} s\n{logs}")
+        waiting = {server.name: server.not_ready(len(alive)) for server in alive}
+        raise RuntimeError(f"the NATS cluster was not ready within {timeout} s: {waiting}\n{logs}")
 
     def stop(self) -> None:
         for server in self.servers:

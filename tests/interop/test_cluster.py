@@ -366,7 +366,8 @@ def test_the_client_ids_of_ended_sessions_leave_the_sessions_bucket(nodes, nats_
     before = stream_messages(server, "KV_fleetwire_sessions")
     clients = [Peer(node_a, f"{uid}-c{n}").connect() for n in range(30)]
     keeper = Peer(node_a, f"{uid}-keep", protocol=V5, clean=False).connect(session_expiry=600)
-    assert stream_messages(server, "KV_fleetwire_sessions") >= before + 31
+    # (Other tests' purged keys' markers may expire meanwhile: the count is not exact.)
+    assert stream_messages(server, "KV_fleetwire_sessions") >= before + 20
     keeper.disconnect()
     close_all(clients)
     # Clean sessions end with their connections and free their client ids; the
@@ -670,12 +671,15 @@ def test_a_node_started_before_its_nats_cluster_is_whole_waits_and_raises_the_re
         assert "JetStream is not ready: trying again" in log, log
         assert "kept on fewer NATS servers" in log, log
         third.start()
-        cluster.wait_ready()
         expected = {"KV_fleetwire_retained": 3, "KV_fleetwire_sessions": 3, "FLEETWIRE_MESSAGES": 3}
-        deadline = time.monotonic() + 60
-        while {name: (got := jetstream_replicas(third)).get(name) for name in expected} != expected:
+        deadline, got = time.monotonic() + 60, {}
+        while {name: got.get(name) for name in expected} != expected:
             assert time.monotonic() < deadline, f"replicas not raised: {got}\n{node.log_text()}"
             time.sleep(0.5)
+            try:
+                got = jetstream_replicas(third)
+            except OSError:  # not serving its monitoring port yet
+                continue
         # And it serves on: a retained QoS 1 message is kept (in JetStream) and served.
         publisher = Peer(node, f"{uid}-pub").connect()
         try:

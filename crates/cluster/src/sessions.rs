@@ -319,8 +319,12 @@ impl Sessions {
         // server going away): the claim tries again for a while before it fails.
         let deadline = Instant::now() + CLAIM_WAIT;
         let mut pause = Duration::from_millis(50);
+        // A client id with no session here is most likely held by nobody (ended
+        // sessions free theirs): try creating its key first, one round trip. One with a
+        // session here is most likely held here: read first.
+        let is_new = !self.broker.has_session(client_id);
         let holder = loop {
-            match self.hold(&key).await {
+            match self.hold(&key, is_new).await {
                 Ok(holder) => break holder,
                 Err(NotHeld::Contended) => {
                     return Err(PeersError(format!(
@@ -346,10 +350,18 @@ impl Sessions {
     }
 
     /// Makes this node the holder of `key`: the node that held it before, if another.
-    async fn hold(&self, key: &str) -> Result<Option<String>, NotHeld> {
+    /// (`create_first`: try creating the key before reading it.)
+    async fn hold(&self, key: &str, create_first: bool) -> Result<Option<String>, NotHeld> {
         let me = Bytes::from(self.node.clone());
         let failed =
             |what: &str, error: &dyn std::fmt::Display| NotHeld::Failed(format!("{what}: {error}"));
+        if create_first {
+            match self.store.create(key, me.clone()).await {
+                Ok(_) => return Ok(None),
+                Err(error) if error.kind() == kv::CreateErrorKind::AlreadyExists => {}
+                Err(error) => return Err(failed("cannot hold it", &error)),
+            }
+        }
         for _ in 0..ATTEMPTS {
             let entry = self
                 .store
