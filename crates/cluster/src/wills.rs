@@ -229,11 +229,11 @@ impl Orphans {
         let failed = |error: &dyn std::fmt::Display| {
             tracing::warn!(%error, "cannot list the wills the cluster keeps");
         };
-        let subjects = format!("$KV.{BUCKET}.");
+        let bucket = format!("$KV.{BUCKET}.");
         let subjects = self
             .store
             .stream
-            .info_with_subjects(format!("{subjects}{prefix}>"))
+            .info_with_subjects(format!("{bucket}{prefix}>"))
             .await
             .map_err(|error| failed(&error))?;
         let listed: Vec<(String, usize)> = subjects
@@ -242,11 +242,7 @@ impl Orphans {
             .map_err(|error| failed(&error))?;
         Ok(listed
             .into_iter()
-            .filter_map(|(subject, _)| {
-                subject
-                    .strip_prefix(&format!("$KV.{BUCKET}."))
-                    .map(str::to_owned)
-            })
+            .filter_map(|(subject, _)| subject.strip_prefix(&bucket).map(str::to_owned))
             .collect())
     }
 
