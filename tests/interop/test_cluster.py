@@ -475,6 +475,69 @@ def test_a_node_back_from_kill_9_delivers_what_its_sessions_missed_meanwhile(nod
             _stop(phoenix)
 
 
+def test_a_persistent_session_of_a_node_killed_with_kill_9_resumes_on_another_node_with_its_queue(nodes, nats_cluster, tmp_path, uid):
+    """The dead node's copy of its state in JetStream brings the session, its queue
+    (published on that node and on others before it died) and what was published for it
+    after, once each and in order."""
+    env = node_env(nats_cluster, f"node-lost-{uid}")
+    doomed = _start_fleetwire(tmp_path, env=env)
+    device = Peer(doomed, f"{uid}-dev", protocol=V5, clean=False).connect(session_expiry=3600)
+    other = Peer(doomed, f"{uid}-other", clean=False).connect()
+    witness = Peer(doomed, f"{uid}-witness").connect()
+    local = Peer(doomed, f"{uid}-local").connect()
+    remote = Peer(nodes[1], f"{uid}-remote").connect()
+    resumed = other_resumed = None
+    try:
+        device.subscribe((f"{uid}/o/#", 2))
+        other.subscribe((f"{uid}/o/there", 1))
+        witness.subscribe((f"{uid}/o/#", 1))
+        wait_until_routed(witness, remote, f"{uid}/o/probe")
+        device.drain()
+        device.disconnect()
+        other.disconnect()
+        here = [f"here{n}" for n in range(300)]
+        local.wait_acked([local.publish_nowait(f"{uid}/o/here", p, qos=1) for p in here], timeout=30)
+        before = [f"before{n}" for n in range(300)]
+        remote.wait_acked([remote.publish_nowait(f"{uid}/o/there", p, qos=2) for p in before], timeout=30)
+        remote.publish(f"{uid}/o/mid", b"", qos=1)
+        # The doomed node has routed (and so saved) everything once its witness has it.
+        assert len(witness.messages_until(f"{uid}/o/mid", timeout=30)) == len(here) + len(before)
+        time.sleep(0.5)
+        _kill(doomed)
+        after = [f"after{n}" for n in range(200)]
+        remote.wait_acked([remote.publish_nowait(f"{uid}/o/there", p, qos=1) for p in after], timeout=30)
+        remote.publish(f"{uid}/o/end", b"", qos=1)
+
+        resumed = Peer(nodes[2], f"{uid}-dev", protocol=V5, clean=False).connect(session_expiry=3600)
+        assert resumed.session_present
+        got = [m.payload.decode() for m in resumed.messages_until(f"{uid}/o/end", timeout=30)]
+        # paho hands a QoS 2 message over on PUBREL: after the QoS 1 ones sent behind it.
+        twice = len(got) - len(set(got))
+        assert twice == 0, f"{twice} delivered twice"
+        assert [g for g in got if g.startswith("before")] == before, f"{len(got)} of {len(here + before + after) + 1}"
+        assert [g for g in got if not g.startswith("before")] == here + ["", *after], f"{len(got)} of {len(here + before + after) + 1}"
+
+        # Another session of the dead node, taken up by another node once it counts as
+        # gone: its queue too.
+        time.sleep(11)
+        other_resumed = Peer(nodes[0], f"{uid}-other", clean=False).connect()
+        assert other_resumed.session_present
+        remote.publish(f"{uid}/o/there", b"last", qos=1)
+        got = [m.payload.decode() for m in other_resumed.drain(quiet=1.0)]
+        assert got == [*before, *after, "last"], f"{len(got)} of {len(before) + len(after) + 1}"
+
+        # The dead node comes back: the sessions taken up elsewhere stay there.
+        doomed = _start_fleetwire(tmp_path, env=env)
+        assert "dropped=2" in doomed.log_text() or '"dropped":2' in doomed.log_text(), doomed.log_text()[-2000:]
+        remote.publish(f"{uid}/o/there", b"again", qos=1)
+        assert [m.payload.decode() for m in resumed.drain(quiet=1.0)] == ["last", "again"]
+        assert [m.payload.decode() for m in other_resumed.drain(quiet=0.3)] == ["again"]
+    finally:
+        close_all([peer for peer in (device, other, witness, local, remote, resumed, other_resumed) if peer is not None])
+        if doomed.process.poll() is None:
+            _kill(doomed)
+
+
 def delayed_will(topic: str, payload: bytes, delay: int) -> tuple:
     properties = Properties(PacketTypes.WILLMESSAGE)
     properties.WillDelayInterval = delay

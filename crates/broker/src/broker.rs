@@ -1223,6 +1223,24 @@ impl Broker {
         }
     }
 
+    /// Routes a message published on another node to the session of `client_id` alone
+    /// (if it is here and subscribes to its topic), as [`Broker::publish_from_peer`]
+    /// would have: for a session that came here from a node that died, the messages it
+    /// missed while it moved.
+    pub fn publish_from_peer_to(
+        &self,
+        client_id: &str,
+        message: PeerMessage,
+        congestion: &mut PeerCongestion,
+    ) -> PeerRouted {
+        let message = peer_message(message);
+        let routed = self.route(&message, Some(client_id), &mut congestion.0);
+        PeerRouted {
+            delivered: routed.delivered,
+            ticket: routed.ticket,
+        }
+    }
+
     /// Resolves once the durable state holds every change up to `ticket` (at once
     /// without a durable state).
     pub fn durable(&self, ticket: Ticket) -> BoxFuture<'static, Result<(), StateError>> {
@@ -1324,7 +1342,7 @@ impl Broker {
         } else {
             None
         };
-        let mut routed = self.route(message, congested);
+        let mut routed = self.route(message, None, congested);
         routed.ticket = routed.ticket.max(ticket);
         routed
     }
@@ -1383,7 +1401,13 @@ impl Broker {
 
     /// Queues `message` for every session with a matching subscription: once per session
     /// at the highest QoS among its matching subscriptions, and once per share group.
-    fn route(&self, message: &Arc<Message>, congested: &mut Congested) -> Routed {
+    /// With `only`, for that client's session alone (its share groups left out).
+    fn route(
+        &self,
+        message: &Arc<Message>,
+        only: Option<&str>,
+        congested: &mut Congested,
+    ) -> Routed {
         struct Target<'a> {
             subscriber: &'a Subscriber,
             qos: QoS,
@@ -1398,7 +1422,10 @@ impl Broker {
         // Looked up once, and only if a screened subscription matches.
         let mut is_denied = None;
         tree.for_each_match(&message.topic, |key, subscriber| {
-            if key.share_group.is_some() && !shares_here {
+            if key.share_group.is_some() && (!shares_here || only.is_some()) {
+                return;
+            }
+            if only.is_some_and(|only| subscriber.session.client_id.as_str() != only) {
                 return;
             }
             if subscriber.is_screened

@@ -50,6 +50,7 @@ pub use config::BrokerConfig;
 pub use connection::Duplex;
 pub use durable::{
     Change, EmbeddedState, SavedMessage, SnapshotWriter, StateError, StateStore, Target, Ticket,
+    decode_records, encode_record,
 };
 pub use fleetwire_journal::Flush;
 pub use ingest::{Collector, Hooks, Inbound, Ingest, Settled, Verdict};

@@ -30,6 +30,7 @@ use futures_util::{FutureExt, StreamExt};
 
 use crate::ClusterError;
 use crate::live::{Node, open};
+use crate::orphans::Orphans;
 use crate::subject::ClusterSubjects;
 use crate::writer::{Write, batched};
 
@@ -37,7 +38,7 @@ use crate::writer::{Write, batched};
 pub(crate) const STREAM: &str = "FLEETWIRE_MESSAGES";
 
 /// The header naming the node a message was published on.
-const NODE_HEADER: &str = "Fleetwire-Node";
+pub(crate) const NODE_HEADER: &str = "Fleetwire-Node";
 
 /// How long the stream keeps a message no node acknowledged.
 const MAX_AGE: Duration = Duration::from_secs(24 * 3600);
@@ -87,6 +88,7 @@ impl Durable {
         node: &str,
         envelope: Arc<Node>,
         broker: Broker,
+        orphans: Arc<Orphans>,
     ) -> Result<Durable, ClusterError> {
         let failed = |detail: String| ClusterError::JetStream { what: WHAT, detail };
         let name = consumer_name(node);
@@ -109,7 +111,14 @@ impl Durable {
             .messages()
             .await
             .map_err(|error| failed(error.to_string()))?;
-        tokio::spawn(read(consumer, messages, node.to_owned(), envelope, broker));
+        tokio::spawn(read(
+            consumer,
+            messages,
+            node.to_owned(),
+            envelope,
+            broker,
+            orphans,
+        ));
         Ok(Durable {
             subject: subjects.durable(node),
             node: node.to_owned(),
@@ -132,7 +141,7 @@ impl Durable {
 
 /// A consumer name for node `node`: letters, digits, `-` and `_` as they are, other
 /// bytes as `_XX`.
-fn consumer_name(node: &str) -> String {
+pub(crate) fn consumer_name(node: &str) -> String {
     let mut name = String::from("node-");
     for byte in node.bytes() {
         if byte.is_ascii_alphanumeric() || byte == b'-' {
@@ -153,9 +162,10 @@ async fn read(
     name: String,
     node: Arc<Node>,
     broker: Broker,
+    orphans: Arc<Orphans>,
 ) {
     loop {
-        route(&mut messages, &name, &node, &broker).await;
+        route(&mut messages, &name, &node, &broker, &orphans).await;
         tracing::warn!("the stream of QoS 1/2 messages ended: opening it again");
         loop {
             tokio::time::sleep(Duration::from_secs(1)).await;
@@ -175,8 +185,15 @@ async fn read(
 /// Routes the other nodes' messages to `broker` (those whose copy through core NATS
 /// did not come first), a batch at a time; acknowledges a batch once the durable state
 /// holds everything routed from other nodes so far (the core copies routed before
-/// included).
-async fn route(messages: &mut pull::Stream, name: &str, node: &Node, broker: &Broker) {
+/// included). Every message (this node's own too) also goes to the sessions of dead
+/// nodes not taken up yet (`orphans.rs`).
+async fn route(
+    messages: &mut pull::Stream,
+    name: &str,
+    node: &Node,
+    broker: &Broker,
+    orphans: &Orphans,
+) {
     loop {
         let Some(first) = messages.next().await else {
             return;
@@ -191,6 +208,7 @@ async fn route(messages: &mut pull::Stream, name: &str, node: &Node, broker: &Br
         let mut ticket = None;
         let mut last = None;
         let mut was_congested = false;
+        let mut adopting = orphans.lock().await;
         for item in batch {
             let message = match item {
                 Ok(message) => message,
@@ -199,32 +217,40 @@ async fn route(messages: &mut pull::Stream, name: &str, node: &Node, broker: &Br
                     continue;
                 }
             };
-            let is_own = message
+            let from = message
                 .headers
                 .as_ref()
                 .and_then(|headers| headers.get(NODE_HEADER))
-                .is_some_and(|origin| origin.as_str() == name);
-            if !is_own {
-                for write in batched(&message.payload) {
-                    let Some(write) = write else {
-                        tracing::warn!(subject = %message.subject, "a batch of messages from another node is cut short");
-                        break;
-                    };
-                    if let Some(crossing) = open(&write, &message.subject) {
-                        let mut congestion = PeerCongestion::default();
-                        ticket = ticket.max(node.route_once(broker, crossing, &mut congestion));
-                        if !congestion.is_empty() {
-                            // As a publisher here would: wait for room (JetStream
-                            // keeps the rest), and have core NATS leave QoS 1/2 to us.
-                            was_congested = true;
-                            node.set_congested(true);
-                            congestion.relieved(broker).await;
-                        }
-                    }
+                .map_or("", |origin| origin.as_str());
+            let is_own = from == name;
+            for write in batched(&message.payload) {
+                let Some(write) = write else {
+                    tracing::warn!(subject = %message.subject, "a batch of messages from another node is cut short");
+                    break;
+                };
+                let Some(crossing) = open(&write, &message.subject) else {
+                    continue;
+                };
+                ticket = ticket.max(adopting.feed(&crossing, from, node.id(), broker));
+                if is_own {
+                    continue;
                 }
+                let mut congestion = PeerCongestion::default();
+                ticket = ticket.max(node.route_once(broker, crossing, &mut congestion));
+                if !congestion.is_empty() {
+                    // As a publisher here would: wait for room (JetStream keeps the
+                    // rest), and have core NATS leave QoS 1/2 to us.
+                    was_congested = true;
+                    node.set_congested(true);
+                    congestion.relieved(broker).await;
+                }
+            }
+            if let Ok(info) = message.info() {
+                adopting.routed(info.stream_sequence);
             }
             last = Some(message);
         }
+        drop(adopting);
         if !was_congested {
             node.set_congested(false);
         }

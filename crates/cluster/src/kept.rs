@@ -1,5 +1,6 @@
-//! What the cluster keeps in JetStream (the stream of QoS 1/2 messages, the buckets of
-//! retained messages, of client ids and of wills), and on how many NATS servers.
+//! What the cluster keeps in JetStream (the stream of QoS 1/2 messages, the copies of
+//! the nodes' broker state, the buckets of retained messages, of client ids and of
+//! wills), and on how many NATS servers.
 //!
 //! Each is kept on as many servers as the cluster has, three at most (`MAX_REPLICAS`),
 //! counting, when it is created, the servers the node's NATS server told it about. A
@@ -21,7 +22,7 @@ use async_nats::jetstream::{Context, kv};
 use tokio::time::Instant;
 
 use crate::subject::ClusterSubjects;
-use crate::{ClusterError, durable, keys, retained, sessions, wills};
+use crate::{ClusterError, durable, keys, retained, sessions, state, wills};
 
 /// Replicas of what the cluster keeps, at most (and at most as many as there are NATS
 /// servers).
@@ -36,6 +37,8 @@ const RAISE_EVERY: Duration = Duration::from_secs(10);
 /// The stream and buckets, open.
 pub(crate) struct Kept {
     pub(crate) messages: Stream,
+    /// The copies of the nodes' broker state.
+    pub(crate) states: Stream,
     pub(crate) retained: kv::Store,
     pub(crate) sessions: kv::Store,
     pub(crate) wills: kv::Store,
@@ -87,6 +90,7 @@ impl Kept {
     ) -> Result<Kept, ClusterError> {
         Ok(Kept {
             messages: durable::stream(jetstream, subjects, replicas).await?,
+            states: state::stream(jetstream, subjects, replicas).await?,
             retained: keys::bucket(
                 jetstream,
                 retained::BUCKET,
@@ -129,9 +133,10 @@ fn servers(client: &Client) -> usize {
 }
 
 /// The JetStream streams behind what the cluster keeps (a bucket `b` is `KV_b`).
-fn stream_names() -> [String; 4] {
+fn stream_names() -> [String; 5] {
     [
         durable::STREAM.to_owned(),
+        state::STREAM.to_owned(),
         format!("KV_{}", retained::BUCKET),
         format!("KV_{}", sessions::BUCKET),
         format!("KV_{}", wills::BUCKET),

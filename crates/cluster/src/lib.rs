@@ -20,6 +20,8 @@
 //!   NATS servers (raised when servers join).
 //! - Which nodes are alive (`nodes.rs`), and the wills of the connections open on each
 //!   (`wills.rs`), published by another node when theirs is gone.
+//! - Each node's broker state copied to JetStream ([`ReplicatedState`], `state.rs`), so
+//!   that another node takes up the sessions of a node that died (`orphans.rs`).
 //! - [`NatsPeers`]: all of it as the broker's `Peers`, made by [`join`].
 
 mod durable;
@@ -27,9 +29,11 @@ mod kept;
 mod keys;
 mod live;
 mod nodes;
+mod orphans;
 mod peers;
 mod retained;
 mod sessions;
+mod state;
 mod subject;
 mod totals;
 mod wills;
@@ -37,4 +41,5 @@ mod writer;
 
 pub use live::{ClusterError, Nats, connect};
 pub use peers::{NatsPeers, join};
+pub use state::ReplicatedState;
 pub use subject::{SubjectError, Subjects};

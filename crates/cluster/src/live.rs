@@ -28,7 +28,7 @@
 //! ([`Broker::publish_to_share_group`]). No node delivers to a share group on its own.
 //! Across nodes share groups get messages at most once (not through JetStream).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -279,6 +279,38 @@ impl Node {
         }
     }
 
+    /// This process's id in the envelopes of its messages.
+    pub(crate) fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Runs `adopt` (a session of a dead node taken up here) while no message of
+    /// another node is routed here, and returns with its result, per other node, the
+    /// numbers routed here whose copy from JetStream may be still to come (above what
+    /// `read` says was read from JetStream, less a margin for messages written out of
+    /// their numbers' order), and the number of this node's latest own message.
+    pub(crate) fn quietly<R>(
+        &self,
+        read: &HashMap<u64, u64>,
+        adopt: impl FnOnce() -> R,
+    ) -> (R, HashMap<u64, HashSet<u64>>, u64) {
+        let seen = self.seen.lock();
+        let adopted = adopt();
+        let own = self.next_number.load(Ordering::Acquire);
+        let routed = seen
+            .iter()
+            .map(|(origin, seen)| {
+                let from = read
+                    .get(origin)
+                    .copied()
+                    .unwrap_or(0)
+                    .saturating_sub(Seen::WINDOW / 8);
+                (*origin, seen.numbers_after(from))
+            })
+            .collect();
+        (adopted, routed, own)
+    }
+
     /// Notes whether routing from JetStream met sessions that asked for a pause.
     pub(crate) fn set_congested(&self, is_congested: bool) {
         self.is_congested.store(is_congested, Ordering::Release);
@@ -367,6 +399,16 @@ impl Seen {
         let was_seen = self.get(number);
         self.set(number, true);
         !was_seen
+    }
+
+    /// The numbers noted above `from` (within the window).
+    fn numbers_after(&self, from: u64) -> HashSet<u64> {
+        let lowest = from
+            .saturating_add(1)
+            .max(self.highest.saturating_sub(Seen::WINDOW - 1));
+        (lowest..=self.highest)
+            .filter(|&number| self.get(number))
+            .collect()
     }
 
     fn get(&self, number: u64) -> bool {

@@ -77,6 +77,11 @@ impl Nodes {
         Ok((nodes, departures))
     }
 
+    /// When `node` was last heard from (`None`: not lately).
+    pub(crate) fn last_heard(&self, node: &str) -> Option<Instant> {
+        self.heard.lock().get(node).copied()
+    }
+
     /// Whether `node` was heard from within `GONE_AFTER`.
     pub(crate) fn is_alive(&self, node: &str) -> bool {
         self.heard

@@ -12,8 +12,10 @@ use crate::durable::Durable;
 use crate::kept::Kept;
 use crate::live::{Live, Nats, Node};
 use crate::nodes::Nodes;
+use crate::orphans::Orphans;
 use crate::retained::Retained;
 use crate::sessions::Sessions;
+use crate::state::ReplicatedState;
 use crate::subject::ClusterSubjects;
 use crate::wills::{self, Wills};
 use crate::writer::{Write, Writer};
@@ -43,12 +45,15 @@ pub struct NatsPeers {
 /// the first node), reads the cluster's retained messages, drops the sessions on this
 /// node's disk that another node holds now, starts routing, and gives the broker its
 /// peers ([`Broker::set_peers`]); then publishes the wills left by nodes that are gone
-/// (this node's previous run included).
+/// (this node's previous run included). With `state` (the broker's durable state, in
+/// cluster mode), the broker state is copied to JetStream from then on, starting with a
+/// snapshot, so that the other nodes take up its sessions if this node dies.
 pub async fn join(
     nats: Nats,
     prefix: &str,
     node: &str,
     broker: &Broker,
+    state: Option<&ReplicatedState>,
 ) -> Result<Arc<NatsPeers>, ClusterError> {
     let subjects = ClusterSubjects::new(prefix).ok_or_else(|| ClusterError::InvalidUrl {
         url: prefix.to_owned(),
@@ -56,23 +61,49 @@ pub async fn join(
     })?;
     let jetstream = jetstream::new(nats.client.clone());
     let kept = Kept::open(&jetstream, &nats.client, &subjects).await?;
+    if let Some(state) = state {
+        state.attach(jetstream.clone(), kept.states.clone(), &subjects, node);
+    }
     let retained = Retained::start(kept.retained, broker.clone()).await?;
+    let envelope = Arc::new(Node::new());
+    let orphans = Orphans::new(
+        kept.messages.clone(),
+        kept.states.clone(),
+        subjects.clone(),
+        broker.clone(),
+        Arc::clone(&envelope),
+    );
     let sessions = Sessions::start(
         kept.sessions,
         nats.client.clone(),
         subjects.clone(),
         node,
         broker.clone(),
+        Arc::clone(&orphans),
     )
     .await?;
     sessions.reconcile(broker).await?;
-    let envelope = Arc::new(Node::new());
+    if state.is_some() {
+        // The copy starts from what this node holds now.
+        let snapshot = broker.clone();
+        tokio::task::spawn_blocking(move || snapshot.snapshot_state())
+            .await
+            .map_err(|error| ClusterError::JetStream {
+                what: "the copy of this node's broker state",
+                detail: error.to_string(),
+            })?
+            .map_err(|error| ClusterError::JetStream {
+                what: "the copy of this node's broker state",
+                detail: error.to_string(),
+            })?;
+    }
     let durable = Durable::start(
         &kept.messages,
         &subjects,
         node,
         Arc::clone(&envelope),
         broker.clone(),
+        Arc::clone(&orphans),
     )
     .await?;
     crate::totals::start(nats.client.clone(), &subjects, node, broker.clone())
@@ -102,6 +133,7 @@ pub async fn join(
         writer: Writer::start(jetstream),
     });
     broker.set_peers(Arc::clone(&peers) as Arc<dyn Peers>);
+    orphans.tidy(nodes.clone(), Arc::clone(&sessions));
     wills::publish_orphans(
         kept.wills,
         node.to_owned(),

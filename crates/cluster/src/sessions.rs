@@ -28,6 +28,7 @@ use parking_lot::Mutex;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use crate::orphans::Orphans;
 use crate::subject::ClusterSubjects;
 use crate::{ClusterError, keys};
 
@@ -54,6 +55,8 @@ pub(crate) struct Sessions {
     /// One claim or end at a time per client id on this node.
     busy: Busy,
     broker: Broker,
+    /// Takes up the sessions of dead nodes.
+    orphans: Arc<Orphans>,
 }
 
 /// Per-client-id locks: a session's end (its key freed) and a claim of the same client
@@ -168,6 +171,7 @@ impl Sessions {
         subjects: ClusterSubjects,
         node: &str,
         broker: Broker,
+        orphans: Arc<Orphans>,
     ) -> Result<Arc<Sessions>, ClusterError> {
         let subject = subjects.node(node, "release");
         let mut requests =
@@ -211,6 +215,7 @@ impl Sessions {
             claiming,
             busy: Busy::default(),
             broker: ended_broker,
+            orphans,
         }))
     }
 
@@ -242,6 +247,21 @@ impl Sessions {
                 tracing::debug!(%client_id, %error, "the key of an ended session stays");
             }
         });
+    }
+
+    /// The node holding `client_id` now (`None`: nobody), or why JetStream did not say.
+    pub(crate) async fn holder_of(&self, client_id: &str) -> Result<Option<String>, String> {
+        let Some(key) = keys::key(client_id) else {
+            return Ok(None);
+        };
+        let entry = self
+            .store
+            .entry(key)
+            .await
+            .map_err(|error| error.to_string())?;
+        Ok(entry
+            .filter(|entry| entry.operation == kv::Operation::Put)
+            .map(|entry| String::from_utf8_lossy(&entry.value).into_owned()))
     }
 
     /// The node holding `client_id` now (`None`: nobody, or JetStream did not answer).
@@ -400,8 +420,12 @@ impl Sessions {
                 Ok(Claim::Moved(answer.payload))
             }
             Ok(Err(error)) if error.kind() == async_nats::RequestErrorKind::NoResponders => {
-                tracing::warn!(%client_id, %node, "the node that held this client's session is gone: a new session starts");
-                Ok(Claim::Moved(Bytes::new()))
+                if self.orphans.take(node, client_id).await? {
+                    Ok(Claim::Here)
+                } else {
+                    tracing::info!(%client_id, %node, "the node that held this client id is gone and left no session for it: a new session starts");
+                    Ok(Claim::Moved(Bytes::new()))
+                }
             }
             Ok(Err(error)) => Err(PeersError(format!(
                 "node {node} did not release client {client_id:?}: {error}"

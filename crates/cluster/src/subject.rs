@@ -161,6 +161,8 @@ pub(crate) struct ClusterSubjects {
     durable: String,
     /// `{prefix}.node.`: what one node asks another.
     node: String,
+    /// `{prefix}.state.`: each node's copy of its broker state, in JetStream.
+    state: String,
 }
 
 impl ClusterSubjects {
@@ -170,7 +172,23 @@ impl ClusterSubjects {
             live: Subjects::new(&format!("{prefix}.mqtt"))?,
             durable: format!("{prefix}.durable."),
             node: format!("{prefix}.node."),
+            state: format!("{prefix}.state."),
         })
+    }
+
+    /// The subject `name` of node `node`'s copy of its broker state.
+    pub(crate) fn state(&self, node: &str, name: &str) -> String {
+        format!("{}{}.{name}", self.state, token(node))
+    }
+
+    /// Every subject of node `node`'s copy of its broker state.
+    pub(crate) fn node_state(&self, node: &str) -> String {
+        format!("{}{}.>", self.state, token(node))
+    }
+
+    /// Every node's copy of its broker state.
+    pub(crate) fn every_state(&self) -> String {
+        format!("{}>", self.state)
     }
 
     /// The subject node `node` writes its QoS 1/2 messages to.

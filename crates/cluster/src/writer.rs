@@ -80,6 +80,8 @@ struct Progress {
     failed: VecDeque<u64>,
     /// Why the latest write failed.
     last_error: String,
+    /// Writes that failed since the start.
+    failures: u64,
 }
 
 /// Ordered writes to JetStream: see the module's text.
@@ -133,6 +135,17 @@ impl Writer {
         }
         self.write(write);
         true
+    }
+
+    /// The ticket of the last write queued (`None` before the first).
+    pub(crate) fn last(&self) -> Option<PeerTicket> {
+        let next = self.queue.lock().0;
+        NonZeroU64::new(next - 1).map(PeerTicket)
+    }
+
+    /// Writes that failed since the writer started.
+    pub(crate) fn failures(&self) -> u64 {
+        self.progress.borrow().failures
     }
 
     /// Writes dropped by [`Writer::try_write`].
@@ -196,6 +209,7 @@ async fn write_all(
                             progress.failed.push_back(number);
                         }
                         progress.last_error = error;
+                        progress.failures += count as u64;
                     }
                 });
             }

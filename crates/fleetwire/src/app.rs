@@ -14,7 +14,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use axum::serve::ListenerExt;
 use fleetwire_api::{MetricsSource, Sample};
-use fleetwire_broker::{Broker, EmbeddedState, Flush};
+use fleetwire_broker::{Broker, EmbeddedState, Flush, StateStore};
 use fleetwire_model::{RuleId, RuleSpec};
 use fleetwire_platform::{Platform, PlatformDeps};
 use fleetwire_registry::Registry;
@@ -26,7 +26,7 @@ use tokio::task::JoinHandle;
 
 use crate::admin_token::{self, Origin};
 use crate::config::{self, ClusterSettings, Settings, TlsSettings};
-use fleetwire_cluster::NatsPeers;
+use fleetwire_cluster::{NatsPeers, ReplicatedState};
 
 /// Starts nodes (see the module's notes).
 #[derive(Debug)]
@@ -79,9 +79,9 @@ impl App {
             );
         }
         // Loaded before the listeners open: "listening" means clients are served.
-        let broker = open_broker(&settings).await?;
+        let (broker, replicated) = open_broker(&settings).await?;
         let peers = match &settings.cluster {
-            Some(cluster) => Some(join_cluster(&broker, cluster).await?),
+            Some(cluster) => Some(join_cluster(&broker, cluster, replicated.as_deref()).await?),
             None => None,
         };
         let (mqtt_listener, mqtt_addr) = listen("mqtt", settings.mqtt_addr).await?;
@@ -209,19 +209,29 @@ impl Running {
 }
 
 /// The broker, with its persistent sessions and retained messages loaded from
-/// `{data_dir}/broker` (unless `mqtt.persistence` is off).
-async fn open_broker(settings: &Settings) -> anyhow::Result<Broker> {
+/// `{data_dir}/broker` (unless `mqtt.persistence` is off). In cluster mode the state is
+/// also copied to the cluster once it joins (the returned handle).
+async fn open_broker(
+    settings: &Settings,
+) -> anyhow::Result<(Broker, Option<Arc<ReplicatedState>>)> {
     if !settings.broker_persistence {
-        return Ok(Broker::new(settings.broker.clone()));
+        return Ok((Broker::new(settings.broker.clone()), None));
     }
     let directory = settings.data_dir.join("broker");
     let config = settings.broker.clone();
+    let is_clustered = settings.cluster.is_some();
     tokio::task::spawn_blocking(move || {
-        let state = EmbeddedState::open(&directory, Flush::Sync)?;
-        Broker::with_state(config, Arc::new(state))
+        let state = Arc::new(EmbeddedState::open(&directory, Flush::Sync)?);
+        if !is_clustered {
+            return Ok((Broker::with_state(config, state)?, None));
+        }
+        let replicated = ReplicatedState::new(state);
+        let broker = Broker::with_state(config, Arc::clone(&replicated) as Arc<dyn StateStore>)?;
+        Ok((broker, Some(replicated)))
     })
     .await
     .context("loading the broker state panicked")?
+    .map_err(|error: fleetwire_broker::StateError| anyhow::Error::new(error))
     .context("cannot load the broker state (persistent sessions, retained messages)")
 }
 
@@ -230,11 +240,12 @@ async fn open_broker(settings: &Settings) -> anyhow::Result<Broker> {
 async fn join_cluster(
     broker: &Broker,
     cluster: &ClusterSettings,
+    state: Option<&ReplicatedState>,
 ) -> anyhow::Result<Arc<NatsPeers>> {
     let nats = fleetwire_cluster::connect(&cluster.nats_url, &cluster.node_id)
         .await
         .context("cannot join the cluster")?;
-    let peers = fleetwire_cluster::join(nats, CLUSTER_SUBJECTS, &cluster.node_id, broker)
+    let peers = fleetwire_cluster::join(nats, CLUSTER_SUBJECTS, &cluster.node_id, broker, state)
         .await
         .context("cannot join the cluster")?;
     tracing::info!(node_id = %cluster.node_id, nats_url = %cluster.nats_url, "joined the cluster");

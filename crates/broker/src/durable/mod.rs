@@ -30,6 +30,31 @@ use crate::auth::BoxFuture;
 pub(crate) use codec::{decode as decode_change, encode as encode_change};
 pub use embedded::EmbeddedState;
 
+/// Appends `change` to `out` as one framed record (length, checksum, fields), as the
+/// embedded store writes it: for a copy of the state kept elsewhere (the cluster's).
+pub fn encode_record(change: &Change<'_>, out: &mut Vec<u8>) {
+    codec::encode(change, out);
+}
+
+/// Hands the change of each framed record in `records` ([`encode_record`]) to
+/// `apply`, in order. Fails on a record cut short or damaged, or on what `apply` refuses.
+pub fn decode_records(
+    records: &[u8],
+    apply: &mut dyn FnMut(Change<'_>) -> Result<(), String>,
+) -> Result<(), String> {
+    let mut offset = 0;
+    loop {
+        match fleetwire_journal::record::next(records, offset) {
+            fleetwire_journal::record::Next::Record(record, next) => {
+                offset = next;
+                codec::decode(record, apply)?;
+            }
+            fleetwire_journal::record::Next::End => return Ok(()),
+            fleetwire_journal::record::Next::Torn(detail) => return Err(detail),
+        }
+    }
+}
+
 /// A point in the store's sequence of changes: once it is durable, so is every change
 /// before it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
