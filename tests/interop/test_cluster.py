@@ -13,10 +13,10 @@ A client id connecting on another node takes its session over (the old connectio
 told 0x8E) and a persistent session resumes on another node with its queue. QoS 1/2
 messages acknowledged by a node killed right after reach the others; a node back from
 kill -9 delivers what its sessions missed; the wills of a dead node's open connections are
-published once, by another node or by itself when it comes back. A NATS server may die; a node started before
-its NATS cluster is whole waits for JetStream, and the replicas are raised once it is.
-
-Not yet (issue 20): sessions that outlive a dead node."""
+published once, by another node or by itself when it comes back; the persistent sessions of a
+node killed with kill -9 resume on other nodes with their queues, and stay there when it comes
+back. A NATS server may die; a node started before its NATS cluster is whole waits for
+JetStream, and the replicas are raised once it is."""
 
 from __future__ import annotations
 
@@ -360,6 +360,16 @@ def stream_messages(server, name: str) -> int:
     raise AssertionError(f"no stream {name} on {server.name}")
 
 
+def consumers(server, stream: str) -> list[str]:
+    """The names of the consumers of JetStream stream `stream` (as `server` sees it)."""
+    jsz = server.monitor("/jsz?consumers=true")
+    for account in jsz.get("account_details", []):
+        for detail in account.get("stream_detail", []):
+            if detail["name"] == stream:
+                return [consumer["name"] for consumer in detail.get("consumer_detail", [])]
+    raise AssertionError(f"no stream {stream} on {server.name}")
+
+
 def test_the_client_ids_of_ended_sessions_leave_the_sessions_bucket(nodes, nats_cluster, uid):
     node_a, node_b, _ = nodes
     server = nats_cluster.servers[1]
@@ -517,9 +527,16 @@ def test_a_persistent_session_of_a_node_killed_with_kill_9_resumes_on_another_no
         assert [g for g in got if g.startswith("before")] == before, f"{len(got)} of {len(here + before + after) + 1}"
         assert [g for g in got if not g.startswith("before")] == here + ["", *after], f"{len(got)} of {len(here + before + after) + 1}"
 
-        # Another session of the dead node, taken up by another node once it counts as
-        # gone: its queue too.
-        time.sleep(11)
+        # Once the node counts as gone one node takes up its other sessions, and what
+        # the cluster kept for it goes.
+        consumer = "node-node-lost-" + uid
+        deadline = time.monotonic() + 30
+        while consumer in consumers(nats_cluster.servers[0], "FLEETWIRE_MESSAGES") and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert consumer not in consumers(nats_cluster.servers[0], "FLEETWIRE_MESSAGES")
+        took = [line for node in nodes for line in node.log_text().splitlines() if "took up the sessions of a node that is gone" in line and f"node-lost-{uid}" in line]
+        assert len(took) == 1 and '"taken":1' in took[0] and '"elsewhere":1' in took[0], took
+        # Another session of the dead node: its queue too.
         other_resumed = Peer(nodes[0], f"{uid}-other", clean=False).connect()
         assert other_resumed.session_present
         remote.publish(f"{uid}/o/there", b"last", qos=1)

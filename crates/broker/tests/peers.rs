@@ -168,6 +168,23 @@ async fn peers_hear_subscriptions_and_local_publishes_and_their_messages_are_rou
     assert_eq!(other.expect_publish().await.payload, &b"remote"[..]);
     assert_eq!(recorder.take(), []);
 
+    // From a peer for one session alone (one that came from a dead node): the other
+    // subscriber of the same filter does not get it (its next message is checked below).
+    let to_other = broker.publish_from_peer_to(
+        "other",
+        PeerMessage {
+            topic: TopicName::new("a/3").unwrap(),
+            payload: Bytes::from_static(b"for other only"),
+            qos: QoS::AtLeastOnce,
+            is_retained: false,
+            properties: Properties::default(),
+        },
+        &mut PeerCongestion::default(),
+    );
+    assert_eq!(to_other.delivered, 1);
+    assert_eq!(other.expect_publish().await.payload, &b"for other only"[..]);
+    assert_eq!(recorder.take(), []);
+
     // Share groups are the peers' to serve: neither a local publish nor one from a
     // peer reaches the member, only a delivery to its group does.
     publisher

@@ -91,28 +91,13 @@ impl Durable {
         orphans: Arc<Orphans>,
     ) -> Result<Durable, ClusterError> {
         let failed = |detail: String| ClusterError::JetStream { what: WHAT, detail };
-        let name = consumer_name(node);
-        let consumer: jetstream::consumer::Consumer<pull::Config> = stream
-            .get_or_create_consumer(
-                &name,
-                pull::Config {
-                    durable_name: Some(name.clone()),
-                    description: Some(format!("Fleetwire node {node}")),
-                    deliver_policy: DeliverPolicy::New,
-                    ack_policy: AckPolicy::All,
-                    ack_wait: Duration::from_secs(30),
-                    max_ack_pending: 64 * 1024,
-                    ..pull::Config::default()
-                },
-            )
-            .await
-            .map_err(|error| failed(error.to_string()))?;
+        let consumer = open_consumer(stream, node).await.map_err(failed)?;
         let messages = consumer
             .messages()
             .await
             .map_err(|error| failed(error.to_string()))?;
         tokio::spawn(read(
-            consumer,
+            stream.clone(),
             messages,
             node.to_owned(),
             envelope,
@@ -139,6 +124,30 @@ impl Durable {
     }
 }
 
+/// Opens node `node`'s consumer of `stream`, or creates it (reading what is published
+/// from then on).
+async fn open_consumer(
+    stream: &stream::Stream,
+    node: &str,
+) -> Result<jetstream::consumer::Consumer<pull::Config>, String> {
+    let name = consumer_name(node);
+    stream
+        .get_or_create_consumer(
+            &name,
+            pull::Config {
+                durable_name: Some(name.clone()),
+                description: Some(format!("Fleetwire node {node}")),
+                deliver_policy: DeliverPolicy::New,
+                ack_policy: AckPolicy::All,
+                ack_wait: Duration::from_secs(30),
+                max_ack_pending: 64 * 1024,
+                ..pull::Config::default()
+            },
+        )
+        .await
+        .map_err(|error| error.to_string())
+}
+
 /// A consumer name for node `node`: letters, digits, `-` and `_` as they are, other
 /// bytes as `_XX`.
 pub(crate) fn consumer_name(node: &str) -> String {
@@ -154,10 +163,11 @@ pub(crate) fn consumer_name(node: &str) -> String {
 }
 
 /// Reads this node's consumer for as long as the node runs: when its stream of
-/// messages ends (the NATS connection was lost, the consumer recreated) it is opened
-/// again, once a second until it opens.
+/// messages ends (the NATS connection was lost, the consumer deleted: the other nodes
+/// took this node for dead and took up its sessions) it is opened again, or created,
+/// once a second until it opens.
 async fn read(
-    consumer: jetstream::consumer::Consumer<pull::Config>,
+    stream: stream::Stream,
     mut messages: pull::Stream,
     name: String,
     node: Arc<Node>,
@@ -169,7 +179,11 @@ async fn read(
         tracing::warn!("the stream of QoS 1/2 messages ended: opening it again");
         loop {
             tokio::time::sleep(Duration::from_secs(1)).await;
-            match consumer.messages().await {
+            let opened = match open_consumer(&stream, &name).await {
+                Ok(consumer) => consumer.messages().await.map_err(|error| error.to_string()),
+                Err(error) => Err(error),
+            };
+            match opened {
                 Ok(opened) => {
                     messages = opened;
                     break;

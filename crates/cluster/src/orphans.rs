@@ -18,13 +18,20 @@
 //! or this node's own) and read from JetStream only after: for a while after a session
 //! is taken up, such messages are routed to it when they are read ("fixups").
 //!
-//! A scratch broker goes once its node is alive again (its sessions are the node's own
-//! again) or once every client id it holds is held by another node (checked every
-//! `TIDY_EVERY`).
+//! Once the node counts as gone (silent for `nodes::GONE_AFTER`), one node (the one
+//! that creates the key `adopt.{node}` in the sessions bucket; the node deletes it when
+//! it starts again) takes up every session left whose client id the dead node still
+//! holds, the same way, so that clients that do not come back soon lose nothing either,
+//! and then deletes the dead node's consumer and its copy: the node starts afresh when
+//! it comes back (its disk's sessions that others hold are dropped, `reconcile`).
+//!
+//! A scratch broker goes once its node was heard again after it was built (its
+//! sessions are the node's own again) or once every client id it holds is held by
+//! another node (checked every `TIDY_EVERY`).
 //!
 //! Not done: a message the dead node kept but had not acknowledged to JetStream arrives
-//! twice; sessions whose clients never come back stay in the scratch brokers (and the
-//! stream keeps the dead node's messages for a day).
+//! twice. A node cut off from NATS for `GONE_AFTER` counts as gone: its sessions are
+//! taken up while its clients may still be connected to it.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -79,6 +86,14 @@ pub(crate) struct Adopting {
     /// Per publishing node (envelope id), the highest number read from JetStream.
     read: HashMap<u64, u64>,
     fixups: Vec<Fixup>,
+}
+
+/// What taking up one session found.
+enum Taken {
+    /// The dead node left no session for the client id.
+    Absent,
+    /// Here now; the ticket of its saving.
+    Here(Option<Ticket>),
 }
 
 /// A dead node's sessions not taken up yet.
@@ -188,7 +203,101 @@ impl Orphans {
     /// its client id now): `true` once it is here and saved, `false` if that node left
     /// no such session.
     pub(crate) async fn take(&self, node: &str, client_id: &str) -> Result<bool, PeersError> {
-        let mut adopting = self.adopting.lock().await;
+        let taken = {
+            let mut adopting = self.adopting.lock().await;
+            self.read_up(&mut adopting, node).await?;
+            self.adopt(&mut adopting, node, client_id)?
+        };
+        let Taken::Here(ticket) = taken else {
+            return Ok(false);
+        };
+        if let Some(ticket) = ticket {
+            self.broker.durable(ticket).await.map_err(|error| {
+                PeersError(format!(
+                    "the session of {client_id:?} left by node {node} could not be saved: {error}"
+                ))
+            })?;
+        }
+        tracing::info!(%client_id, %node, "took up a session of a node that is gone");
+        Ok(true)
+    }
+
+    /// Node `gone` went silent: if this node is the one to (`Sessions::wins_adoption`),
+    /// takes up every session it left whose client id it still holds, then drops what
+    /// the cluster kept for it (its consumer of the QoS 1/2 messages, its copy of its
+    /// state): it starts afresh when it comes back.
+    pub(crate) async fn take_all(&self, gone: &str, sessions: &Sessions) {
+        if !sessions.wins_adoption(gone).await {
+            return;
+        }
+        let client_ids = {
+            let mut adopting = self.adopting.lock().await;
+            if let Err(error) = self.read_up(&mut adopting, gone).await {
+                tracing::warn!(node = %gone, %error, "cannot take up the sessions of a node that is gone");
+                return;
+            }
+            adopting
+                .scratch
+                .get(gone)
+                .map(|scratch| scratch.broker.client_ids())
+                .unwrap_or_default()
+        };
+        let (mut taken, mut elsewhere, mut failed) = (0_u64, 0_u64, 0_u64);
+        for client_id in client_ids {
+            let hold = match sessions.take_from(&client_id, gone).await {
+                Ok(Some(hold)) => hold,
+                Ok(None) => {
+                    if let Some(scratch) = self.adopting.lock().await.scratch.get(gone) {
+                        scratch.broker.release_session(&client_id);
+                    }
+                    elsewhere += 1;
+                    continue;
+                }
+                Err(error) => {
+                    tracing::debug!(%client_id, %error, "cannot take up a session of a node that is gone");
+                    failed += 1;
+                    continue;
+                }
+            };
+            let adopted = {
+                let mut adopting = self.adopting.lock().await;
+                self.adopt(&mut adopting, gone, &client_id)
+            };
+            match adopted {
+                Ok(Taken::Here(Some(ticket))) => {
+                    if let Err(error) = self.broker.durable(ticket).await {
+                        tracing::error!(%client_id, %error, "a session taken up from a node that is gone could not be saved");
+                    }
+                    taken += 1;
+                }
+                Ok(Taken::Here(None)) => taken += 1,
+                Ok(Taken::Absent) => {}
+                Err(error) => {
+                    tracing::error!(%client_id, %error, "a session taken up from a node that is gone is lost");
+                    failed += 1;
+                }
+            }
+            drop(hold);
+        }
+        if failed == 0 {
+            self.adopting.lock().await.scratch.remove(gone);
+            if let Err(error) = self.messages.delete_consumer(&consumer_name(gone)).await {
+                tracing::debug!(node = %gone, %error, "the consumer of a node that is gone stays");
+            }
+            if let Err(error) = self
+                .states
+                .purge()
+                .filter(self.subjects.node_state(gone))
+                .await
+            {
+                tracing::debug!(node = %gone, %error, "the state copy of a node that is gone stays");
+            }
+        }
+        tracing::info!(node = %gone, taken, elsewhere, failed, "took up the sessions of a node that is gone");
+    }
+
+    /// Builds the scratch broker of dead node `node` unless there is one.
+    async fn read_up(&self, adopting: &mut Adopting, node: &str) -> Result<(), PeersError> {
         if !adopting.scratch.contains_key(node) {
             let broker = self.scratch(node, adopting.position).await?;
             let built = Instant::now();
@@ -196,12 +305,25 @@ impl Orphans {
                 .scratch
                 .insert(node.to_owned(), Scratch { broker, built });
         }
-        let Some(scratch) = adopting.scratch.get(node).map(|scratch| &scratch.broker) else {
-            return Ok(false);
+        Ok(())
+    }
+
+    /// Moves the session of `client_id` from dead node `node`'s scratch broker to this
+    /// node's (saved: the ticket to wait for, after the lock), with its fixup.
+    fn adopt(
+        &self,
+        adopting: &mut Adopting,
+        node: &str,
+        client_id: &str,
+    ) -> Result<Taken, PeersError> {
+        let Some(scratch) = adopting
+            .scratch
+            .get(node)
+            .map(|scratch| &scratch.broker)
+            .filter(|scratch| scratch.has_session(client_id))
+        else {
+            return Ok(Taken::Absent);
         };
-        if !scratch.has_session(client_id) {
-            return Ok(false);
-        }
         let state = scratch.release_session(client_id);
         let broker = &self.broker;
         let (adopted, routed, own_to) = self
@@ -227,16 +349,7 @@ impl Orphans {
             own_to,
             until: now + FIXUP_FOR,
         });
-        drop(adopting);
-        if let Some(ticket) = ticket {
-            broker.durable(ticket).await.map_err(|error| {
-                PeersError(format!(
-                    "the session of {client_id:?} left by node {node} could not be saved: {error}"
-                ))
-            })?;
-        }
-        tracing::info!(%client_id, %node, "took up a session of a node that is gone");
-        Ok(true)
+        Ok(Taken::Here(ticket))
     }
 
     /// A scratch broker with node `node`'s sessions as it left them, and the QoS 1/2

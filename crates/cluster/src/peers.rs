@@ -6,6 +6,7 @@ use std::sync::Arc;
 use async_nats::jetstream;
 use fleetwire_broker::{BoxFuture, Broker, Claimed, PeerMessage, PeerTicket, Peers, PeersError};
 use fleetwire_mqtt_codec::{QoS, TopicFilter};
+use tokio::sync::mpsc;
 
 use crate::ClusterError;
 use crate::durable::Durable;
@@ -82,20 +83,21 @@ pub async fn join(
         Arc::clone(&orphans),
     )
     .await?;
+    sessions.back().await;
     sessions.reconcile(broker).await?;
     if state.is_some() {
-        // The copy starts from what this node holds now.
+        // The copy starts from what this node holds now (until it is written, the
+        // copy is the previous run's with this run's changes after it).
         let snapshot = broker.clone();
-        tokio::task::spawn_blocking(move || snapshot.snapshot_state())
-            .await
-            .map_err(|error| ClusterError::JetStream {
-                what: "the copy of this node's broker state",
-                detail: error.to_string(),
-            })?
-            .map_err(|error| ClusterError::JetStream {
-                what: "the copy of this node's broker state",
-                detail: error.to_string(),
-            })?;
+        match tokio::task::spawn_blocking(move || snapshot.snapshot_state()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                tracing::error!(%error, "the copy of this node's broker state in JetStream may miss sessions until the next snapshot");
+            }
+            Err(error) => {
+                tracing::error!(%error, "writing a snapshot of the broker state panicked");
+            }
+        }
     }
     let durable = Durable::start(
         &kept.messages,
@@ -134,6 +136,7 @@ pub async fn join(
     });
     broker.set_peers(Arc::clone(&peers) as Arc<dyn Peers>);
     orphans.tidy(nodes.clone(), Arc::clone(&sessions));
+    let departures = take_up_sessions(departures, Arc::clone(&orphans), Arc::clone(&sessions));
     wills::publish_orphans(
         kept.wills,
         node.to_owned(),
@@ -144,6 +147,24 @@ pub async fn join(
     )
     .await;
     Ok(peers)
+}
+
+/// Takes up the sessions of each node `departures` names (if this node is the one to),
+/// and passes the names on (for its wills).
+fn take_up_sessions(
+    mut departures: mpsc::UnboundedReceiver<String>,
+    orphans: Arc<Orphans>,
+    sessions: Arc<Sessions>,
+) -> mpsc::UnboundedReceiver<String> {
+    let (passed, passed_on) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(gone) = departures.recv().await {
+            let _ = passed.send(gone.clone());
+            let (orphans, sessions) = (Arc::clone(&orphans), Arc::clone(&sessions));
+            tokio::spawn(async move { orphans.take_all(&gone, &sessions).await });
+        }
+    });
+    passed_on
 }
 
 impl std::fmt::Debug for NatsPeers {

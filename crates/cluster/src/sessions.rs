@@ -10,10 +10,10 @@
 //! hand its session over ([`Broker::release_session`]); its answer is the session's
 //! state, which the claiming node adopts before it answers `CONNACK`.
 //!
-//! A holder that does not answer (dead: NATS says no one listens) hands nothing over:
-//! the client starts a new session (`CONNACK` says no session is present) and whatever
-//! that node kept for it stays on that node's disk. Keeping sessions in JetStream so
-//! that they outlive their node is not done yet.
+//! A holder that does not answer (dead: NATS says no one listens) cannot hand anything
+//! over: the claiming node takes the session up from that node's copy of its state in
+//! JetStream (`orphans.rs`), with its queue; if that node left none for the client id,
+//! the client starts a new session (`CONNACK` says no session is present).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -249,6 +249,81 @@ impl Sessions {
         });
     }
 
+    /// Makes this node the holder of `client_id` if node `from` (gone) holds it: a hold
+    /// that keeps other nodes' release requests for it waiting until dropped (once the
+    /// session is adopted here), `None` if another node holds it.
+    pub(crate) async fn take_from(
+        &self,
+        client_id: &str,
+        from: &str,
+    ) -> Result<Option<Box<dyn Send>>, String> {
+        let Some(key) = keys::key(client_id) else {
+            return Ok(None);
+        };
+        let hold = self.claiming.hold(client_id);
+        let _busy = self.busy.lock(client_id).await;
+        let entry = self
+            .store
+            .entry(key.as_str())
+            .await
+            .map_err(|error| error.to_string())?;
+        let Some(entry) = entry.filter(|entry| {
+            entry.operation == kv::Operation::Put && entry.value == from.as_bytes()
+        }) else {
+            return Ok(None);
+        };
+        match self
+            .store
+            .update(key.as_str(), Bytes::from(self.node.clone()), entry.revision)
+            .await
+        {
+            Ok(_) => Ok(Some(Box::new(hold))),
+            Err(error) if error.kind() == kv::UpdateErrorKind::WrongLastRevision => Ok(None),
+            Err(error) => Err(error.to_string()),
+        }
+    }
+
+    /// Whether this node is the one to take up every session of node `gone` (one node
+    /// per dead node: the one that creates its key `adopt.{node}`; the key goes when
+    /// that node starts again).
+    pub(crate) async fn wins_adoption(&self, gone: &str) -> bool {
+        let Some(key) = adoption_key(gone) else {
+            return false;
+        };
+        match self
+            .store
+            .create(&key, Bytes::from(self.node.clone()))
+            .await
+        {
+            Ok(_) => true,
+            Err(error) if error.kind() == kv::CreateErrorKind::AlreadyExists => false,
+            Err(error) => {
+                tracing::warn!(node = %gone, %error, "cannot tell which node takes up the sessions of a node that is gone");
+                false
+            }
+        }
+    }
+
+    /// At start: this node's sessions are its own again (another node took up those it
+    /// held while it was gone).
+    pub(crate) async fn back(&self) {
+        let Some(key) = adoption_key(&self.node) else {
+            return;
+        };
+        let cleared = match self.store.entry(key.as_str()).await {
+            Ok(Some(entry)) if entry.operation == kv::Operation::Put => {
+                keys::purge(&self.store, &key, Some(entry.revision))
+                    .await
+                    .map_err(|error| error.to_string())
+            }
+            Ok(_) => Ok(()),
+            Err(error) => Err(error.to_string()),
+        };
+        if let Err(error) = cleared {
+            tracing::warn!(%error, "cannot clear the record that this node was taken for gone");
+        }
+    }
+
     /// The node holding `client_id` now (`None`: nobody), or why JetStream did not say.
     pub(crate) async fn holder_of(&self, client_id: &str) -> Result<Option<String>, String> {
         let Some(key) = keys::key(client_id) else {
@@ -435,4 +510,11 @@ impl Sessions {
             ))),
         }
     }
+}
+
+/// The key of the sessions bucket that says who takes up the sessions of node `node`:
+/// `adopt.` and the node id escaped as a client id's key is (so no client id's key,
+/// which holds no `.`, is one).
+fn adoption_key(node: &str) -> Option<String> {
+    Some(format!("adopt.{}", keys::key(node)?))
 }

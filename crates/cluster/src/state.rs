@@ -281,9 +281,10 @@ impl StateStore for ReplicatedState {
     fn shutdown(&self) -> Result<(), StateError> {
         self.inner.shutdown()?;
         if let Some(copy) = self.copy.get() {
-            let settled = copy
-                .runtime
-                .block_on(tokio::time::timeout(SHUTDOWN_WAIT, copy.settled(0)));
+            let settled = copy.runtime.block_on(tokio::time::timeout(
+                SHUTDOWN_WAIT,
+                copy.settled(copy.writer.failures()),
+            ));
             if !matches!(settled, Ok(Ok(()))) {
                 tracing::warn!(
                     "the last changes of the broker state may not be in the cluster's copy"

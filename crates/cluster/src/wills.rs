@@ -187,7 +187,7 @@ pub(crate) async fn publish_orphans(
     broker: Broker,
     sessions: Arc<Sessions>,
 ) {
-    let orphans = Orphans {
+    let orphans = Left {
         store,
         broker,
         sessions,
@@ -216,13 +216,14 @@ pub(crate) async fn publish_orphans(
     });
 }
 
-struct Orphans {
+/// The wills nodes that are gone left.
+struct Left {
     store: kv::Store,
     broker: Broker,
     sessions: Arc<Sessions>,
 }
 
-impl Orphans {
+impl Left {
     /// The keys of the bucket that start with `prefix` (JetStream lists the subjects
     /// holding them: only those), purged ones included.
     async fn keys(&self, prefix: &str) -> Result<Vec<String>, ()> {
