@@ -23,7 +23,7 @@ use std::time::Duration;
 use async_nats::HeaderMap;
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
 use async_nats::jetstream::stream::{self, RetentionPolicy, StorageType};
-use async_nats::jetstream::{self, Context};
+use async_nats::jetstream;
 use bytes::Bytes;
 use fleetwire_broker::{Broker, PeerCongestion};
 use futures_util::{FutureExt, StreamExt};
@@ -53,31 +53,21 @@ pub(crate) struct Durable {
     node: String,
 }
 
-/// Opens the stream, or creates it with `replicas` (see `kept.rs`).
-pub(crate) async fn stream(
-    jetstream: &Context,
-    subjects: &ClusterSubjects,
-    replicas: usize,
-) -> Result<stream::Stream, ClusterError> {
-    jetstream
-        .get_or_create_stream(stream::Config {
-            name: STREAM.to_owned(),
-            description: Some("Fleetwire: QoS 1/2 MQTT messages between nodes".to_owned()),
-            subjects: vec![subjects.every_durable()],
-            retention: RetentionPolicy::Interest,
-            storage: StorageType::File,
-            num_replicas: replicas,
-            max_age: MAX_AGE,
-            ..stream::Config::default()
-        })
-        .await
-        .map_err(|error| ClusterError::JetStream {
-            what: WHAT,
-            detail: error.to_string(),
-        })
+/// The stream as it is created, with `replicas` (see `kept.rs`).
+pub(crate) fn config(subjects: &ClusterSubjects, replicas: usize) -> stream::Config {
+    stream::Config {
+        name: STREAM.to_owned(),
+        description: Some("Fleetwire: QoS 1/2 MQTT messages between nodes".to_owned()),
+        subjects: vec![subjects.every_durable()],
+        retention: RetentionPolicy::Interest,
+        storage: StorageType::File,
+        num_replicas: replicas,
+        max_age: MAX_AGE,
+        ..stream::Config::default()
+    }
 }
 
-const WHAT: &str = "the stream of QoS 1/2 messages";
+pub(crate) const WHAT: &str = "the stream of QoS 1/2 messages";
 
 impl Durable {
     /// Opens this node's consumer of `stream` and starts routing what the other nodes

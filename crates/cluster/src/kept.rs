@@ -89,8 +89,13 @@ impl Kept {
         replicas: usize,
     ) -> Result<Kept, ClusterError> {
         Ok(Kept {
-            messages: durable::stream(jetstream, subjects, replicas).await?,
-            states: state::stream(jetstream, subjects, replicas).await?,
+            messages: open_stream(
+                jetstream,
+                durable::config(subjects, replicas),
+                durable::WHAT,
+            )
+            .await?,
+            states: open_stream(jetstream, state::config(subjects, replicas), state::WHAT).await?,
             retained: keys::bucket(
                 jetstream,
                 retained::BUCKET,
@@ -121,6 +126,21 @@ impl Kept {
             replicas,
         })
     }
+}
+
+/// Opens the stream `config` names, or creates it so.
+async fn open_stream(
+    jetstream: &Context,
+    config: stream::Config,
+    what: &'static str,
+) -> Result<Stream, ClusterError> {
+    jetstream
+        .get_or_create_stream(config)
+        .await
+        .map_err(|error| ClusterError::JetStream {
+            what,
+            detail: error.to_string(),
+        })
 }
 
 /// The servers of the NATS cluster `client` is connected to, as far as the server it

@@ -35,14 +35,13 @@ use fleetwire_broker::{
 use futures_util::StreamExt;
 use parking_lot::Mutex;
 
-use crate::ClusterError;
 use crate::subject::ClusterSubjects;
 use crate::writer::{Write, Writer, batched};
 
 /// The stream's name.
 pub(crate) const STREAM: &str = "FLEETWIRE_STATE";
 
-const WHAT: &str = "the copies of the nodes' broker state";
+pub(crate) const WHAT: &str = "the copies of the nodes' broker state";
 
 /// How long a snapshot waits for JetStream to keep it.
 const SNAPSHOT_WAIT: Duration = Duration::from_secs(30);
@@ -53,27 +52,17 @@ const SHUTDOWN_WAIT: Duration = Duration::from_secs(5);
 /// How long reading a copy waits for its next message.
 const READ_WAIT: Duration = Duration::from_secs(10);
 
-/// Opens the stream, or creates it with `replicas` (see `kept.rs`).
-pub(crate) async fn stream(
-    jetstream: &Context,
-    subjects: &ClusterSubjects,
-    replicas: usize,
-) -> Result<stream::Stream, ClusterError> {
-    jetstream
-        .get_or_create_stream(stream::Config {
-            name: STREAM.to_owned(),
-            description: Some("Fleetwire: each node's broker state (sessions, queues)".to_owned()),
-            subjects: vec![subjects.every_state()],
-            retention: RetentionPolicy::Limits,
-            storage: StorageType::File,
-            num_replicas: replicas,
-            ..stream::Config::default()
-        })
-        .await
-        .map_err(|error| ClusterError::JetStream {
-            what: WHAT,
-            detail: error.to_string(),
-        })
+/// The stream as it is created, with `replicas` (see `kept.rs`).
+pub(crate) fn config(subjects: &ClusterSubjects, replicas: usize) -> stream::Config {
+    stream::Config {
+        name: STREAM.to_owned(),
+        description: Some("Fleetwire: each node's broker state (sessions, queues)".to_owned()),
+        subjects: vec![subjects.every_state()],
+        retention: RetentionPolicy::Limits,
+        storage: StorageType::File,
+        num_replicas: replicas,
+        ..stream::Config::default()
+    }
 }
 
 /// The subjects of one node's copy.
