@@ -21,9 +21,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::HeaderMap;
+use async_nats::jetstream;
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
 use async_nats::jetstream::stream::{self, RetentionPolicy, StorageType};
-use async_nats::jetstream;
 use bytes::Bytes;
 use fleetwire_broker::{Broker, PeerCongestion};
 use futures_util::{FutureExt, StreamExt};

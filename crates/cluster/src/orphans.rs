@@ -19,9 +19,8 @@
 //! is taken up, such messages are routed to it when they are read ("fixups").
 //!
 //! Once the node counts as gone (silent for `nodes::GONE_AFTER`), one node (the one
-//! that creates the key `adopt.{node}` in the sessions bucket; the node deletes it when
-//! it starts again) takes up every session left whose client id the dead node still
-//! holds, the same way, so that clients that do not come back soon lose nothing either,
+//! that creates the key `adopt.{node}` in the sessions bucket, purged once it is done)
+//! takes up every session left whose client id the dead node still holds, the same way, so that clients that do not come back soon lose nothing either,
 //! and then deletes the dead node's consumer and its copy: the node starts afresh when
 //! it comes back (its disk's sessions that others hold are dropped, `reconcile`).
 //!
@@ -227,9 +226,14 @@ impl Orphans {
     /// the cluster kept for it (its consumer of the QoS 1/2 messages, its copy of its
     /// state): it starts afresh when it comes back.
     pub(crate) async fn take_all(&self, gone: &str, sessions: &Sessions) {
-        if !sessions.wins_adoption(gone).await {
+        let Some(revision) = sessions.wins_adoption(gone).await else {
             return;
-        }
+        };
+        self.take_all_won(gone, sessions).await;
+        sessions.adopted(gone, revision).await;
+    }
+
+    async fn take_all_won(&self, gone: &str, sessions: &Sessions) {
         let client_ids = {
             let mut adopting = self.adopting.lock().await;
             if let Err(error) = self.read_up(&mut adopting, gone).await {

@@ -284,28 +284,36 @@ impl Sessions {
     }
 
     /// Whether this node is the one to take up every session of node `gone` (one node
-    /// per dead node: the one that creates its key `adopt.{node}`; the key goes when
-    /// that node starts again).
-    pub(crate) async fn wins_adoption(&self, gone: &str) -> bool {
-        let Some(key) = adoption_key(gone) else {
-            return false;
-        };
+    /// at a time: the one that creates its key `adopt.{node}`, until it calls
+    /// [`Sessions::adopted`]): the key's revision if so.
+    pub(crate) async fn wins_adoption(&self, gone: &str) -> Option<u64> {
+        let key = adoption_key(gone)?;
         match self
             .store
             .create(&key, Bytes::from(self.node.clone()))
             .await
         {
-            Ok(_) => true,
-            Err(error) if error.kind() == kv::CreateErrorKind::AlreadyExists => false,
+            Ok(revision) => Some(revision),
+            Err(error) if error.kind() == kv::CreateErrorKind::AlreadyExists => None,
             Err(error) => {
                 tracing::warn!(node = %gone, %error, "cannot tell which node takes up the sessions of a node that is gone");
-                false
+                None
             }
         }
     }
 
-    /// At start: this node's sessions are its own again (another node took up those it
-    /// held while it was gone).
+    /// The sessions of node `gone` were taken up (`revision`: of its key).
+    pub(crate) async fn adopted(&self, gone: &str, revision: u64) {
+        let Some(key) = adoption_key(gone) else {
+            return;
+        };
+        if let Err(error) = keys::purge(&self.store, &key, Some(revision)).await {
+            tracing::warn!(node = %gone, %error, "the record of who takes up a gone node's sessions stays");
+        }
+    }
+
+    /// At start: clears the record of a node taking up this node's sessions, if one
+    /// was left (that node died meanwhile).
     pub(crate) async fn back(&self) {
         let Some(key) = adoption_key(&self.node) else {
             return;
