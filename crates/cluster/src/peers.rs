@@ -132,7 +132,7 @@ pub async fn join(
         retained,
         sessions: Arc::clone(&sessions),
         wills,
-        writer: Writer::start(jetstream),
+        writer: Writer::start(jetstream, crate::writer::IN_FLIGHT),
     });
     broker.set_peers(Arc::clone(&peers) as Arc<dyn Peers>);
     orphans.tidy(nodes.clone(), Arc::clone(&sessions));

@@ -43,6 +43,11 @@ pub(crate) const STREAM: &str = "FLEETWIRE_STATE";
 
 pub(crate) const WHAT: &str = "the copies of the nodes' broker state";
 
+/// JetStream messages of the copy not acknowledged yet, at most: few, so that the
+/// changes saved meanwhile go in batches (a change is small; JetStream's cost is per
+/// message).
+const IN_FLIGHT: usize = 8;
+
 /// How long a snapshot waits for JetStream to keep it.
 const SNAPSHOT_WAIT: Duration = Duration::from_secs(30);
 
@@ -187,7 +192,7 @@ impl ReplicatedState {
         node: &str,
     ) {
         let copy = Arc::new(Copy {
-            writer: Writer::start(jetstream),
+            writer: Writer::start(jetstream, IN_FLIGHT),
             stream,
             subjects: Subjects::new(subjects, node),
             runtime: tokio::runtime::Handle::current(),

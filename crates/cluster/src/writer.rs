@@ -24,8 +24,9 @@ use futures_util::stream::FuturesOrdered;
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, watch};
 
-/// Writes JetStream has not acknowledged yet, at most: past it the task waits.
-const IN_FLIGHT: usize = 4096;
+/// JetStream messages not acknowledged yet, at most, for a writer whose publishers wait
+/// for their writes (past it the task waits, and writes queue into batches).
+pub(crate) const IN_FLIGHT: usize = 4096;
 
 /// Failed tickets remembered (a publisher waits for its ticket right away).
 const FAILURES_KEPT: usize = 4096;
@@ -98,11 +99,17 @@ pub(crate) struct Writer {
 
 impl Writer {
     /// Starts the writing task on the current Tokio runtime.
-    pub(crate) fn start(jetstream: Context) -> Writer {
+    pub(crate) fn start(jetstream: Context, in_flight: usize) -> Writer {
         let (queue, writes) = mpsc::unbounded_channel();
         let (progress, watched) = watch::channel(Progress::default());
         let pending = Arc::new(AtomicUsize::new(0));
-        tokio::spawn(write_all(jetstream, writes, progress, Arc::clone(&pending)));
+        tokio::spawn(write_all(
+            jetstream,
+            writes,
+            progress,
+            Arc::clone(&pending),
+            in_flight,
+        ));
         Writer {
             queue: Mutex::new((1, queue)),
             pending,
@@ -180,6 +187,7 @@ async fn write_all(
     mut writes: mpsc::UnboundedReceiver<(u64, Write)>,
     progress: watch::Sender<Progress>,
     pending: Arc<AtomicUsize>,
+    in_flight_max: usize,
 ) {
     type Acked = std::pin::Pin<Box<dyn Future<Output = (Numbers, Result<(), String>)> + Send>>;
     let mut in_flight: FuturesOrdered<Acked> = FuturesOrdered::new();
@@ -188,7 +196,7 @@ async fn write_all(
     let mut held: Option<(u64, Write)> = None;
     loop {
         tokio::select! {
-            write = writes.recv(), if held.is_none() && is_open && in_flight.len() < IN_FLIGHT => {
+            write = writes.recv(), if held.is_none() && is_open && in_flight.len() < in_flight_max => {
                 let Some(write) = write else {
                     is_open = false;
                     continue;
@@ -217,7 +225,7 @@ async fn write_all(
         }
         // Sends what was taken, with the batchable writes queued behind it.
         while let Some((first, write)) = held.take() {
-            if in_flight.len() >= IN_FLIGHT {
+            if in_flight.len() >= in_flight_max {
                 held = Some((first, write));
                 break;
             }
