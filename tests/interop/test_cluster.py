@@ -535,9 +535,11 @@ def test_a_persistent_session_of_a_node_killed_with_kill_9_resumes_on_another_no
             time.sleep(0.5)
         assert consumer not in consumers(nats_cluster.servers[0], "FLEETWIRE_MESSAGES")
         took = [line for node in nodes for line in node.log_text().splitlines() if "took up the sessions of a node that is gone" in line and f"node-lost-{uid}" in line]
-        # (One node at a time: a node that hears of the departure later finds nothing left.)
-        assert [line for line in took if '"taken":0,' not in line] == [line for line in took if '"taken":1,"elsewhere":1,' in line], took
+        # (One node at a time: a node that hears of the departure later finds nothing
+        # left. The resumed session is elsewhere, or already out of the taking node's
+        # scratch broker if that node is the one it resumed on.)
         assert len([line for line in took if '"taken":1,' in line]) == 1, took
+        assert all('"taken":0,' in line or '"taken":1,' in line for line in took), took
         # Another session of the dead node: its queue too.
         other_resumed = Peer(nodes[0], f"{uid}-other", clean=False).connect()
         assert other_resumed.session_present

@@ -203,8 +203,7 @@ impl Orphans {
     /// no such session.
     pub(crate) async fn take(&self, node: &str, client_id: &str) -> Result<bool, PeersError> {
         let taken = {
-            let mut adopting = self.adopting.lock().await;
-            self.read_up(&mut adopting, node).await?;
+            let mut adopting = self.read_up(node).await?;
             self.adopt(&mut adopting, node, client_id)?
         };
         let Taken::Here(ticket) = taken else {
@@ -235,11 +234,13 @@ impl Orphans {
 
     async fn take_all_won(&self, gone: &str, sessions: &Sessions) {
         let client_ids = {
-            let mut adopting = self.adopting.lock().await;
-            if let Err(error) = self.read_up(&mut adopting, gone).await {
-                tracing::warn!(node = %gone, %error, "cannot take up the sessions of a node that is gone");
-                return;
-            }
+            let adopting = match self.read_up(gone).await {
+                Ok(adopting) => adopting,
+                Err(error) => {
+                    tracing::warn!(node = %gone, %error, "cannot take up the sessions of a node that is gone");
+                    return;
+                }
+            };
             adopting
                 .scratch
                 .get(gone)
@@ -300,16 +301,34 @@ impl Orphans {
         tracing::info!(node = %gone, taken, elsewhere, failed, "took up the sessions of a node that is gone");
     }
 
-    /// Builds the scratch broker of dead node `node` unless there is one.
-    async fn read_up(&self, adopting: &mut Adopting, node: &str) -> Result<(), PeersError> {
+    /// The lock, with dead node `node`'s scratch broker built unless there was one: read
+    /// without the lock (the routing here goes on meanwhile), then caught up with what
+    /// was routed here meanwhile, under it.
+    async fn read_up(
+        &self,
+        node: &str,
+    ) -> Result<tokio::sync::MutexGuard<'_, Adopting>, PeersError> {
+        let position = {
+            let adopting = self.adopting.lock().await;
+            if adopting.scratch.contains_key(node) {
+                return Ok(adopting);
+            }
+            adopting.position
+        };
+        let (broker, fed_to) = self.scratch(node, position).await?;
+        let mut adopting = self.adopting.lock().await;
         if !adopting.scratch.contains_key(node) {
-            let broker = self.scratch(node, adopting.position).await?;
+            if adopting.position > fed_to && !broker.client_ids().is_empty() {
+                self.backlog(&broker, node, fed_to, adopting.position)
+                    .await
+                    .map_err(|detail| PeersError(format!("node {node}'s sessions: {detail}")))?;
+            }
             let built = Instant::now();
             adopting
                 .scratch
                 .insert(node.to_owned(), Scratch { broker, built });
         }
-        Ok(())
+        Ok(adopting)
     }
 
     /// Moves the session of `client_id` from dead node `node`'s scratch broker to this
@@ -357,20 +376,21 @@ impl Orphans {
     }
 
     /// A scratch broker with node `node`'s sessions as it left them, and the QoS 1/2
-    /// messages its consumer had not acknowledged up to `position` (from there on the
-    /// routing here feeds it).
-    async fn scratch(&self, node: &str, position: u64) -> Result<Broker, PeersError> {
+    /// messages its consumer had not acknowledged up to `position` (none if it left no
+    /// session); with the stream sequence it holds the messages up to.
+    async fn scratch(&self, node: &str, position: u64) -> Result<(Broker, u64), PeersError> {
         let failed = |detail: String| PeersError(format!("node {node}'s sessions: {detail}"));
         let records = state::read(&self.states, &self.subjects, node)
             .await
             .map_err(failed)?;
         let scratch = Broker::with_state(self.broker.config().clone(), Arc::new(Replayed(records)))
             .map_err(|error| failed(error.to_string()))?;
+        let sessions = scratch.client_ids().len();
         let floor = match self.messages.consumer_info(consumer_name(node)).await {
             Ok(info) => info.ack_floor.stream_sequence,
             Err(_) => position,
         };
-        let routed = if floor < position {
+        let routed = if floor < position && sessions > 0 {
             self.backlog(&scratch, node, floor, position)
                 .await
                 .map_err(failed)?
@@ -379,11 +399,11 @@ impl Orphans {
         };
         tracing::info!(
             %node,
-            sessions = scratch.client_ids().len(),
+            sessions,
             messages = routed,
             "read the sessions of a node that is gone"
         );
-        Ok(scratch)
+        Ok((scratch, floor.max(position)))
     }
 
     /// Routes to `scratch` the messages of the stream after `floor` up to `to` that were

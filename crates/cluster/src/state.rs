@@ -386,11 +386,7 @@ pub(crate) async fn read(
         .messages()
         .await
         .map_err(|error| format!("cannot read node {node}'s state: {error}"))?;
-    // (sequence, payload) of the log; (generation, record) of snapshots.
-    let mut log: Vec<(u64, Bytes)> = Vec::new();
-    let mut snapshots: Vec<(u64, Bytes)> = Vec::new();
-    let mut marks: Vec<(u64, u64)> = Vec::new();
-    let mut done = None;
+    let mut pieces = Pieces::default();
     while pending > 0 {
         let message = match tokio::time::timeout(READ_WAIT, messages.next()).await {
             Ok(Some(Ok(message))) => message,
@@ -400,54 +396,99 @@ pub(crate) async fn read(
         let info = message
             .info()
             .map_err(|error| format!("reading node {node}'s state: {error}"))?;
-        let sequence = info.stream_sequence;
         pending = info.pending;
         let subject = message.subject.as_str();
-        let generation = || {
-            message
-                .payload
+        let kind = if subject == names.log {
+            Kind::Log
+        } else if subject == names.snap {
+            Kind::Snap
+        } else if subject == names.mark {
+            Kind::Mark
+        } else if subject == names.done {
+            Kind::Done
+        } else {
+            continue;
+        };
+        pieces
+            .add(kind, info.stream_sequence, &message.payload)
+            .map_err(|detail| format!("node {node}'s state: {detail}"))?;
+    }
+    pieces
+        .records()
+        .map_err(|detail| format!("node {node}'s state: {detail}"))
+}
+
+/// Which part of a copy a message is.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Log,
+    Snap,
+    Mark,
+    Done,
+}
+
+/// A node's copy as read, in stream order.
+#[derive(Default)]
+struct Pieces {
+    /// (stream sequence, batched records) of the log.
+    log: Vec<(u64, Bytes)>,
+    /// (generation, record) of snapshots.
+    snapshots: Vec<(u64, Bytes)>,
+    /// (generation, stream sequence) of snapshots' marks.
+    marks: Vec<(u64, u64)>,
+    /// The last complete snapshot's generation.
+    done: Option<u64>,
+}
+
+impl Pieces {
+    fn add(&mut self, kind: Kind, sequence: u64, payload: &Bytes) -> Result<(), String> {
+        let generation = |bytes: &[u8]| {
+            bytes
                 .get(..8)
                 .and_then(|bytes| bytes.try_into().ok())
                 .map(u64::from_le_bytes)
+                .ok_or_else(|| "a snapshot's generation cut short".to_owned())
         };
-        if subject == names.log {
-            log.push((sequence, message.payload.clone()));
-        } else if subject == names.snap {
-            for record in batched(&message.payload) {
-                let record = record.ok_or_else(|| format!("node {node}'s snapshot cut short"))?;
-                if let Some(bytes) = record.get(..8) {
-                    let generation = u64::from_le_bytes(bytes.try_into().unwrap_or_default());
-                    snapshots.push((generation, record.slice(8..)));
+        match kind {
+            Kind::Log => self.log.push((sequence, payload.clone())),
+            Kind::Snap => {
+                for record in batched(payload) {
+                    let record = record.ok_or_else(|| "a snapshot cut short".to_owned())?;
+                    self.snapshots
+                        .push((generation(&record)?, record.slice(8..)));
                 }
             }
-        } else if subject == names.mark {
-            if let Some(generation) = generation() {
-                marks.push((generation, sequence));
-            }
-        } else if subject == names.done {
-            done = generation().or(done);
+            Kind::Mark => self.marks.push((generation(payload)?, sequence)),
+            Kind::Done => self.done = Some(generation(payload)?),
         }
+        Ok(())
     }
-    let mut records = Vec::new();
-    let from = match done {
-        Some(generation) => {
-            let Some(&(_, mark)) = marks.iter().find(|(marked, _)| *marked == generation) else {
-                return Err(format!("node {node}'s last snapshot has no mark"));
-            };
-            for (_, record) in snapshots.iter().filter(|(of, _)| *of == generation) {
-                records.extend_from_slice(record);
+
+    /// The records to load: the last complete snapshot's, then the log after its mark
+    /// (the whole log before any snapshot completed).
+    fn records(&self) -> Result<Vec<u8>, String> {
+        let mut records = Vec::new();
+        let from = match self.done {
+            Some(generation) => {
+                let Some(&(_, mark)) = self.marks.iter().find(|(marked, _)| *marked == generation)
+                else {
+                    return Err("the last snapshot has no mark".to_owned());
+                };
+                for (_, record) in self.snapshots.iter().filter(|(of, _)| *of == generation) {
+                    records.extend_from_slice(record);
+                }
+                mark
             }
-            mark
+            None => 0,
+        };
+        for (_, payload) in self.log.iter().filter(|(sequence, _)| *sequence > from) {
+            for write in batched(payload) {
+                let write = write.ok_or_else(|| "the log cut short".to_owned())?;
+                records.extend_from_slice(&write);
+            }
         }
-        None => 0,
-    };
-    for (_, payload) in log.iter().filter(|(sequence, _)| *sequence > from) {
-        for write in batched(payload) {
-            let write = write.ok_or_else(|| format!("node {node}'s log cut short"))?;
-            records.extend_from_slice(&write);
-        }
+        Ok(records)
     }
-    Ok(records)
 }
 
 /// A state that is read once and then kept nowhere: the scratch broker that holds a
@@ -488,6 +529,103 @@ impl StateStore for Replayed {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A writer's batch of `writes` (as `writer.rs` sends them).
+    fn batch(writes: &[Vec<u8>]) -> Bytes {
+        let mut payload = Vec::new();
+        for write in writes {
+            payload.extend_from_slice(&(write.len() as u32).to_le_bytes());
+            payload.extend_from_slice(write);
+        }
+        Bytes::from(payload)
+    }
+
+    /// The record of a session `client_id` ending (any change would do: its client id
+    /// tells the records apart).
+    fn record(client_id: &str) -> Vec<u8> {
+        let mut record = Vec::new();
+        encode_record(&Change::SessionEnded { client_id }, &mut record);
+        record
+    }
+
+    fn snapshot_record(generation: u64, client_id: &str) -> Vec<u8> {
+        let mut record = generation.to_le_bytes().to_vec();
+        record.extend_from_slice(&self::record(client_id));
+        record
+    }
+
+    fn client_ids(records: &[u8]) -> Vec<String> {
+        let mut ids = Vec::new();
+        decode_records(records, &mut |change| {
+            if let Change::SessionEnded { client_id } = change {
+                ids.push(client_id.to_owned());
+            }
+            Ok(())
+        })
+        .unwrap();
+        ids
+    }
+
+    fn generation(generation: u64) -> Bytes {
+        Bytes::copy_from_slice(&generation.to_le_bytes())
+    }
+
+    #[test]
+    fn a_copy_is_its_last_complete_snapshot_and_the_log_after_its_mark() {
+        let mut pieces = Pieces::default();
+        // Before any snapshot completed: the whole log.
+        pieces
+            .add(Kind::Log, 1, &batch(&[record("a"), record("b")]))
+            .unwrap();
+        pieces.add(Kind::Mark, 2, &generation(7)).unwrap();
+        pieces.add(Kind::Log, 3, &batch(&[record("c")])).unwrap();
+        pieces
+            .add(Kind::Snap, 4, &batch(&[snapshot_record(7, "s1")]))
+            .unwrap();
+        assert_eq!(client_ids(&pieces.records().unwrap()), ["a", "b", "c"]);
+        // Snapshot 7 complete: its records, then the log after its mark (3, and what
+        // follows), not before.
+        pieces
+            .add(Kind::Snap, 5, &batch(&[snapshot_record(7, "s2")]))
+            .unwrap();
+        pieces.add(Kind::Done, 6, &generation(7)).unwrap();
+        pieces.add(Kind::Log, 7, &batch(&[record("d")])).unwrap();
+        // A later snapshot begun, not complete: ignored, its mark too.
+        pieces.add(Kind::Mark, 8, &generation(9)).unwrap();
+        pieces
+            .add(Kind::Snap, 9, &batch(&[snapshot_record(9, "t1")]))
+            .unwrap();
+        pieces.add(Kind::Log, 10, &batch(&[record("e")])).unwrap();
+        assert_eq!(
+            client_ids(&pieces.records().unwrap()),
+            ["s1", "s2", "c", "d", "e"]
+        );
+    }
+
+    #[test]
+    fn a_damaged_copy_is_an_error_not_a_panic() {
+        let mut pieces = Pieces::default();
+        assert!(
+            pieces
+                .add(Kind::Mark, 1, &Bytes::from_static(b"short"))
+                .is_err()
+        );
+        assert!(
+            pieces
+                .add(Kind::Snap, 2, &batch(&[b"abc".to_vec()]))
+                .is_err()
+        );
+        pieces.add(Kind::Done, 3, &generation(5)).unwrap();
+        assert!(
+            pieces.records().is_err(),
+            "a snapshot complete without its mark"
+        );
+        let mut cut = Pieces::default();
+        let mut log = batch(&[record("a")]).to_vec();
+        log.truncate(log.len() - 1);
+        cut.add(Kind::Log, 1, &Bytes::from(log)).unwrap();
+        assert!(cut.records().is_err(), "a log batch cut short");
+    }
 
     #[test]
     fn retained_messages_are_not_copied() {
