@@ -349,9 +349,7 @@ impl Sessions {
 
     /// The node holding `client_id` now (`None`: nobody, or JetStream did not answer).
     pub(crate) async fn holder(&self, client_id: &str) -> Option<String> {
-        let entry = self.store.entry(keys::key(client_id)?).await.ok()??;
-        (entry.operation == kv::Operation::Put)
-            .then(|| String::from_utf8_lossy(&entry.value).into_owned())
+        self.holder_of(client_id).await.ok().flatten()
     }
 
     /// At start: the sessions `broker` loaded from this node's disk that another node
